@@ -1,0 +1,47 @@
+# orderwatch: every target creates the virtualenv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create the virtualenv and install orderwatch with dev tools
+
+lint: $(STAMP) ## ruff (format + lint), mypy --strict, import-linter contracts
+	$(BIN)/ruff format --check src agents tests
+	$(BIN)/ruff check src agents tests
+	$(BIN)/mypy src agents
+	$(BIN)/lint-imports
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format src agents tests
+	$(BIN)/ruff check --fix src agents tests
+
+test: lint ## lint, then the whole test suite (unit, agents, integration on the embedded broker)
+	$(BIN)/pytest
+
+unit: $(STAMP) ## the unit tests only (no broker)
+	$(BIN)/pytest tests/unit
+
+schemas: $(STAMP) ## regenerate schemas/ from the models
+	$(BIN)/orderwatch schemas --out schemas
+
+demo: $(STAMP) ## embedded broker + worker + traffic; Ctrl-C or DEMO_SECONDS=N to stop
+	$(BIN)/python -m orderwatch.demo
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
+
+.PHONY: help venv lint fmt test unit schemas demo clean

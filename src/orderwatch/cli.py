@@ -1,0 +1,169 @@
+"""The ``orderwatch`` command: worker, replay, broker, schemas, rules check (and more).
+
+Each command is a thin adapter: it parses arguments and calls a module that does the work, so the
+same work is reachable from tests without a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orderwatch.errors import OrderwatchError, RuleFileError
+
+app = typer.Typer(
+    help="orderwatch: a streaming detector of e-commerce order exceptions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+rules_app = typer.Typer(help="Validate and show rule files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+def _parse_until(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"not an RFC 3339 timestamp: {value}") from None
+    if parsed.tzinfo is None:
+        raise typer.BadParameter("--until needs an offset (Z or +08:00)")
+    return parsed
+
+
+@app.command()
+def replay(
+    events: Annotated[str, typer.Argument(help="JSONL file of input events, or - for stdin")],
+    until: Annotated[
+        str | None, typer.Option(help="move the clock to this RFC 3339 time at the end")
+    ] = None,
+    rules: Annotated[Path | None, typer.Option(help="rules directory")] = None,
+) -> None:
+    """Run the rules over a file of events; exception events go to stdout as JSON lines."""
+    from orderwatch.engine import Engine
+    from orderwatch.replay import replay as run_replay
+    from orderwatch.rulefiles import load_catalog
+
+    until_at = _parse_until(until)
+    try:
+        catalog = load_catalog(rules)
+    except RuleFileError as exc:
+        typer.echo(f"orderwatch: cannot load rules: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        stream = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        run_replay(stream, Engine(catalog), sys.stdout.buffer, sys.stderr, until_at)
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        sys.stdout.flush()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+@rules_app.command("check")
+def rules_check(
+    directory: Annotated[Path | None, typer.Argument(help="rules directory")] = None,
+) -> None:
+    """Validate a rules directory and print the effective catalog."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from orderwatch.engine.catalog import format_duration
+    from orderwatch.rulefiles import load_catalog
+
+    try:
+        catalog = load_catalog(directory)
+    except RuleFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{len(catalog)} rules from {catalog.directory}")
+    for col in ("rule_id", "on", "severity", "owner", "escalate", "params"):
+        table.add_column(col)
+    for rule in catalog.values():
+        params = ", ".join(
+            f"{k}={format_duration(v) if k in _DURATION_PARAMS else v}"
+            for k, v in rule.params.model_dump().items()
+            if not isinstance(v, list)
+        )
+        table.add_row(
+            rule.rule_id,
+            "yes" if rule.enabled else "no",
+            rule.severity,
+            rule.owner,
+            format_duration(rule.escalate_after) if rule.escalate_after else "never",
+            params,
+        )
+    Console(width=160).print(table)
+
+
+_DURATION_PARAMS = {"threshold", "grace", "window", "persist_for", "max_account_age", "silence"}
+
+
+@app.command()
+def schemas(
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("schemas"),
+) -> None:
+    """Write the JSON Schemas of the input and exception events, generated from the models."""
+    from orderwatch.schemas import write
+
+    for path in write(out):
+        typer.echo(str(path))
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: a free one)")] = 0,
+) -> None:
+    """Start the embedded Tansu broker on 127.0.0.1 and print its bootstrap address."""
+    from orderwatch.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port=port)
+    try:
+        embedded.start()
+    except OrderwatchError as exc:
+        typer.echo(f"orderwatch: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(embedded.bootstrap, err=False)
+    sys.stdout.flush()
+    stop = asyncio.Event()
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+    try:
+        asyncio.run(wait())
+    finally:
+        embedded.stop()
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust worker (settings from ORDERWATCH_* environment variables)."""
+    from orderwatch.agents.runner import run_worker
+
+    run_worker()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The rule engine: ``step(event, now)`` and ``sweep(now)`` in, exception events out.
+
+Pure on purpose (h11-style): no Kafka, no Faust, no wall clock, no sleeping. The live worker, the
+offline replay and the tests all drive this one class, so live and replay cannot drift apart.
+
+Time: ``now`` is the detector's clock, passed in. Deadlines (timeouts, escalations, window closes,
+evictions) sit in a heap keyed by due time, so a sweep costs O(due · log n), not O(open orders).
+Entries are validated lazily against the shard's own ``deadlines`` dict: rescheduling or cancelling
+a deadline is a dict write, and stale heap entries are skipped when they surface.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from orderwatch.engine import fraud, orders, rates, stock
+from orderwatch.engine.catalog import Rule
+from orderwatch.engine.lifecycle import ESCALATION, Lifecycle
+from orderwatch.engine.state import (
+    ADDRESS,
+    CUSTOMER,
+    FAILURE,
+    GLOBAL,
+    ORDER,
+    PHONE,
+    STOCK,
+    Shard,
+    new_shard,
+    shard_from_dict,
+)
+from orderwatch.events.exception import ExceptionEvent
+from orderwatch.events.inbound import (
+    BlacklistAdded,
+    BlacklistRemoved,
+    InboundEvent,
+    InventorySnapshot,
+    OrderCreated,
+    OrderCreationFailed,
+    PaymentFailed,
+    PaymentSucceeded,
+)
+from orderwatch.normalize import address_hash, normalize_address, normalize_phone, phone_hash
+
+#: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
+BROADCAST = "*"
+EVICT = "evict"
+DEFAULT_RETENTION = 14 * 86400.0
+
+
+def _ts(now: datetime | float) -> float:
+    return now if isinstance(now, float | int) else now.timestamp()
+
+
+class Engine:
+    """All rules of a catalog over sharded state; see the module docstring for the contract."""
+
+    def __init__(self, rules: Mapping[str, Rule], *, retention: float = DEFAULT_RETENTION) -> None:
+        self.rules: dict[str, Rule] = dict(rules)
+        self.retention = retention
+        self.shards: dict[str, Shard] = {}
+        self.blacklist: dict[str, set[str]] = {
+            "customer_id": set(),
+            "phone": set(),
+            "address": set(),
+        }
+        self.dirty: set[str] = set()
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
+
+    # --- routing -------------------------------------------------------------------------------
+
+    @staticmethod
+    def route(event: InboundEvent) -> tuple[str, ...]:
+        """The shard keys an event updates; the live worker repartitions by each of them."""
+        if isinstance(event, OrderCreated):
+            keys = [ORDER + event.order_id, CUSTOMER + event.customer.customer_id]
+            addr = event.shipping_address
+            keys.append(ADDRESS + address_hash(normalize_address(addr)))
+            if normalize_phone(addr.phone):
+                keys.append(PHONE + phone_hash(addr.phone))
+            return tuple(keys)
+        if isinstance(event, PaymentSucceeded | PaymentFailed):
+            return (ORDER + event.order_id, GLOBAL)
+        if isinstance(event, OrderCreationFailed):
+            first = ORDER + event.order_id if event.order_id else FAILURE + event.event_id
+            return (first, GLOBAL)
+        if isinstance(event, InventorySnapshot):
+            return (f"{STOCK}{event.sku}/{event.warehouse_id}",)
+        if isinstance(event, BlacklistAdded | BlacklistRemoved):
+            return (BROADCAST,)
+        return (ORDER + event.order_id,)
+
+    # --- the two entry points ------------------------------------------------------------------
+
+    def step(
+        self, event: InboundEvent, now: datetime | float, only: Iterable[str] | None = None
+    ) -> list[ExceptionEvent]:
+        """Read one event at clock ``now``.
+
+        Deadlines the clock has already passed fire first (their resolving event had not been
+        read when the clock passed them), then the event applies, then anything it made due.
+        ``only`` restricts the work to the shard keys this worker owns (live); replay passes None.
+        """
+        t = _ts(now)
+        self._sweep(t)
+        keys = self.route(event) if only is None else only
+        for key in keys:
+            if key == BROADCAST:
+                self._apply_blacklist(event)
+                continue
+            shard = self.shards.get(key)
+            if shard is None:
+                shard = self.shards[key] = new_shard(key)
+            self._dispatch(shard, event, t)
+            occurred = event.occurred_at.timestamp()
+            if occurred > shard.last_at:
+                shard.last_at = occurred
+            if EVICT not in shard.deadlines:
+                self.schedule(shard, EVICT, max(shard.last_at, t) + self.retention)
+            self.dirty.add(key)
+        self._sweep(t)
+        return self.take_output()
+
+    def sweep(self, now: datetime | float) -> list[ExceptionEvent]:
+        """Fire every deadline strictly before ``now``; call at least once a second live."""
+        self._sweep(_ts(now))
+        return self.take_output()
+
+    def take_output(self) -> list[ExceptionEvent]:
+        out, self.life.out = self.life.out, []
+        return out
+
+    # --- deadlines -----------------------------------------------------------------------------
+
+    def schedule(self, shard: Shard, name: str, due: float) -> None:
+        if shard.deadlines.get(name) == due:
+            return
+        shard.deadlines[name] = due
+        heapq.heappush(self._heap, (due, next(self._seq), shard.key, name))
+        self.dirty.add(shard.key)
+
+    def unschedule(self, shard: Shard, name: str) -> None:
+        if shard.deadlines.pop(name, None) is not None:
+            self.dirty.add(shard.key)
+
+    def next_due(self) -> float | None:
+        """Earliest live deadline, for tests and the worker's idle-sleep decision."""
+        while self._heap:
+            due, _, key, name = self._heap[0]
+            shard = self.shards.get(key)
+            if shard is not None and shard.deadlines.get(name) == due:
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    def _sweep(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] < now:
+            due, _, key, name = heapq.heappop(heap)
+            shard = self.shards.get(key)
+            if shard is None or shard.deadlines.get(name) != due:
+                continue
+            del shard.deadlines[name]
+            self.dirty.add(key)
+            if name == EVICT:
+                self._evict(shard, now)
+            elif name.startswith(ESCALATION):
+                self.life.escalate(shard, name[len(ESCALATION) :], now)
+            else:
+                self._on_deadline(shard, name, due, now)
+
+    def _evict(self, shard: Shard, now: float) -> None:
+        """Forget a quiet shard after the retention period, unless something is still open.
+
+        One eviction deadline per shard, pushed back here when the shard saw events since; this
+        keeps the heap at one entry per shard instead of one per event.
+        """
+        if shard.open or shard.deadlines or shard.last_at + self.retention >= now:
+            self.schedule(shard, EVICT, max(shard.last_at, now) + self.retention)
+            return
+        del self.shards[shard.key]
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    def _dispatch(self, shard: Shard, event: InboundEvent, now: float) -> None:
+        prefix = shard.key[:2]
+        if prefix == ORDER:
+            orders.apply(self, shard, event, now)  # type: ignore[arg-type]
+        elif shard.key == GLOBAL:
+            rates.apply(self, shard, event, now)  # type: ignore[arg-type]
+        elif prefix == STOCK:
+            stock.apply(self, shard, event, now)  # type: ignore[arg-type]
+        elif prefix in (ADDRESS, PHONE, CUSTOMER):
+            fraud.apply(self, shard, event, now)  # type: ignore[arg-type]
+        elif prefix == FAILURE:
+            orders.creation_failed(self, shard, event, now)  # type: ignore[arg-type]
+
+    def _on_deadline(self, shard: Shard, name: str, due: float, now: float) -> None:
+        prefix = shard.key[:2]
+        if prefix == ORDER:
+            orders.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
+        elif shard.key == GLOBAL:
+            rates.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
+        elif prefix == STOCK:
+            stock.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
+        elif prefix in (ADDRESS, PHONE, CUSTOMER):
+            fraud.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
+
+    def _apply_blacklist(self, event: InboundEvent) -> None:
+        assert isinstance(event, BlacklistAdded | BlacklistRemoved)
+        value = orders.blacklist_value(event.kind, event.value)
+        entries = self.blacklist[event.kind]
+        if isinstance(event, BlacklistAdded):
+            entries.add(value)
+        else:
+            entries.discard(value)
+        self.dirty.add(BROADCAST)
+
+    # --- persistence (the Faust shell stores shards in changelog-backed tables) ----------------
+
+    def params(self, rule_id: str) -> Any:
+        return self.rules[rule_id].params
+
+    def enabled(self, rule_id: str) -> bool:
+        rule = self.rules.get(rule_id)
+        return rule is not None and rule.enabled
+
+    def take_dirty(self) -> dict[str, dict[str, Any] | None]:
+        """Serialized form of every shard changed since the last call (None: deleted)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for key in self.dirty:
+            if key == BROADCAST:
+                out[key] = {k: sorted(v) for k, v in self.blacklist.items()}
+                continue
+            shard = self.shards.get(key)
+            out[key] = None if shard is None else shard.to_dict()
+        self.dirty.clear()
+        return out
+
+    def restore(self, key: str, data: dict[str, Any]) -> None:
+        """Load one shard from its serialized form and re-index its deadlines."""
+        if key == BROADCAST:
+            self.blacklist = {k: set(data.get(k, ())) for k in self.blacklist}
+            return
+        shard = shard_from_dict(data)
+        self.shards[key] = shard
+        for name, due in shard.deadlines.items():
+            heapq.heappush(self._heap, (due, next(self._seq), key, name))
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop shards this worker no longer owns (after a rebalance); their heap entries lapse."""
+        for key in keys:
+            self.shards.pop(key, None)
+            self.dirty.discard(key)
+
+    def open_count(self) -> int:
+        return sum(len(s.open) for s in self.shards.values())
+
+    def pending_deadlines(self) -> int:
+        return sum(len(s.deadlines) for s in self.shards.values())

@@ -1,0 +1,118 @@
+"""Fraud windows over orders that share an address, a phone or a (new) customer account.
+
+Each is a sliding event-time window kept in its own shard (keyed by address hash, phone hash or
+customer id), so a hot key costs only its own entries. When a window satisfies the rule every order
+in it is flagged, and so is each later order that keeps the window satisfied; each order once.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Any
+
+from orderwatch.engine.catalog import format_duration
+from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, WindowShard
+from orderwatch.events.inbound import InboundEvent, OrderCreated
+from orderwatch.normalize import mask_phone
+
+if TYPE_CHECKING:
+    from orderwatch.engine.core import Engine
+
+CLUSTER = "fraud.address_cluster"
+BURST = "fraud.new_account_burst"
+SHARED = "fraud.shared_phone"
+_RULE = {ADDRESS: CLUSTER, PHONE: SHARED, CUSTOMER: BURST}
+
+
+def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
+    if not isinstance(ev, OrderCreated):
+        return
+    rule_id = _RULE[s.key[:2]]
+    if not ctx.enabled(rule_id):
+        return
+    params = ctx.params(rule_id)
+    at = ev.occurred_at.timestamp()
+    if rule_id == BURST:
+        age = at - ev.customer.account_created_at.timestamp()
+        if age >= params.max_account_age:
+            return
+        min_orders, min_customers = params.min_orders, 1
+    elif rule_id == CLUSTER:
+        min_orders, min_customers = params.min_orders, params.min_customers
+    else:
+        min_orders, min_customers = params.min_customers, params.min_customers
+    entry = [at, ev.order_id, ev.customer.customer_id, ev.event_id]
+    if any(e[1] == ev.order_id for e in s.entries):
+        return
+    bisect.insort(s.entries, entry)
+    window = params.window
+    _prune(s, window)
+    extra = _extra_values(rule_id, ev)
+    for hit in _satisfied(s.entries, at, window, min_orders, min_customers):
+        _flag(ctx, s, rule_id, hit, max(e[0] for e in hit), now, window, extra)
+
+
+def _prune(s: WindowShard, window: float) -> None:
+    """Keep two windows of history: enough for stragglers, bounded for hot keys."""
+    newest = s.entries[-1][0]
+    cut = bisect.bisect_left(s.entries, [newest - 2 * window])
+    if cut:
+        del s.entries[:cut]
+
+
+def _satisfied(
+    entries: list[list[Any]], at: float, window: float, min_orders: int, min_customers: int
+) -> list[list[list[Any]]]:
+    """Every half-open window [start, start + window) that contains ``at`` and meets the rule."""
+    times = [e[0] for e in entries]
+    first = bisect.bisect_left(times, at - window)
+    hits = []
+    for i in range(first, len(entries)):
+        start = times[i]
+        if start > at:
+            break
+        if start + window <= at:
+            continue
+        end = bisect.bisect_left(times, start + window)
+        members = entries[i:end]
+        if len(members) >= min_orders and len({e[2] for e in members}) >= min_customers:
+            hits.append(members)
+    return hits
+
+
+def _extra_values(rule_id: str, ev: OrderCreated) -> dict[str, Any]:
+    if rule_id == SHARED:
+        return {"phone": mask_phone(ev.shipping_address.phone)}
+    if rule_id == BURST:
+        return {"customer_id": ev.customer.customer_id}
+    return {}
+
+
+def _flag(
+    ctx: Engine,
+    s: WindowShard,
+    rule_id: str,
+    members: list[list[Any]],
+    became: float,
+    now: float,
+    window: float,
+    extra: dict[str, Any],
+) -> None:
+    values: dict[str, Any] = {
+        "orders_in_window": len(members),
+        "customers_in_window": len({e[2] for e in members}),
+        "window": format_duration(window),
+        "order_ids": ", ".join(e[1] for e in members[:20]),
+        **extra,
+    }
+    if s.key[:2] == ADDRESS:
+        values["address_hash"] = s.key[2:]
+    eids = [e[3] for e in members[:20]]
+    for at, order_id, _customer, _eid in members:
+        ctx.life.raise_(
+            s, rule_id, order_id, "", max(at, became), now, eids, values, order_id=order_id
+        )
+
+
+def on_deadline(ctx: Engine, s: WindowShard, name: str, due: float, now: float) -> None:
+    """Window shards schedule nothing but their eviction."""

@@ -1,0 +1,730 @@
+"""Rules kept per order: payment, inventory, logistics, order, customer and per-order fraud rules.
+
+Each handler updates the order's shard from one event and raises or resolves what that event
+decides. Timeout rules are not scheduled by hand: after every event ``_refresh`` derives each
+timeout's deadline from the shard (``_desired``) and the sweep re-derives it when it fires, so a
+deadline can never disagree with the state it was computed from.
+
+Handlers are written to be idempotent: the same event read twice (at-least-once delivery) leaves
+the shard as it was, and "later" always means later in event time, never later in arrival.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from orderwatch.engine.catalog import format_duration
+from orderwatch.engine.lifecycle import exception_id, iso
+from orderwatch.engine.state import OrderShard, Payment, Shard
+from orderwatch.events.inbound import (
+    PROGRESS,
+    TERMINAL,
+    InboundEvent,
+    InventoryReleased,
+    InventoryReservationFailed,
+    InventoryReserved,
+    LogisticsDelivered,
+    LogisticsException,
+    LogisticsShipped,
+    OrderAddressChanged,
+    OrderCreated,
+    OrderCreationFailed,
+    OrderStatusChanged,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from orderwatch.normalize import (
+    is_valid_address,
+    is_valid_phone,
+    mask_phone,
+    normalize_address,
+    normalize_address_text,
+    normalize_phone,
+    redact_address,
+)
+
+if TYPE_CHECKING:
+    from orderwatch.engine.core import Engine
+
+PAID_NOT_UPDATED = "payment.paid_not_updated"
+FAILED_UNPAID = "payment.failed_unpaid"
+PAYMENT_ORPHAN = "payment.orphan"
+NOT_SHIPPED = "logistics.not_shipped"
+TRACKING_STALE = "logistics.tracking_stale"
+DELIVERY_DELAYED = "logistics.delivery_delayed"
+LOGISTICS_ORPHAN = "logistics.orphan"
+SHIPPED_UNPAID = "order.shipped_unpaid"
+
+#: The order's timeout rules, each a deadline derived from the shard by ``_desired``.
+TIMEOUTS = (
+    PAID_NOT_UPDATED,
+    FAILED_UNPAID,
+    PAYMENT_ORPHAN,
+    NOT_SHIPPED,
+    TRACKING_STALE,
+    DELIVERY_DELAYED,
+    LOGISTICS_ORPHAN,
+    SHIPPED_UNPAID,
+)
+_CANCELLED = frozenset({"cancelled", "closed"})
+
+
+def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
+    handler = _HANDLERS.get(type(ev))
+    if handler is not None:
+        handler(ctx, s, ev, now)
+    elif ev.type.startswith("logistics."):
+        _logistics(ctx, s, ev, now)
+    _refresh(ctx, s)
+
+
+# --- order.* ---------------------------------------------------------------------------------
+
+
+def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    if s.created_eid is not None and s.created_eid != ev.event_id:
+        return  # a second, different order.created for one order: the first one stands
+    s.created_eid = ev.event_id
+    s.created_at = at
+    s.total = str(ev.total_amount)
+    s.currency = ev.currency
+    s.promised_by = ev.promised_delivery_by.timestamp() if ev.promised_delivery_by else None
+    life = ctx.life
+    life.resolve(s, PAYMENT_ORPHAN, oid, now, [ev.event_id], {"order_created_at": iso(at)})
+    life.resolve(s, LOGISTICS_ORPHAN, oid, now, [ev.event_id], {"order_created_at": iso(at)})
+    for pid, p in s.payments.items():
+        _check_amount(ctx, s, pid, p, now)
+    if s.address_at is None or at >= s.address_at:
+        s.address_at = at
+        _judge_address(ctx, s, ev, now)
+    remark = (ev.remark or "").casefold()
+    if remark and ctx.enabled("customer.remark_attention"):
+        hits = [
+            k for k in ctx.params("customer.remark_attention").keywords if k.casefold() in remark
+        ]
+        if hits:
+            life.raise_(
+                s,
+                "customer.remark_attention",
+                oid,
+                ev.event_id,
+                at,
+                now,
+                [ev.event_id],
+                {"keywords": ", ".join(hits)},
+                order_id=oid,
+            )
+    if ctx.enabled("fraud.abnormal_quantity"):
+        limit = ctx.params("fraud.abnormal_quantity").max_quantity
+        big = [item for item in ev.items if item.quantity > limit]
+        if big:
+            worst = max(big, key=lambda item: item.quantity)
+            life.raise_(
+                s,
+                "fraud.abnormal_quantity",
+                oid,
+                ev.event_id,
+                at,
+                now,
+                [ev.event_id],
+                {
+                    "sku": worst.sku,
+                    "quantity": worst.quantity,
+                    "max_quantity": limit,
+                    "lines_over_limit": len(big),
+                },
+                order_id=oid,
+                sku=worst.sku,
+            )
+    _check_blacklist(ctx, s, ev, now)
+
+
+def _judge_address(
+    ctx: Engine, s: OrderShard, ev: OrderCreated | OrderAddressChanged, now: float
+) -> None:
+    """Raise or resolve the address and phone rules for the address the order now has."""
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    addr = ev.shipping_address
+    region = redact_address(addr)
+    if not is_valid_address(addr):
+        ctx.life.raise_(
+            s,
+            "customer.invalid_address",
+            oid,
+            ev.event_id,
+            at,
+            now,
+            [ev.event_id],
+            dict(region),
+            order_id=oid,
+        )
+    elif isinstance(ev, OrderAddressChanged):
+        _resolve_if_later(ctx, s, "customer.invalid_address", at, now, ev.event_id, region)
+    phone = {"phone": mask_phone(addr.phone), "country": addr.country}
+    if not is_valid_phone(addr.phone, addr.country):
+        ctx.life.raise_(
+            s,
+            "customer.invalid_phone",
+            oid,
+            ev.event_id,
+            at,
+            now,
+            [ev.event_id],
+            phone,
+            order_id=oid,
+        )
+    elif isinstance(ev, OrderAddressChanged):
+        _resolve_if_later(ctx, s, "customer.invalid_phone", at, now, ev.event_id, phone)
+
+
+def _resolve_if_later(
+    ctx: Engine, s: Shard, rule_id: str, at: float, now: float, eid: str, values: dict[str, Any]
+) -> None:
+    """Resolve only with an event that happened after the exception's condition did."""
+    op = s.open.get(f"{rule_id}|{s.key[2:]}")
+    if op is not None and at > op.event_time:
+        ctx.life.resolve(s, rule_id, op.subject, now, [eid], values)
+
+
+def _address_changed(ctx: Engine, s: OrderShard, ev: OrderAddressChanged, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    _resolve_if_later(
+        ctx, s, "customer.unreachable", at, now, ev.event_id, {"address_changed_at": iso(at)}
+    )
+    if s.address_changed_at is None or at > s.address_changed_at:
+        s.address_changed_at = at
+    if s.address_at is None or at >= s.address_at:
+        s.address_at = at
+        _judge_address(ctx, s, ev, now)
+
+
+def blacklist_value(kind: str, value: str) -> str:
+    """The comparable form of a blacklist entry (addresses and phones normalized)."""
+    if kind == "phone":
+        return normalize_phone(value)
+    if kind == "address":
+        return normalize_address_text(value)
+    return value.strip()
+
+
+def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
+    if not ctx.enabled("fraud.blacklisted"):
+        return
+    bl = ctx.blacklist
+    matched = []
+    if ev.customer.customer_id.strip() in bl["customer_id"]:
+        matched.append("customer_id")
+    phones = {normalize_phone(ev.customer.phone), normalize_phone(ev.shipping_address.phone)}
+    if bl["phone"] & (phones - {""}):
+        matched.append("phone")
+    if normalize_address(ev.shipping_address) in bl["address"]:
+        matched.append("address")
+    if matched:
+        at = ev.occurred_at.timestamp()
+        oid = s.order_id
+        ctx.life.raise_(
+            s,
+            "fraud.blacklisted",
+            oid,
+            ev.event_id,
+            at,
+            now,
+            [ev.event_id],
+            {"matched": ", ".join(matched), "customer_id": ev.customer.customer_id},
+            order_id=oid,
+        )
+
+
+def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    new: str = ev.status
+    before: str | None = ev.previous_status
+    if (
+        before is None
+        and s.status is not None
+        and at >= s.status_at
+        and ev.event_id != s.status_eid
+    ):
+        before = s.status
+    if before is not None and _is_regression(before, new):
+        ctx.life.raise_(
+            s,
+            "order.status_regression",
+            oid,
+            ev.event_id,
+            at,
+            now,
+            [ev.event_id],
+            {"from_status": before, "to_status": new},
+            order_id=oid,
+        )
+    if s.status is None or at >= s.status_at:
+        s.status, s.status_at, s.status_eid = new, at, ev.event_id
+    rank = PROGRESS.get(new, -1)
+    if rank >= PROGRESS["paid"]:
+        if s.paid_status_at is None or at < s.paid_status_at:
+            s.paid_status_at, s.paid_status_eid = at, ev.event_id
+        ctx.life.resolve(s, PAID_NOT_UPDATED, oid, now, [ev.event_id], {"status": new})
+        _became_paid(ctx, s, ev.event_id, now)
+    if rank >= PROGRESS["shipped"] and (s.shipped_at is None or at < s.shipped_at):
+        s.shipped_at, s.shipped_eid = at, ev.event_id
+        ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
+    if rank >= PROGRESS["delivered"]:
+        _delivered(ctx, s, at, ev.event_id, now)
+    if new in _CANCELLED:
+        if s.cancelled_at is None or at < s.cancelled_at:
+            s.cancelled_at, s.cancelled_eid = at, ev.event_id
+        for pid, p in s.payments.items():
+            _check_after_cancel(ctx, s, pid, p, now)
+
+
+def _is_regression(before: str, after: str) -> bool:
+    """Backwards in the progress order, or out of a terminal status into a non-terminal one.
+
+    Moving between terminal statuses (cancelled -> refunded) is the normal end of an order, not a
+    regression.
+    """
+    if before in TERMINAL:
+        return after not in TERMINAL
+    b, a = PROGRESS.get(before), PROGRESS.get(after)
+    return b is not None and a is not None and a < b
+
+
+def creation_failed(ctx: Engine, s: Shard, ev: OrderCreationFailed, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    subject = ev.order_id or ev.event_id
+    ctx.life.raise_(
+        s,
+        "order.creation_failed",
+        subject,
+        ev.event_id,
+        at,
+        now,
+        [ev.event_id],
+        {"error_code": ev.error_code, "customer_id": ev.customer_id},
+        order_id=ev.order_id,
+    )
+
+
+# --- payment.* -------------------------------------------------------------------------------
+
+
+def _first_success(s: OrderShard) -> tuple[float, str, str] | None:
+    best: tuple[float, str, str] | None = None
+    for pid, p in s.payments.items():
+        if p.at is not None and p.event_id is not None and (best is None or (p.at, pid) < best[:2]):
+            best = (p.at, pid, p.event_id)
+    return best
+
+
+def _paid_at(s: OrderShard) -> float | None:
+    first = _first_success(s)
+    times = [t for t in (s.paid_status_at, first[0] if first else None) if t is not None]
+    return min(times) if times else None
+
+
+def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    p = s.payments.get(ev.payment_id)
+    if p is None:
+        p = s.payments[ev.payment_id] = Payment()
+    if p.at is None or (at, ev.event_id) < (p.at, p.event_id or ""):
+        p.amount, p.currency, p.event_id, p.at = str(ev.amount), ev.currency, ev.event_id, at
+    ctx.life.resolve(s, FAILED_UNPAID, oid, now, [ev.event_id], {"payment_id": ev.payment_id})
+    _became_paid(ctx, s, ev.event_id, now)
+    _check_after_cancel(ctx, s, ev.payment_id, p, now)
+    _check_duplicate(ctx, s, now)
+    _check_amount(ctx, s, ev.payment_id, p, now)
+
+
+def _became_paid(ctx: Engine, s: OrderShard, eid: str, now: float) -> None:
+    oid = s.order_id
+    ctx.life.resolve(s, SHIPPED_UNPAID, oid, now, [eid], {"paid_by_event": eid})
+    for sku, (wh, fail_eid, fail_at) in list(s.short_stock.items()):
+        _raise_oversold(
+            ctx,
+            s,
+            sku,
+            wh,
+            fail_eid,
+            max(fail_at, _paid_at(s) or fail_at),
+            now,
+            {"reason": "insufficient_stock"},
+        )
+        del s.short_stock[sku]
+
+
+def _failed(ctx: Engine, s: OrderShard, ev: PaymentFailed, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    if s.failed_at is None or (at, ev.event_id) < (s.failed_at, s.failed_eid or ""):
+        s.failed_at, s.failed_eid = at, ev.event_id
+
+
+def _refunded(ctx: Engine, s: OrderShard, ev: PaymentRefunded, now: float) -> None:
+    p = s.payments.get(ev.payment_id)
+    if p is None:
+        p = s.payments[ev.payment_id] = Payment()
+    if p.refunded:
+        return
+    p.refunded, p.refund_event_id = True, ev.event_id
+    oid = s.order_id
+    values = {"refunded_payment_id": ev.payment_id, "refund_id": ev.refund_id}
+    op = s.open.get(f"payment.after_cancel|{oid}")
+    if op is not None and op.values.get("payment_id") == ev.payment_id:
+        ctx.life.resolve(s, "payment.after_cancel", oid, now, [ev.event_id], values)
+    if len(_active_payments(s)) <= 1:
+        ctx.life.resolve(s, "payment.duplicate", oid, now, [ev.event_id], values)
+
+
+def _active_payments(s: OrderShard) -> list[tuple[float, str, Payment]]:
+    return sorted(
+        (p.at, pid, p) for pid, p in s.payments.items() if p.at is not None and not p.refunded
+    )
+
+
+def _check_duplicate(ctx: Engine, s: OrderShard, now: float) -> None:
+    active = _active_payments(s)
+    if len(active) < 2:
+        return
+    (_, pid1, p1), (at2, pid2, p2) = active[0], active[1]
+    oid = s.order_id
+    ctx.life.raise_(
+        s,
+        "payment.duplicate",
+        oid,
+        f"{pid1}|{pid2}",
+        at2,
+        now,
+        [e for e in (p1.event_id, p2.event_id) if e],
+        {
+            "payment_ids": f"{pid1}, {pid2}",
+            "amounts": f"{p1.amount}, {p2.amount}",
+            "succeeded_payments": len(active),
+        },
+        order_id=oid,
+    )
+
+
+def _check_amount(ctx: Engine, s: OrderShard, pid: str, p: Payment, now: float) -> None:
+    if s.total is None or p.at is None or p.amount is None or p.event_id is None:
+        return
+    tolerance = ctx.params("payment.amount_mismatch").tolerance
+    diff = abs(Decimal(p.amount) - Decimal(s.total))
+    if diff > tolerance or p.currency != s.currency:
+        oid = s.order_id
+        ctx.life.raise_(
+            s,
+            "payment.amount_mismatch",
+            oid,
+            pid,
+            max(p.at, s.created_at or p.at),
+            now,
+            [e for e in (s.created_eid, p.event_id) if e],
+            {
+                "payment_id": pid,
+                "paid_amount": p.amount,
+                "paid_currency": p.currency,
+                "order_total": s.total,
+                "order_currency": s.currency,
+                "difference": str(diff),
+            },
+            order_id=oid,
+        )
+
+
+def _check_after_cancel(ctx: Engine, s: OrderShard, pid: str, p: Payment, now: float) -> None:
+    if s.cancelled_at is None or p.at is None or p.refunded or p.at < s.cancelled_at:
+        return
+    oid = s.order_id
+    ctx.life.raise_(
+        s,
+        "payment.after_cancel",
+        oid,
+        pid,
+        p.at,
+        now,
+        [e for e in (s.cancelled_eid, p.event_id) if e],
+        {
+            "payment_id": pid,
+            "amount": p.amount,
+            "currency": p.currency,
+            "cancelled_at": iso(s.cancelled_at),
+        },
+        order_id=oid,
+    )
+
+
+# --- inventory.* -----------------------------------------------------------------------------
+
+
+def _raise_oversold(
+    ctx: Engine,
+    s: OrderShard,
+    sku: str,
+    wh: str,
+    eid: str,
+    at: float,
+    now: float,
+    values: dict[str, Any],
+) -> None:
+    oid = s.order_id
+    ctx.life.raise_(
+        s,
+        "inventory.oversold",
+        oid,
+        eid,
+        at,
+        now,
+        [eid],
+        {"sku": sku, "warehouse_id": wh, **values},
+        order_id=oid,
+        sku=sku,
+        warehouse_id=wh,
+    )
+
+
+def _reserved(ctx: Engine, s: OrderShard, ev: InventoryReserved, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    if ev.available_after < 0:
+        values = {"available_after": ev.available_after, "quantity": ev.quantity}
+        _raise_oversold(ctx, s, ev.sku, ev.warehouse_id, ev.event_id, at, now, values)
+        return
+    short = s.short_stock.get(ev.sku)
+    if short is not None and at > short[2]:
+        del s.short_stock[ev.sku]
+    values = {"reserved_quantity": ev.quantity, "available_after": ev.available_after}
+    for rule_id in ("inventory.oversold", "inventory.reservation_failed"):
+        op = s.open.get(f"{rule_id}|{s.order_id}")
+        if op is not None and op.sku == ev.sku and at > op.event_time:
+            ctx.life.resolve(s, rule_id, op.subject, now, [ev.event_id], values)
+
+
+def _reservation_failed(
+    ctx: Engine, s: OrderShard, ev: InventoryReservationFailed, now: float
+) -> None:
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    if ev.reason == "insufficient_stock":
+        if _paid_at(s) is not None:
+            _raise_oversold(
+                ctx,
+                s,
+                ev.sku,
+                ev.warehouse_id,
+                ev.event_id,
+                at,
+                now,
+                {"reason": ev.reason, "quantity": ev.quantity},
+            )
+        else:
+            known = s.short_stock.get(ev.sku)
+            if known is None or at < known[2]:
+                s.short_stock[ev.sku] = [ev.warehouse_id, ev.event_id, at]
+        return
+    ctx.life.raise_(
+        s,
+        "inventory.reservation_failed",
+        oid,
+        ev.event_id,
+        at,
+        now,
+        [ev.event_id],
+        {
+            "sku": ev.sku,
+            "warehouse_id": ev.warehouse_id,
+            "reason": ev.reason,
+            "quantity": ev.quantity,
+        },
+        order_id=oid,
+        sku=ev.sku,
+        warehouse_id=ev.warehouse_id,
+    )
+
+
+def _released(ctx: Engine, s: OrderShard, ev: InventoryReleased, now: float) -> None:
+    """Releasing stock decides nothing on its own; it is read so the order's shard stays alive."""
+
+
+# --- logistics.* -----------------------------------------------------------------------------
+
+
+def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    previous = s.last_logi_at
+    if previous is not None and at > previous:
+        op = s.open.get(f"{TRACKING_STALE}|{oid}")
+        if op is not None:
+            ctx.life.resolve(
+                s,
+                TRACKING_STALE,
+                oid,
+                now,
+                [ev.event_id],
+                {"new_event": ev.type, "new_event_at": iso(at)},
+            )
+    if previous is None or at > previous:
+        s.last_logi_at, s.last_logi_eid = at, ev.event_id
+    if s.first_logi_at is None or at < s.first_logi_at:
+        s.first_logi_at, s.first_logi_eid = at, ev.event_id
+    if isinstance(ev, LogisticsShipped):
+        if s.logi_shipped_at is None or at < s.logi_shipped_at:
+            s.logi_shipped_at = at
+        if s.shipped_at is None or at < s.shipped_at:
+            s.shipped_at, s.shipped_eid = at, ev.event_id
+        ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"carrier": ev.carrier})
+    elif isinstance(ev, LogisticsDelivered):
+        _delivered(ctx, s, at, ev.event_id, now)
+    elif isinstance(ev, LogisticsException):
+        _logistics_exception(ctx, s, ev, now)
+
+
+def _delivered(ctx: Engine, s: OrderShard, at: float, eid: str, now: float) -> None:
+    if s.delivered_at is None or at < s.delivered_at:
+        s.delivered_at = at
+    oid = s.order_id
+    ctx.life.resolve(s, DELIVERY_DELAYED, oid, now, [eid], {"delivered_at": iso(at)})
+    ctx.life.resolve(s, TRACKING_STALE, oid, now, [eid], {"delivered_at": iso(at)})
+
+
+def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now: float) -> None:
+    at = ev.occurred_at.timestamp()
+    oid = s.order_id
+    values = {"kind": ev.kind, "carrier": ev.carrier, "tracking_no": ev.tracking_no}
+    if ev.kind in ("lost", "damaged"):
+        rule = "logistics.lost_or_damaged"
+    elif ev.kind == "rejected":
+        rule = "logistics.rejected"
+    elif ev.kind in ("address_unreachable", "phone_unreachable"):
+        rule = "customer.unreachable"
+    else:
+        return
+    ctx.life.raise_(s, rule, oid, ev.event_id, at, now, [ev.event_id], values, order_id=oid)
+
+
+# --- timeouts --------------------------------------------------------------------------------
+
+
+def _desired(ctx: Engine, s: OrderShard) -> dict[str, tuple[float, str, dict[str, Any]]]:
+    """Each timeout rule's deadline as the shard now stands: (due, evidence event, values)."""
+    out: dict[str, tuple[float, str, dict[str, Any]]] = {}
+    first = _first_success(s)
+    paid_at = _paid_at(s)
+    status = s.status
+    p = ctx.params
+    if first is not None and s.paid_status_at is None:
+        t = p(PAID_NOT_UPDATED).threshold
+        out[PAID_NOT_UPDATED] = (
+            first[0] + t,
+            first[2],
+            {
+                "payment_id": first[1],
+                "paid_at": iso(first[0]),
+                "status": status or "not updated",
+                "threshold": format_duration(t),
+            },
+        )
+    if s.failed_at is not None and s.failed_eid and first is None and status not in _CANCELLED:
+        t = p(FAILED_UNPAID).threshold
+        out[FAILED_UNPAID] = (
+            s.failed_at + t,
+            s.failed_eid,
+            {"failed_at": iso(s.failed_at), "threshold": format_duration(t)},
+        )
+    if first is not None and s.created_eid is None:
+        g = p(PAYMENT_ORPHAN).grace
+        out[PAYMENT_ORPHAN] = (
+            first[0] + g,
+            first[2],
+            {"payment_id": first[1], "paid_at": iso(first[0]), "grace": format_duration(g)},
+        )
+    if paid_at is not None and s.shipped_at is None and status not in TERMINAL:
+        t = p(NOT_SHIPPED).threshold
+        out[NOT_SHIPPED] = (
+            paid_at + t,
+            s.paid_status_eid or (first[2] if first else ""),
+            {"paid_at": iso(paid_at), "threshold": format_duration(t)},
+        )
+    if s.shipped_at is not None and s.delivered_at is None and s.shipped_eid:
+        t = p(TRACKING_STALE).threshold
+        last = max(s.last_logi_at or s.shipped_at, s.shipped_at)
+        out[TRACKING_STALE] = (
+            last + t,
+            s.last_logi_eid or s.shipped_eid,
+            {"last_event_at": iso(last), "threshold": format_duration(t)},
+        )
+        if s.promised_by is not None:
+            out[DELIVERY_DELAYED] = (
+                s.promised_by,
+                s.shipped_eid,
+                {"shipped_at": iso(s.shipped_at), "promised_by": iso(s.promised_by)},
+            )
+        else:
+            t = p(DELIVERY_DELAYED).threshold
+            out[DELIVERY_DELAYED] = (
+                s.shipped_at + t,
+                s.shipped_eid,
+                {"shipped_at": iso(s.shipped_at), "promised_by": iso(s.shipped_at + t)},
+            )
+    if s.first_logi_at is not None and s.first_logi_eid and s.created_eid is None:
+        g = p(LOGISTICS_ORPHAN).grace
+        out[LOGISTICS_ORPHAN] = (
+            s.first_logi_at + g,
+            s.first_logi_eid,
+            {"first_event_at": iso(s.first_logi_at), "grace": format_duration(g)},
+        )
+    if s.logi_shipped_at is not None and paid_at is None and s.shipped_eid:
+        g = p(SHIPPED_UNPAID).grace
+        out[SHIPPED_UNPAID] = (
+            s.logi_shipped_at + g,
+            s.shipped_eid,
+            {"shipped_at": iso(s.logi_shipped_at), "grace": format_duration(g)},
+        )
+    return out
+
+
+def _armed(ctx: Engine, s: OrderShard, rule_id: str, due: float) -> bool:
+    """A timeout is scheduled only while it could still raise a new exception."""
+    if not ctx.enabled(rule_id) or f"{rule_id}|{s.order_id}" in s.open:
+        return False
+    return not s.done or exception_id(rule_id, s.order_id, iso(due)) not in s.done
+
+
+def _refresh(ctx: Engine, s: OrderShard) -> None:
+    desired = _desired(ctx, s)
+    for rule_id in TIMEOUTS:
+        want = desired.get(rule_id)
+        if want is not None and _armed(ctx, s, rule_id, want[0]):
+            ctx.schedule(s, rule_id, want[0])
+        elif rule_id in s.deadlines:
+            ctx.unschedule(s, rule_id)
+
+
+def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
+    want = _desired(ctx, s).get(name)
+    if want is not None and want[0] == due:
+        _, eid, values = want
+        oid = s.order_id
+        ctx.life.raise_(s, name, oid, iso(due), due, now, [eid], values, order_id=oid)
+    _refresh(ctx, s)
+
+
+_HANDLERS: dict[type, Any] = {
+    OrderCreated: _created,
+    OrderStatusChanged: _status,
+    OrderAddressChanged: _address_changed,
+    OrderCreationFailed: creation_failed,
+    PaymentSucceeded: _succeeded,
+    PaymentFailed: _failed,
+    PaymentRefunded: _refunded,
+    InventoryReserved: _reserved,
+    InventoryReservationFailed: _reservation_failed,
+    InventoryReleased: _released,
+}

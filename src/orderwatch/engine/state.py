@@ -1,0 +1,320 @@
+"""The engine's state, split into shards that each live under one key.
+
+A shard is everything one key needs: an order, a sku in a warehouse, an address, a phone, a
+customer, or the global rate windows. Sharding is what lets the Faust shell keep each key's state in
+a changelog-backed table on the partition that owns the key, while replay keeps all shards in one
+dict: both run the same code over the same shard objects.
+
+Times are float epoch seconds: half the memory of ``datetime`` and much cheaper to compare, which
+matters at a million open orders. Shards serialize to plain JSON-ready dicts (never pickle: a
+changelog topic is readable and writable by other tenants of the cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Shard key prefixes; the key after the prefix is the field the state is kept on.
+ORDER = "o:"
+STOCK = "s:"
+ADDRESS = "a:"
+PHONE = "p:"
+CUSTOMER = "c:"
+GLOBAL = "g:rates"
+FAILURE = "f:"
+
+
+@dataclass(slots=True)
+class Open:
+    """An open exception: enough to escalate and resolve it without the triggering events."""
+
+    exception_id: str
+    rule_id: str
+    subject: str
+    event_time: float
+    level: int
+    summary: str
+    event_ids: list[str]
+    values: dict[str, Any]
+    order_id: str | None = None
+    sku: str | None = None
+    warehouse_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.exception_id,
+            "r": self.rule_id,
+            "s": self.subject,
+            "t": self.event_time,
+            "l": self.level,
+            "m": self.summary,
+            "e": self.event_ids,
+            "v": self.values,
+            "o": self.order_id,
+            "k": self.sku,
+            "w": self.warehouse_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Open:
+        return cls(
+            d["id"], d["r"], d["s"], d["t"], d["l"], d["m"], d["e"], d["v"], d["o"], d["k"], d["w"]
+        )
+
+
+@dataclass(slots=True)
+class Shard:
+    """What every shard has: its open exceptions, the ids already raised, and its deadlines."""
+
+    key: str
+    open: dict[str, Open] = field(default_factory=dict)
+    #: exception_ids raised before (notifications and resolved ones): never raised again.
+    done: set[str] = field(default_factory=set)
+    #: deadline name -> due time; the engine's heap indexes these.
+    deadlines: dict[str, float] = field(default_factory=dict)
+    #: latest event time seen, for eviction after the retention period.
+    last_at: float = 0.0
+
+    def base_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "at": self.last_at}
+        if self.open:
+            d["open"] = [o.to_dict() for o in self.open.values()]
+        if self.done:
+            d["done"] = sorted(self.done)
+        if self.deadlines:
+            d["dl"] = self.deadlines
+        return d
+
+    def load_base(self, d: dict[str, Any]) -> None:
+        self.last_at = d.get("at", 0.0)
+        for o in d.get("open", ()):
+            op = Open.from_dict(o)
+            self.open[f"{op.rule_id}|{op.subject}"] = op
+        self.done = set(d.get("done", ()))
+        self.deadlines = dict(d.get("dl", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.base_dict()
+
+
+@dataclass(slots=True)
+class Payment:
+    amount: str | None = None
+    currency: str | None = None
+    event_id: str | None = None
+    at: float | None = None
+    refunded: bool = False
+    refund_event_id: str | None = None
+
+
+@dataclass(slots=True)
+class OrderShard(Shard):
+    """Per order: what its rules need, and nothing of the customer beyond masked facts."""
+
+    created_eid: str | None = None
+    created_at: float | None = None
+    total: str | None = None
+    currency: str | None = None
+    promised_by: float | None = None
+    #: latest status by occurred_at, and when
+    status: str | None = None
+    status_at: float = 0.0
+    status_eid: str | None = None
+    #: earliest status at or beyond paid
+    paid_status_at: float | None = None
+    paid_status_eid: str | None = None
+    #: cancelled/closed status, earliest occurrence
+    cancelled_at: float | None = None
+    cancelled_eid: str | None = None
+    terminal: str | None = None
+    payments: dict[str, Payment] = field(default_factory=dict)
+    failed_at: float | None = None
+    failed_eid: str | None = None
+    #: logistics.shipped (or status shipped or beyond), earliest
+    shipped_at: float | None = None
+    shipped_eid: str | None = None
+    logi_shipped_at: float | None = None
+    delivered_at: float | None = None
+    last_logi_at: float | None = None
+    last_logi_eid: str | None = None
+    first_logi_at: float | None = None
+    first_logi_eid: str | None = None
+    #: occurred_at of the address the order now has (created or latest address_changed)
+    address_at: float | None = None
+    address_changed_at: float | None = None
+    #: sku -> [warehouse_id, event_id, at] of an insufficient_stock failure not yet judged
+    short_stock: dict[str, list[Any]] = field(default_factory=dict)
+
+    _FIELDS = (
+        "created_eid",
+        "created_at",
+        "total",
+        "currency",
+        "promised_by",
+        "status",
+        "status_at",
+        "status_eid",
+        "paid_status_at",
+        "paid_status_eid",
+        "cancelled_at",
+        "cancelled_eid",
+        "terminal",
+        "failed_at",
+        "failed_eid",
+        "shipped_at",
+        "shipped_eid",
+        "logi_shipped_at",
+        "delivered_at",
+        "last_logi_at",
+        "last_logi_eid",
+        "first_logi_at",
+        "first_logi_eid",
+        "address_at",
+        "address_changed_at",
+    )
+
+    @property
+    def order_id(self) -> str:
+        return self.key[len(ORDER) :]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        for name in self._FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        if self.payments:
+            d["payments"] = {
+                pid: [p.amount, p.currency, p.event_id, p.at, p.refunded, p.refund_event_id]
+                for pid, p in self.payments.items()
+            }
+        if self.short_stock:
+            d["short_stock"] = self.short_stock
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OrderShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        for name in cls._FIELDS:
+            if name in d:
+                setattr(shard, name, d[name])
+        shard.payments = {pid: Payment(*p) for pid, p in d.get("payments", {}).items()}
+        shard.short_stock = d.get("short_stock", {})
+        return shard
+
+
+@dataclass(slots=True)
+class StockShard(Shard):
+    """Per sku and warehouse: the latest snapshot of each source, for sync drift."""
+
+    #: source -> [available, at, event_id]
+    latest: dict[str, list[Any]] = field(default_factory=dict)
+    drift_since: float | None = None
+    drift_eids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        d["latest"] = self.latest
+        if self.drift_since is not None:
+            d["drift_since"] = self.drift_since
+            d["drift_eids"] = self.drift_eids
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StockShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        shard.latest = d.get("latest", {})
+        shard.drift_since = d.get("drift_since")
+        shard.drift_eids = d.get("drift_eids", [])
+        return shard
+
+
+@dataclass(slots=True)
+class WindowShard(Shard):
+    """A sliding event-time window of orders sharing an address, a phone or a customer.
+
+    ``entries`` holds ``[at, order_id, customer_id, event_id]`` in time order, pruned to what a
+    window could still use; ``flagged`` the orders already raised, so each is raised once.
+    """
+
+    entries: list[list[Any]] = field(default_factory=list)
+    flagged: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        d["entries"] = self.entries
+        d["flagged"] = sorted(self.flagged)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WindowShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        shard.entries = d.get("entries", [])
+        shard.flagged = set(d.get("flagged", ()))
+        return shard
+
+
+@dataclass(slots=True)
+class RateShard(Shard):
+    """Tumbling event-time windows for payment success rate and order creation failures.
+
+    ``payments``: window start -> [succeeded payment_ids, failed payment_ids];
+    ``failures``: window start -> creation_failed event_ids; ``closed_until`` drops late events
+    for windows already judged, so a straggler cannot re-open one.
+    """
+
+    payments: dict[float, list[set[str]]] = field(default_factory=dict)
+    failures: dict[float, set[str]] = field(default_factory=dict)
+    pay_closed_until: float = float("-inf")
+    fail_closed_until: float = float("-inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        d["payments"] = [[k, sorted(v[0]), sorted(v[1])] for k, v in self.payments.items()]
+        d["failures"] = [[k, sorted(v)] for k, v in self.failures.items()]
+        d["pay_closed_until"] = self.pay_closed_until if self.pay_closed_until > -1e300 else None
+        d["fail_closed_until"] = self.fail_closed_until if self.fail_closed_until > -1e300 else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RateShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        shard.payments = {k: [set(s), set(f)] for k, s, f in d.get("payments", [])}
+        shard.failures = {k: set(v) for k, v in d.get("failures", [])}
+        pcu, fcu = d.get("pay_closed_until"), d.get("fail_closed_until")
+        shard.pay_closed_until = float("-inf") if pcu is None else pcu
+        shard.fail_closed_until = float("-inf") if fcu is None else fcu
+        return shard
+
+
+_KINDS: dict[str, type[Shard]] = {
+    ORDER: OrderShard,
+    STOCK: StockShard,
+    ADDRESS: WindowShard,
+    PHONE: WindowShard,
+    CUSTOMER: WindowShard,
+    FAILURE: Shard,
+}
+
+
+def new_shard(key: str) -> Shard:
+    """An empty shard of the kind the key's prefix names."""
+    if key == GLOBAL:
+        return RateShard(key)
+    return _KINDS[key[:2]](key)
+
+
+def shard_from_dict(d: dict[str, Any]) -> Shard:
+    """Rebuild a shard from its serialized form (a changelog value)."""
+    key: str = d["key"]
+    kind: type[Shard] = RateShard if key == GLOBAL else _KINDS[key[:2]]
+    if kind is Shard:
+        shard = Shard(key)
+        shard.load_base(d)
+        return shard
+    return kind.from_dict(d)  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,336 @@
+"""Input events of the contract (CONTRACT section 1) as pydantic v2 models.
+
+One model per ``type``, joined in a discriminated union so a message is validated against exactly
+one schema in a single pass (pydantic-core picks the model by ``type`` before validating). Unknown
+fields are ignored because producers on an existing bus add fields we do not own. Money is a
+``Decimal`` parsed from a JSON *string*: a float would already have lost cents before we saw it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+)
+
+OrderStatus: TypeAlias = Literal[
+    "pending_payment",
+    "paid",
+    "allocated",
+    "shipped",
+    "delivered",
+    "completed",
+    "cancelled",
+    "refunded",
+    "closed",
+]
+
+#: Rank in the progress order; terminal statuses have no rank.
+PROGRESS: dict[str, int] = {
+    "pending_payment": 0,
+    "paid": 1,
+    "allocated": 2,
+    "shipped": 3,
+    "delivered": 4,
+    "completed": 5,
+}
+TERMINAL: frozenset[str] = frozenset({"cancelled", "refunded", "closed"})
+
+
+def _money(value: object) -> Decimal:
+    """Accept money only as a decimal string, so no float rounding sneaks in upstream."""
+    if not isinstance(value, str):
+        raise ValueError('money must be a decimal string such as "199.00"')
+    try:
+        amount = Decimal(value.strip())
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {value!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not a finite decimal number: {value!r}")
+    return amount
+
+
+def _currency(value: object) -> str:
+    if not isinstance(value, str) or len(value.strip()) != 3 or not value.strip().isalpha():
+        raise ValueError("currency must be a 3-letter ISO 4217 code")
+    return value.strip().upper()
+
+
+def _rfc3339(value: object) -> object:
+    """Refuse epoch numbers: the contract promises RFC 3339 text, and a bare int is ambiguous."""
+    if not isinstance(value, str):
+        raise ValueError("timestamp must be an RFC 3339 string with an offset")
+    return value
+
+
+Money = Annotated[Decimal, BeforeValidator(_money)]
+Currency = Annotated[str, BeforeValidator(_currency)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+EventId = Annotated[str, Field(min_length=1, max_length=128)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+
+class Customer(_Model):
+    customer_id: NonEmpty
+    account_created_at: Timestamp
+    phone: str | None = None
+    email: str | None = None
+
+
+class Address(_Model):
+    """A shipping address as the shop sent it.
+
+    Every part is optional here on purpose: an incomplete address is not a broken message but a
+    case for ``customer.invalid_address``, which must see it.
+    """
+
+    name: str | None = None
+    phone: str | None = None
+    country: str | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    line1: str | None = None
+    postal_code: str | None = None
+
+
+class OrderItem(_Model):
+    sku: NonEmpty
+    quantity: Annotated[StrictInt, Field(ge=1)]
+    unit_price: Money
+
+
+class _Event(_Model):
+    event_id: EventId
+    occurred_at: Timestamp
+    source: str
+
+
+class _OrderKeyed(_Event):
+    order_id: NonEmpty
+
+
+class OrderCreated(_OrderKeyed):
+    type: Literal["order.created"]
+    customer: Customer
+    shipping_address: Address
+    items: Annotated[list[OrderItem], Field(min_length=1)]
+    total_amount: Money
+    currency: Currency
+    channel: str | None = None
+    remark: str | None = None
+    promised_delivery_by: Timestamp | None = None
+
+
+class OrderStatusChanged(_OrderKeyed):
+    type: Literal["order.status_changed"]
+    status: OrderStatus
+    previous_status: OrderStatus | None = None
+
+
+class OrderAddressChanged(_OrderKeyed):
+    type: Literal["order.address_changed"]
+    shipping_address: Address
+
+
+class OrderCreationFailed(_Event):
+    type: Literal["order.creation_failed"]
+    order_id: str | None = None
+    error_code: str
+    error_message: str | None = None
+    customer_id: str | None = None
+
+
+class _Payment(_OrderKeyed):
+    payment_id: NonEmpty
+    amount: Money
+    currency: Currency
+
+
+class PaymentSucceeded(_Payment):
+    type: Literal["payment.succeeded"]
+    method: str | None = None
+
+
+class PaymentFailed(_Payment):
+    type: Literal["payment.failed"]
+    reason_code: str
+
+
+class PaymentRefunded(_Payment):
+    type: Literal["payment.refunded"]
+    refund_id: NonEmpty
+
+
+class _Stock(_Event):
+    sku: NonEmpty
+    warehouse_id: NonEmpty
+
+
+class InventoryReserved(_Stock):
+    type: Literal["inventory.reserved"]
+    order_id: NonEmpty
+    quantity: StrictInt
+    available_after: StrictInt
+
+
+class InventoryReservationFailed(_Stock):
+    type: Literal["inventory.reservation_failed"]
+    order_id: NonEmpty
+    quantity: StrictInt
+    reason: Literal["insufficient_stock", "lock_timeout", "conflict", "other"]
+
+
+class InventoryReleased(_Stock):
+    type: Literal["inventory.released"]
+    order_id: NonEmpty
+    quantity: StrictInt
+
+
+class InventorySnapshot(_Stock):
+    type: Literal["inventory.snapshot"]
+    available: StrictInt
+    on_hand: StrictInt | None = None
+
+
+class _Logistics(_OrderKeyed):
+    tracking_no: NonEmpty
+    carrier: NonEmpty
+
+
+class LogisticsShipped(_Logistics):
+    type: Literal["logistics.shipped"]
+
+
+class LogisticsScanned(_Logistics):
+    type: Literal["logistics.scanned"]
+    location: str | None = None
+    detail: str | None = None
+
+
+class LogisticsOutForDelivery(_Logistics):
+    type: Literal["logistics.out_for_delivery"]
+
+
+class LogisticsDelivered(_Logistics):
+    type: Literal["logistics.delivered"]
+
+
+LogisticsExceptionKind: TypeAlias = Literal[
+    "lost",
+    "damaged",
+    "rejected",
+    "address_unreachable",
+    "phone_unreachable",
+    "returned_to_sender",
+    "other",
+]
+
+
+class LogisticsException(_Logistics):
+    type: Literal["logistics.exception"]
+    kind: LogisticsExceptionKind
+    detail: str | None = None
+
+
+class _Blacklist(_Event):
+    kind: Literal["customer_id", "phone", "address"]
+    value: NonEmpty
+    reason: str | None = None
+
+
+class BlacklistAdded(_Blacklist):
+    type: Literal["blacklist.added"]
+
+
+class BlacklistRemoved(_Blacklist):
+    type: Literal["blacklist.removed"]
+
+
+InboundEvent: TypeAlias = Annotated[
+    OrderCreated
+    | OrderStatusChanged
+    | OrderAddressChanged
+    | OrderCreationFailed
+    | PaymentSucceeded
+    | PaymentFailed
+    | PaymentRefunded
+    | InventoryReserved
+    | InventoryReservationFailed
+    | InventoryReleased
+    | InventorySnapshot
+    | LogisticsShipped
+    | LogisticsScanned
+    | LogisticsOutForDelivery
+    | LogisticsDelivered
+    | LogisticsException
+    | BlacklistAdded
+    | BlacklistRemoved,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+
+#: Every event type of the contract, in the order of section 1.
+EVENT_TYPES: tuple[str, ...] = (
+    "order.created",
+    "order.status_changed",
+    "order.address_changed",
+    "order.creation_failed",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.refunded",
+    "inventory.reserved",
+    "inventory.reservation_failed",
+    "inventory.released",
+    "inventory.snapshot",
+    "logistics.shipped",
+    "logistics.scanned",
+    "logistics.out_for_delivery",
+    "logistics.delivered",
+    "logistics.exception",
+    "blacklist.added",
+    "blacklist.removed",
+)
+
+__all__ = [
+    "EVENT_ADAPTER",
+    "EVENT_TYPES",
+    "PROGRESS",
+    "TERMINAL",
+    "Address",
+    "BlacklistAdded",
+    "BlacklistRemoved",
+    "Customer",
+    "InboundEvent",
+    "InventoryReleased",
+    "InventoryReservationFailed",
+    "InventoryReserved",
+    "InventorySnapshot",
+    "LogisticsDelivered",
+    "LogisticsException",
+    "LogisticsOutForDelivery",
+    "LogisticsScanned",
+    "LogisticsShipped",
+    "OrderAddressChanged",
+    "OrderCreated",
+    "OrderCreationFailed",
+    "OrderItem",
+    "OrderStatus",
+    "OrderStatusChanged",
+    "PaymentFailed",
+    "PaymentRefunded",
+    "PaymentSucceeded",
+]

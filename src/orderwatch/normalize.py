@@ -1,0 +1,107 @@
+"""Address and phone normalization (CONTRACT section 4) and the masking that keeps PII out.
+
+Everything that could identify a person passes through here before it reaches an exception, a log
+line or a metric: phones keep their last four digits, addresses shrink to country/province/city
+plus a hash of the normalized full address, names are never copied at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from functools import lru_cache
+
+from orderwatch.events.inbound import Address
+
+_CN_PHONE = re.compile(r"(?:\+86)?1[3-9]\d{9}")
+_E164 = re.compile(r"\+\d{8,15}")
+_CN_POSTAL = re.compile(r"\d{6}")
+
+
+@lru_cache(maxsize=65536)
+def _squash(part: str | None) -> str:
+    """Casefold and drop every whitespace and punctuation character (Unicode-aware)."""
+    if not part:
+        return ""
+    return "".join(
+        ch
+        for ch in part.casefold()
+        if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "Z"))
+    )
+
+
+def normalize_address(address: Address) -> str:
+    """``country|province|city|district|line1`` in the comparable form the blacklist uses."""
+    return "|".join(
+        _squash(p)
+        for p in (address.country, address.province, address.city, address.district, address.line1)
+    )
+
+
+def normalize_address_text(text: str) -> str:
+    """Normalize a blacklist entry given as ``country|province|city|district|line1`` text."""
+    parts = text.split("|")
+    parts += [""] * (5 - len(parts))
+    return "|".join(_squash(p) for p in parts[:5])
+
+
+def address_hash(normalized: str) -> str:
+    """A short stable digest of a normalized address: lets people match addresses, not read them."""
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:16]
+
+
+def _clean_phone(phone: str) -> str:
+    return phone.replace(" ", "").replace("-", "")
+
+
+def normalize_phone(phone: str | None) -> str:
+    """Phone with spaces and dashes removed, the form used to compare phones across orders."""
+    return _clean_phone(phone) if phone else ""
+
+
+def is_valid_phone(phone: str | None, country: str | None) -> bool:
+    """CN mobiles (country CN or a ``+86`` number), E.164 elsewhere; spaces and dashes ignored."""
+    if not phone:
+        return False
+    cleaned = _clean_phone(phone)
+    if (country or "").strip().upper() == "CN" or cleaned.startswith("+86"):
+        return _CN_PHONE.fullmatch(cleaned) is not None
+    return _E164.fullmatch(cleaned) is not None
+
+
+def is_valid_address(address: Address) -> bool:
+    """Region and street present and non-blank, street of 5+ characters, CN postcode 6 digits."""
+    for part in (address.country, address.province, address.city, address.line1):
+        if part is None or not part.strip():
+            return False
+    assert address.line1 is not None
+    if len(address.line1.strip()) < 5:
+        return False
+    country = (address.country or "").strip().upper()
+    postal = (address.postal_code or "").strip()
+    return not (country == "CN" and postal and _CN_POSTAL.fullmatch(postal) is None)
+
+
+def mask_phone(phone: str | None) -> str:
+    """Keep the last four digits only: enough for an agent to confirm with the customer."""
+    if not phone:
+        return ""
+    digits = [c for c in phone if c.isdigit()]
+    tail = "".join(digits[-4:])
+    return "*" * max(len(digits) - 4, 0) + tail
+
+
+def phone_hash(phone: str | None) -> str:
+    """Digest of a normalized phone, for grouping orders by phone without storing the number."""
+    return hashlib.sha256(normalize_phone(phone).encode("utf-8")).hexdigest()[:16]
+
+
+def redact_address(address: Address) -> dict[str, str | None]:
+    """The part of an address an exception may carry: region plus a hash of the whole."""
+    return {
+        "country": address.country,
+        "province": address.province,
+        "city": address.city,
+        "address_hash": address_hash(normalize_address(address)),
+    }

@@ -1,0 +1,61 @@
+"""Every knob of the worker, from ``ORDERWATCH_*`` environment variables (pydantic-settings).
+
+``docs/configuration.md`` lists them; a test keeps that page and this model in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Worker settings; defaults suit the embedded broker of ``make demo``."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERWATCH_", extra="ignore")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    app_id: str = Field("orderwatch", description="Faust app id: consumer group and table prefix")
+    rules_dir: Path | None = Field(None, description="directory of rule files (default: ./rules)")
+
+    topic_orders: str = Field("orders", description="order events topic")
+    topic_payments: str = Field("payment-callbacks", description="payment callback topic")
+    topic_inventory: str = Field("inventory", description="inventory events topic")
+    topic_logistics: str = Field("logistics", description="logistics events topic")
+    topic_blacklist: str = Field("blacklist", description="blacklist topic")
+    topic_exceptions: str = Field("order-exceptions", description="where exceptions go")
+    topic_dlq: str = Field("orderwatch-dlq", description="dead-letter topic for bad input")
+    partitions: int = Field(4, ge=1, description="partitions of internal topics and tables")
+
+    clock: Literal["wall", "event"] = Field(
+        "wall", description="detector clock: wall time, or largest occurred_at read (backfills)"
+    )
+    sweep_interval: float = Field(0.5, gt=0, le=1, description="seconds between deadline sweeps")
+    retention: str = Field("14d", description="forget quiet finished state after this long")
+    batch_max: int = Field(500, ge=1, description="events per agent batch")
+    batch_within: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
+
+    session_timeout: float = Field(6.0, description="Kafka consumer session timeout, seconds")
+    heartbeat_interval: float = Field(1.0, description="Kafka consumer heartbeat, seconds")
+    data_dir: Path = Field(Path(".orderwatch-data"), description="Faust local data directory")
+
+    metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /healthz")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0: off)")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism"
+    )
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password")
+
+    log_format: Literal["json", "console"] = Field("json", description="log output format")
+    log_level: str = Field("INFO", description="log level")
