@@ -59,3 +59,15 @@ class Settings(BaseSettings):
 
     log_format: Literal["json", "console"] = Field("json", description="log output format")
     log_level: str = Field("INFO", description="log level")
+
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager base URL the alertmanager bridge posts to"
+    )
+    alertmanager_group_id: str = Field(
+        "orderwatch-alertmanager-bridge", description="consumer group of the alertmanager bridge"
+    )
+    alertmanager_resolve_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Alertmanager resolve_timeout, seconds: open alerts re-post at half",
+    )
