@@ -1,0 +1,201 @@
+"""Prometheus metrics of the worker, on a registry that is injected rather than global.
+
+Why a class and not module-level metrics: tests (and a second worker in one process) each get
+their own ``CollectorRegistry``, so values can be read back without leaking between tests and
+without ``Duplicated timeseries`` errors on re-import. The worker builds one ``Metrics`` and
+passes it to the agents and to ``orderwatch.http``.
+
+Labels are low-cardinality on purpose (topic, rule_id, severity, ...): an order or customer id
+as a label would create a series per order and take Prometheus down. Personal data never
+becomes a label either.
+
+``docs/operations.md`` describes every metric; ``deploy/prometheus/alerts.yaml`` and the Grafana
+dashboard use these names, and a unit test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from orderwatch import __version__
+
+#: The kinds of keyed state the worker keeps (one Faust table each); pre-created so the
+#: dashboard shows 0 rather than "no data" before the first report.
+STATE_SHARD_KINDS: Final = ("order", "stock", "address", "phone", "customer", "rates")
+
+#: ``timeout``: deadline → published (how late the sweep is); ``event``: read → published.
+DETECTION_KINDS: Final = ("timeout", "event")
+
+# Events may legitimately arrive hours late (carrier scans, ERP batch exports); the top buckets
+# tell "a bit behind" from "a day-old backfill" without an unbounded +Inf bucket doing the work.
+EVENT_TIME_LAG_BUCKETS: Final = (
+    0.1,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    21600.0,
+    43200.0,
+    86400.0,
+)
+
+# The sweep runs at most every second (CONTRACT §3), so a healthy timeout detection lands
+# below ~1 s; the upper buckets exist to measure how bad a stall was.
+DETECTION_LATENCY_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+
+# A sweep must finish well inside its interval (≤ 1 s), so resolution matters below 1 s.
+SWEEP_DURATION_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+class Metrics:
+    """Every metric the worker exports, registered on ``registry``.
+
+    Attribute names are the interface the agents call (``metrics.events_consumed.labels(...)``);
+    the exported names are the interface of alerts and dashboards. Change neither lightly.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Never the global REGISTRY: it would also export process/GC collectors twice when two
+        # Metrics exist, and tests could not read clean values.
+        self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        self.events_consumed = Counter(
+            "orderwatch_events_consumed_total",
+            "Valid input events consumed, by topic and event type.",
+            ["topic", "type"],
+            registry=r,
+        )
+        self.invalid_messages = Counter(
+            "orderwatch_invalid_messages_total",
+            "Input messages that failed to decode or validate and went to the dead-letter topic.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.exceptions_published = Counter(
+            "orderwatch_exceptions_published_total",
+            "Exception events published, by rule, severity, owner team and state.",
+            ["rule_id", "severity", "owner", "state"],
+            registry=r,
+        )
+        self.open_exceptions = Gauge(
+            "orderwatch_open_exceptions",
+            "Exceptions raised or escalated and not yet resolved, on this worker's partitions.",
+            ["rule_id"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "orderwatch_consumer_lag_messages",
+            "Messages between the high watermark and the committed offset, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.event_time_lag = Histogram(
+            "orderwatch_event_time_lag_seconds",
+            "Detector clock minus the event's occurred_at when the event is read.",
+            buckets=EVENT_TIME_LAG_BUCKETS,
+            registry=r,
+        )
+        self.detection_latency = Histogram(
+            "orderwatch_detection_latency_seconds",
+            "Delay until an exception is published: from its deadline (kind=timeout) "
+            "or from reading its triggering event (kind=event).",
+            ["kind"],
+            buckets=DETECTION_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sweep_duration = Histogram(
+            "orderwatch_sweep_duration_seconds",
+            "Wall time of one deadline sweep.",
+            buckets=SWEEP_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.state_shards = Gauge(
+            "orderwatch_state_shards",
+            "Keyed state entries held by this worker, by kind of state.",
+            ["kind"],
+            registry=r,
+        )
+        self.pending_deadlines = Gauge(
+            "orderwatch_pending_deadlines",
+            "Deadlines (timeouts and escalations) waiting in the deadline index.",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "orderwatch_rebalances_total",
+            "Consumer group rebalances seen by this worker.",
+            registry=r,
+        )
+        self.source_silent = Gauge(
+            "orderwatch_source_silent",
+            "1 while an input source has sent nothing for longer than expected, else 0.",
+            ["source"],
+            registry=r,
+        )
+        self.last_event_timestamp = Gauge(
+            "orderwatch_last_event_timestamp_seconds",
+            "Unix time (wall clock, on arrival) of the last message read from the topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "orderwatch_ready",
+            "1 when partitions are assigned and tables recovered, else 0.",
+            registry=r,
+        )
+        self.build_info = Info(
+            "orderwatch_build",
+            "Version of orderwatch and of the Python running it.",
+            registry=r,
+        )
+
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        for kind in DETECTION_KINDS:
+            self.detection_latency.labels(kind=kind)
+        for shard_kind in STATE_SHARD_KINDS:
+            self.state_shards.labels(kind=shard_kind)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format, as served on ``/metrics``."""
+        return generate_latest(self.registry)
