@@ -337,6 +337,7 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
         p = s.payments[ev.payment_id] = Payment()
     if p.at is None or (at, ev.event_id) < (p.at, p.event_id or ""):
         p.amount, p.currency, p.event_id, p.at = str(ev.amount), ev.currency, ev.event_id, at
+    _settle_refunds(p)
     ctx.life.resolve(s, FAILED_UNPAID, oid, now, [ev.event_id], {"payment_id": ev.payment_id})
     _became_paid(ctx, s, ev.event_id, now)
     _check_after_cancel(ctx, s, ev.payment_id, p, now)
@@ -371,9 +372,13 @@ def _refunded(ctx: Engine, s: OrderShard, ev: PaymentRefunded, now: float) -> No
     p = s.payments.get(ev.payment_id)
     if p is None:
         p = s.payments[ev.payment_id] = Payment()
-    if p.refunded:
+    if p.refunded or ev.refund_id in p.refunds:
         return
-    p.refunded, p.refund_event_id = True, ev.event_id
+    p.refunds[ev.refund_id] = str(ev.amount)
+    _settle_refunds(p)
+    if not p.refunded:
+        return  # a partial refund (one item returned) leaves the payment standing
+    p.refund_event_id = ev.event_id
     oid = s.order_id
     values = {"refunded_payment_id": ev.payment_id, "refund_id": ev.refund_id}
     op = s.open.get(f"payment.after_cancel|{oid}")
@@ -381,6 +386,17 @@ def _refunded(ctx: Engine, s: OrderShard, ev: PaymentRefunded, now: float) -> No
         ctx.life.resolve(s, "payment.after_cancel", oid, now, [ev.event_id], values)
     if len(_active_payments(s)) <= 1:
         ctx.life.resolve(s, "payment.duplicate", oid, now, [ev.event_id], values)
+
+
+def _settle_refunds(p: Payment) -> None:
+    """A payment counts as refunded once its distinct refunds add up to its amount.
+
+    Before the payment itself is read its amount is unknown, so the refunds wait for it.
+    """
+    if p.refunded or p.amount is None or not p.refunds:
+        return
+    refunded = sum((Decimal(a) for a in p.refunds.values()), Decimal(0))
+    p.refunded = refunded >= Decimal(p.amount)
 
 
 def _active_payments(s: OrderShard) -> list[tuple[float, str, Payment]]:

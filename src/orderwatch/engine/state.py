@@ -104,8 +104,11 @@ class Payment:
     currency: str | None = None
     event_id: str | None = None
     at: float | None = None
+    #: fully refunded: its distinct refunds add up to its amount
     refunded: bool = False
     refund_event_id: str | None = None
+    #: refund_id -> amount (decimal string); a re-callback of one refund_id counts once
+    refunds: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -186,7 +189,15 @@ class OrderShard(Shard):
                 d[name] = value
         if self.payments:
             d["payments"] = {
-                pid: [p.amount, p.currency, p.event_id, p.at, p.refunded, p.refund_event_id]
+                pid: [
+                    p.amount,
+                    p.currency,
+                    p.event_id,
+                    p.at,
+                    p.refunded,
+                    p.refund_event_id,
+                    p.refunds,
+                ]
                 for pid, p in self.payments.items()
             }
         if self.short_stock:
