@@ -277,6 +277,9 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
         ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
     if rank >= PROGRESS["delivered"]:
         _delivered(ctx, s, at, ev.event_id, now)
+    if new in TERMINAL and s.status == new:
+        # the order no longer needs shipping: chasing the warehouse for it would be noise
+        ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
     if new in _CANCELLED:
         if s.cancelled_at is None or at < s.cancelled_at:
             s.cancelled_at, s.cancelled_eid = at, ev.event_id
@@ -575,7 +578,7 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
     at = ev.occurred_at.timestamp()
     oid = s.order_id
     previous = s.last_logi_at
-    if previous is not None and at > previous:
+    if previous is None or at > previous:
         op = s.open.get(f"{TRACKING_STALE}|{oid}")
         if op is not None:
             ctx.life.resolve(
@@ -665,7 +668,7 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, tuple[float, str, dict[str
         t = p(NOT_SHIPPED).threshold
         out[NOT_SHIPPED] = (
             paid_at + t,
-            s.paid_status_eid or (first[2] if first else ""),
+            first[2] if first and first[0] == paid_at else (s.paid_status_eid or ""),
             {"paid_at": iso(paid_at), "threshold": format_duration(t)},
         )
     if s.shipped_at is not None and s.delivered_at is None and s.shipped_eid:
