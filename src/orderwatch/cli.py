@@ -161,6 +161,65 @@ def worker() -> None:
     run_worker()
 
 
+@app.command()
+def report(
+    events: Annotated[
+        str | None, typer.Argument(help="JSONL file of exception events, or - for stdin")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="directory for report.html and the CSV tables")] = Path(
+        "report"
+    ),
+    bootstrap: Annotated[
+        str | None, typer.Option(help="read the topic from this Kafka host:port instead")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="exceptions topic")] = "order-exceptions",
+    top: Annotated[int, typer.Option(min=1, help="rows per breakdown in the HTML")] = 20,
+) -> None:
+    """Weekly review of exceptions: counts, time to resolve, escalation; HTML plus CSV."""
+    from orderwatch.report import run_report
+
+    if (events is None) == (bootstrap is None):
+        raise typer.BadParameter("give either a JSONL file (or -) or --bootstrap, not both")
+    try:
+        result, _, paths = run_report(
+            out, events_path=events, bootstrap=bootstrap, topic=topic, top=top
+        )
+    except OrderwatchError as exc:
+        typer.echo(f"orderwatch: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{result.exceptions} exceptions; wrote {paths[0]} and {len(paths) - 1} CSV files")
+
+
+@app.command("alertmanager-bridge")
+def alertmanager_bridge(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ORDERWATCH_ALERTMANAGER_URL",
+            help="Alertmanager base URL, e.g. http://alertmanager:9093",
+        ),
+    ] = None,
+) -> None:
+    """Post the exceptions of the exceptions topic to Alertmanager as alerts, until stopped."""
+    from orderwatch.alertmanager import BridgeConfig, run_bridge
+    from orderwatch.settings import Settings
+
+    try:
+        config = BridgeConfig.from_settings(Settings(), url)
+    except ValueError as exc:
+        typer.echo(f"orderwatch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_bridge(config, stop)
+
+    asyncio.run(run())
+
+
 def main() -> None:
     app()
 
