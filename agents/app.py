@@ -1,0 +1,178 @@
+"""The Faust application: topics, the state table, two agents and the sweep timer.
+
+Stage 1 (``router``) reads the input topics as raw bytes, validates each message inside the agent
+(a decode error in Faust's codec would kill the agent), dead-letters bad ones and repartitions good
+ones by the key their state lives under. Stage 2 (``detector``) reads that shard topic in batches,
+runs the engine and writes each changed shard once per batch to the table's changelog.
+
+Faust's own pitfalls are handled here: concurrency 1 per agent; no web server (``web_enabled`` off
+and the worker is started without Faust's CLI, which would turn it back on); timers on every worker
+(not leader-only), which only call the shell's synchronous ``sweep``; windowed state in the engine's
+event-time buckets rather than Faust's wall-clock windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from orderwatch.agents.shell import Clock, Shell
+from orderwatch.engine import Engine
+from orderwatch.engine.catalog import parse_duration
+from orderwatch.rulefiles import load_catalog
+from orderwatch.settings import Settings
+
+log = logging.getLogger("orderwatch.worker")
+
+
+def credentials(settings: Settings) -> Any:
+    """TLS / SASL credentials for Faust from settings (None for plaintext)."""
+    protocol = settings.security_protocol
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            purpose=ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+        )
+        if settings.ssl_certfile:
+            context.load_cert_chain(
+                str(settings.ssl_certfile),
+                str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+            )
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        return faust.SASLCredentials(
+            username=settings.sasl_username or "",
+            password=password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class Worker:
+    """Builds the Faust app around one ``Shell`` and tracks readiness."""
+
+    def __init__(self, settings: Settings, metrics: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ready = False
+        catalog = load_catalog(settings.rules_dir)
+        self.engine = Engine(catalog, retention=parse_duration(settings.retention))
+        self.app = self._make_app()
+        self._wire()
+
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        servers = [f"kafka://{h.strip()}" for h in s.bootstrap_servers.split(",") if h.strip()]
+        return faust.App(
+            s.app_id,
+            broker=servers,
+            broker_credentials=credentials(s),
+            store="memory://",
+            topic_partitions=s.partitions,
+            topic_replication_factor=1,
+            topic_allow_declare=True,
+            web_enabled=False,
+            web_bind="127.0.0.1",
+            broker_session_timeout=s.session_timeout,
+            broker_heartbeat_interval=s.heartbeat_interval,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            table_standby_replicas=0,
+            producer_acks=-1,
+            datadir=str(s.data_dir),
+            stream_wait_empty=False,
+        )
+
+    def _wire(self) -> None:
+        s, app = self.settings, self.app
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        sources = app.topic(
+            s.topic_orders, s.topic_payments, s.topic_inventory, s.topic_logistics,
+            s.topic_blacklist, **raw,
+        )  # fmt: skip
+        shard_topic = app.topic(
+            f"{s.app_id}-shard-events", partitions=s.partitions, internal=True, **raw
+        )
+        exceptions = app.topic(s.topic_exceptions, **raw)
+        dlq = app.topic(s.topic_dlq, **raw)
+        table = app.Table(
+            "state",
+            partitions=s.partitions,
+            default=None,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
+        )
+        self.table = table
+        m = self.metrics
+
+        def send_shard(key: bytes, value: bytes, partition: int | None) -> None:
+            shard_topic.send_soon(key=key, value=value, partition=partition)
+
+        def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
+            if value is None:
+                table.data.pop(key, None)
+            else:
+                table.data[key] = value
+            table.send_changelog(partition, key, value, **raw)
+
+        self.shell = Shell(
+            self.engine,
+            Clock(s.clock),
+            s.partitions,
+            send_shard=send_shard,
+            send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
+            send_exception=lambda key, value, headers: exceptions.send_soon(
+                key=key, value=value, headers=headers
+            ),
+            send_changelog=send_changelog,
+            source=f"/orderwatch/{s.app_id}",
+            on_invalid=m.on_invalid if m is not None else None,
+            on_event=m.on_event if m is not None else None,
+            on_exception=m.on_exception if m is not None else None,
+        )
+        shell = self.shell
+
+        @app.agent(sources, concurrency=1)
+        async def router(stream: Any) -> None:
+            async for batch in stream.take_events(s.batch_max, within=s.batch_within):
+                for event in batch:
+                    msg = event.message
+                    shell.route(event.value, msg.topic, msg.partition, msg.offset)
+
+        @app.agent(shard_topic, concurrency=1)
+        async def detector(stream: Any) -> None:
+            async for batch in stream.take_events(s.batch_max, within=s.batch_within):
+                shell.process((e.key, e.value, e.message.partition) for e in batch)
+
+        async def sweep() -> None:
+            shell.sweep()
+
+        app.timer(s.sweep_interval, on_leader=False)(sweep)
+
+        @table.on_recover
+        async def recovered() -> None:
+            owned = {
+                tp.partition
+                for tp in app.consumer.assignment()
+                if tp.topic == shard_topic.get_topic_name()
+            }
+            loaded = shell.restore(list(table.data.items()), owned)
+            self.ready = True
+            log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))
+
+        async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+            name = shard_topic.get_topic_name()
+            gone = {tp.partition for tp in revoked if tp.topic == name}
+            if gone:
+                shell.revoke(gone)
+            self.ready = False
+
+        app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+        self._agents = (router, detector, sweep, recovered, revoked)
