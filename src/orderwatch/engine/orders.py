@@ -387,6 +387,8 @@ def _refunded(ctx: Engine, s: OrderShard, ev: PaymentRefunded, now: float) -> No
     op = s.open.get(f"payment.after_cancel|{oid}")
     if op is not None and op.values.get("payment_id") == ev.payment_id:
         ctx.life.resolve(s, "payment.after_cancel", oid, now, [ev.event_id], values)
+        for other_id, other in s.payments.items():  # a second late payment waited for this one
+            _check_after_cancel(ctx, s, other_id, other, now)
     if len(_active_payments(s)) <= 1:
         ctx.life.resolve(s, "payment.duplicate", oid, now, [ev.event_id], values)
 
