@@ -519,8 +519,8 @@ def _short(label: str, width: int) -> str:
 
 
 _BAR = "#3b6ea8"
-_CHART_W = 720
-_LABEL_W = 230
+_CHART_W = 560
+_LABEL_W = 200
 
 
 def bar_chart(rows: Sequence[tuple[str, float]], unit: str = "", fmt: str = "{:g}") -> str:
@@ -542,7 +542,7 @@ def bar_chart(rows: Sequence[tuple[str, float]], unit: str = "", fmt: str = "{:g
         parts.append(
             f"<g><title>{_e(label)}: {_e(shown)}</title>"
             f'<text x="{_LABEL_W - 8}" y="{y + 15}" text-anchor="end">'
-            f"{_e(_short(label, 34))}</text>"
+            f"{_e(_short(label, 30))}</text>"
             f'<rect x="{_LABEL_W}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
             f'fill="{_BAR}"/>'
             f'<text x="{_LABEL_W + w + 6:.1f}" y="{y + 15}">{_e(shown)}</text></g>'
@@ -580,15 +580,18 @@ def column_chart(rows: Sequence[tuple[str, int]]) -> str:
     return "".join(parts)
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[object]], numeric_from: int = 1) -> str:
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = (1,)
+) -> str:
+    """Columns listed in ``numeric`` hold figures: right-aligned, tabular digits."""
     head = "".join(
-        f'<th class="num">{_e(h)}</th>' if i >= numeric_from else f"<th>{_e(h)}</th>"
+        f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>"
         for i, h in enumerate(header)
     )
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="num">{_e(v)}</td>' if i >= numeric_from else f"<td>{_e(v)}</td>"
+            f'<td class="num">{_e(v)}</td>' if i in numeric else f"<td>{_e(v)}</td>"
             for i, v in enumerate(row)
         )
         + "</tr>"
@@ -608,6 +611,7 @@ h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #d8dee6;padd
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
 th,td{padding:.25rem .7rem;border-bottom:1px solid #e3e8ee;text-align:left}
 th{background:#f2f5f9}.num{text-align:right;font-variant-numeric:tabular-nums}
+.pair{display:flex;gap:1.5rem;align-items:flex-start;flex-wrap:wrap}
 svg.chart{display:block;font-size:12px;fill:#1d2733}svg .small{font-size:10px}
 """
 
@@ -676,6 +680,7 @@ def render_html(
                 )
                 for r in report.rules
             ),
+            numeric=range(1, 8),
         )
     )
     timed = [(r.rule_id, r.p90.total_seconds() / 3600) for r in report.rules if r.p90 is not None]
@@ -700,8 +705,9 @@ def render_html(
             out.append('<p class="note">No exception carries this value.</p>')
             continue
         shown = b.rows[:top]
-        out.append(bar_chart(shown))
-        out.append(_table([b.column, "exceptions"], shown))
+        out.append(
+            f'<div class="pair">{bar_chart(shown)}{_table([b.column, "exceptions"], shown)}</div>'
+        )
         if len(b.rows) > top:
             out.append(f'<p class="note">and {len(b.rows) - top} more in by_{_e(b.key)}.csv</p>')
 
@@ -714,7 +720,7 @@ def render_html(
         _table(
             ["subject", "exceptions", "rules"],
             ((s.subject, s.exceptions, ", ".join(s.rules)) for s in report.top_subjects),
-            numeric_from=1,
+            numeric=(1,),
         )
     )
     out.append("</body></html>\n")
