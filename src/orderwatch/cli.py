@@ -190,6 +190,36 @@ def report(
     typer.echo(f"{result.exceptions} exceptions; wrote {paths[0]} and {len(paths) - 1} CSV files")
 
 
+@app.command("alertmanager-bridge")
+def alertmanager_bridge(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ORDERWATCH_ALERTMANAGER_URL",
+            help="Alertmanager base URL, e.g. http://alertmanager:9093",
+        ),
+    ] = None,
+) -> None:
+    """Post the exceptions of the exceptions topic to Alertmanager as alerts, until stopped."""
+    from orderwatch.alertmanager import BridgeConfig, run_bridge
+    from orderwatch.settings import Settings
+
+    try:
+        config = BridgeConfig.from_settings(Settings(), url)
+    except ValueError as exc:
+        typer.echo(f"orderwatch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_bridge(config, stop)
+
+    asyncio.run(run())
+
+
 def main() -> None:
     app()
 
