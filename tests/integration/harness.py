@@ -1,0 +1,209 @@
+"""Run the real worker as a subprocess against the real broker, and talk Kafka to it.
+
+Every wait here polls a condition against a deadline: no test sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from orderwatch.broker import create_topics, free_port
+
+STREAMS = ("orders", "payment-callbacks", "inventory", "logistics", "blacklist")
+
+
+def topic_for(event: dict[str, Any]) -> str:
+    prefix = event["type"].split(".")[0]
+    return {
+        "order": "orders",
+        "payment": "payment-callbacks",
+        "inventory": "inventory",
+        "logistics": "logistics",
+        "blacklist": "blacklist",
+    }[prefix]
+
+
+def key_for(event: dict[str, Any]) -> bytes | None:
+    key = event.get("order_id") or event.get("sku") or event.get("value")
+    return str(key).encode() if key else None
+
+
+@dataclass
+class Topics:
+    """Topic names unique to one test, so tests sharing a broker never see each other."""
+
+    prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}-{base}"
+
+    @property
+    def exceptions(self) -> str:
+        return self.name("order-exceptions")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("orderwatch-dlq")
+
+    def env(self) -> dict[str, str]:
+        return {
+            "ORDERWATCH_APP_ID": f"ow-{self.prefix}",
+            "ORDERWATCH_TOPIC_ORDERS": self.name("orders"),
+            "ORDERWATCH_TOPIC_PAYMENTS": self.name("payment-callbacks"),
+            "ORDERWATCH_TOPIC_INVENTORY": self.name("inventory"),
+            "ORDERWATCH_TOPIC_LOGISTICS": self.name("logistics"),
+            "ORDERWATCH_TOPIC_BLACKLIST": self.name("blacklist"),
+            "ORDERWATCH_TOPIC_EXCEPTIONS": self.exceptions,
+            "ORDERWATCH_TOPIC_DLQ": self.dlq,
+        }
+
+    async def create(self, bootstrap: str, partitions: int = 4) -> None:
+        names = [self.name(s) for s in STREAMS] + [self.exceptions, self.dlq]
+        await create_topics(bootstrap, dict.fromkeys(names, partitions))
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(step)
+
+
+class WorkerProcess:
+    """``orderwatch worker`` in a subprocess with its own app id, topics and data dir."""
+
+    def __init__(self, bootstrap: str, topics: Topics, workdir: Path, **settings: str) -> None:
+        self.log_path = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self.metrics_port = free_port()
+        self.env = dict(
+            os.environ,
+            ORDERWATCH_BOOTSTRAP_SERVERS=bootstrap,
+            ORDERWATCH_DATA_DIR=str(workdir / "data"),
+            ORDERWATCH_METRICS_PORT=str(self.metrics_port),
+            ORDERWATCH_LOG_FORMAT="console",
+            **topics.env(),
+            **{f"ORDERWATCH_{k.upper()}": v for k, v in settings.items()},
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orderwatch.cli", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._ready_marks = self.log().count("state recovered")
+        wait_until(
+            lambda: self.log().count("state recovered") > self._ready_marks or not self.alive(),
+            timeout,
+            "the worker to recover its state",
+        )
+        assert self.alive(), f"worker died on start:\n{self.log()[-3000:]}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.proc is not None and self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def produce(
+    bootstrap: str, topics: Topics, events: list[dict[str, Any] | tuple[str, bytes]]
+) -> None:
+    """Send events to their stream's topic (keyed as the contract says); raw (topic, bytes) too."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        for item in events:
+            if isinstance(item, tuple):
+                base, raw = item
+                await producer.send_and_wait(topics.name(base), raw)
+            else:
+                await producer.send_and_wait(
+                    topics.name(topic_for(item)), orjson.dumps(item), key=key_for(item)
+                )
+    finally:
+        await producer.stop()
+
+
+class Collector:
+    """Reads a topic from the beginning in the background; ``wait_for`` polls what arrived."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.records: list[Any] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> Collector:
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        async for record in self._consumer:
+            self.records.append(record)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def values(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.records]
+
+    async def wait_for(
+        self, check: Callable[[list[Any]], bool], within: float, what: str
+    ) -> list[Any]:
+        deadline = time.monotonic() + within
+        while not check(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {within:.1f}s waiting for {what}; "
+                    f"got {len(self.records)} records on {self.topic}"
+                )
+            await asyncio.sleep(0.05)
+        return self.records
