@@ -513,15 +513,18 @@ def _raise_oversold(
 
 def _reserved(ctx: Engine, s: OrderShard, ev: InventoryReserved, now: float) -> None:
     at = ev.occurred_at.timestamp()
+    # any later reservation of the sku ends a refusal; only one that leaves stock ends an oversell
+    resolves = ["inventory.reservation_failed"]
     if ev.available_after < 0:
         values = {"available_after": ev.available_after, "quantity": ev.quantity}
         _raise_oversold(ctx, s, ev.sku, ev.warehouse_id, ev.event_id, at, now, values)
-        return
-    short = s.short_stock.get(ev.sku)
-    if short is not None and at > short[2]:
-        del s.short_stock[ev.sku]
+    else:
+        short = s.short_stock.get(ev.sku)
+        if short is not None and at > short[2]:
+            del s.short_stock[ev.sku]
+        resolves.append("inventory.oversold")
     values = {"reserved_quantity": ev.quantity, "available_after": ev.available_after}
-    for rule_id in ("inventory.oversold", "inventory.reservation_failed"):
+    for rule_id in resolves:
         op = s.open.get(f"{rule_id}|{s.order_id}")
         if op is not None and op.sku == ev.sku and at > op.event_time:
             ctx.life.resolve(s, rule_id, op.subject, now, [ev.event_id], values)
