@@ -14,20 +14,27 @@ from functools import lru_cache
 
 from orderwatch.events.inbound import Address
 
-_CN_PHONE = re.compile(r"(?:\+86)?1[3-9]\d{9}")
-_E164 = re.compile(r"\+\d{8,15}")
-_CN_POSTAL = re.compile(r"\d{6}")
+_CN_PHONE = re.compile(r"(?:\+86)?1[3-9][0-9]{9}")
+_CN_MOBILE = re.compile(r"(?:\+86|0086|86)?(1[3-9][0-9]{9})")
+_E164 = re.compile(r"\+[0-9]{8,15}")
+_CN_POSTAL = re.compile(r"[0-9]{6}")
+#: Unicode category initials removed from address parts: punctuation, symbols, separators, format.
+_DROPPED = frozenset("PSZC")
 
 
 @lru_cache(maxsize=65536)
 def _squash(part: str | None) -> str:
-    """Casefold and drop every whitespace and punctuation character (Unicode-aware)."""
+    """Casefold and drop every whitespace, punctuation and symbol character (Unicode-aware).
+
+    NFKC first, so full-width forms typed on CJK keyboards (``１００号``) compare equal to their
+    ASCII spelling; invisible format characters (zero-width spaces pasted with an address) go too.
+    """
     if not part:
         return ""
     return "".join(
         ch
-        for ch in part.casefold()
-        if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "Z"))
+        for ch in unicodedata.normalize("NFKC", part).casefold()
+        if not ch.isspace() and unicodedata.category(ch)[0] not in _DROPPED
     )
 
 
@@ -52,12 +59,21 @@ def address_hash(normalized: str) -> str:
 
 
 def _clean_phone(phone: str) -> str:
-    return phone.replace(" ", "").replace("-", "")
+    """Drop spaces and dashes, any Unicode spelling of them (no-break space, en dash ...)."""
+    return "".join(ch for ch in phone if not ch.isspace() and unicodedata.category(ch) != "Pd")
 
 
 def normalize_phone(phone: str | None) -> str:
-    """Phone with spaces and dashes removed, the form used to compare phones across orders."""
-    return _clean_phone(phone) if phone else ""
+    """The form used to compare phones across orders and with the blacklist.
+
+    Spaces, dashes, dots and brackets go; a CN mobile is written ``+86`` plus its 11 digits however
+    it came (``138 1234 5678``, ``+86-138...``, ``0086138...``), so one phone is one key.
+    """
+    if not phone:
+        return ""
+    cleaned = "".join(ch for ch in _clean_phone(phone) if ch not in "().")
+    mobile = _CN_MOBILE.fullmatch(cleaned)
+    return f"+86{mobile.group(1)}" if mobile else cleaned
 
 
 def is_valid_phone(phone: str | None, country: str | None) -> bool:

@@ -208,7 +208,8 @@ def blacklist_value(kind: str, value: str) -> str:
     if kind == "phone":
         return normalize_phone(value)
     if kind == "address":
-        return normalize_address_text(value)
+        # compared without the field separators, so a risk analyst's free-form entry matches too
+        return normalize_address_text(value).replace("|", "")
     return value.strip()
 
 
@@ -222,7 +223,7 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
     phones = {normalize_phone(ev.customer.phone), normalize_phone(ev.shipping_address.phone)}
     if bl["phone"] & (phones - {""}):
         matched.append("phone")
-    if normalize_address(ev.shipping_address) in bl["address"]:
+    if normalize_address(ev.shipping_address).replace("|", "") in bl["address"]:
         matched.append("address")
     if matched:
         at = ev.occurred_at.timestamp()
@@ -627,6 +628,8 @@ def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now
     elif ev.kind == "rejected":
         rule = "logistics.rejected"
     elif ev.kind in ("address_unreachable", "phone_unreachable"):
+        if s.address_changed_at is not None and s.address_changed_at > at:
+            return  # read late: the address was already changed after the failed delivery
         rule = "customer.unreachable"
     else:
         return

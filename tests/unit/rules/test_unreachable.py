@@ -1,0 +1,79 @@
+"""customer.unreachable: carrier cannot reach address or phone; a later address change fixes it."""
+
+from datetime import datetime
+
+from tests.factories import address, address_changed, created, logistics, paid, plus, run
+from tests.unit.rules.helpers import carrier_exception
+
+RULE = "customer.unreachable"
+
+
+def _shipped() -> list[dict[str, object]]:
+    return [created("O1", "09:00"), paid("O1", "09:05"), logistics("shipped", "O1", "10:00")]
+
+
+def test_address_unreachable_raises_high_for_customer_service() -> None:
+    report = carrier_exception("O1", "15:00", "address_unreachable", detail="no such building")
+    result = run([*_shipped(), report])
+    [raised] = result.of(RULE)
+    assert raised.state == "raised"
+    assert raised.subject == "O1" and raised.order_id == "O1"
+    assert (raised.category, raised.severity, raised.owner) == (
+        "customer_info",
+        "high",
+        "customer_service",
+    )
+    assert raised.event_time == datetime.fromisoformat("2026-11-20T15:00:00Z")
+    assert raised.evidence.event_ids == [report["event_id"]]
+    assert raised.evidence.values["kind"] == "address_unreachable"
+
+
+def test_phone_unreachable_raises() -> None:
+    result = run([*_shipped(), carrier_exception("O1", "15:00", "phone_unreachable")])
+    [raised] = result.of(RULE)
+    assert raised.evidence.values["kind"] == "phone_unreachable"
+
+
+def test_other_carrier_exceptions_are_not_unreachable() -> None:
+    events = _shipped() + [
+        carrier_exception("O1", "15:00", kind) for kind in ("rejected", "other", "lost")
+    ]
+    assert run(events).of(RULE) == []
+
+
+def test_an_address_change_after_the_report_resolves_with_the_same_id() -> None:
+    change = address_changed("O1", "16:00", shipping_address=address(line1="200 Nanjing West Rd"))
+    result = run([*_shipped(), carrier_exception("O1", "15:00", "phone_unreachable"), change])
+    raised, resolved = result.of(RULE)
+    assert (raised.state, resolved.state) == ("raised", "resolved")
+    assert raised.exception_id == resolved.exception_id
+    assert change["event_id"] in resolved.evidence.event_ids
+    assert "Nanjing West" not in resolved.model_dump_json()
+
+
+def test_an_address_change_from_before_the_report_does_not_resolve() -> None:
+    early = address_changed("O1", "14:59:59")
+    result = run([*_shipped(), carrier_exception("O1", "15:00", "address_unreachable"), early])
+    assert result.states(RULE) == ["raised"]
+
+
+def test_unresolved_for_1h_escalates() -> None:
+    report = carrier_exception("O1", "15:00", "address_unreachable")
+    result = run([*_shipped(), report], until=plus("15:00", hours=1, seconds=1))
+    assert [(e.state, e.escalation_level) for e in result.of(RULE)] == [
+        ("raised", 0),
+        ("escalated", 1),
+    ]
+
+
+def test_one_second_before_1h_no_escalation() -> None:
+    report = carrier_exception("O1", "15:00", "address_unreachable")
+    result = run([*_shipped(), report], until=plus("15:00", hours=1, seconds=-1))
+    assert result.states(RULE) == ["raised"]
+
+
+def test_a_report_read_after_a_later_address_change_is_already_handled() -> None:
+    change = address_changed("O1", "16:00")
+    report = carrier_exception("O1", "15:00", "address_unreachable")
+    result = run([*_shipped(), change, report], until=plus("15:00", hours=5))
+    assert result.of(RULE) == []
