@@ -21,8 +21,11 @@ import faust
 from faust.types import TP
 
 from orderwatch.agents.shell import Clock, Shell
+from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine import Engine
 from orderwatch.engine.catalog import parse_duration
+from orderwatch.http import start_http
+from orderwatch.metrics import Metrics
 from orderwatch.rulefiles import load_catalog
 from orderwatch.settings import Settings
 
@@ -59,14 +62,25 @@ def credentials(settings: Settings) -> Any:
 class Worker:
     """Builds the Faust app around one ``Shell`` and tracks readiness."""
 
-    def __init__(self, settings: Settings, metrics: Any = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics
-        self.ready = False
+        self.metrics = metrics or Metrics()
+        self.telemetry = Telemetry(self.metrics, wall_clock=settings.clock == "wall")
+        self._ready = False
         catalog = load_catalog(settings.rules_dir)
         self.engine = Engine(catalog, retention=parse_duration(settings.retention))
         self.app = self._make_app()
         self._wire()
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned and the state table recovered: what ``/readyz`` reports."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        self.metrics.ready.set(1 if value else 0)
 
     def _make_app(self) -> faust.App:
         s = self.settings
@@ -110,7 +124,7 @@ class Worker:
             schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
         )
         self.table = table
-        m = self.metrics
+        t = self.telemetry
 
         def send_shard(key: bytes, value: bytes, partition: int | None) -> None:
             shard_topic.send_soon(key=key, value=value, partition=partition)
@@ -133,9 +147,9 @@ class Worker:
             ),
             send_changelog=send_changelog,
             source=f"/orderwatch/{s.app_id}",
-            on_invalid=m.on_invalid if m is not None else None,
-            on_event=m.on_event if m is not None else None,
-            on_exception=m.on_exception if m is not None else None,
+            on_invalid=t.on_invalid,
+            on_event=t.on_event,
+            on_exception=t.on_exception,
         )
         shell = self.shell
 
@@ -152,7 +166,9 @@ class Worker:
                 shell.process((e.key, e.value, e.message.partition) for e in batch)
 
         async def sweep() -> None:
-            shell.sweep()
+            with self.metrics.sweep_duration.time():
+                shell.sweep()
+            t.refresh(self.engine, app.consumer)
 
         app.timer(s.sweep_interval, on_leader=False)(sweep)
 
@@ -165,6 +181,7 @@ class Worker:
             }
             loaded = shell.restore(list(table.data.items()), owned)
             self.ready = True
+            self.metrics.rebalances.inc()
             log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))
 
         async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -175,4 +192,12 @@ class Worker:
             self.ready = False
 
         app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
-        self._agents = (router, detector, sweep, recovered, revoked)
+
+        async def serve_metrics() -> None:
+            if s.metrics_port:
+                self._http = await start_http(
+                    s.metrics_host, s.metrics_port, self.metrics, lambda: self.ready
+                )
+
+        app.task(serve_metrics)
+        self._agents = (router, detector, sweep, recovered, revoked, serve_metrics)

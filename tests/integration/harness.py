@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,14 +111,38 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._ready_marks = self.log().count("state recovered")
         wait_until(
-            lambda: self.log().count("state recovered") > self._ready_marks or not self.alive(),
-            timeout,
-            "the worker to recover its state",
+            lambda: self.ready() or not self.alive(), timeout, "the worker's /readyz to answer 200"
         )
         assert self.alive(), f"worker died on start:\n{self.log()[-3000:]}"
         return self
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET a path of the worker's own HTTP endpoint (status 0: not answering)."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+        except OSError:
+            return 0, b""
+
+    def ready(self) -> bool:
+        return self.get("/readyz")[0] == 200
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Current value of one sample on /metrics (0.0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, body = self.get("/metrics")
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

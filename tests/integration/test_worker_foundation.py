@@ -155,6 +155,14 @@ async def test_paid_not_updated_live_lifecycle_dlq_and_replay_agree(
     }
     assert live == offline
 
+    # the metrics saw it too: two dead letters by reason, the published exceptions by state
+    invalid = sum(
+        worker.metric("orderwatch_invalid_messages_total", reason=r)
+        for r in ("invalid_json", "schema")
+    )
+    assert invalid == 2
+    assert worker.metric("orderwatch_exceptions_published_total", rule_id=RULE, state="raised") >= 2
+
 
 def _listening_sockets(pid: int) -> set[tuple[str, int]]:
     """Local (address, port) of every listening TCP socket the process holds (Linux /proc)."""
@@ -185,5 +193,7 @@ def test_worker_exposes_no_web_server_or_table_endpoint(worker: WorkerProcess) -
     assert worker.proc is not None
     listening = _listening_sockets(worker.proc.pid)
     assert all(host == "127.0.0.1" for host, _ in listening), listening
-    assert {port for _, port in listening} <= {worker.metrics_port}, listening
-    assert 6066 not in {port for _, port in listening}
+    assert {port for _, port in listening} == {worker.metrics_port}, listening
+    assert worker.get("/healthz")[0] == 200
+    assert worker.get("/readyz")[0] == 200
+    assert worker.get("/table/state/")[0] == 404, "no table endpoint"

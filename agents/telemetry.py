@@ -1,0 +1,90 @@
+"""Mirror what the shell does into Prometheus metrics, and serve them.
+
+Hooks are called from the shell's synchronous paths, so they only touch in-memory metric objects.
+Gauges that need a walk over the state (open exceptions, shard counts) are refreshed on a slow
+period instead of per event, so a million open orders do not cost a walk per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from typing import Any
+
+from orderwatch.engine import Engine
+from orderwatch.engine.orders import TIMEOUTS
+from orderwatch.events.exception import ExceptionEvent
+from orderwatch.events.inbound import InboundEvent
+from orderwatch.metrics import Metrics
+
+_TIMEOUT_RULES = frozenset(TIMEOUTS) | {"inventory.sync_drift", "system.source_silent"}
+_SHARD_KIND = {"o:": "order", "s:": "stock", "a:": "address", "p:": "phone", "c:": "customer"}
+
+
+class Telemetry:
+    """Hooks for the shell plus a periodic refresh of state gauges."""
+
+    def __init__(self, metrics: Metrics, wall_clock: bool) -> None:
+        self.metrics = metrics
+        self.wall_clock = wall_clock
+        self._last_refresh = 0.0
+
+    def on_event(self, topic: str, event: InboundEvent, now: float) -> None:
+        m = self.metrics
+        m.events_consumed.labels(topic=topic, type=event.type).inc()
+        m.last_event_timestamp.labels(topic=topic).set(time.time())
+        if self.wall_clock:
+            m.event_time_lag.observe(max(0.0, now - event.occurred_at.timestamp()))
+
+    def on_invalid(self, topic: str, reason: str) -> None:
+        self.metrics.invalid_messages.labels(topic=topic, reason=reason).inc()
+        self.metrics.last_event_timestamp.labels(topic=topic).set(time.time())
+
+    def on_exception(self, exc: ExceptionEvent, now: float) -> None:
+        m = self.metrics
+        m.exceptions_published.labels(
+            rule_id=exc.rule_id, severity=exc.severity, owner=exc.owner, state=exc.state
+        ).inc()
+        if exc.state == "raised" and self.wall_clock:
+            kind = "timeout" if exc.rule_id in _TIMEOUT_RULES else "event"
+            m.detection_latency.labels(kind=kind).observe(
+                max(0.0, time.time() - exc.event_time.timestamp())
+            )
+
+    def refresh(self, engine: Engine, consumer: Any, period: float = 10.0) -> None:
+        """Walk the state for the gauges at most once per ``period`` seconds."""
+        now = time.monotonic()
+        if now - self._last_refresh < period:
+            return
+        self._last_refresh = now
+        m = self.metrics
+        kinds: Tally[str] = Tally()
+        open_by_rule: Tally[str] = Tally()
+        deadlines = 0
+        for key, shard in engine.shards.items():
+            kinds[_SHARD_KIND.get(key[:2], "rates")] += 1
+            deadlines += len(shard.deadlines)
+            for op in shard.open.values():
+                open_by_rule[op.rule_id] += 1
+        for kind in ("order", "stock", "address", "phone", "customer", "rates"):
+            m.state_shards.labels(kind=kind).set(kinds.get(kind, 0))
+        for rule_id in engine.rules:
+            m.open_exceptions.labels(rule_id=rule_id).set(open_by_rule.get(rule_id, 0))
+        m.pending_deadlines.set(deadlines)
+        self._consumer_lag(consumer)
+
+    def _consumer_lag(self, consumer: Any) -> None:
+        try:
+            assignment = consumer.assignment()
+            read = consumer._read_offset
+            for tp in assignment:
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                position = read.get(tp)
+                lag = high - (position + 1) if position is not None else high
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, lag)
+                )
+        except Exception:  # lag is best effort: never break the sweep for it
+            return
