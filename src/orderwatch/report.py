@@ -343,7 +343,7 @@ async def read_topic(
 ) -> list[ExceptionEvent]:
     """Read every partition from its beginning to the end offset it had when we started.
 
-    The end is fixed at start-up so the report describes a definite snapshot and terminates
+    The end is fixed when reading starts so the report describes a definite snapshot and terminates
     even while the detector keeps publishing. No consumer group is used, so nothing is committed
     and a report never moves anybody's offsets.
     """
@@ -371,28 +371,39 @@ async def read_topic(
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        if on_total is not None:
-            on_total(sum(max(0, ends[tp] - starts[tp]) for tp in tps))
+        listed = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+        # Each partition's end is fixed once: the larger of ListOffsets' answer and the high
+        # watermark of its first fetch response. On Kafka they agree; Tansu answers ListOffsets
+        # with the base offset of the last batch, which would cut off that batch (or a whole
+        # partition holding a single batch).
+        ends: dict[TopicPartition, int] = {}
+        remaining = set(tps)
         idle = 0.0
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            newly = [
+                tp for tp in remaining if tp not in ends and consumer.highwater(tp) is not None
+            ]
+            for tp in newly:
+                ends[tp] = max(listed[tp], consumer.highwater(tp))
+            if newly and on_total is not None:
+                on_total(sum(max(0, ends.get(tp, listed[tp]) - starts[tp]) for tp in tps))
             got = 0
             for tp, records in batches.items():
+                end = ends.get(tp, listed[tp])
                 for record in records:
-                    if record.offset >= ends[tp]:
+                    if record.offset >= end:
                         continue
                     got += 1
                     stats.records += 1
                     _decode_record(record.value, tp.partition, record.offset, events, err, stats)
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                if tp in ends and await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
             if progress is not None and got:
                 progress(got)
-            idle = 0.0 if got else idle + 1.0
+            idle = 0.0 if got or newly else idle + 1.0
             if remaining and idle >= stall_seconds:
                 raise ReportError(
                     f"no progress on {topic!r} for {stall_seconds:.0f}s before its end offsets"
