@@ -246,12 +246,9 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
     oid = s.order_id
     new: str = ev.status
     before: str | None = ev.previous_status
-    if (
-        before is None
-        and s.status is not None
-        and at >= s.status_at
-        and ev.event_id != s.status_eid
-    ):
+    # Only a strictly later event moves away from the status we hold: two changes in the same
+    # second may arrive in either order, and flagging that would be a false alarm.
+    if before is None and s.status is not None and at > s.status_at:
         before = s.status
     if before is not None and _is_regression(before, new):
         ctx.life.raise_(
