@@ -20,10 +20,11 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from orderwatch.agents.shell import Clock, Shell
+from orderwatch.agents.shell import Shell
 from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine import Engine
 from orderwatch.engine.catalog import parse_duration
+from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.http import start_http
 from orderwatch.metrics import Metrics
 from orderwatch.rulefiles import load_catalog
@@ -67,8 +68,8 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.telemetry = Telemetry(self.metrics, wall_clock=settings.clock == "wall")
         self._ready = False
-        catalog = load_catalog(settings.rules_dir)
-        self.engine = Engine(catalog, retention=parse_duration(settings.retention))
+        self.catalog = load_catalog(settings.rules_dir)
+        self.retention = parse_duration(settings.retention)
         self.app = self._make_app()
         self._wire()
 
@@ -136,10 +137,17 @@ class Worker:
                 table.data[key] = value
             table.send_changelog(partition, key, value, **raw)
 
+        streams = {
+            s.topic_orders: "orders",
+            s.topic_payments: "payments",
+            s.topic_logistics: "logistics",
+            s.topic_inventory: "inventory",
+        }
         self.shell = Shell(
-            self.engine,
-            Clock(s.clock),
+            lambda: Engine(self.catalog, retention=self.retention),
             s.partitions,
+            clock=s.clock,
+            silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
             send_shard=send_shard,
             send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
             send_exception=lambda key, value, headers: exceptions.send_soon(
@@ -168,7 +176,7 @@ class Worker:
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
                 shell.sweep()
-            t.refresh(self.engine, app.consumer)
+            t.refresh(shell.engines.values(), app.consumer)
 
         app.timer(s.sweep_interval, on_leader=False)(sweep)
 

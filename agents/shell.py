@@ -1,10 +1,14 @@
-"""The imperative shell's logic: decode, route, feed the engine, publish, persist.
+"""The imperative shell's logic: decode, route, feed the engines, publish, persist.
 
 Kept free of Faust objects (it is handed plain values and send functions) so the same code runs in
 the worker and in tests, and so every Faust pitfall is handled in ``app.py`` alone. Every method
 here is synchronous on purpose: an engine step, the exceptions it yields and the changelog writes
 of the shards it changed happen without an ``await`` in between, so the sweep timer and the agents
 (one asyncio loop) can never interleave inside one state change.
+
+One engine per partition of the shard topic, like a Kafka Streams task: a partition moves between
+workers with its engine's state (its changelog), and in event-time mode each partition keeps its
+own clock, so the order in which two partitions happen to be read cannot change what fires.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from orderwatch.engine import BROADCAST, Engine
+from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event, encode_exception
 from orderwatch.events.exception import ExceptionEvent
-from orderwatch.events.inbound import InboundEvent
 
 #: A DLQ copy keeps at most this much of a bad message (the reason headers say how big it was).
 DLQ_MAX_BYTES = 64 * 1024
@@ -68,27 +72,9 @@ def cloudevent_headers(exc: ExceptionEvent, source: str) -> Headers:
     ]
 
 
-class Clock:
-    """Wall clock, or event time (largest occurred_at read) for backfills and tests."""
-
-    def __init__(self, mode: str, wall: Callable[[], float] = time.time) -> None:
-        self.mode = mode
-        self._wall = wall
-        self.event_time = float("-inf")
-
-    def observe(self, event: InboundEvent) -> float:
-        ts = event.occurred_at.timestamp()
-        if ts > self.event_time:
-            self.event_time = ts
-        return self.now()
-
-    def now(self) -> float:
-        return self._wall() if self.mode == "wall" else self.event_time
-
-
 @dataclass
 class Counters:
-    """What the shell did; mirrored into Prometheus by the metrics hooks."""
+    """What the shell did (tests and logs read these)."""
 
     routed: int = 0
     invalid: int = 0
@@ -98,41 +84,60 @@ class Counters:
 
 
 class Shell:
-    """One worker's engine and the I/O decisions around it.
+    """One worker's engines (one per owned partition) and the I/O decisions around them.
 
     ``send_shard(key, value, partition)``: repartition an event to the shard topic.
     ``send_dlq(value, headers)``, ``send_exception(key, value, headers)``: publish.
     ``send_changelog(partition, key, value)``: persist a shard (value None: tombstone).
+    ``clock``: ``"wall"`` or ``"event"`` (largest occurred_at read, per partition).
     """
 
     def __init__(
         self,
-        engine: Engine,
-        clock: Clock,
+        new_engine: Callable[[], Engine],
         partitions: int,
         *,
+        clock: str = "wall",
         send_shard: Send,
         send_dlq: Send,
         send_exception: Send,
         send_changelog: Send,
         source: str = "orderwatch",
+        silence: SilenceMonitor | None = None,
+        wall: Callable[[], float] = time.time,
         on_invalid: Callable[[str, str], None] | None = None,
-        on_event: Callable[[str, InboundEvent, float], None] | None = None,
+        on_event: Callable[[str, Any, float], None] | None = None,
         on_exception: Callable[[ExceptionEvent, float], None] | None = None,
     ) -> None:
-        self.engine = engine
-        self.clock = clock
+        self.new_engine = new_engine
         self.partitions = partitions
+        self.clock = clock
         self.send_shard = send_shard
         self.send_dlq = send_dlq
         self.send_exception = send_exception
         self.send_changelog = send_changelog
         self.source = source
+        self.silence = silence
+        self.wall = wall
         self.on_invalid = on_invalid
         self.on_event = on_event
         self.on_exception = on_exception
         self.counters = Counters()
-        self.owned: set[int] = set()
+        self.engines: dict[int, Engine] = {}
+        self.event_clock: dict[int, float] = {}
+        self.held: frozenset[str] = frozenset()
+
+    def engine(self, partition: int) -> Engine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = self.new_engine()
+            engine.hold(self.held)
+        return engine
+
+    def now(self, partition: int) -> float:
+        if self.clock == "wall":
+            return self.wall()
+        return self.event_clock.get(partition, float("-inf"))
 
     # --- stage 1: source topics -> shard topic -------------------------------------------------
 
@@ -154,9 +159,11 @@ class Shell:
             if self.on_invalid is not None:
                 self.on_invalid(topic, exc.reason)
             return
+        if self.silence is not None:
+            self.silence.observe(topic, event.source, self.wall())
         if self.on_event is not None:
-            self.on_event(topic, event, self.clock.now())
-        for key in self.engine.route(event):
+            self.on_event(topic, event, self.wall())
+        for key in Engine.route(event):
             if key == BROADCAST:
                 for p in range(self.partitions):
                     self.send_shard(broadcast_key(p).encode(), raw, p)
@@ -164,29 +171,40 @@ class Shell:
                 self.send_shard(key.encode(), raw, None)
         self.counters.routed += 1
 
-    # --- stage 2: shard topic -> engine -> exceptions + changelog ------------------------------
+    # --- stage 2: shard topic -> engines -> exceptions + changelog -----------------------------
 
     def process(self, batch: Iterable[tuple[bytes, bytes, int]]) -> None:
-        """Run a batch of (shard key, raw event, partition) through the engine, then persist."""
-        engine = self.engine
+        """Run a batch of (shard key, raw event, partition) through the engines, then persist."""
+        touched: set[int] = set()
         for key_bytes, raw, partition in batch:
             key = key_bytes.decode()
             try:
                 event = decode_event(raw)
             except EventValidationError:
                 continue  # validated in stage 1; only a foreign writer to our topic gets here
+            engine = self.engine(partition)
+            occurred = event.occurred_at.timestamp()
+            if occurred > self.event_clock.get(partition, float("-inf")):
+                self.event_clock[partition] = occurred
             only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-            self._publish(engine.step(event, self.clock.observe(event), only))
+            self._publish(engine.step(event, self.now(partition), only))
             self.counters.processed += 1
-            if only[0] == BROADCAST:
-                engine.dirty.discard(BROADCAST)
-                self._persist_blacklist(partition)
-        self._persist()
+            touched.add(partition)
+        for partition in touched:
+            self._persist(partition)
 
     def sweep(self) -> None:
-        """Fire due deadlines on this worker's shards; the timer calls this every tick."""
-        self._publish(self.engine.sweep(self.clock.now()))
-        self._persist()
+        """Fire due deadlines of every owned partition; the timer calls this every tick."""
+        if self.silence is not None:
+            exceptions, held = self.silence.check(self.wall())
+            self._publish(exceptions)
+            if held != self.held:
+                self.held = held
+                for engine in self.engines.values():
+                    engine.hold(held)
+        for partition, engine in self.engines.items():
+            self._publish(engine.sweep(self.now(partition)))
+            self._persist(partition)
 
     def _publish(self, exceptions: list[ExceptionEvent]) -> None:
         for exc in exceptions:
@@ -195,51 +213,46 @@ class Shell:
             )
             self.counters.published += 1
             if self.on_exception is not None:
-                self.on_exception(exc, self.clock.now())
+                self.on_exception(exc, self.wall())
 
-    def _persist(self) -> None:
-        for key, state in self.engine.take_dirty().items():
+    def _persist(self, partition: int) -> None:
+        engine = self.engines[partition]
+        for key, state in engine.take_dirty().items():
             if key == BROADCAST:
-                for p in self.owned:
-                    self._persist_blacklist(p)
-                continue
-            encoded = key.encode()
+                key = broadcast_key(partition)
             value = None if state is None else orjson.dumps(state)
-            self.send_changelog(partition_for(encoded, self.partitions), encoded, value)
-
-    def _persist_blacklist(self, partition: int) -> None:
-        value = orjson.dumps({k: sorted(v) for k, v in self.engine.blacklist.items()})
-        self.send_changelog(partition, broadcast_key(partition).encode(), value)
+            self.send_changelog(partition, key.encode(), value)
 
     # --- recovery and rebalancing --------------------------------------------------------------
 
     def restore(self, items: Iterable[tuple[bytes, bytes | None]], owned: set[int]) -> int:
         """Load shards of newly owned partitions from the recovered table; returns how many."""
-        self.owned = set(owned)
+        fresh = {p for p in owned if p not in self.engines}
         loaded = 0
         for key_bytes, value in items:
             if value is None:
                 continue
             key = key_bytes.decode()
             if key.startswith(BROADCAST):
-                data = orjson.loads(value)
-                for kind, values in data.items():
-                    self.engine.blacklist.setdefault(kind, set()).update(values)
+                partition = int(key.rpartition(":")[2])
+                if partition in fresh:
+                    self.engine(partition).restore(BROADCAST, orjson.loads(value))
                 continue
-            if partition_for(key_bytes, self.partitions) not in owned:
-                continue
-            if key in self.engine.shards:
-                continue
-            self.engine.restore(key, orjson.loads(value))
-            loaded += 1
+            partition = partition_for(key_bytes, self.partitions)
+            if partition in fresh:
+                self.engine(partition).restore(key, orjson.loads(value))
+                loaded += 1
+        for partition in fresh:
+            self.engine(partition).take_dirty()  # restored state is already in the changelog
         return loaded
 
     def revoke(self, partitions: set[int]) -> None:
-        """Forget shards of partitions this worker no longer owns."""
-        self.owned -= partitions
-        gone = [
-            k
-            for k in self.engine.shards
-            if partition_for(k.encode(), self.partitions) in partitions
-        ]
-        self.engine.forget(gone)
+        """Drop the engines of partitions this worker no longer owns (their state is in the
+        changelog, where the new owner recovers it)."""
+        for partition in partitions:
+            self.engines.pop(partition, None)
+            self.event_clock.pop(partition, None)
+
+    @property
+    def owned(self) -> set[int]:
+        return set(self.engines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
+from collections.abc import Iterable
 from typing import Any
 
 from orderwatch.engine import Engine
@@ -51,7 +52,7 @@ class Telemetry:
                 max(0.0, time.time() - exc.event_time.timestamp())
             )
 
-    def refresh(self, engine: Engine, consumer: Any, period: float = 10.0) -> None:
+    def refresh(self, engines: Iterable[Engine], consumer: Any, period: float = 10.0) -> None:
         """Walk the state for the gauges at most once per ``period`` seconds."""
         now = time.monotonic()
         if now - self._last_refresh < period:
@@ -61,14 +62,17 @@ class Telemetry:
         kinds: Tally[str] = Tally()
         open_by_rule: Tally[str] = Tally()
         deadlines = 0
-        for key, shard in engine.shards.items():
-            kinds[_SHARD_KIND.get(key[:2], "rates")] += 1
-            deadlines += len(shard.deadlines)
-            for op in shard.open.values():
-                open_by_rule[op.rule_id] += 1
+        rules: set[str] = set()
+        for engine in engines:
+            rules.update(engine.rules)
+            for key, shard in engine.shards.items():
+                kinds[_SHARD_KIND.get(key[:2], "rates")] += 1
+                deadlines += len(shard.deadlines)
+                for op in shard.open.values():
+                    open_by_rule[op.rule_id] += 1
         for kind in ("order", "stock", "address", "phone", "customer", "rates"):
             m.state_shards.labels(kind=kind).set(kinds.get(kind, 0))
-        for rule_id in engine.rules:
+        for rule_id in rules:
             m.open_exceptions.labels(rule_id=rule_id).set(open_by_rule.get(rule_id, 0))
         m.pending_deadlines.set(deadlines)
         self._consumer_lag(consumer)

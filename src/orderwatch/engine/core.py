@@ -67,9 +67,14 @@ class Engine:
             "phone": set(),
             "address": set(),
         }
+        #: "kind|value" -> [occurred_at, event_id] of the entry's latest add/remove, so a
+        #: re-delivered or late older event cannot undo a newer one
+        self.blacklist_at: dict[str, list[Any]] = {}
         self.dirty: set[str] = set()
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
+        self._held: frozenset[str] = frozenset()
+        self._parked: list[tuple[float, int, str, str]] = []
         self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
 
     # --- routing -------------------------------------------------------------------------------
@@ -158,12 +163,32 @@ class Engine:
             heapq.heappop(self._heap)
         return None
 
+    def hold(self, rule_ids: frozenset[str]) -> None:
+        """Hold the timeouts of these rules (their input stream is silent); release the rest.
+
+        A held deadline is parked, not fired: when its stream flows again it goes back into the
+        index and is judged against what has arrived by then.
+        """
+        self._held = frozenset(rule_ids)
+        keep = []
+        for entry in self._parked:
+            if entry[3] in self._held:
+                keep.append(entry)
+            else:
+                heapq.heappush(self._heap, entry)
+        self._parked = keep
+
     def _sweep(self, now: float) -> None:
         heap = self._heap
+        held = self._held
         while heap and heap[0][0] < now:
-            due, _, key, name = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            due, _, key, name = entry
             shard = self.shards.get(key)
             if shard is None or shard.deadlines.get(name) != due:
+                continue
+            if name in held:
+                self._parked.append(entry)
                 continue
             del shard.deadlines[name]
             self.dirty.add(key)
@@ -215,6 +240,11 @@ class Engine:
         assert isinstance(event, BlacklistAdded | BlacklistRemoved)
         value = orders.blacklist_value(event.kind, event.value)
         entries = self.blacklist[event.kind]
+        stamp = [event.occurred_at.timestamp(), event.event_id]
+        latest = self.blacklist_at.get(f"{event.kind}|{value}")
+        if latest is not None and tuple(latest) >= tuple(stamp):
+            return
+        self.blacklist_at[f"{event.kind}|{value}"] = stamp
         if isinstance(event, BlacklistAdded):
             entries.add(value)
         else:
@@ -235,7 +265,9 @@ class Engine:
         out: dict[str, dict[str, Any] | None] = {}
         for key in self.dirty:
             if key == BROADCAST:
-                out[key] = {k: sorted(v) for k, v in self.blacklist.items()}
+                entries: dict[str, Any] = {k: sorted(v) for k, v in self.blacklist.items()}
+                entries["at"] = self.blacklist_at
+                out[key] = entries
                 continue
             shard = self.shards.get(key)
             out[key] = None if shard is None else shard.to_dict()
@@ -246,6 +278,7 @@ class Engine:
         """Load one shard from its serialized form and re-index its deadlines."""
         if key == BROADCAST:
             self.blacklist = {k: set(data.get(k, ())) for k in self.blacklist}
+            self.blacklist_at = dict(data.get("at", {}))
             return
         shard = shard_from_dict(data)
         self.shards[key] = shard
