@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from orderwatch.engine.catalog import format_duration
 from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, WindowShard
 from orderwatch.events.inbound import InboundEvent, OrderCreated
-from orderwatch.normalize import mask_phone
+from orderwatch.normalize import mask_phone, normalize_address
 
 if TYPE_CHECKING:
     from orderwatch.engine.core import Engine
@@ -38,6 +38,8 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
             return
         min_orders, min_customers = params.min_orders, 1
     elif rule_id == CLUSTER:
+        if not normalize_address(ev.shipping_address).rsplit("|", 1)[-1]:
+            return  # no street: blank addresses are customer.invalid_address, not one place
         min_orders, min_customers = params.min_orders, params.min_customers
     else:
         min_orders, min_customers = params.min_customers, params.min_customers
@@ -108,9 +110,10 @@ def _flag(
     if s.key[:2] == ADDRESS:
         values["address_hash"] = s.key[2:]
     eids = [e[3] for e in members[:20]]
-    for at, order_id, _customer, _eid in members:
+    for at, order_id, _customer, eid in members:
+        own = eids if eid in eids else [*eids, eid]
         ctx.life.raise_(
-            s, rule_id, order_id, "", max(at, became), now, eids, values, order_id=order_id
+            s, rule_id, order_id, "", max(at, became), now, own, values, order_id=order_id
         )
 
 

@@ -86,8 +86,10 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
 def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     at = ev.occurred_at.timestamp()
     oid = s.order_id
-    if s.created_eid is not None and s.created_eid != ev.event_id:
-        return  # a second, different order.created for one order: the first one stands
+    if s.created_eid is not None:
+        # a re-delivery was judged when first read (the blacklist may have changed since), and
+        # a second, different order.created for one order does not replace the first
+        return
     s.created_eid = ev.event_id
     s.created_at = at
     s.total = str(ev.total_amount)
