@@ -81,7 +81,8 @@ def test_a_partial_refund_of_p2_does_not_resolve() -> None:
     assert result.states(RULE) == ["raised"]
     rest = refunded("O1", "10:31", "P2", amount="189.00")
     rest["refund_id"] = "R-P2-rest"
-    partial_twice = [*events, refunded("O1", "10:30", "P2", amount="10.00")] * 2
+    recallback = refunded("O1", "10:30:05", "P2", amount="10.00")  # same refund_id, new event
+    partial_twice = [*events, refunded("O1", "10:30", "P2", amount="10.00"), recallback] * 2
     assert run(partial_twice).states(RULE) == ["raised"], "one refund_id counts once"
     assert run([*partial_twice, rest]).states(RULE) == ["raised", "resolved"]
 
@@ -109,3 +110,14 @@ def test_open_for_an_hour_escalates() -> None:
     events = [created("O1", "09:59"), paid("O1", "10:00", "P1"), paid("O1", "10:03", "P2")]
     assert run(events, until="11:03").states(RULE) == ["raised"]
     assert run(events, until="11:03:01").states(RULE) == ["raised", "escalated"]
+
+
+def test_refunds_add_up_as_decimals() -> None:
+    events = [
+        created("O1", "09:59", total="0.07"),
+        paid("O1", "10:00", "P1", amount="0.07"),
+        paid("O1", "10:03", "P2", amount="0.07"),
+    ]
+    first, second = refunded("O1", "10:30", "P2", amount="0.01"), refunded("O1", "10:31", "P2")
+    second["amount"], second["refund_id"] = "0.06", "R-P2-b"  # 0.01 + 0.06 < 0.07 in floats
+    assert run([*events, first, second]).states(RULE) == ["raised", "resolved"]
