@@ -50,7 +50,7 @@ def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
     if drifting:
         if s.drift_since is None:
             s.drift_since = max(v[1] for v in s.latest.values())
-        s.drift_eids = [v[2] for _, v in sorted(s.latest.items())]
+        s.drift_eids = [v[2] for v in sorted(s.latest.values(), key=lambda v: (v[1], v[2]))]
         if f"{RULE}|{subject}" not in s.open and ctx.enabled(RULE):
             ctx.schedule(s, RULE, s.drift_since + ctx.params(RULE).persist_for)
     else:

@@ -25,6 +25,9 @@ def test_the_drift_starts_when_the_second_source_disagrees() -> None:
     assert run(events, until="10:19").of(RULE) == []
     [raised] = run(events, until="10:19:01").of(RULE)
     assert raised.event_time == at("10:19")
+    assert raised.evidence.event_ids == [events[0]["event_id"], events[1]["event_id"]], (
+        "oldest first"
+    )
 
 
 def test_clock_exactly_at_10_15_raises_nothing() -> None:
