@@ -7,8 +7,8 @@ of the shards it changed happen without an ``await`` in between, so the sweep ti
 (one asyncio loop) can never interleave inside one state change.
 
 One engine per partition of the shard topic, like a Kafka Streams task: a partition moves between
-workers with its engine's state (its changelog), and in event-time mode each partition keeps its
-own clock, so the order in which two partitions happen to be read cannot change what fires.
+workers with its engine's state (its changelog). The clock is the worker's, as the contract says:
+wall time, or in event-time mode the largest ``occurred_at`` this worker has read on any partition.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Shell:
     ``send_shard(key, value, partition)``: repartition an event to the shard topic.
     ``send_dlq(value, headers)``, ``send_exception(key, value, headers)``: publish.
     ``send_changelog(partition, key, value)``: persist a shard (value None: tombstone).
-    ``clock``: ``"wall"`` or ``"event"`` (largest occurred_at read, per partition).
+    ``clock``: ``"wall"`` or ``"event"`` (largest occurred_at this worker has read).
     """
 
     def __init__(
@@ -124,7 +124,7 @@ class Shell:
         self.on_exception = on_exception
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
-        self.event_clock: dict[int, float] = {}
+        self.event_clock = float("-inf")
         self.held: frozenset[str] = frozenset()
 
     def engine(self, partition: int) -> Engine:
@@ -134,10 +134,8 @@ class Shell:
             engine.hold(self.held)
         return engine
 
-    def now(self, partition: int) -> float:
-        if self.clock == "wall":
-            return self.wall()
-        return self.event_clock.get(partition, float("-inf"))
+    def now(self) -> float:
+        return self.wall() if self.clock == "wall" else self.event_clock
 
     # --- stage 1: source topics -> shard topic -------------------------------------------------
 
@@ -184,10 +182,10 @@ class Shell:
                 continue  # validated in stage 1; only a foreign writer to our topic gets here
             engine = self.engine(partition)
             occurred = event.occurred_at.timestamp()
-            if occurred > self.event_clock.get(partition, float("-inf")):
-                self.event_clock[partition] = occurred
+            if occurred > self.event_clock:
+                self.event_clock = occurred
             only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-            self._publish(engine.step(event, self.now(partition), only))
+            self._publish(engine.step(event, self.now(), only))
             self.counters.processed += 1
             touched.add(partition)
         for partition in touched:
@@ -202,8 +200,9 @@ class Shell:
                 self.held = held
                 for engine in self.engines.values():
                     engine.hold(held)
+        now = self.now()
         for partition, engine in self.engines.items():
-            self._publish(engine.sweep(self.now(partition)))
+            self._publish(engine.sweep(now))
             self._persist(partition)
 
     def _publish(self, exceptions: list[ExceptionEvent]) -> None:
@@ -251,7 +250,6 @@ class Shell:
         changelog, where the new owner recovers it)."""
         for partition in partitions:
             self.engines.pop(partition, None)
-            self.event_clock.pop(partition, None)
 
     @property
     def owned(self) -> set[int]:

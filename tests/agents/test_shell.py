@@ -1,0 +1,234 @@
+"""The shell's decisions without Kafka: what it dead-letters, where it routes, what it persists.
+
+The shell is handed plain send functions; these tests record what it sends. Restart safety is
+checked the way the worker lives it: a second shell recovers from the first one's changelog writes
+and carries on, and together they give exactly what one uninterrupted engine gives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from orderwatch.agents.shell import Shell, broadcast_key, partition_for
+from orderwatch.engine import Engine
+from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.rulefiles import load_catalog
+from tests.factories import blacklist, created, paid, plus, run, status
+
+PARTITIONS = 4
+CATALOG = load_catalog()
+
+
+class Recorder:
+    """Collects what the shell sends, and delivers shard messages the way Kafka would."""
+
+    def __init__(self) -> None:
+        self.shard: list[tuple[bytes, bytes, int]] = []
+        self.dlq: list[tuple[bytes, list[tuple[str, bytes]]]] = []
+        self.exceptions: list[dict[str, Any]] = []
+        self.headers: list[dict[str, bytes]] = []
+        self.changelog: dict[tuple[int, bytes], bytes | None] = {}
+
+    def send_shard(self, key: bytes, value: bytes, partition: int | None) -> None:
+        p = partition if partition is not None else partition_for(key, PARTITIONS)
+        self.shard.append((key, value, p))
+
+    def send_dlq(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.dlq.append((value, headers))
+
+    def send_exception(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        body = orjson.loads(value)
+        assert key.decode() == body["subject"]
+        self.exceptions.append(body)
+        self.headers.append(dict(headers))
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.changelog[(partition, key)] = value
+
+
+def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
+    return Shell(
+        lambda: Engine(CATALOG),
+        PARTITIONS,
+        clock=clock,
+        send_shard=rec.send_shard,
+        send_dlq=rec.send_dlq,
+        send_exception=rec.send_exception,
+        send_changelog=rec.send_changelog,
+        **kw,
+    )
+
+
+def feed(shell: Shell, rec: Recorder, events: list[dict[str, Any]]) -> None:
+    start = len(rec.shard)
+    for i, e in enumerate(events):
+        shell.route(orjson.dumps(e), "orders", 0, i)
+    shell.process(rec.shard[start:])
+
+
+def keyset(exceptions: list[dict[str, Any]]) -> list[tuple[str, str, str, int]]:
+    return sorted(
+        (e["exception_id"], e["rule_id"], e["state"], e["escalation_level"]) for e in exceptions
+    )
+
+
+def test_bad_messages_go_to_the_dead_letter_path_with_reason_headers() -> None:
+    rec = Recorder()
+    shell = make_shell(rec)
+    shell.route(b"{not json", "orders", 2, 41)
+    shell.route(b"\xff\xfe", "payment-callbacks", 1, 7)
+    shell.route(orjson.dumps({**paid("O1", "10:00"), "amount": 1.5}), "payment-callbacks", 0, 3)
+    shell.route(b"x" * 2_000_000, "orders", 0, 9)
+    reasons = [dict(h)["orderwatch.error.reason"] for _, h in rec.dlq]
+    assert reasons == [b"invalid_json", b"invalid_utf8", b"schema", b"too_large"]
+    first = dict(rec.dlq[0][1])
+    assert first["__connect.errors.topic"] == b"orders"
+    assert (first["__connect.errors.partition"], first["__connect.errors.offset"]) == (b"2", b"41")
+    assert len(rec.dlq[3][0]) <= 64 * 1024, "a huge body is truncated in the DLQ copy"
+    assert dict(rec.dlq[3][1])["orderwatch.error.original_size"] == b"2000000"
+    assert rec.shard == [] and shell.counters.invalid == 4
+
+
+def test_events_are_routed_by_their_own_fields_not_the_producer_key() -> None:
+    rec = Recorder()
+    shell = make_shell(rec)
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 3, 0)
+    keys = [k.decode()[:2] for k, _, _ in rec.shard]
+    assert keys == ["o:", "c:", "a:", "p:"]
+    assert rec.shard[0][0] == b"o:O1"
+
+
+def test_blacklist_entries_reach_every_partition() -> None:
+    rec = Recorder()
+    shell = make_shell(rec)
+    shell.route(orjson.dumps(blacklist("customer_id", "C9")), "blacklist", 0, 0)
+    assert sorted(p for _, _, p in rec.shard) == list(range(PARTITIONS))
+    assert {k for k, _, _ in rec.shard} == {broadcast_key(p).encode() for p in range(PARTITIONS)}
+
+
+def scenario() -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = [blacklist("customer_id", "C-bad", "09:00")]
+    for i in range(12):
+        oid = f"O{i}"
+        at = plus("10:00", minutes=i)
+        events += [created(oid, at, customer_id=f"C{i}"), paid(oid, plus(at, minutes=1))]
+        if i % 3 == 0:
+            events.append(status(oid, "paid", plus(at, minutes=5)))
+    events.append(created("O-bad", "10:30", customer_id="C-bad"))
+    events.append(created("O-end", "13:00"))
+    return events
+
+
+def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() -> None:
+    events = scenario()
+    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
+    assert {e[1] for e in expected} >= {"payment.paid_not_updated", "fraud.blacklisted"}
+
+    rec = Recorder()
+    first = make_shell(rec)
+    half = len(events) // 2
+    feed(first, rec, events[:half])
+    first.sweep()
+
+    # a new process: only the changelog survives
+    second = make_shell(rec)
+    items = [(key, value) for (_, key), value in rec.changelog.items()]
+    second.restore(items, set(range(PARTITIONS)))
+    feed(second, rec, events[half:])
+    second.sweep()
+    assert sorted(set(keyset(rec.exceptions))) == expected
+
+
+def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> None:
+    rec = Recorder()
+    shell = make_shell(rec)
+    feed(shell, rec, scenario())
+    owned = shell.owned
+    assert owned
+    shell.revoke(owned)
+    assert shell.owned == set()
+    shell.restore([(k, v) for (_, k), v in rec.changelog.items()], owned)
+    assert sum(len(e.shards) for e in shell.engines.values()) > 0
+
+
+def test_exceptions_carry_cloudevents_headers_with_a_stable_id() -> None:
+    rec = Recorder()
+    shell = make_shell(rec, source="/orderwatch/test")
+    feed(shell, rec, scenario())
+    assert rec.exceptions
+    for body, headers in zip(rec.exceptions, rec.headers, strict=True):
+        assert headers["ce_specversion"] == b"1.0"
+        assert headers["ce_id"].decode() == (
+            f"{body['exception_id']}:{body['state']}:{body['escalation_level']}"
+        )
+        assert headers["ce_type"] == f"com.orderwatch.exception.{body['state']}".encode()
+        assert headers["ce_source"] == b"/orderwatch/test"
+        assert headers["content-type"] == b"application/json"
+
+
+@pytest.mark.parametrize("silent_stream", ["orders", "logistics"])
+def test_a_silent_stream_raises_one_exception_and_holds_its_timeouts(silent_stream: str) -> None:
+    wall = [1_000_000.0]
+    monitor = SilenceMonitor(
+        dict(CATALOG),
+        {"orders": "orders", "payment-callbacks": "payments", "logistics": "logistics"},
+    )
+    monitor.observe("orders", "oms", wall[0])
+    monitor.observe("logistics", "carrier-sf", wall[0])
+    monitor.observe("payment-callbacks", "pay-gateway", wall[0])
+    other = "payment-callbacks"
+    # 16 minutes later only the other stream has flowed
+    wall[0] += 16 * 60
+    monitor.observe(other, "pay-gateway", wall[0])
+    keep = {"orders", "logistics"} - {silent_stream}
+    for stream in keep:
+        monitor.observe(stream, "x", wall[0])
+    raised, held = monitor.check(wall[0])
+    subjects = {(e.rule_id, e.subject, e.state) for e in raised}
+    assert ("system.source_silent", silent_stream, "raised") in subjects
+    if silent_stream == "orders":
+        assert "payment.paid_not_updated" in held
+    else:
+        assert "logistics.tracking_stale" in held
+    # traffic returns: the exception resolves, and the hold lifts after the release delay
+    wall[0] += 1
+    monitor.observe(silent_stream, "back", wall[0])
+    resolved, still_held = monitor.check(wall[0])
+    assert ("system.source_silent", silent_stream, "resolved") in {
+        (e.rule_id, e.subject, e.state) for e in resolved
+    }
+    assert still_held, "held until the backlog has had time to arrive"
+    _, released = monitor.check(wall[0] + monitor.release_after + 1)
+    assert released == frozenset()
+
+
+def test_held_deadlines_are_judged_after_the_hold_lifts() -> None:
+    engine = Engine(CATALOG)
+    from datetime import datetime
+
+    from tests.factories import ts
+
+    def at(t: str) -> float:
+        return datetime.fromisoformat(ts(t).replace("Z", "+00:00")).timestamp()
+
+    from orderwatch.events.codec import decode_event
+
+    engine.hold(frozenset({"payment.paid_not_updated"}))
+    for e in (created("O1", "10:00"), paid("O1", "10:01")):
+        engine.step(decode_event(orjson.dumps(e)), at(e["occurred_at"]))
+    assert engine.sweep(at("10:30")) == [], "held: the orders stream is silent"
+    # the silent stream's backlog arrives: the status was set in time after all
+    engine.step(decode_event(orjson.dumps(status("O1", "paid", "10:05"))), at("10:30"))
+    engine.hold(frozenset())
+    assert engine.sweep(at("10:31")) == []
+    # and without the status the held timeout fires once released
+    engine2 = Engine(CATALOG)
+    engine2.hold(frozenset({"payment.paid_not_updated"}))
+    for e in (created("O2", "10:00"), paid("O2", "10:01")):
+        engine2.step(decode_event(orjson.dumps(e)), at(e["occurred_at"]))
+    assert engine2.sweep(at("10:30")) == []
+    engine2.hold(frozenset())
+    assert [x.rule_id for x in engine2.sweep(at("10:31"))] == ["payment.paid_not_updated"]
