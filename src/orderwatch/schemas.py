@@ -1,15 +1,28 @@
-"""JSON Schemas of the contract, generated from the models so docs and code cannot disagree."""
+"""JSON Schemas and the AsyncAPI document of the contract, generated from the models.
+
+Generated rather than written so docs and code cannot disagree; a test fails when the committed
+files under ``schemas/`` differ from what the models produce today.
+"""
 
 from __future__ import annotations
 
+import typing
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from pydantic import TypeAdapter
 
-from orderwatch.events.exception import ExceptionEvent
+from orderwatch.events.exception import Evidence, ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
+from orderwatch.settings import Settings
+
+INPUT_SCHEMA = "input-event.schema.json"
+EXCEPTION_SCHEMA = "exception-event.schema.json"
+ASYNCAPI = "asyncapi.yaml"
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -29,18 +42,221 @@ def generate() -> dict[str, dict[str, Any]]:
         "(CONTRACT section 2).",
         **exception,
     }
-    return {"input-event.schema.json": inbound, "exception-event.schema.json": exception}
+    return {
+        INPUT_SCHEMA: inbound,
+        EXCEPTION_SCHEMA: exception,
+        ASYNCAPI: asyncapi(),
+    }
 
 
 def render(schema: dict[str, Any]) -> bytes:
     return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
+def render_file(name: str, document: dict[str, Any]) -> bytes:
+    """The exact bytes of ``schemas/<name>``: YAML for the AsyncAPI document, JSON otherwise."""
+    if name.endswith((".yaml", ".yml")):
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+        return text.encode("utf-8")
+    return render(document)
+
+
 def write(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in generate().items():
+    for name, document in generate().items():
         path = directory / name
-        path.write_bytes(render(schema))
+        path.write_bytes(render_file(name, document))
         written.append(path)
     return written
+
+
+# --- AsyncAPI 3.0 ------------------------------------------------------------------------------
+
+#: Input streams: event type prefix -> (channel id, Settings field of its topic, Kafka key).
+STREAMS: dict[str, tuple[str, str, str]] = {
+    "order.": ("orders", "topic_orders", "order_id"),
+    "payment.": ("paymentCallbacks", "topic_payments", "order_id"),
+    "inventory.": ("inventory", "topic_inventory", "sku"),
+    "logistics.": ("logistics", "topic_logistics", "order_id"),
+    "blacklist.": ("blacklist", "topic_blacklist", "the entry value (compacted topic)"),
+}
+
+#: Header meanings; generation fails on a header the worker sets that is not described here.
+HEADER_DOCS: dict[str, str] = {
+    "__connect.errors.topic": "topic the bad message was read from",
+    "__connect.errors.partition": "its partition (decimal)",
+    "__connect.errors.offset": "its offset (decimal)",
+    "__connect.errors.exception.class.name": "reason code: invalid_json, invalid_utf8, "
+    "not_an_object, unknown_type, schema, too_large",
+    "__connect.errors.exception.message": "human-readable detail, at most 1000 characters",
+    "orderwatch.error.reason": "the reason code again, under orderwatch's own name",
+    "orderwatch.error.original_size": "size in bytes of the original message (decimal); the "
+    "payload may be truncated",
+    "ce_specversion": "CloudEvents spec version, 1.0",
+    "ce_id": "id of this state change (exception_id:state:escalation_level): a dedupe key",
+    "ce_type": "com.orderwatch.exception.raised, .escalated or .resolved",
+    "ce_source": "the detector instance that published it",
+    "ce_subject": "the exception's subject (also the Kafka key)",
+    "ce_time": "detected_at, RFC 3339",
+    "content-type": "application/json",
+}
+
+
+def _package_version() -> str:
+    try:
+        return version("orderwatch")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "0.0.0"
+
+
+def _headers_schema(names: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {n: {"type": "string", "description": HEADER_DOCS[n]} for n in names},
+        "required": names,
+    }
+
+
+def _input_messages() -> dict[str, dict[str, Any]]:
+    """One message per input event model, in contract order, pointing at its JSON Schema."""
+    [union, *_] = typing.get_args(InboundEvent)
+    messages = {}
+    for model in typing.get_args(union):
+        [event_type] = typing.get_args(model.model_fields["type"].annotation)
+        stream = next(p for p in STREAMS if event_type.startswith(p))
+        doc = (model.__doc__ or "").strip()
+        messages[model.__name__] = {
+            "name": event_type,
+            "title": event_type,
+            **({"summary": doc.splitlines()[0]} if doc else {}),
+            "contentType": "application/json",
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-2020-12",
+                "schema": {"$ref": f"./{INPUT_SCHEMA}#/$defs/{model.__name__}"},
+            },
+            "bindings": {"kafka": {"key": {"type": "string", "description": STREAMS[stream][2]}}},
+        }
+    return messages
+
+
+def _sample_exception() -> ExceptionEvent:
+    """Any exception will do: only the names of the headers the worker sets are documented."""
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
+    return ExceptionEvent(
+        exception_id="x",
+        rule_id="x",
+        category="system",
+        severity="low",
+        state="raised",
+        subject="x",
+        detected_at=epoch,
+        event_time=epoch,
+        summary="x",
+        evidence=Evidence(event_ids=[]),
+        owner="tech",
+        actions=[],
+        escalation_level=0,
+    )
+
+
+def asyncapi() -> dict[str, Any]:
+    """The AsyncAPI 3.0 document: what orderwatch reads, what it writes, and on which topics."""
+    from orderwatch.agents.shell import DLQ_MAX_BYTES, cloudevent_headers, dlq_headers
+
+    defaults = Settings.model_construct()
+    inputs = _input_messages()
+    ce_names = [n for n, _ in cloudevent_headers(_sample_exception(), "orderwatch")]
+    dlq_names = [n for n, _ in dlq_headers("schema", "detail", "orders", 0, 0, 0)]
+
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for prefix, (channel, field, _key) in STREAMS.items():
+        names = [n for n, m in inputs.items() if m["name"].startswith(prefix)]
+        channels[channel] = {
+            "address": getattr(defaults, field),
+            "title": f"{prefix}* events",
+            "description": f"Input: {prefix}* events (CONTRACT section 1). Topic name is "
+            f"configurable: ORDERWATCH_{field.upper()}.",
+            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+        }
+        operations[f"receive{channel[0].upper()}{channel[1:]}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{n}"} for n in names],
+        }
+    channels["orderExceptions"] = {
+        "address": defaults.topic_exceptions,
+        "title": "exception events",
+        "description": "Output: one message per state change (raised, escalated, resolved) of a "
+        "detected exception, keyed by subject (CONTRACT section 2). CloudEvents binary mode. "
+        "Topic name is configurable: ORDERWATCH_TOPIC_EXCEPTIONS.",
+        "messages": {"ExceptionEvent": {"$ref": "#/components/messages/ExceptionEvent"}},
+    }
+    channels["orderwatchDlq"] = {
+        "address": defaults.topic_dlq,
+        "title": "dead letters",
+        "description": "Output: input messages that are not valid JSON or not valid events, with "
+        "the reason in Kafka Connect style headers. Topic name is configurable: "
+        "ORDERWATCH_TOPIC_DLQ.",
+        "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
+    }
+    operations["sendExceptions"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/orderExceptions"},
+        "messages": [{"$ref": "#/channels/orderExceptions/messages/ExceptionEvent"}],
+    }
+    operations["sendDeadLetters"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/orderwatchDlq"},
+        "messages": [{"$ref": "#/channels/orderwatchDlq/messages/DeadLetter"}],
+    }
+    messages = {
+        **inputs,
+        "ExceptionEvent": {
+            "name": "exception",
+            "title": "exception event",
+            "contentType": "application/json",
+            "headers": _headers_schema(ce_names),
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-2020-12",
+                "schema": {"$ref": f"./{EXCEPTION_SCHEMA}"},
+            },
+            "bindings": {
+                "kafka": {"key": {"type": "string", "description": "the exception's subject"}}
+            },
+        },
+        "DeadLetter": {
+            "name": "dead-letter",
+            "title": "dead letter",
+            "summary": f"The original message bytes, truncated to {DLQ_MAX_BYTES // 1024} KiB; "
+            "the headers say why it was refused.",
+            "contentType": "application/octet-stream",
+            "headers": _headers_schema(dlq_names),
+            "payload": {"type": "string", "format": "binary"},
+            "bindings": {
+                "kafka": {"key": {"type": "string", "description": "the original message key"}}
+            },
+        },
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "orderwatch",
+            "version": _package_version(),
+            "description": "Streaming detector of e-commerce order exceptions: reads order, "
+            "payment, inventory, logistics and blacklist events, publishes exception events. "
+            "Generated from the models by `orderwatch schemas`; do not edit.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "kafka": {
+                "host": defaults.bootstrap_servers,
+                "protocol": "kafka",
+                "description": "Any Kafka-compatible broker; set ORDERWATCH_BOOTSTRAP_SERVERS.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }
