@@ -6,16 +6,22 @@ still be rejected by Prometheus, and an alert can be syntactically fine and neve
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orderwatch.metrics import Metrics
 from tests.metrics_samples import fill_sample_values
 
-PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
+PROMETHEUS_DIR = DEPLOY_DIR / "prometheus"
+DASHBOARD = DEPLOY_DIR / "grafana" / "dashboards" / "orderwatch.json"
+# What Grafana substitutes before a query reaches Prometheus.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$instance": ".*"}
 PROMTOOL = shutil.which("promtool")
 
 pytestmark = pytest.mark.skipif(
@@ -72,3 +78,26 @@ def test_the_lint_catches_a_badly_named_metric() -> None:
 
     assert result.returncode != 0
     assert "orderwatch_latency_ms" in result.stdout + result.stderr
+
+
+def test_every_dashboard_query_parses_as_promql(tmp_path: Path) -> None:
+    """Grafana shows a broken query only as an error on one panel; promtool fails loudly.
+
+    Each panel target becomes a recording rule in a throwaway file, which promtool parses.
+    """
+    rules = []
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            rules.append(
+                {"record": f"dashboard:panel{panel['id']}:{target['refId']}", "expr": expr}
+            )
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+
+    result = _promtool("check", "rules", str(path))
+
+    assert rules
+    assert result.returncode == 0, result.stdout + result.stderr
