@@ -276,3 +276,17 @@ def test_scaled_object_scales_the_worker_on_its_consumer_group_lag() -> None:
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == Settings().app_id
     assert scaled["spec"]["minReplicaCount"] >= 1, "timeouts need a running clock"
+
+
+def test_grafana_finds_its_dashboards_and_prometheus_in_compose() -> None:
+    services = compose()["services"]
+    mounts = dict(m.split(":")[:2] for m in services["grafana"]["volumes"])
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    if not provisioning.is_dir():
+        pytest.skip("deploy/grafana/provisioning not written yet")
+    for provider in load(provisioning / "dashboards" / "orderwatch.yaml")["providers"]:
+        assert provider["options"]["path"] == mounts["./grafana/dashboards"]
+    for source in load(provisioning / "datasources" / "prometheus.yaml")["datasources"]:
+        host, _, port = source["url"].removeprefix("http://").partition(":")
+        assert host in services
+        assert f"{port}:{port}" in services[host]["ports"]
