@@ -7,8 +7,12 @@ of the shards it changed happen without an ``await`` in between, so the sweep ti
 (one asyncio loop) can never interleave inside one state change.
 
 One engine per partition of the shard topic, like a Kafka Streams task: a partition moves between
-workers with its engine's state (its changelog). The clock is the worker's, as the contract says:
-wall time, or in event-time mode the largest ``occurred_at`` this worker has read on any partition.
+workers with its engine's state (its changelog). In event-time mode each partition keeps its own
+clock, the largest ``occurred_at`` read *on that partition* (Kafka Streams' per-task stream time):
+a worker reads its partitions in an arbitrary interleaving, often minutes of event time apart
+when it catches up on a backlog, and a clock shared across partitions would let one partition's
+reading speed fire another partition's timeouts before their resolving events were read. Per
+partition, the result depends only on the order of each key's own events, as in replay.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ class Shell:
     ``send_shard(key, value, partition)``: repartition an event to the shard topic.
     ``send_dlq(value, headers)``, ``send_exception(key, value, headers)``: publish.
     ``send_changelog(partition, key, value)``: persist a shard (value None: tombstone).
-    ``clock``: ``"wall"`` or ``"event"`` (largest occurred_at this worker has read).
+    ``clock``: ``"wall"`` or ``"event"`` (largest occurred_at read, per partition).
     """
 
     def __init__(
@@ -124,7 +128,7 @@ class Shell:
         self.on_exception = on_exception
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
-        self.event_clock = float("-inf")
+        self.event_clock: dict[int, float] = {}
         self.held: frozenset[str] = frozenset()
 
     def engine(self, partition: int) -> Engine:
@@ -134,8 +138,10 @@ class Shell:
             engine.hold(self.held)
         return engine
 
-    def now(self) -> float:
-        return self.wall() if self.clock == "wall" else self.event_clock
+    def now(self, partition: int) -> float:
+        if self.clock == "wall":
+            return self.wall()
+        return self.event_clock.get(partition, float("-inf"))
 
     # --- stage 1: source topics -> shard topic -------------------------------------------------
 
@@ -182,10 +188,10 @@ class Shell:
                 continue  # validated in stage 1; only a foreign writer to our topic gets here
             engine = self.engine(partition)
             occurred = event.occurred_at.timestamp()
-            if occurred > self.event_clock:
-                self.event_clock = occurred
+            if occurred > self.event_clock.get(partition, float("-inf")):
+                self.event_clock[partition] = occurred
             only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-            self._publish(engine.step(event, self.now(), only))
+            self._publish(engine.step(event, self.now(partition), only))
             self.counters.processed += 1
             touched.add(partition)
         for partition in touched:
@@ -200,9 +206,8 @@ class Shell:
                 self.held = held
                 for engine in self.engines.values():
                     engine.hold(held)
-        now = self.now()
         for partition, engine in self.engines.items():
-            self._publish(engine.sweep(now))
+            self._publish(engine.sweep(self.now(partition)))
             self._persist(partition)
 
     def _publish(self, exceptions: list[ExceptionEvent]) -> None:
@@ -242,7 +247,11 @@ class Shell:
                 self.engine(partition).restore(key, orjson.loads(value))
                 loaded += 1
         for partition in fresh:
-            self.engine(partition).take_dirty()  # restored state is already in the changelog
+            engine = self.engine(partition)
+            engine.take_dirty()  # restored state is already in the changelog
+            clock = max((shard.last_at for shard in engine.shards.values()), default=None)
+            if clock is not None and self.clock == "event":
+                self.event_clock[partition] = max(self.event_clock.get(partition, clock), clock)
         return loaded
 
     def revoke(self, partitions: set[int]) -> None:
@@ -250,6 +259,7 @@ class Shell:
         changelog, where the new owner recovers it)."""
         for partition in partitions:
             self.engines.pop(partition, None)
+            self.event_clock.pop(partition, None)
 
     @property
     def owned(self) -> set[int]:

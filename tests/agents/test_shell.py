@@ -16,7 +16,7 @@ from orderwatch.agents.shell import Shell, broadcast_key, partition_for
 from orderwatch.engine import Engine
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.rulefiles import load_catalog
-from tests.factories import blacklist, created, paid, plus, run, status
+from tests.factories import blacklist, created, paid, plus, run, snapshot, status
 
 PARTITIONS = 4
 CATALOG = load_catalog()
@@ -118,8 +118,24 @@ def scenario() -> list[dict[str, Any]]:
         if i % 3 == 0:
             events.append(status(oid, "paid", plus(at, minutes=5)))
     events.append(created("O-bad", "10:30", customer_id="C-bad"))
-    events.append(created("O-end", "13:00"))
-    return events
+    return events + end_ticks("13:00")
+
+
+def end_ticks(at: str) -> list[dict[str, Any]]:
+    """One quiet event per shard partition, so every partition's event clock reaches ``at``.
+
+    Each partition keeps its own event-time clock (like Kafka Streams' stream time); replay has
+    one clock. A tick on every partition makes them end at the same time.
+    """
+    ticks, covered, i = [], set(), 0
+    while covered != set(range(PARTITIONS)):
+        sku = f"TICK-{i}"
+        p = partition_for(f"s:{sku}/WH0".encode(), PARTITIONS)
+        if p not in covered:
+            covered.add(p)
+            ticks.append(snapshot(sku, at, 1, "wms", warehouse_id="WH0"))
+        i += 1
+    return ticks
 
 
 def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() -> None:
