@@ -220,6 +220,79 @@ def alertmanager_bridge(
     asyncio.run(run())
 
 
+@app.command()
+def simulate(
+    to_file: Annotated[
+        Path | None, typer.Option(help="write JSONL here (manifest: PATH.manifest.json)")
+    ] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="or produce to Kafka at host:port")] = None,
+    orders: Annotated[int, typer.Option(help="healthy orders (anomalies come on top)")] = 1000,
+    seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 1,
+    start: Annotated[str | None, typer.Option(help="RFC 3339 start (default 2026-11-20Z)")] = None,
+    duration: Annotated[str, typer.Option(help="span of order arrivals, e.g. 2h, 1d")] = "1d",
+    anomaly_rate: Annotated[float, typer.Option(help="anomalies per healthy order")] = 0.02,
+    anomalies: Annotated[int | None, typer.Option(help="exact anomaly count (wins)")] = None,
+    mix: Annotated[
+        str | None, typer.Option(help="rule[=weight],... or a family such as payment.")
+    ] = None,
+    demo: Annotated[bool, typer.Option(help="start now; backdate injected timeouts")] = False,
+    rate: Annotated[float, typer.Option(help="events per second (0: as fast as possible)")] = 0.0,
+    manifest: Annotated[Path | None, typer.Option(help="manifest path with --bootstrap")] = None,
+    topic_orders: Annotated[str, typer.Option()] = "orders",
+    topic_payments: Annotated[str, typer.Option()] = "payment-callbacks",
+    topic_inventory: Annotated[str, typer.Option()] = "inventory",
+    topic_logistics: Annotated[str, typer.Option()] = "logistics",
+    topic_blacklist: Annotated[str, typer.Option()] = "blacklist",
+) -> None:
+    """Generate realistic order traffic with anomalies of every rule injected, and a manifest."""
+    import time as _time
+
+    import orjson
+
+    from orderwatch.engine.catalog import parse_duration
+    from orderwatch.simulate import SimConfig, Simulator, parse_mix, produce, write_file
+
+    if (to_file is None) == (bootstrap is None):
+        raise typer.BadParameter("give exactly one of --to-file and --bootstrap")
+    try:
+        config = SimConfig(
+            seed=seed,
+            orders=orders,
+            start=_time.time()
+            if demo and start is None
+            else (
+                _parse_until(start) or datetime.fromisoformat("2026-11-20T00:00:00+00:00")
+            ).timestamp(),
+            duration=parse_duration(duration),
+            anomaly_rate=anomaly_rate,
+            anomalies=anomalies,
+            mix=parse_mix(mix),
+            demo=demo,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    sim = Simulator(config)
+    if to_file is not None:
+        result = write_file(sim, to_file, rate)
+    else:
+        topics = {
+            "order": topic_orders,
+            "payment": topic_payments,
+            "inventory": topic_inventory,
+            "logistics": topic_logistics,
+            "blacklist": topic_blacklist,
+        }
+        assert bootstrap is not None
+        result = asyncio.run(produce(sim, bootstrap, rate, topics))
+        if manifest is not None:
+            manifest.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    typer.echo(
+        f"{result['events']} events, {len(result['expected'])} expected exceptions, "
+        f"{result['start']} .. {result['end']}",
+        err=True,
+    )
+
+
 def main() -> None:
     app()
 
