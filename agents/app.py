@@ -171,12 +171,15 @@ class Worker:
         @app.agent(shard_topic, concurrency=1)
         async def detector(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
-                shell.process((e.key, e.value, e.message.partition) for e in batch)
+                shell.process(
+                    (e.key, e.value, e.message.partition, e.message.timestamp) for e in batch
+                )
 
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
                 shell.sweep()
             t.refresh(shell.engines.values(), app.consumer)
+            t.silence(shell.silence)
 
         app.timer(s.sweep_interval, on_leader=False)(sweep)
 
@@ -193,6 +196,7 @@ class Worker:
             log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))
 
         async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+            t.on_revoked((tp.topic, tp.partition) for tp in revoked)
             name = shard_topic.get_topic_name()
             gone = {tp.partition for tp in revoked if tp.topic == name}
             if gone:

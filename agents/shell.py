@@ -111,7 +111,7 @@ class Shell:
         wall: Callable[[], float] = time.time,
         on_invalid: Callable[[str, str], None] | None = None,
         on_event: Callable[[str, Any, float], None] | None = None,
-        on_exception: Callable[[ExceptionEvent, float], None] | None = None,
+        on_exception: Callable[[ExceptionEvent, float | None], None] | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -177,10 +177,14 @@ class Shell:
 
     # --- stage 2: shard topic -> engines -> exceptions + changelog -----------------------------
 
-    def process(self, batch: Iterable[tuple[bytes, bytes, int]]) -> None:
-        """Run a batch of (shard key, raw event, partition) through the engines, then persist."""
+    def process(self, batch: Iterable[tuple[bytes, bytes, int, float | None]]) -> None:
+        """Run a batch through the engines, then persist each changed shard once.
+
+        Items are (shard key, raw event, partition, arrival): arrival is when stage 1 read the
+        event (the shard message's timestamp), for the event-to-exception latency.
+        """
         touched: set[int] = set()
-        for key_bytes, raw, partition in batch:
+        for key_bytes, raw, partition, arrival in batch:
             key = key_bytes.decode()
             try:
                 event = decode_event(raw)
@@ -191,7 +195,7 @@ class Shell:
             if occurred > self.event_clock.get(partition, float("-inf")):
                 self.event_clock[partition] = occurred
             only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-            self._publish(engine.step(event, self.now(partition), only))
+            self._publish(engine.step(event, self.now(partition), only), arrival)
             self.counters.processed += 1
             touched.add(partition)
         for partition in touched:
@@ -210,14 +214,15 @@ class Shell:
             self._publish(engine.sweep(self.now(partition)))
             self._persist(partition)
 
-    def _publish(self, exceptions: list[ExceptionEvent]) -> None:
+    def _publish(self, exceptions: list[ExceptionEvent], arrival: float | None = None) -> None:
+        """Send exceptions; ``arrival`` is set when they come from reading one event."""
         for exc in exceptions:
             self.send_exception(
                 exc.subject.encode(), encode_exception(exc), cloudevent_headers(exc, self.source)
             )
             self.counters.published += 1
             if self.on_exception is not None:
-                self.on_exception(exc, self.wall())
+                self.on_exception(exc, arrival)
 
     def _persist(self, partition: int) -> None:
         engine = self.engines[partition]

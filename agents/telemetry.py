@@ -7,6 +7,7 @@ period instead of per event, so a million open orders do not cost a walk per sec
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from typing import Any
 
 from orderwatch.engine import Engine
 from orderwatch.engine.orders import TIMEOUTS
+from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
 from orderwatch.metrics import Metrics
@@ -41,16 +43,34 @@ class Telemetry:
         self.metrics.invalid_messages.labels(topic=topic, reason=reason).inc()
         self.metrics.last_event_timestamp.labels(topic=topic).set(time.time())
 
-    def on_exception(self, exc: ExceptionEvent, now: float) -> None:
+    def on_exception(self, exc: ExceptionEvent, arrival: float | None) -> None:
+        """Count it; time it from its trigger's arrival (kind=event) or its deadline (timeout)."""
         m = self.metrics
         m.exceptions_published.labels(
             rule_id=exc.rule_id, severity=exc.severity, owner=exc.owner, state=exc.state
         ).inc()
-        if exc.state == "raised" and self.wall_clock:
-            kind = "timeout" if exc.rule_id in _TIMEOUT_RULES else "event"
-            m.detection_latency.labels(kind=kind).observe(
-                max(0.0, time.time() - exc.event_time.timestamp())
+        if exc.state != "raised":
+            return
+        now = time.time()
+        if arrival is not None:
+            m.detection_latency.labels(kind="event").observe(max(0.0, now - arrival))
+        elif self.wall_clock and exc.rule_id in _TIMEOUT_RULES:
+            m.detection_latency.labels(kind="timeout").observe(
+                max(0.0, now - exc.event_time.timestamp())
             )
+
+    def on_revoked(self, topic_partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop lag series of partitions this worker gave away, so old lag cannot linger."""
+        for topic, partition in topic_partitions:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(topic, str(partition))
+
+    def silence(self, monitor: SilenceMonitor | None) -> None:
+        """1 per silent stream or source, 0 once it flows again."""
+        if monitor is None:
+            return
+        for subject, is_silent in monitor.status().items():
+            self.metrics.source_silent.labels(source=subject).set(1 if is_silent else 0)
 
     def refresh(self, engines: Iterable[Engine], consumer: Any, period: float = 10.0) -> None:
         """Walk the state for the gauges at most once per ``period`` seconds."""

@@ -26,7 +26,7 @@ class Recorder:
     """Collects what the shell sends, and delivers shard messages the way Kafka would."""
 
     def __init__(self) -> None:
-        self.shard: list[tuple[bytes, bytes, int]] = []
+        self.shard: list[tuple[bytes, bytes, int, float | None]] = []
         self.dlq: list[tuple[bytes, list[tuple[str, bytes]]]] = []
         self.exceptions: list[dict[str, Any]] = []
         self.headers: list[dict[str, bytes]] = []
@@ -34,7 +34,7 @@ class Recorder:
 
     def send_shard(self, key: bytes, value: bytes, partition: int | None) -> None:
         p = partition if partition is not None else partition_for(key, PARTITIONS)
-        self.shard.append((key, value, p))
+        self.shard.append((key, value, p, None))
 
     def send_dlq(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         self.dlq.append((value, headers))
@@ -96,7 +96,7 @@ def test_events_are_routed_by_their_own_fields_not_the_producer_key() -> None:
     rec = Recorder()
     shell = make_shell(rec)
     shell.route(orjson.dumps(created("O1", "10:00")), "orders", 3, 0)
-    keys = [k.decode()[:2] for k, _, _ in rec.shard]
+    keys = [k.decode()[:2] for k, _, _, _ in rec.shard]
     assert keys == ["o:", "c:", "a:", "p:"]
     assert rec.shard[0][0] == b"o:O1"
 
@@ -105,8 +105,8 @@ def test_blacklist_entries_reach_every_partition() -> None:
     rec = Recorder()
     shell = make_shell(rec)
     shell.route(orjson.dumps(blacklist("customer_id", "C9")), "blacklist", 0, 0)
-    assert sorted(p for _, _, p in rec.shard) == list(range(PARTITIONS))
-    assert {k for k, _, _ in rec.shard} == {broadcast_key(p).encode() for p in range(PARTITIONS)}
+    assert sorted(p for _, _, p, _ in rec.shard) == list(range(PARTITIONS))
+    assert {k for k, _, _, _ in rec.shard} == {broadcast_key(p).encode() for p in range(PARTITIONS)}
 
 
 def scenario() -> list[dict[str, Any]]:

@@ -102,6 +102,11 @@ class SilenceMonitor:
         out, self.life.out = self.life.out, []
         return out, frozenset(held)
 
+    def status(self) -> dict[str, bool]:
+        """Every watched stream and stream/source subject, and whether it is silent now."""
+        subjects = list(self.last_stream) + [f"{s}/{src}" for s, src in self.last_source]
+        return {s: self.life.is_open(self.shard, RULE, s) for s in subjects}
+
     def _judge(self, subject: str, last: float, silent: bool, now: float) -> None:
         if silent:
             self.life.raise_(
