@@ -1,0 +1,147 @@
+"""The simulator against the engine: every injected anomaly is detected, healthy traffic is silent.
+
+This is the end-to-end check of the rule catalog's defaults from the other side: the simulator's
+healthy lifecycles stay inside every threshold, so any exception outside the manifest is a false
+positive, and any manifest entry not raised is a missed detection.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from orderwatch.cli import app
+from orderwatch.engine import Engine
+from orderwatch.engine.catalog import CONTRACT_RULES
+from orderwatch.events.inbound import EVENT_TYPES
+from orderwatch.replay import replay
+from orderwatch.rulefiles import load_catalog
+from orderwatch.simulate import AGO, SimConfig, Simulator, _finish, topic_and_key
+
+Pair = tuple[str, str]
+
+
+def simulate(tmp_path: Path, *args: str) -> tuple[Path, dict[str, Any]]:
+    """``orderwatch simulate --to-file`` exactly as an operator runs it."""
+    out = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(app, ["simulate", "--to-file", str(out), *args])
+    assert result.exit_code == 0, result.output
+    manifest = orjson.loads((tmp_path / "events.jsonl.manifest.json").read_bytes())
+    return out, manifest
+
+
+def detected(path: Path, manifest: dict[str, Any]) -> tuple[set[Pair], set[str], str]:
+    """Replay to the manifest's ``until``: raised (rule_id, subject) pairs, all subjects, stderr."""
+    out, err = io.BytesIO(), io.StringIO()
+    until = datetime.fromisoformat(manifest["until"].replace("Z", "+00:00"))
+    with path.open("rb") as lines:
+        replay(lines, Engine(load_catalog()), out, err, until)
+    exceptions = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    raised = {(e["rule_id"], e["subject"]) for e in exceptions if e["state"] == "raised"}
+    return raised, {e["subject"] for e in exceptions}, err.getvalue()
+
+
+def expected(manifest: dict[str, Any]) -> set[Pair]:
+    return {(e["rule_id"], e["subject"]) for e in manifest["expected"]}
+
+
+@pytest.mark.parametrize("rule_id", CONTRACT_RULES)
+def test_each_injected_rule_is_detected_and_nothing_else(tmp_path: Path, rule_id: str) -> None:
+    path, manifest = simulate(
+        tmp_path, "--orders", "30", "--duration", "3h", "--anomalies", "2", "--mix", rule_id
+    )
+    want = expected(manifest)
+    assert {rule for rule, _ in want} >= {rule_id}, "the anomaly was injected"
+    raised, subjects, stderr = detected(path, manifest)
+    assert stderr == "", "every simulated event is valid"
+    missed = want - raised
+    assert not missed, f"injected but not detected: {sorted(missed)}"
+    assert raised - want == set(), "an exception the manifest does not predict"
+    healthy = subjects - {subject for _, subject in want}
+    assert healthy == set(), f"exceptions on healthy subjects: {sorted(healthy)}"
+
+
+def test_every_rule_at_once_in_a_day_of_traffic(tmp_path: Path) -> None:
+    path, manifest = simulate(
+        tmp_path, "--orders", "250", "--seed", "3", "--anomalies", "58", "--duration", "1d"
+    )
+    want = expected(manifest)
+    assert {e["cause"] for e in manifest["expected"]} == set(CONTRACT_RULES)
+    raised, _, stderr = detected(path, manifest)
+    assert stderr == ""
+    assert raised == want
+
+
+def test_healthy_traffic_raises_nothing(tmp_path: Path) -> None:
+    path, manifest = simulate(tmp_path, "--orders", "400", "--anomaly-rate", "0", "--seed", "9")
+    assert manifest["expected"] == []
+    raised, subjects, stderr = detected(path, manifest)
+    assert (raised, subjects, stderr) == (set(), set(), "")
+
+
+def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
+    args = ("--orders", "60", "--seed", "42", "--anomaly-rate", "0.5", "--duration", "6h")
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first, _ = simulate(first_dir, *args)
+    second, _ = simulate(second_dir, *args)
+    assert first.read_bytes() == second.read_bytes()
+    assert (first_dir / "events.jsonl.manifest.json").read_bytes() == (
+        second_dir / "events.jsonl.manifest.json"
+    ).read_bytes()
+    other, _ = simulate(tmp_path, *args[:2], "--seed", "43", *args[4:])
+    assert other.read_bytes() != first.read_bytes()
+
+
+def test_events_are_in_event_time_order_and_cover_every_type(tmp_path: Path) -> None:
+    """Replay's clock is the largest occurred_at: one event out of order fires deadlines early."""
+    path, _ = simulate(tmp_path, "--orders", "300", "--anomaly-rate", "0.1", "--duration", "6h")
+    events = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    times = [datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00")) for e in events]
+    assert times == sorted(times)
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert {e["type"] for e in events} == set(EVENT_TYPES)
+    assert {e["occurred_at"][-6:] for e in events} >= {"+08:00"}, "CN systems write +08:00"
+
+
+def test_gateway_recallbacks_reuse_the_payment_id_with_a_new_event_id() -> None:
+    sim = Simulator(SimConfig(seed=4, orders=80, anomaly_rate=0))
+    succeeded = [e for e in sim.events() if e["type"] == "payment.succeeded"]
+    by_payment: dict[str, set[str]] = {}
+    for e in succeeded:
+        by_payment.setdefault(e["payment_id"], set()).add(e["event_id"])
+    assert any(len(ids) > 1 for ids in by_payment.values())
+
+
+def test_demo_backdates_a_timeout_so_its_deadline_is_seconds_away() -> None:
+    sim = Simulator(
+        SimConfig(seed=2, orders=5, anomalies=1, mix={"payment.paid_not_updated": 1}, demo=True)
+    )
+    backdated = [e for e in sim.events() if AGO in e]
+    [trigger] = [e for e in backdated if e["type"] == "payment.succeeded"]
+    assert 10 * 60 - trigger[AGO] == pytest.approx(sim.cfg.demo_lead)
+    assert all(e[AGO] >= trigger[AGO] for e in backdated), "its history comes before it"
+    line = orjson.loads(_finish(dict(trigger), lambda: 1_000_000.0))
+    emitted = datetime.fromisoformat(line["occurred_at"].replace("Z", "+00:00")).timestamp()
+    assert emitted == pytest.approx(1_000_000.0 - trigger[AGO], abs=0.001) and AGO not in line
+
+
+def test_kafka_keys_follow_the_contract_topic_table() -> None:
+    sim = Simulator(SimConfig(seed=6, orders=40, anomaly_rate=0.5, duration=3 * 3600.0))
+    seen: dict[str, str] = {}
+    for ev in sim.events():
+        topic, key = topic_and_key(ev)
+        seen[ev["type"]] = topic
+        field = {"inventory": "sku", "blacklist": "value"}.get(topic, "order_id")
+        assert key == ev.get(field, ev["event_id"])
+    assert seen["payment.failed"] == "payment-callbacks"
+    assert seen["inventory.snapshot"] == "inventory"
+    assert seen["order.creation_failed"] == "orders"
+    assert seen["blacklist.added"] == "blacklist"
