@@ -41,7 +41,10 @@ schemas: $(STAMP) ## regenerate schemas/ from the models
 demo: $(STAMP) ## embedded broker + worker + traffic; Ctrl-C or DEMO_SECONDS=N to stop
 	$(BIN)/python -m orderwatch.demo
 
+bench-engine: $(STAMP) ## decode + engine throughput and memory over a simulated day (>= 1M events)
+	$(BIN)/python bench/bench_engine.py $(BENCH_ARGS)
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit schemas demo clean
+.PHONY: help venv lint fmt test unit schemas demo bench-engine clean
