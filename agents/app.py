@@ -20,7 +20,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from orderwatch.agents.shell import Shell
+from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine import Engine
 from orderwatch.engine.catalog import parse_duration
@@ -57,6 +57,14 @@ def credentials(settings: Settings) -> Any:
         )
     if context is not None:
         return faust.SSLCredentials(context)
+    return None
+
+
+def _stamp(event: Any) -> bytes | None:
+    """The router's watermark header of a shard message (event-time mode), if any."""
+    for name, value in event.message.headers or ():
+        if name == WATERMARK_HEADER:
+            return bytes(value)
     return None
 
 
@@ -110,9 +118,13 @@ class Worker:
         s, app = self.settings, self.app
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         sources = app.topic(
-            s.topic_orders, s.topic_payments, s.topic_inventory, s.topic_logistics,
-            s.topic_blacklist, **raw,
-        )  # fmt: skip
+            s.topic_orders,
+            s.topic_payments,
+            s.topic_inventory,
+            s.topic_logistics,
+            s.topic_blacklist,
+            **raw,
+        )
         shard_topic = app.topic(
             f"{s.app_id}-shard-events", partitions=s.partitions, internal=True, **raw
         )
@@ -127,8 +139,10 @@ class Worker:
         self.table = table
         t = self.telemetry
 
-        def send_shard(key: bytes, value: bytes, partition: int | None) -> None:
-            shard_topic.send_soon(key=key, value=value, partition=partition)
+        def send_shard(
+            key: bytes, value: bytes, partition: int | None, headers: Any = None
+        ) -> None:
+            shard_topic.send_soon(key=key, value=value, partition=partition, headers=headers)
 
         def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
             if value is None:
@@ -161,9 +175,33 @@ class Worker:
         )
         shell = self.shell
 
+        source_topics = {
+            s.topic_orders,
+            s.topic_payments,
+            s.topic_inventory,
+            s.topic_logistics,
+            s.topic_blacklist,
+        }
+
+        def source_partitions() -> list[tuple[str, int]]:
+            return [
+                (tp.topic, tp.partition)
+                for tp in app.consumer.assignment()
+                if tp.topic in source_topics
+            ]
+
+        def highwater(topic: str, partition: int) -> int | None:
+            try:
+                value = app.consumer.highwater(TP(topic, partition))
+            except Exception:  # not fetched yet
+                return None
+            return int(value) if value is not None else None
+
         @app.agent(sources, concurrency=1)
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
+                if s.clock == "event":
+                    shell.look(source_partitions(), highwater)
                 for event in batch:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
@@ -172,11 +210,14 @@ class Worker:
         async def detector(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
                 shell.process(
-                    (e.key, e.value, e.message.partition, e.message.timestamp) for e in batch
+                    (e.key, e.value, e.message.partition, e.message.timestamp, _stamp(e))
+                    for e in batch
                 )
 
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
+                if s.clock == "event":
+                    shell.send_watermarks(source_partitions(), highwater)
                 shell.sweep()
             t.refresh(shell.engines.values(), app.consumer)
             t.silence(shell.silence)

@@ -7,17 +7,23 @@ of the shards it changed happen without an ``await`` in between, so the sweep ti
 (one asyncio loop) can never interleave inside one state change.
 
 One engine per partition of the shard topic, like a Kafka Streams task: a partition moves between
-workers with its engine's state (its changelog). In event-time mode each partition keeps its own
-clock, the largest ``occurred_at`` read *on that partition* (Kafka Streams' per-task stream time):
-a worker reads its partitions in an arbitrary interleaving, often minutes of event time apart
-when it catches up on a backlog, and a clock shared across partitions would let one partition's
-reading speed fire another partition's timeouts before their resolving events were read. Per
-partition, the result depends only on the order of each key's own events, as in replay.
+workers with its engine's state (its changelog).
+
+Event-time mode runs on a *watermark*, as Flink does. A worker catching up on a backlog reads its
+input partitions at different speeds, hours of event time apart, so "the largest occurred_at read
+so far" would let the payments topic, read ahead, fire timeouts whose resolving order events are
+simply not read yet. Each router (stage 1) therefore stamps every event it forwards with its
+watermark: the smallest of the largest occurred_at it has read on each input partition that still
+has a backlog (a caught-up partition cannot hold anything older back). It also reports it to every
+shard partition each tick, for quiet periods. A shard partition's clock is the smallest watermark
+of the live routers, and, once every router is caught up, the largest occurred_at any has read:
+replay's clock at the end of its input.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +39,17 @@ from orderwatch.events.exception import ExceptionEvent
 
 #: A DLQ copy keeps at most this much of a bad message (the reason headers say how big it was).
 DLQ_MAX_BYTES = 64 * 1024
+#: Shard-topic key of the routers' periodic watermark reports (event-time mode).
+WATERMARK = "~wm"
+#: Header carrying "router-id watermark largest-read" on every shard message (event-time mode).
+WATERMARK_HEADER = "orderwatch.watermark"
+#: A router not heard from for this long no longer holds the watermark back (it left).
+ROUTER_EXPIRY = 10.0
+INF = float("inf")
+
+#: (shard key, raw event, partition, arrival time, watermark stamp) as stage 2 reads it
+ShardMessage = tuple[bytes, bytes, int, float | None, bytes | None]
+
 
 Headers = list[tuple[str, bytes]]
 Send = Callable[..., Any]
@@ -90,10 +107,10 @@ class Counters:
 class Shell:
     """One worker's engines (one per owned partition) and the I/O decisions around them.
 
-    ``send_shard(key, value, partition)``: repartition an event to the shard topic.
+    ``send_shard(key, value, partition, headers)``: repartition an event to the shard topic.
     ``send_dlq(value, headers)``, ``send_exception(key, value, headers)``: publish.
     ``send_changelog(partition, key, value)``: persist a shard (value None: tombstone).
-    ``clock``: ``"wall"`` or ``"event"`` (largest occurred_at read, per partition).
+    ``clock``: ``"wall"`` or ``"event"`` (the watermark described above).
     """
 
     def __init__(
@@ -130,6 +147,15 @@ class Shell:
         self.engines: dict[int, Engine] = {}
         self.event_clock: dict[int, float] = {}
         self.held: frozenset[str] = frozenset()
+        self.router_id = uuid.uuid4().hex[:12]
+        #: stage 1: per input (topic, partition), the largest occurred_at and the last offset read
+        self.source_hi: dict[tuple[str, int], float] = {}
+        self.source_pos: dict[tuple[str, int], int] = {}
+        #: stage 1: input partitions with a backlog, and their high watermarks at the last look
+        self.backlogged: set[tuple[str, int]] = set()
+        self.highs: dict[tuple[str, int], int | None] = {}
+        #: stage 2: per shard partition, router id -> (watermark, largest read, wall time heard)
+        self.reports: dict[int, dict[str, tuple[float, float, float]]] = {}
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -151,6 +177,12 @@ class Shell:
         Producers' keys are not trusted: the shard key comes from the event's own fields.
         """
         raw = value or b""
+        tp = (topic, partition)
+        if offset > self.source_pos.get(tp, -1):
+            self.source_pos[tp] = offset
+        high = self.highs.get(tp)
+        if tp in self.backlogged and high is not None and offset + 1 >= high:
+            self.backlogged.discard(tp)
         try:
             event = decode_event(raw)
         except EventValidationError as exc:
@@ -163,6 +195,10 @@ class Shell:
             if self.on_invalid is not None:
                 self.on_invalid(topic, exc.reason)
             return
+        occurred = event.occurred_at.timestamp()
+        if occurred > self.source_hi.get(tp, -INF):
+            self.source_hi[tp] = occurred
+        headers = self._stamp() if self.clock == "event" else None
         if self.silence is not None:
             self.silence.observe(topic, event.source, self.wall())
         if self.on_event is not None:
@@ -170,36 +206,41 @@ class Shell:
         for key in Engine.route(event):
             if key == BROADCAST:
                 for p in range(self.partitions):
-                    self.send_shard(broadcast_key(p).encode(), raw, p)
+                    self.send_shard(broadcast_key(p).encode(), raw, p, headers)
             else:
-                self.send_shard(key.encode(), raw, None)
+                self.send_shard(key.encode(), raw, None, headers)
         self.counters.routed += 1
 
     # --- stage 2: shard topic -> engines -> exceptions + changelog -----------------------------
 
-    def process(self, batch: Iterable[tuple[bytes, bytes, int, float | None]]) -> None:
+    def process(self, batch: Iterable[ShardMessage]) -> None:
         """Run a batch through the engines, then persist each changed shard once.
 
-        Items are (shard key, raw event, partition, arrival): arrival is when stage 1 read the
-        event (the shard message's timestamp), for the event-to-exception latency.
+        Items are (shard key, raw event, partition, arrival, watermark stamp): arrival is when
+        stage 1 read the event (the shard message's timestamp), for the event latency.
         """
         touched: set[int] = set()
-        for key_bytes, raw, partition, arrival in batch:
+        for key_bytes, raw, partition, arrival, stamp in batch:
             key = key_bytes.decode()
-            try:
-                event = decode_event(raw)
-            except EventValidationError:
-                continue  # validated in stage 1; only a foreign writer to our topic gets here
-            engine = self.engine(partition)
-            occurred = event.occurred_at.timestamp()
-            if occurred > self.event_clock.get(partition, float("-inf")):
-                self.event_clock[partition] = occurred
-            only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-            self._publish(engine.step(event, self.now(partition), only), arrival)
-            self.counters.processed += 1
             touched.add(partition)
+            if key != WATERMARK:
+                self._step(key, raw, partition, arrival)
+            if stamp is not None:
+                # the stamp says everything up to and including this message has been read
+                self._heard(partition, stamp)
         for partition in touched:
+            if self.clock == "event":
+                self._publish(self.engine(partition).sweep(self.now(partition)))
             self._persist(partition)
+
+    def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
+        try:
+            event = decode_event(raw)
+        except EventValidationError:
+            return  # validated in stage 1; only a foreign writer to our topic gets here
+        only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
+        self._publish(self.engine(partition).step(event, self.now(partition), only), arrival)
+        self.counters.processed += 1
 
     def sweep(self) -> None:
         """Fire due deadlines of every owned partition; the timer calls this every tick."""
@@ -213,6 +254,64 @@ class Shell:
         for partition, engine in self.engines.items():
             self._publish(engine.sweep(self.now(partition)))
             self._persist(partition)
+
+    # --- the event-time watermark ------------------------------------------------------------
+
+    def look(
+        self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
+    ) -> None:
+        """Note which input partitions still have a backlog (call before each routed batch).
+
+        Unknown high watermarks count as a backlog: nothing has been fetched there yet.
+        """
+        self.highs = {tp: highwater(*tp) for tp in assigned}
+        self.backlogged = set()
+        for tp, high in self.highs.items():
+            pos = self.source_pos.get(tp)
+            if high is None or (high > 0 and (pos is None or pos + 1 < high)):
+                self.backlogged.add(tp)
+
+    def watermark(self) -> tuple[float, float]:
+        """(watermark, largest occurred_at read) over this router's input partitions."""
+        top = max((self.source_hi.get(tp, float("-inf")) for tp in self.highs), default=-INF)
+        holds = [self.source_hi.get(tp, -INF) for tp in self.backlogged]
+        return (min(holds) if holds else INF), top
+
+    def _stamp(self) -> list[tuple[str, bytes]]:
+        wm, top = self.watermark()
+        return [(WATERMARK_HEADER, f"{self.router_id} {wm!r} {top!r}".encode())]
+
+    def send_watermarks(
+        self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
+    ) -> None:
+        """Tell every shard partition how far this router's inputs have been read."""
+        self.look(assigned, highwater)
+        stamp = self._stamp()
+        for p in range(self.partitions):
+            self.send_shard(WATERMARK.encode(), b"", p, stamp)
+
+    def _heard(self, partition: int, stamp: bytes) -> None:
+        try:
+            router, wm_text, hi_text = stamp.decode().split(" ")
+            wm, hi = float(wm_text), float(hi_text)
+        except ValueError:
+            return
+        self.reports.setdefault(partition, {})[router] = (wm, hi, self.wall())
+        clock = self._watermark_clock(partition)
+        if clock > self.event_clock.get(partition, float("-inf")):
+            self.event_clock[partition] = clock
+
+    def _watermark_clock(self, partition: int) -> float:
+        now = self.wall()
+        live = [
+            (wm, hi)
+            for wm, hi, heard in self.reports.get(partition, {}).values()
+            if now - heard <= ROUTER_EXPIRY
+        ]
+        if not live:
+            return float("-inf")
+        behind = [wm for wm, _ in live if wm != float("inf")]
+        return min(behind) if behind else max(hi for _, hi in live)
 
     def _publish(self, exceptions: list[ExceptionEvent], arrival: float | None = None) -> None:
         """Send exceptions; ``arrival`` is set when they come from reading one event."""
@@ -252,11 +351,7 @@ class Shell:
                 self.engine(partition).restore(key, orjson.loads(value))
                 loaded += 1
         for partition in fresh:
-            engine = self.engine(partition)
-            engine.take_dirty()  # restored state is already in the changelog
-            clock = max((shard.last_at for shard in engine.shards.values()), default=None)
-            if clock is not None and self.clock == "event":
-                self.event_clock[partition] = max(self.event_clock.get(partition, clock), clock)
+            self.engine(partition).take_dirty()  # restored state is already in the changelog
         return loaded
 
     def revoke(self, partitions: set[int]) -> None:
@@ -265,6 +360,7 @@ class Shell:
         for partition in partitions:
             self.engines.pop(partition, None)
             self.event_clock.pop(partition, None)
+            self.reports.pop(partition, None)
 
     @property
     def owned(self) -> set[int]:

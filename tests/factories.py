@@ -267,6 +267,28 @@ def blacklist(
     return _event(type_, at, "risk", fields.pop("event_id", None), kind=kind, value=value, **fields)
 
 
+def end_ticks(at: str, partitions: int = 4) -> list[dict[str, Any]]:
+    """One quiet event (a lone stock snapshot) on every shard partition, all at ``at``.
+
+    In event-time mode each shard partition keeps its own clock (Kafka Streams' stream time) while
+    replay has one; ending a live scenario with a tick on every partition makes every clock end
+    where replay's does, so the two can be compared exactly.
+    """
+    from aiokafka.partitioner import murmur2
+
+    ticks: list[dict[str, Any]] = []
+    covered: set[int] = set()
+    i = 0
+    while len(covered) < partitions:
+        sku = f"TICK-{i}"
+        p = int(murmur2(f"s:{sku}/WH0".encode()) & 0x7FFFFFFF) % partitions
+        if p not in covered:
+            covered.add(p)
+            ticks.append(snapshot(sku, at, 1, "wms", warehouse_id="WH0"))
+        i += 1
+    return ticks
+
+
 def to_jsonl(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orderwatch.errors import BrokerError
 
@@ -55,11 +56,16 @@ async def wait_ready(bootstrap: str, within: float = 20.0) -> None:
     raise BrokerError(f"broker at {bootstrap} not ready after {within:.0f}s: {last}")
 
 
-async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create topics (name -> partitions) that do not exist yet; Tansu does not auto-create."""
+async def create_topics(
+    bootstrap: str, topics: dict[str, int], security: dict[str, Any] | None = None
+) -> None:
+    """Create topics (name -> partitions) that do not exist yet; Tansu does not auto-create.
+
+    ``security``: extra aiokafka client arguments (``security_protocol``, ``ssl_context``).
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -77,6 +83,8 @@ class EmbeddedBroker:
     port: int = 0
     host: str = "127.0.0.1"
     log_path: Path | None = None
+    #: advertise another port (a proxy in front of the broker, for failure and TLS tests)
+    advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -87,6 +95,7 @@ class EmbeddedBroker:
         if not self.port:
             self.port = free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.process = subprocess.Popen(
@@ -96,7 +105,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -12,11 +12,17 @@ from typing import Any
 import orjson
 import pytest
 
-from orderwatch.agents.shell import Shell, broadcast_key, partition_for
+from orderwatch.agents.shell import (
+    WATERMARK_HEADER,
+    ShardMessage,
+    Shell,
+    broadcast_key,
+    partition_for,
+)
 from orderwatch.engine import Engine
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.rulefiles import load_catalog
-from tests.factories import blacklist, created, paid, plus, run, snapshot, status
+from tests.factories import blacklist, created, end_ticks, paid, plus, run, status
 
 PARTITIONS = 4
 CATALOG = load_catalog()
@@ -26,15 +32,19 @@ class Recorder:
     """Collects what the shell sends, and delivers shard messages the way Kafka would."""
 
     def __init__(self) -> None:
-        self.shard: list[tuple[bytes, bytes, int, float | None]] = []
+        self.shard: list[ShardMessage] = []
         self.dlq: list[tuple[bytes, list[tuple[str, bytes]]]] = []
         self.exceptions: list[dict[str, Any]] = []
         self.headers: list[dict[str, bytes]] = []
         self.changelog: dict[tuple[int, bytes], bytes | None] = {}
+        self.offset = 0
 
-    def send_shard(self, key: bytes, value: bytes, partition: int | None) -> None:
+    def send_shard(
+        self, key: bytes, value: bytes, partition: int | None, headers: Any = None
+    ) -> None:
         p = partition if partition is not None else partition_for(key, PARTITIONS)
-        self.shard.append((key, value, p, None))
+        stamp = dict(headers or {}).get(WATERMARK_HEADER)
+        self.shard.append((key, value, p, None, stamp))
 
     def send_dlq(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         self.dlq.append((value, headers))
@@ -63,9 +73,14 @@ def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
 
 
 def feed(shell: Shell, rec: Recorder, events: list[dict[str, Any]]) -> None:
+    """Route events, report the (caught-up) watermark, and process what reached the shards."""
     start = len(rec.shard)
-    for i, e in enumerate(events):
-        shell.route(orjson.dumps(e), "orders", 0, i)
+    end = rec.offset + len(events)
+    shell.look([("orders", 0)], lambda topic, partition: end)
+    for e in events:
+        shell.route(orjson.dumps(e), "orders", 0, rec.offset)
+        rec.offset += 1
+    shell.send_watermarks([("orders", 0)], lambda topic, partition: end)
     shell.process(rec.shard[start:])
 
 
@@ -96,7 +111,7 @@ def test_events_are_routed_by_their_own_fields_not_the_producer_key() -> None:
     rec = Recorder()
     shell = make_shell(rec)
     shell.route(orjson.dumps(created("O1", "10:00")), "orders", 3, 0)
-    keys = [k.decode()[:2] for k, _, _, _ in rec.shard]
+    keys = [k.decode()[:2] for k, *_ in rec.shard]
     assert keys == ["o:", "c:", "a:", "p:"]
     assert rec.shard[0][0] == b"o:O1"
 
@@ -105,8 +120,8 @@ def test_blacklist_entries_reach_every_partition() -> None:
     rec = Recorder()
     shell = make_shell(rec)
     shell.route(orjson.dumps(blacklist("customer_id", "C9")), "blacklist", 0, 0)
-    assert sorted(p for _, _, p, _ in rec.shard) == list(range(PARTITIONS))
-    assert {k for k, _, _, _ in rec.shard} == {broadcast_key(p).encode() for p in range(PARTITIONS)}
+    assert sorted(m[2] for m in rec.shard) == list(range(PARTITIONS))
+    assert {k for k, *_ in rec.shard} == {broadcast_key(p).encode() for p in range(PARTITIONS)}
 
 
 def scenario() -> list[dict[str, Any]]:
@@ -119,23 +134,6 @@ def scenario() -> list[dict[str, Any]]:
             events.append(status(oid, "paid", plus(at, minutes=5)))
     events.append(created("O-bad", "10:30", customer_id="C-bad"))
     return events + end_ticks("13:00")
-
-
-def end_ticks(at: str) -> list[dict[str, Any]]:
-    """One quiet event per shard partition, so every partition's event clock reaches ``at``.
-
-    Each partition keeps its own event-time clock (like Kafka Streams' stream time); replay has
-    one clock. A tick on every partition makes them end at the same time.
-    """
-    ticks, covered, i = [], set(), 0
-    while covered != set(range(PARTITIONS)):
-        sku = f"TICK-{i}"
-        p = partition_for(f"s:{sku}/WH0".encode(), PARTITIONS)
-        if p not in covered:
-            covered.add(p)
-            ticks.append(snapshot(sku, at, 1, "wms", warehouse_id="WH0"))
-        i += 1
-    return ticks
 
 
 def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() -> None:
@@ -156,6 +154,36 @@ def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() 
     feed(second, rec, events[half:])
     second.sweep()
     assert sorted(set(keyset(rec.exceptions))) == expected
+
+
+def test_the_watermark_waits_for_the_stream_that_is_behind() -> None:
+    """Payments read far ahead of orders must not fire payment.orphan for orders not read yet."""
+    rec = Recorder()
+    shell = make_shell(rec)
+    orders = [created(f"O{i}", plus("10:00", minutes=i)) for i in range(3)]
+    payments = [paid(f"O{i}", plus("10:01", minutes=i)) for i in range(3)]
+    payments.append(paid("O-late", "11:00"))
+    payments.append(paid("O0", "12:00"))  # a gateway re-callback: payments are read up to noon
+    start = len(rec.shard)
+    # orders partition: 3 messages exist (high watermark 3) but none has been read yet
+    high = {("payment-callbacks", 0): len(payments), ("orders", 0): 3}
+    assigned = list(high)
+    shell.look(assigned, lambda t, p: high[(t, p)])
+    for i, e in enumerate(payments):
+        shell.route(orjson.dumps(e), "payment-callbacks", 0, i)
+    shell.send_watermarks(assigned, lambda t, p: high[(t, p)])
+    shell.process(rec.shard[start:])
+    shell.sweep()
+    assert [e for e in rec.exceptions if e["rule_id"] == "payment.orphan"] == []
+    start = len(rec.shard)
+    shell.look(assigned, lambda t, p: high[(t, p)])
+    for i, e in enumerate(orders):
+        shell.route(orjson.dumps(e), "orders", 0, i)
+    shell.send_watermarks(assigned, lambda t, p: high[(t, p)])
+    shell.process(rec.shard[start:])
+    shell.sweep()
+    orphans = {e["order_id"] for e in rec.exceptions if e["rule_id"] == "payment.orphan"}
+    assert orphans == {"O-late"}, "only the order that never came"
 
 
 def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> None:

@@ -72,9 +72,11 @@ class Topics:
             "ORDERWATCH_TOPIC_DLQ": self.dlq,
         }
 
-    async def create(self, bootstrap: str, partitions: int = 4) -> None:
+    async def create(
+        self, bootstrap: str, partitions: int = 4, security: dict[str, Any] | None = None
+    ) -> None:
         names = [self.name(s) for s in STREAMS] + [self.exceptions, self.dlq]
-        await create_topics(bootstrap, dict.fromkeys(names, partitions))
+        await create_topics(bootstrap, dict.fromkeys(names, partitions), security)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
@@ -166,20 +168,32 @@ class WorkerProcess:
 
 
 async def produce(
-    bootstrap: str, topics: Topics, events: list[dict[str, Any] | tuple[str, bytes]]
+    bootstrap: str,
+    topics: Topics,
+    events: list[dict[str, Any] | tuple[str, bytes]],
+    security: dict[str, Any] | None = None,
 ) -> None:
     """Send events to their stream's topic (keyed as the contract says); raw (topic, bytes) too."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        max_request_size=4 * 1024 * 1024,
+        linger_ms=5,
+        **(security or {}),
+    )
     await producer.start()
     try:
+        pending = []
         for item in events:
             if isinstance(item, tuple):
                 base, raw = item
-                await producer.send_and_wait(topics.name(base), raw)
+                pending.append(await producer.send(topics.name(base), raw))
             else:
-                await producer.send_and_wait(
-                    topics.name(topic_for(item)), orjson.dumps(item), key=key_for(item)
+                pending.append(
+                    await producer.send(
+                        topics.name(topic_for(item)), orjson.dumps(item), key=key_for(item)
+                    )
                 )
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
 
@@ -187,9 +201,10 @@ async def produce(
 class Collector:
     """Reads a topic from the beginning in the background; ``wait_for`` polls what arrived."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.security = security or {}
         self.records: list[Any] = []
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -202,6 +217,7 @@ class Collector:
             enable_auto_commit=False,
             fetch_max_bytes=8 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self.security,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run())

@@ -34,6 +34,7 @@ from orderwatch.engine.state import (
 )
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import (
+    EVENT_ADAPTER,
     BlacklistAdded,
     BlacklistRemoved,
     InboundEvent,
@@ -48,6 +49,7 @@ from orderwatch.normalize import address_hash, normalize_address, normalize_phon
 #: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
 BROADCAST = "*"
 EVICT = "evict"
+PARK = "park|"
 DEFAULT_RETENTION = 14 * 86400.0
 
 
@@ -114,6 +116,10 @@ class Engine:
         t = _ts(now)
         self._sweep(t)
         keys = self.route(event) if only is None else only
+        occurred = event.occurred_at.timestamp()
+        # what the event itself decides is detected no earlier than it happened; a watermark
+        # clock (live, event time) can be behind the event it is reading
+        at = max(t, occurred)
         for key in keys:
             if key == BROADCAST:
                 self._apply_blacklist(event)
@@ -121,15 +127,57 @@ class Engine:
             shard = self.shards.get(key)
             if shard is None:
                 shard = self.shards[key] = new_shard(key)
-            self._dispatch(shard, event, t)
-            occurred = event.occurred_at.timestamp()
-            if occurred > shard.last_at:
-                shard.last_at = occurred
-            if EVICT not in shard.deadlines:
-                self.schedule(shard, EVICT, max(shard.last_at, t) + self.retention)
-            self.dirty.add(key)
+            if occurred > t and self._must_wait(shard, t, occurred):
+                self._park(shard, event, occurred)
+                continue
+            self._apply(shard, event, at)
         self._sweep(t)
         return self.take_output()
+
+    def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
+        self._dispatch(shard, event, at)
+        occurred = event.occurred_at.timestamp()
+        if occurred > shard.last_at:
+            shard.last_at = occurred
+        if EVICT not in shard.deadlines:
+            self.schedule(shard, EVICT, max(shard.last_at, at) + self.retention)
+        self.dirty.add(shard.key)
+
+    @staticmethod
+    def _must_wait(shard: Shard, now: float, occurred: float) -> bool:
+        """Whether an event read ahead of the clock must wait for it (live, event time only).
+
+        If the shard has a deadline between the clock and the event's time, replay would have
+        fired it before reading this event (its input is in time order); the live worker's
+        watermark has not got there yet because another stream is still being read. Applying
+        the event now could resolve a timeout that was in fact missed, so it waits, and so does
+        every later event of the shard, to keep their order. Replay's clock is never behind the
+        event it reads, so replay never parks.
+        """
+        if shard.parked:
+            return True
+        return any(
+            now < due < occurred
+            for name, due in shard.deadlines.items()
+            if name != EVICT and not name.startswith(PARK)
+        )
+
+    def _park(self, shard: Shard, event: InboundEvent, occurred: float) -> None:
+        if shard.parked is None:
+            shard.parked = {}
+        shard.parked[event.event_id] = event.model_dump(mode="json")
+        # just before its time, so a deadline at exactly that time is judged after it, as in
+        # replay (deadlines fire strictly after the clock passes them)
+        self.schedule(shard, f"{PARK}{event.event_id}", occurred - 1e-6)
+
+    def _unpark(self, shard: Shard, name: str, now: float) -> None:
+        data = (shard.parked or {}).pop(name[len(PARK) :], None)
+        if not shard.parked:
+            shard.parked = None
+        if data is None:
+            return
+        event = EVENT_ADAPTER.validate_python(data)
+        self._apply(shard, event, max(now, event.occurred_at.timestamp()))
 
     def sweep(self, now: datetime | float) -> list[ExceptionEvent]:
         """Fire every deadline strictly before ``now``; call at least once a second live."""
@@ -190,14 +238,19 @@ class Engine:
             if name in held:
                 self._parked.append(entry)
                 continue
-            del shard.deadlines[name]
-            self.dirty.add(key)
-            if name == EVICT:
-                self._evict(shard, now)
-            elif name.startswith(ESCALATION):
-                self.life.escalate(shard, name[len(ESCALATION) :], now)
-            else:
-                self._on_deadline(shard, name, due, now)
+            self._fire(shard, name, due, now)
+
+    def _fire(self, shard: Shard, name: str, due: float, now: float) -> None:
+        del shard.deadlines[name]
+        self.dirty.add(shard.key)
+        if name == EVICT:
+            self._evict(shard, now)
+        elif name.startswith(PARK):
+            self._unpark(shard, name, now)
+        elif name.startswith(ESCALATION):
+            self.life.escalate(shard, name[len(ESCALATION) :], now)
+        else:
+            self._on_deadline(shard, name, due, now)
 
     def _evict(self, shard: Shard, now: float) -> None:
         """Forget a quiet shard after the retention period, unless something is still open.

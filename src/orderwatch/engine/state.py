@@ -75,9 +75,13 @@ class Shard:
     deadlines: dict[str, float] = field(default_factory=dict)
     #: latest event time seen, for eviction after the retention period.
     last_at: float = 0.0
+    #: events read ahead of the clock, waiting for it (live, event time): event_id -> event JSON
+    parked: dict[str, Any] | None = None
 
     def base_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "at": self.last_at}
+        if self.parked:
+            d["parked"] = self.parked
         if self.open:
             d["open"] = [o.to_dict() for o in self.open.values()]
         if self.done:
@@ -93,6 +97,7 @@ class Shard:
             self.open[f"{op.rule_id}|{op.subject}"] = op
         self.done = set(d.get("done", ()))
         self.deadlines = dict(d.get("dl", {}))
+        self.parked = d.get("parked") or None
 
     def to_dict(self) -> dict[str, Any]:
         return self.base_dict()
