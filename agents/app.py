@@ -134,7 +134,10 @@ class Worker:
             "state",
             partitions=s.partitions,
             default=None,
-            schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
+            # bytes -> Faust's "raw" serializer on write *and* in recovery (a schema alone
+            # is not used by recovery, which would then try to decode our keys as JSON)
+            key_type=bytes,
+            value_type=bytes,
         )
         self.table = table
         t = self.telemetry

@@ -151,6 +151,7 @@ async def test_a_second_worker_joins_and_leaves_mid_stream(
         first = start_worker(broker.bootstrap, topics, workdir)
         workers.append(first)
         await produce(broker.bootstrap, topics, events[:third])
+        (workdir / "second").mkdir()
         second = start_worker(broker.bootstrap, topics, workdir / "second")
         workers.append(second)
         await produce(broker.bootstrap, topics, events[third : 2 * third])
