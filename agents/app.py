@@ -165,6 +165,7 @@ class Worker:
             s.partitions,
             clock=s.clock,
             silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
+            watermark_exempt={s.topic_blacklist},
             send_shard=send_shard,
             send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
             send_exception=lambda key, value, headers: exceptions.send_soon(

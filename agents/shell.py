@@ -45,6 +45,8 @@ WATERMARK = "~wm"
 WATERMARK_HEADER = "orderwatch.watermark"
 #: A router not heard from for this long no longer holds the watermark back (it left).
 ROUTER_EXPIRY = 10.0
+#: Inputs caught up this long (wall seconds) let the watermark move to the largest time read.
+CAUGHT_UP_FOR = 1.0
 INF = float("inf")
 
 #: (shard key, raw event, partition, arrival time, watermark stamp) as stage 2 reads it
@@ -126,6 +128,7 @@ class Shell:
         source: str = "orderwatch",
         silence: SilenceMonitor | None = None,
         wall: Callable[[], float] = time.time,
+        watermark_exempt: Iterable[str] = (),
         on_invalid: Callable[[str, str], None] | None = None,
         on_event: Callable[[str, Any, float], None] | None = None,
         on_exception: Callable[[ExceptionEvent, float | None], None] | None = None,
@@ -151,9 +154,11 @@ class Shell:
         #: stage 1: per input (topic, partition), the largest occurred_at and the last offset read
         self.source_hi: dict[tuple[str, int], float] = {}
         self.source_pos: dict[tuple[str, int], int] = {}
-        #: stage 1: input partitions with a backlog, and their high watermarks at the last look
-        self.backlogged: set[tuple[str, int]] = set()
+        #: stage 1: input partitions and their high watermarks at the last look
         self.highs: dict[tuple[str, int], int | None] = {}
+        self.caught_up_since: float | None = None
+        #: topics that do not hold the watermark (the blacklist: config, not a timed stream)
+        self.watermark_exempt: frozenset[str] = frozenset(watermark_exempt)
         #: stage 2: per shard partition, router id -> (watermark, largest read, wall time heard)
         self.reports: dict[int, dict[str, tuple[float, float, float]]] = {}
 
@@ -180,9 +185,6 @@ class Shell:
         tp = (topic, partition)
         if offset > self.source_pos.get(tp, -1):
             self.source_pos[tp] = offset
-        high = self.highs.get(tp)
-        if tp in self.backlogged and high is not None and offset + 1 >= high:
-            self.backlogged.discard(tp)
         try:
             event = decode_event(raw)
         except EventValidationError as exc:
@@ -260,21 +262,38 @@ class Shell:
     def look(
         self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
     ) -> None:
-        """Note which input partitions still have a backlog (call before each routed batch).
-
-        Unknown high watermarks count as a backlog: nothing has been fetched there yet.
-        """
-        self.highs = {tp: highwater(*tp) for tp in assigned}
-        self.backlogged = set()
-        for tp, high in self.highs.items():
-            pos = self.source_pos.get(tp)
-            if high is None or (high > 0 and (pos is None or pos + 1 < high)):
-                self.backlogged.add(tp)
+        """Refresh the input partitions and their high watermarks (before each routed batch)."""
+        self.highs = {tp: highwater(*tp) for tp in assigned if tp[0] not in self.watermark_exempt}
 
     def watermark(self) -> tuple[float, float]:
-        """(watermark, largest occurred_at read) over this router's input partitions."""
-        top = max((self.source_hi.get(tp, float("-inf")) for tp in self.highs), default=-INF)
-        holds = [self.source_hi.get(tp, -INF) for tp in self.backlogged]
+        """(watermark, largest occurred_at read) over this router's input partitions.
+
+        Every input partition that has ever held data holds the watermark at the largest
+        occurred_at read from it (-inf before its first message, or while its high watermark is
+        unknown). Only when every partition has been caught up for ``CAUGHT_UP_FOR`` seconds
+        does the watermark give way to the largest time read: a high watermark is only as fresh
+        as the last fetch, so one look could call a partition caught up that has just received
+        a backlog.
+        """
+        holds = []
+        caught_up = True
+        top = -INF
+        for tp, high in self.highs.items():
+            hi = self.source_hi.get(tp, -INF)
+            top = max(top, hi)
+            if high == 0:
+                continue
+            holds.append(hi)
+            pos = self.source_pos.get(tp)
+            if high is None or pos is None or pos + 1 < high:
+                caught_up = False
+        now = self.wall()
+        if not caught_up:
+            self.caught_up_since = None
+        elif self.caught_up_since is None:
+            self.caught_up_since = now
+        if caught_up and now - self.caught_up_since >= CAUGHT_UP_FOR:  # type: ignore[operator]
+            return INF, top
         return (min(holds) if holds else INF), top
 
     def _stamp(self) -> list[tuple[str, bytes]]:

@@ -37,22 +37,24 @@ def broker_binary() -> str:
 
 async def wait_ready(bootstrap: str, within: float = 20.0) -> None:
     """Return once the broker answers a metadata request; raise ``BrokerError`` at the deadline."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.metadata import MetadataRequest_v0
 
+    host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + within
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except Exception as exc:
+            # a metadata request to the listener itself: the advertised address may be a proxy
+            conn = await create_conn(host, int(port), request_timeout_ms=2000)
+            try:
+                await conn.send(MetadataRequest_v0([]))
+                return
+            finally:
+                conn.close()
+        except Exception as exc:  # any failure means "not ready yet"
             last = exc
             await asyncio.sleep(0.05)
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
     raise BrokerError(f"broker at {bootstrap} not ready after {within:.0f}s: {last}")
 
 
