@@ -73,7 +73,7 @@ def decode_and_run(path: Path, traced: bool) -> dict[str, float]:
     started = time.perf_counter()
     for line in lines(path):
         event = decode_event(line)
-        exceptions += len(step(event, clock.observe(event.occurred_at)))
+        exceptions += len(step(event, clock.observe(event.occurred_ts)))
         events += 1
         if events % SAMPLE_EVERY == 0:
             held = order_shards(engine)
@@ -110,7 +110,7 @@ def engine_alone(path: Path) -> tuple[int, float]:
     def run(batch: list[InboundEvent]) -> float:
         t0 = time.perf_counter()
         for event in batch:
-            step(event, clock.observe(event.occurred_at))
+            step(event, clock.observe(event.occurred_ts))
         return time.perf_counter() - t0
 
     for line in lines(path):
@@ -134,7 +134,7 @@ def profile(path: Path, limit: int, top: int) -> None:
             if n >= limit:
                 break
             event = decode_event(line)
-            engine.step(event, clock.observe(event.occurred_at))
+            engine.step(event, clock.observe(event.occurred_ts))
 
     prof = cProfile.Profile()
     prof.runcall(body)

@@ -49,7 +49,7 @@ def replay(
             stats.invalid += 1
             continue
         stats.events += 1
-        for exc_event in engine.step(event, clock.observe(event.occurred_at)):
+        for exc_event in engine.step(event, clock.observe(event.occurred_ts)):
             write(encode_exception(exc_event) + b"\n")
             stats.exceptions += 1
     for exc_event in engine.sweep(clock.finish(until)):

@@ -18,8 +18,8 @@ class ReplayClock:
     def __init__(self) -> None:
         self.now: float = float("-inf")
 
-    def observe(self, occurred_at: datetime) -> float:
-        ts = occurred_at.timestamp()
+    def observe(self, occurred_at: datetime | float) -> float:
+        ts = occurred_at if isinstance(occurred_at, float) else occurred_at.timestamp()
         if ts > self.now:
             self.now = ts
         return self.now

@@ -116,7 +116,7 @@ class Engine:
         t = _ts(now)
         self._sweep(t)
         keys = self.route(event) if only is None else only
-        occurred = event.occurred_at.timestamp()
+        occurred = event.occurred_ts
         # what the event itself decides is detected no earlier than it happened; a watermark
         # clock (live, event time) can be behind the event it is reading
         at = max(t, occurred)
@@ -136,7 +136,7 @@ class Engine:
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
         self._dispatch(shard, event, at)
-        occurred = event.occurred_at.timestamp()
+        occurred = event.occurred_ts
         if occurred > shard.last_at:
             shard.last_at = occurred
         if EVICT not in shard.deadlines:
@@ -177,7 +177,7 @@ class Engine:
         if data is None:
             return
         event = EVENT_ADAPTER.validate_python(data)
-        self._apply(shard, event, max(now, event.occurred_at.timestamp()))
+        self._apply(shard, event, max(now, event.occurred_ts))
 
     def sweep(self, now: datetime | float) -> list[ExceptionEvent]:
         """Fire every deadline strictly before ``now``; call at least once a second live."""
@@ -293,7 +293,7 @@ class Engine:
         assert isinstance(event, BlacklistAdded | BlacklistRemoved)
         value = orders.blacklist_value(event.kind, event.value)
         entries = self.blacklist[event.kind]
-        stamp = [event.occurred_at.timestamp(), event.event_id]
+        stamp = [event.occurred_ts, event.event_id]
         latest = self.blacklist_at.get(f"{event.kind}|{value}")
         if latest is not None and tuple(latest) >= tuple(stamp):
             return

@@ -31,7 +31,7 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
     if not ctx.enabled(rule_id):
         return
     params = ctx.params(rule_id)
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     if rule_id == BURST:
         age = at - ev.customer.account_created_at.timestamp()
         if age >= params.max_account_age:

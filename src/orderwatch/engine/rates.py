@@ -32,7 +32,7 @@ def _start(at: float, size: float) -> float:
 
 
 def apply(ctx: Engine, s: RateShard, ev: InboundEvent, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     if isinstance(ev, PaymentSucceeded | PaymentFailed):
         if not ctx.enabled(DROP):
             return

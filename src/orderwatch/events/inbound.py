@@ -9,6 +9,7 @@ fields are ignored because producers on an existing bus add fields we do not own
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import (
@@ -116,6 +117,11 @@ class _Event(_Model):
     event_id: EventId
     occurred_at: Timestamp
     source: str
+
+    @cached_property
+    def occurred_ts(self) -> float:
+        """``occurred_at`` in epoch seconds, computed once: every rule the event reaches uses it."""
+        return self.occurred_at.timestamp()
 
 
 class _OrderKeyed(_Event):
