@@ -84,7 +84,7 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
 
 
 def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     if s.created_eid is not None:
         # a re-delivery was judged when first read (the blacklist may have changed since), and
@@ -149,7 +149,7 @@ def _judge_address(
     ctx: Engine, s: OrderShard, ev: OrderCreated | OrderAddressChanged, now: float
 ) -> None:
     """Raise or resolve the address and phone rules for the address the order now has."""
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     addr = ev.shipping_address
     region = redact_address(addr)
@@ -194,7 +194,7 @@ def _resolve_if_later(
 
 
 def _address_changed(ctx: Engine, s: OrderShard, ev: OrderAddressChanged, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     _resolve_if_later(
         ctx, s, "customer.unreachable", at, now, ev.event_id, {"address_changed_at": iso(at)}
     )
@@ -228,7 +228,7 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
     if normalize_address(ev.shipping_address).replace("|", "") in bl["address"]:
         matched.append("address")
     if matched:
-        at = ev.occurred_at.timestamp()
+        at = ev.occurred_ts
         oid = s.order_id
         ctx.life.raise_(
             s,
@@ -244,7 +244,7 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
 
 
 def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     new: str = ev.status
     before: str | None = ev.previous_status
@@ -300,7 +300,7 @@ def _is_regression(before: str, after: str) -> bool:
 
 
 def creation_failed(ctx: Engine, s: Shard, ev: OrderCreationFailed, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     subject = ev.order_id or ev.event_id
     ctx.life.raise_(
         s,
@@ -333,7 +333,7 @@ def _paid_at(s: OrderShard) -> float | None:
 
 
 def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     p = s.payments.get(ev.payment_id)
     if p is None:
@@ -366,7 +366,7 @@ def _became_paid(ctx: Engine, s: OrderShard, eid: str, now: float) -> None:
 
 
 def _failed(ctx: Engine, s: OrderShard, ev: PaymentFailed, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     if s.failed_at is None or (at, ev.event_id) < (s.failed_at, s.failed_eid or ""):
         s.failed_at, s.failed_eid = at, ev.event_id
 
@@ -512,7 +512,7 @@ def _raise_oversold(
 
 
 def _reserved(ctx: Engine, s: OrderShard, ev: InventoryReserved, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     # any later reservation of the sku ends a refusal; only one that leaves stock ends an oversell
     resolves = ["inventory.reservation_failed"]
     if ev.available_after < 0:
@@ -533,7 +533,7 @@ def _reserved(ctx: Engine, s: OrderShard, ev: InventoryReserved, now: float) -> 
 def _reservation_failed(
     ctx: Engine, s: OrderShard, ev: InventoryReservationFailed, now: float
 ) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     if ev.reason == "insufficient_stock":
         if _paid_at(s) is not None:
@@ -580,7 +580,7 @@ def _released(ctx: Engine, s: OrderShard, ev: InventoryReleased, now: float) -> 
 
 
 def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     previous = s.last_logi_at
     if previous is None or at > previous:
@@ -619,7 +619,7 @@ def _delivered(ctx: Engine, s: OrderShard, at: float, eid: str, now: float) -> N
 
 
 def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now: float) -> None:
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     oid = s.order_id
     values = {"kind": ev.kind, "carrier": ev.carrier, "tracking_no": ev.tracking_no}
     if ev.kind in ("lost", "damaged"):
@@ -638,82 +638,93 @@ def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now
 # --- timeouts --------------------------------------------------------------------------------
 
 
-def _desired(ctx: Engine, s: OrderShard) -> dict[str, tuple[float, str, dict[str, Any]]]:
-    """Each timeout rule's deadline as the shard now stands: (due, evidence event, values)."""
-    out: dict[str, tuple[float, str, dict[str, Any]]] = {}
+def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
+    """Each timeout rule's due time as the shard now stands.
+
+    Runs after every event, so it computes times only; what a deadline says when it fires
+    (evidence event, values) is built by ``_evidence`` from the same fields, and only then.
+    """
+    out: dict[str, float] = {}
     first = _first_success(s)
     paid_at = _paid_at(s)
     status = s.status
     p = ctx.params
     if first is not None and s.paid_status_at is None:
-        t = p(PAID_NOT_UPDATED).threshold
-        out[PAID_NOT_UPDATED] = (
-            first[0] + t,
-            first[2],
-            {
+        out[PAID_NOT_UPDATED] = first[0] + p(PAID_NOT_UPDATED).threshold
+    if s.failed_at is not None and s.failed_eid and first is None and status not in _CANCELLED:
+        out[FAILED_UNPAID] = s.failed_at + p(FAILED_UNPAID).threshold
+    if first is not None and s.created_eid is None:
+        out[PAYMENT_ORPHAN] = first[0] + p(PAYMENT_ORPHAN).grace
+    if paid_at is not None and s.shipped_at is None and status not in TERMINAL:
+        out[NOT_SHIPPED] = paid_at + p(NOT_SHIPPED).threshold
+    if s.shipped_at is not None and s.delivered_at is None and s.shipped_eid:
+        last = max(s.last_logi_at or s.shipped_at, s.shipped_at)
+        out[TRACKING_STALE] = last + p(TRACKING_STALE).threshold
+        if s.promised_by is not None:
+            out[DELIVERY_DELAYED] = s.promised_by
+        else:
+            out[DELIVERY_DELAYED] = s.shipped_at + p(DELIVERY_DELAYED).threshold
+    if s.first_logi_at is not None and s.first_logi_eid and s.created_eid is None:
+        out[LOGISTICS_ORPHAN] = s.first_logi_at + p(LOGISTICS_ORPHAN).grace
+    if s.logi_shipped_at is not None and paid_at is None and s.shipped_eid:
+        out[SHIPPED_UNPAID] = s.logi_shipped_at + p(SHIPPED_UNPAID).grace
+    return out
+
+
+def _evidence(ctx: Engine, s: OrderShard, rule_id: str) -> tuple[str, dict[str, Any]]:
+    """The evidence event and values of a timeout that ``_desired`` says is due now."""
+    p = ctx.params
+    if rule_id in (PAID_NOT_UPDATED, PAYMENT_ORPHAN, NOT_SHIPPED):
+        first = _first_success(s)
+        if rule_id == NOT_SHIPPED:
+            paid_at = _paid_at(s)
+            assert paid_at is not None
+            t = p(NOT_SHIPPED).threshold
+            eid = first[2] if first and first[0] == paid_at else (s.paid_status_eid or "")
+            return eid, {"paid_at": iso(paid_at), "threshold": format_duration(t)}
+        assert first is not None
+        if rule_id == PAID_NOT_UPDATED:
+            t = p(PAID_NOT_UPDATED).threshold
+            return first[2], {
                 "payment_id": first[1],
                 "paid_at": iso(first[0]),
-                "status": status or "not updated",
+                "status": s.status or "not updated",
                 "threshold": format_duration(t),
-            },
-        )
-    if s.failed_at is not None and s.failed_eid and first is None and status not in _CANCELLED:
-        t = p(FAILED_UNPAID).threshold
-        out[FAILED_UNPAID] = (
-            s.failed_at + t,
-            s.failed_eid,
-            {"failed_at": iso(s.failed_at), "threshold": format_duration(t)},
-        )
-    if first is not None and s.created_eid is None:
+            }
         g = p(PAYMENT_ORPHAN).grace
-        out[PAYMENT_ORPHAN] = (
-            first[0] + g,
-            first[2],
-            {"payment_id": first[1], "paid_at": iso(first[0]), "grace": format_duration(g)},
-        )
-    if paid_at is not None and s.shipped_at is None and status not in TERMINAL:
-        t = p(NOT_SHIPPED).threshold
-        out[NOT_SHIPPED] = (
-            paid_at + t,
-            first[2] if first and first[0] == paid_at else (s.paid_status_eid or ""),
-            {"paid_at": iso(paid_at), "threshold": format_duration(t)},
-        )
-    if s.shipped_at is not None and s.delivered_at is None and s.shipped_eid:
+        return first[2], {
+            "payment_id": first[1],
+            "paid_at": iso(first[0]),
+            "grace": format_duration(g),
+        }
+    if rule_id == FAILED_UNPAID:
+        assert s.failed_at is not None and s.failed_eid
+        t = p(FAILED_UNPAID).threshold
+        return s.failed_eid, {"failed_at": iso(s.failed_at), "threshold": format_duration(t)}
+    if rule_id == TRACKING_STALE:
+        assert s.shipped_at is not None and s.shipped_eid
         t = p(TRACKING_STALE).threshold
         last = max(s.last_logi_at or s.shipped_at, s.shipped_at)
-        out[TRACKING_STALE] = (
-            last + t,
-            s.last_logi_eid or s.shipped_eid,
-            {"last_event_at": iso(last), "threshold": format_duration(t)},
-        )
-        if s.promised_by is not None:
-            out[DELIVERY_DELAYED] = (
-                s.promised_by,
-                s.shipped_eid,
-                {"shipped_at": iso(s.shipped_at), "promised_by": iso(s.promised_by)},
-            )
-        else:
-            t = p(DELIVERY_DELAYED).threshold
-            out[DELIVERY_DELAYED] = (
-                s.shipped_at + t,
-                s.shipped_eid,
-                {"shipped_at": iso(s.shipped_at), "promised_by": iso(s.shipped_at + t)},
-            )
-    if s.first_logi_at is not None and s.first_logi_eid and s.created_eid is None:
+        return s.last_logi_eid or s.shipped_eid, {
+            "last_event_at": iso(last),
+            "threshold": format_duration(t),
+        }
+    if rule_id == DELIVERY_DELAYED:
+        assert s.shipped_at is not None and s.shipped_eid
+        promised = s.promised_by
+        if promised is None:
+            promised = s.shipped_at + p(DELIVERY_DELAYED).threshold
+        return s.shipped_eid, {"shipped_at": iso(s.shipped_at), "promised_by": iso(promised)}
+    if rule_id == LOGISTICS_ORPHAN:
+        assert s.first_logi_at is not None and s.first_logi_eid
         g = p(LOGISTICS_ORPHAN).grace
-        out[LOGISTICS_ORPHAN] = (
-            s.first_logi_at + g,
-            s.first_logi_eid,
-            {"first_event_at": iso(s.first_logi_at), "grace": format_duration(g)},
-        )
-    if s.logi_shipped_at is not None and paid_at is None and s.shipped_eid:
-        g = p(SHIPPED_UNPAID).grace
-        out[SHIPPED_UNPAID] = (
-            s.logi_shipped_at + g,
-            s.shipped_eid,
-            {"shipped_at": iso(s.logi_shipped_at), "grace": format_duration(g)},
-        )
-    return out
+        return s.first_logi_eid, {
+            "first_event_at": iso(s.first_logi_at),
+            "grace": format_duration(g),
+        }
+    assert rule_id == SHIPPED_UNPAID and s.logi_shipped_at is not None and s.shipped_eid
+    g = p(SHIPPED_UNPAID).grace
+    return s.shipped_eid, {"shipped_at": iso(s.logi_shipped_at), "grace": format_duration(g)}
 
 
 def _armed(ctx: Engine, s: OrderShard, rule_id: str, due: float) -> bool:
@@ -725,18 +736,18 @@ def _armed(ctx: Engine, s: OrderShard, rule_id: str, due: float) -> bool:
 
 def _refresh(ctx: Engine, s: OrderShard) -> None:
     desired = _desired(ctx, s)
+    deadlines = s.deadlines
     for rule_id in TIMEOUTS:
-        want = desired.get(rule_id)
-        if want is not None and _armed(ctx, s, rule_id, want[0]):
-            ctx.schedule(s, rule_id, want[0])
-        elif rule_id in s.deadlines:
+        due = desired.get(rule_id)
+        if due is not None and _armed(ctx, s, rule_id, due):
+            ctx.schedule(s, rule_id, due)
+        elif rule_id in deadlines:
             ctx.unschedule(s, rule_id)
 
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
-    want = _desired(ctx, s).get(name)
-    if want is not None and want[0] == due:
-        _, eid, values = want
+    if _desired(ctx, s).get(name) == due:
+        eid, values = _evidence(ctx, s, name)
         oid = s.order_id
         ctx.life.raise_(s, name, oid, iso(due), due, now, [eid], values, order_id=oid)
     _refresh(ctx, s)
