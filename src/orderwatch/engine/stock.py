@@ -19,35 +19,45 @@ if TYPE_CHECKING:
 RULE = "inventory.sync_drift"
 
 
-def _drift(ctx: Engine, s: StockShard) -> tuple[bool, dict[str, Any]]:
-    """Whether the latest snapshots differ beyond max(A, P × the larger), with the figures."""
-    if len(s.latest) < 2:
-        return False, {}
+def _bound(ctx: Engine, s: StockShard) -> tuple[float, float, float]:
+    """The highest and lowest latest snapshot, and the difference allowed between them."""
     params = ctx.params(RULE)
-    hi_src = max(s.latest, key=lambda k: (s.latest[k][0], k))
-    lo_src = min(s.latest, key=lambda k: (s.latest[k][0], k))
-    hi, lo = s.latest[hi_src][0], s.latest[lo_src][0]
-    bound = max(float(params.min_difference), params.min_ratio * max(abs(hi), abs(lo)))
-    values = {
+    figures = [v[0] for v in s.latest.values()]
+    hi, lo = max(figures), min(figures)
+    return hi, lo, max(float(params.min_difference), params.min_ratio * max(abs(hi), abs(lo)))
+
+
+def _drifting(ctx: Engine, s: StockShard) -> bool:
+    """Whether the latest snapshots differ beyond max(A, P × the larger)."""
+    if len(s.latest) < 2:
+        return False
+    hi, lo, bound = _bound(ctx, s)
+    return hi - lo > bound
+
+
+def _values(ctx: Engine, s: StockShard) -> dict[str, Any]:
+    """The figures behind a raise or a resolve; built only when one is emitted."""
+    if len(s.latest) < 2:
+        return {}
+    hi, lo, bound = _bound(ctx, s)
+    return {
         "sources": ", ".join(f"{src}={s.latest[src][0]}" for src in sorted(s.latest)),
         "difference": hi - lo,
         "allowed_difference": f"{bound:g}",
-        "persist_for": format_duration(params.persist_for),
+        "persist_for": format_duration(ctx.params(RULE).persist_for),
     }
-    return hi - lo > bound, values
 
 
 def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
     if not isinstance(ev, InventorySnapshot):
         return
-    at = ev.occurred_at.timestamp()
+    at = ev.occurred_ts
     known = s.latest.get(ev.source)
     if known is not None and (at, ev.event_id) <= (known[1], known[2]):
         return
     s.latest[ev.source] = [ev.available, at, ev.event_id]
-    drifting, values = _drift(ctx, s)
     subject = s.key[2:]
-    if drifting:
+    if _drifting(ctx, s):
         if s.drift_since is None:
             s.drift_since = max(v[1] for v in s.latest.values())
         s.drift_eids = [v[2] for v in sorted(s.latest.values(), key=lambda v: (v[1], v[2]))]
@@ -57,13 +67,14 @@ def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
         s.drift_since = None
         s.drift_eids = []
         ctx.unschedule(s, RULE)
-        ctx.life.resolve(s, RULE, subject, now, [ev.event_id], values)
+        if f"{RULE}|{subject}" in s.open:
+            ctx.life.resolve(s, RULE, subject, now, [ev.event_id], _values(ctx, s))
 
 
 def on_deadline(ctx: Engine, s: StockShard, name: str, due: float, now: float) -> None:
-    drifting, values = _drift(ctx, s)
-    if not drifting or s.drift_since is None:
+    if not _drifting(ctx, s) or s.drift_since is None:
         return
+    values = _values(ctx, s)
     sku, _, warehouse = s.key[2:].rpartition("/")
     values["drift_since"] = iso(s.drift_since)
     ctx.life.raise_(
