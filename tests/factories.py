@@ -6,6 +6,7 @@ reads like the rule book: "paid at 10:00, status still pending at 10:10:01".
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -315,12 +316,18 @@ class Run:
         return {e.rule_id for e in self.exceptions}
 
 
+@functools.lru_cache(maxsize=8)
+def _catalog(rules_dir: str | None) -> Any:
+    """Rule files parsed once per directory: the catalog is immutable and the engine copies it."""
+    return load_catalog(rules_dir)
+
+
 def run(events: list[dict[str, Any]], until: str | None = None, rules_dir: Any = None) -> Run:
     """Replay ``events`` (in list order) through a fresh engine; ``until`` as ``--until``."""
     import io
 
     out, err = io.BytesIO(), io.StringIO()
-    engine = Engine(load_catalog(rules_dir))
+    engine = Engine(_catalog(None if rules_dir is None else str(rules_dir)))
     until_at = datetime.fromisoformat(ts(until).replace("Z", "+00:00")) if until else None
     replay(io.BytesIO(to_jsonl(events)).readlines(), engine, out, err, until_at)
     parsed = [
