@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 
 from orderwatch.events.inbound import Address
@@ -18,11 +19,33 @@ _CN_PHONE = re.compile(r"(?:\+86)?1[3-9][0-9]{9}")
 _CN_MOBILE = re.compile(r"(?:\+86|0086|86)?(1[3-9][0-9]{9})")
 _E164 = re.compile(r"\+[0-9]{8,15}")
 _CN_POSTAL = re.compile(r"[0-9]{6}")
+_PHONE_BRACKETS = str.maketrans("", "", "().")
 #: Unicode category initials removed from address parts: punctuation, symbols, separators, format.
 _DROPPED = frozenset("PSZC")
 
 
-@lru_cache(maxsize=65536)
+class _Table(dict[int, int | None]):
+    """A ``str.translate`` table that decides each code point once, the first time it is seen.
+
+    Per-character ``unicodedata`` calls dominated normalization; a lazily filled table keeps
+    their answer (and is bounded by the characters that actually occur, a few thousand).
+    """
+
+    def __init__(self, drop: Callable[[str], bool]) -> None:
+        super().__init__()
+        self._drop = drop
+
+    def __missing__(self, code: int) -> int | None:
+        keep = None if self._drop(chr(code)) else code
+        self[code] = keep
+        return keep
+
+
+_ADDRESS_DROP = _Table(lambda ch: ch.isspace() or unicodedata.category(ch)[0] in _DROPPED)
+_PHONE_DROP = _Table(lambda ch: ch.isspace() or unicodedata.category(ch) == "Pd")
+
+
+@lru_cache(maxsize=4096)
 def _squash(part: str | None) -> str:
     """Casefold and drop every whitespace, punctuation and symbol character (Unicode-aware).
 
@@ -31,19 +54,21 @@ def _squash(part: str | None) -> str:
     """
     if not part:
         return ""
-    return "".join(
-        ch
-        for ch in unicodedata.normalize("NFKC", part).casefold()
-        if not ch.isspace() and unicodedata.category(ch)[0] not in _DROPPED
-    )
+    return unicodedata.normalize("NFKC", part).casefold().translate(_ADDRESS_DROP)
 
 
 def normalize_address(address: Address) -> str:
     """``country|province|city|district|line1`` in the comparable form the blacklist uses."""
-    return "|".join(
-        _squash(p)
-        for p in (address.country, address.province, address.city, address.district, address.line1)
+    return _normalize_parts(
+        address.country, address.province, address.city, address.district, address.line1
     )
+
+
+@lru_cache(maxsize=256)
+def _normalize_parts(*parts: str | None) -> str:
+    # small on purpose: one order.created normalizes its address up to three times (routing,
+    # redaction, the blacklist), and only those repeats are worth remembering
+    return "|".join(_squash(p) for p in parts)
 
 
 def normalize_address_text(text: str) -> str:
@@ -53,6 +78,7 @@ def normalize_address_text(text: str) -> str:
     return "|".join(_squash(p) for p in parts[:5])
 
 
+@lru_cache(maxsize=256)
 def address_hash(normalized: str) -> str:
     """A short stable digest of a normalized address: lets people match addresses, not read them."""
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:16]
@@ -60,9 +86,10 @@ def address_hash(normalized: str) -> str:
 
 def _clean_phone(phone: str) -> str:
     """Drop spaces and dashes, any Unicode spelling of them (no-break space, en dash ...)."""
-    return "".join(ch for ch in phone if not ch.isspace() and unicodedata.category(ch) != "Pd")
+    return phone.translate(_PHONE_DROP)
 
 
+@lru_cache(maxsize=256)
 def normalize_phone(phone: str | None) -> str:
     """The form used to compare phones across orders and with the blacklist.
 
@@ -71,7 +98,7 @@ def normalize_phone(phone: str | None) -> str:
     """
     if not phone:
         return ""
-    cleaned = "".join(ch for ch in _clean_phone(phone) if ch not in "().")
+    cleaned = _clean_phone(phone).translate(_PHONE_BRACKETS)
     mobile = _CN_MOBILE.fullmatch(cleaned)
     return f"+86{mobile.group(1)}" if mobile else cleaned
 
@@ -108,6 +135,7 @@ def mask_phone(phone: str | None) -> str:
     return "*" * max(len(digits) - 4, 0) + tail
 
 
+@lru_cache(maxsize=256)
 def phone_hash(phone: str | None) -> str:
     """Digest of a normalized phone, for grouping orders by phone without storing the number."""
     return hashlib.sha256(normalize_phone(phone).encode("utf-8")).hexdigest()[:16]
