@@ -9,8 +9,7 @@ fields are ignored because producers on an existing bus add fields we do not own
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from functools import cached_property
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 from pydantic import (
     AwareDatetime,
@@ -113,15 +112,26 @@ class OrderItem(_Model):
     unit_price: Money
 
 
+class _EpochSeconds:
+    """``occurred_at.timestamp()``, kept in the instance dict on first use.
+
+    A non-data descriptor, so every later read finds the instance's own value and never reaches
+    it; ``functools.cached_property`` would do the same but takes a lock on every first use.
+    """
+
+    def __get__(self, event: Any, owner: type | None = None) -> float:
+        ts: float = event.occurred_at.timestamp()
+        event.__dict__["occurred_ts"] = ts
+        return ts
+
+
 class _Event(_Model):
     event_id: EventId
     occurred_at: Timestamp
     source: str
 
-    @cached_property
-    def occurred_ts(self) -> float:
-        """``occurred_at`` in epoch seconds, computed once: every rule the event reaches uses it."""
-        return self.occurred_at.timestamp()
+    #: ``occurred_at`` in epoch seconds, computed once: every rule the event reaches uses it
+    occurred_ts: ClassVar[_EpochSeconds] = _EpochSeconds()
 
 
 class _OrderKeyed(_Event):
