@@ -37,6 +37,13 @@ def iso(ts: float) -> str:
     return text.replace("+00:00", "Z")
 
 
+def _mark_done(shard: Shard, ex_id: str) -> None:
+    if shard.done is None:
+        shard.done = {ex_id}
+    else:
+        shard.done.add(ex_id)
+
+
 class _Template(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "?"
@@ -86,7 +93,7 @@ class Lifecycle:
         if key in shard.open:
             return False
         ex_id = exception_id(rule_id, subject, anchor)
-        if ex_id in shard.done:
+        if shard.done and ex_id in shard.done:
             return False
         summary = rule.summary.format_map(_Template(values, subject=subject, order_id=order_id))
         if rule.resolvable:
@@ -106,7 +113,7 @@ class Lifecycle:
             if rule.escalate_after is not None:
                 self._schedule(shard, ESCALATION + key, event_time + rule.escalate_after)
         else:
-            shard.done.add(ex_id)
+            _mark_done(shard, ex_id)
         self._emit(
             rule,
             ex_id,
@@ -138,7 +145,7 @@ class Lifecycle:
         op = shard.open.pop(key, None)
         if op is None:
             return False
-        shard.done.add(op.exception_id)
+        _mark_done(shard, op.exception_id)
         self._unschedule(shard, ESCALATION + key)
         rule = self.rules[rule_id]
         merged = dict(op.values)

@@ -70,7 +70,8 @@ class Shard:
     key: str
     open: dict[str, Open] = field(default_factory=dict)
     #: exception_ids raised before (notifications and resolved ones): never raised again.
-    done: set[str] = field(default_factory=set)
+    #: None until the first one: most shards never have any, and an empty set is 216 bytes.
+    done: set[str] | None = None
     #: deadline name -> due time; the engine's heap indexes these.
     deadlines: dict[str, float] = field(default_factory=dict)
     #: latest event time seen, for eviction after the retention period.
@@ -95,7 +96,7 @@ class Shard:
         for o in d.get("open", ()):
             op = Open.from_dict(o)
             self.open[f"{op.rule_id}|{op.subject}"] = op
-        self.done = set(d.get("done", ()))
+        self.done = set(d["done"]) if d.get("done") else None
         self.deadlines = dict(d.get("dl", {}))
         self.parked = d.get("parked") or None
 
@@ -257,12 +258,12 @@ class WindowShard(Shard):
     """
 
     entries: list[list[Any]] = field(default_factory=list)
-    flagged: set[str] = field(default_factory=set)
+    flagged: set[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.base_dict()
         d["entries"] = self.entries
-        d["flagged"] = sorted(self.flagged)
+        d["flagged"] = sorted(self.flagged or ())
         return d
 
     @classmethod
@@ -270,7 +271,7 @@ class WindowShard(Shard):
         shard = cls(d["key"])
         shard.load_base(d)
         shard.entries = d.get("entries", [])
-        shard.flagged = set(d.get("flagged", ()))
+        shard.flagged = set(d["flagged"]) if d.get("flagged") else None
         return shard
 
 
