@@ -65,7 +65,7 @@ def decode_and_run(path: Path, traced: bool) -> dict[str, float]:
     if traced:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0] if traced else rss_bytes()
-    engine = Engine(load_catalog())
+    engine = Engine(load_catalog(), track_dirty=False)
     clock = ReplayClock()
     step = engine.step
     exceptions = events = 0
@@ -101,7 +101,7 @@ def decode_and_run(path: Path, traced: bool) -> dict[str, float]:
 
 def engine_alone(path: Path) -> tuple[int, float]:
     """Decode a chunk untimed, then time the engine over it: the engine's share of the cost."""
-    engine = Engine(load_catalog())
+    engine = Engine(load_catalog(), track_dirty=False)
     clock = ReplayClock()
     step = engine.step
     events, elapsed = 0, 0.0

@@ -64,7 +64,9 @@ def replay(
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     try:
-        run_replay(stream, Engine(catalog), sys.stdout.buffer, sys.stderr, until_at)
+        run_replay(
+            stream, Engine(catalog, track_dirty=False), sys.stdout.buffer, sys.stderr, until_at
+        )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None

@@ -50,6 +50,7 @@ from orderwatch.normalize import address_hash, normalize_address, normalize_phon
 BROADCAST = "*"
 EVICT = "evict"
 PARK = "park|"
+_WINDOWS = frozenset({ADDRESS, PHONE, CUSTOMER})
 DEFAULT_RETENTION = 14 * 86400.0
 
 
@@ -60,9 +61,18 @@ def _ts(now: datetime | float) -> float:
 class Engine:
     """All rules of a catalog over sharded state; see the module docstring for the contract."""
 
-    def __init__(self, rules: Mapping[str, Rule], *, retention: float = DEFAULT_RETENTION) -> None:
+    def __init__(
+        self,
+        rules: Mapping[str, Rule],
+        *,
+        retention: float = DEFAULT_RETENTION,
+        track_dirty: bool = True,
+    ) -> None:
         self.rules: dict[str, Rule] = dict(rules)
         self.retention = retention
+        #: whether ``dirty`` collects changed shard keys for ``take_dirty``; replay persists
+        #: nothing, and a set of every key it ever touched would grow with the input
+        self.track_dirty = track_dirty
         self.shards: dict[str, Shard] = {}
         self.blacklist: dict[str, set[str]] = {
             "customer_id": set(),
@@ -126,12 +136,16 @@ class Engine:
                 continue
             shard = self.shards.get(key)
             if shard is None:
+                if key[:2] in _WINDOWS and not fraud.admits(self, key, event):
+                    continue  # it would hold an empty window and nothing else
                 shard = self.shards[key] = new_shard(key)
             if occurred > t and self._must_wait(shard, t, occurred):
                 self._park(shard, event, occurred)
                 continue
             self._apply(shard, event, at)
         self._sweep(t)
+        if not self.track_dirty:
+            self.dirty.clear()
         return self.take_output()
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
@@ -182,6 +196,8 @@ class Engine:
     def sweep(self, now: datetime | float) -> list[ExceptionEvent]:
         """Fire every deadline strictly before ``now``; call at least once a second live."""
         self._sweep(_ts(now))
+        if not self.track_dirty:
+            self.dirty.clear()
         return self.take_output()
 
     def take_output(self) -> list[ExceptionEvent]:

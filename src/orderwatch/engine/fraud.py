@@ -24,22 +24,36 @@ SHARED = "fraud.shared_phone"
 _RULE = {ADDRESS: CLUSTER, PHONE: SHARED, CUSTOMER: BURST}
 
 
-def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
+def admits(ctx: Engine, key: str, ev: InboundEvent) -> bool:
+    """Whether the event enters the window kept under ``key``.
+
+    The engine asks before creating a window shard: an order of an established account or of a
+    blank address would only leave an empty window behind, one per order.
+    """
     if not isinstance(ev, OrderCreated):
-        return
-    rule_id = _RULE[s.key[:2]]
+        return False
+    rule_id = _RULE[key[:2]]
     if not ctx.enabled(rule_id):
+        return False
+    if rule_id == BURST:
+        age = ev.occurred_ts - ev.customer.account_created_at.timestamp()
+        return bool(age < ctx.params(rule_id).max_account_age)
+    if rule_id == CLUSTER:
+        # no street: blank addresses are customer.invalid_address, not one place
+        return bool(normalize_address(ev.shipping_address).rsplit("|", 1)[-1])
+    return True
+
+
+def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
+    if not admits(ctx, s.key, ev):
         return
+    assert isinstance(ev, OrderCreated)
+    rule_id = _RULE[s.key[:2]]
     params = ctx.params(rule_id)
     at = ev.occurred_ts
     if rule_id == BURST:
-        age = at - ev.customer.account_created_at.timestamp()
-        if age >= params.max_account_age:
-            return
         min_orders, min_customers = params.min_orders, 1
     elif rule_id == CLUSTER:
-        if not normalize_address(ev.shipping_address).rsplit("|", 1)[-1]:
-            return  # no street: blank addresses are customer.invalid_address, not one place
         min_orders, min_customers = params.min_orders, params.min_customers
     else:
         min_orders, min_customers = params.min_customers, params.min_customers
