@@ -38,7 +38,7 @@ def broker_binary() -> str:
 async def wait_ready(bootstrap: str, within: float = 20.0) -> None:
     """Return once the broker answers a metadata request; raise ``BrokerError`` at the deadline."""
     from aiokafka.conn import create_conn
-    from aiokafka.protocol.metadata import MetadataRequest_v0
+    from aiokafka.protocol.metadata import MetadataRequest
 
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + within
@@ -48,7 +48,7 @@ async def wait_ready(bootstrap: str, within: float = 20.0) -> None:
             # a metadata request to the listener itself: the advertised address may be a proxy
             conn = await create_conn(host, int(port), request_timeout_ms=2000)
             try:
-                await conn.send(MetadataRequest_v0([]))
+                await conn.send(MetadataRequest([]))
                 return
             finally:
                 conn.close()
