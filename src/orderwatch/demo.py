@@ -69,8 +69,9 @@ class View:
             style="bold",
         )
         recent = Table(title="latest exceptions", expand=True, show_lines=False)
-        for col in ("state", "severity", "rule", "owner", "summary"):
-            recent.add_column(col, overflow="ellipsis", no_wrap=True)
+        for col, width in (("state", 9), ("severity", 8), ("rule", 28), ("owner", 16)):
+            recent.add_column(col, min_width=width, no_wrap=True)
+        recent.add_column("summary", overflow="ellipsis", no_wrap=True, ratio=1)
         for exc in self.recent:
             recent.add_row(
                 Text(exc["state"], STATE_STYLE.get(exc["state"], "")),
