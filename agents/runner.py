@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-
 import faust
 
 from orderwatch.agents.app import Worker
+from orderwatch.logs import configure
 from orderwatch.settings import Settings
 
 
 def run_worker(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level)
-    worker = Worker(settings)
-    faust.Worker(worker.app, loglevel=settings.log_level.lower()).execute_from_commandline()
+    conf = settings or Settings()
+    configure(conf.log_format, conf.log_level)
+
+    class _Worker(faust.Worker):
+        def _setup_logging(self) -> None:
+            """Keep our structured, redacting handler instead of mode's colour console."""
+            configure(conf.log_format, conf.log_level)
+
+    worker = Worker(conf)
+    _Worker(worker.app, loglevel=conf.log_level.lower()).execute_from_commandline()
