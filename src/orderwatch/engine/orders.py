@@ -20,6 +20,7 @@ from orderwatch.engine.state import OrderShard, Payment, Shard
 from orderwatch.events.inbound import (
     PROGRESS,
     TERMINAL,
+    Address,
     InboundEvent,
     InventoryReleased,
     InventoryReservationFailed,
@@ -68,6 +69,7 @@ TIMEOUTS = (
     LOGISTICS_ORPHAN,
     SHIPPED_UNPAID,
 )
+_TIMEOUT_SET = frozenset(TIMEOUTS)
 _CANCELLED = frozenset({"cancelled", "closed"})
 
 
@@ -152,7 +154,7 @@ def _judge_address(
     at = ev.occurred_ts
     oid = s.order_id
     addr = ev.shipping_address
-    region = redact_address(addr)
+    # the values (a hash, a masked phone) are built only for an exception raised or resolved
     if not is_valid_address(addr):
         ctx.life.raise_(
             s,
@@ -162,12 +164,12 @@ def _judge_address(
             at,
             now,
             [ev.event_id],
-            dict(region),
+            redact_address(addr),
             order_id=oid,
         )
-    elif isinstance(ev, OrderAddressChanged):
+    elif isinstance(ev, OrderAddressChanged) and _is_open(s, "customer.invalid_address"):
+        region = redact_address(addr)
         _resolve_if_later(ctx, s, "customer.invalid_address", at, now, ev.event_id, region)
-    phone = {"phone": mask_phone(addr.phone), "country": addr.country}
     if not is_valid_phone(addr.phone, addr.country):
         ctx.life.raise_(
             s,
@@ -177,11 +179,20 @@ def _judge_address(
             at,
             now,
             [ev.event_id],
-            phone,
+            _phone_values(addr),
             order_id=oid,
         )
-    elif isinstance(ev, OrderAddressChanged):
+    elif isinstance(ev, OrderAddressChanged) and _is_open(s, "customer.invalid_phone"):
+        phone = _phone_values(addr)
         _resolve_if_later(ctx, s, "customer.invalid_phone", at, now, ev.event_id, phone)
+
+
+def _phone_values(addr: Address) -> dict[str, Any]:
+    return {"phone": mask_phone(addr.phone), "country": addr.country}
+
+
+def _is_open(s: Shard, rule_id: str) -> bool:
+    return f"{rule_id}|{s.key[2:]}" in s.open
 
 
 def _resolve_if_later(
@@ -727,22 +738,24 @@ def _evidence(ctx: Engine, s: OrderShard, rule_id: str) -> tuple[str, dict[str, 
     return s.shipped_eid, {"shipped_at": iso(s.logi_shipped_at), "grace": format_duration(g)}
 
 
-def _armed(ctx: Engine, s: OrderShard, rule_id: str, due: float) -> bool:
+def _armed(ctx: Engine, s: OrderShard, oid: str, rule_id: str, due: float) -> bool:
     """A timeout is scheduled only while it could still raise a new exception."""
-    if not ctx.enabled(rule_id) or f"{rule_id}|{s.order_id}" in s.open:
+    if not ctx.enabled(rule_id) or f"{rule_id}|{oid}" in s.open:
         return False
-    return not s.done or exception_id(rule_id, s.order_id, iso(due)) not in s.done
+    return not s.done or exception_id(rule_id, oid, iso(due)) not in s.done
 
 
 def _refresh(ctx: Engine, s: OrderShard) -> None:
-    desired = _desired(ctx, s)
+    desired = _desired(ctx, s)  # in the order of TIMEOUTS, which is the order they are scheduled
     deadlines = s.deadlines
-    for rule_id in TIMEOUTS:
-        due = desired.get(rule_id)
-        if due is not None and _armed(ctx, s, rule_id, due):
+    oid = s.order_id
+    for rule_id, due in desired.items():
+        if _armed(ctx, s, oid, rule_id, due):
             ctx.schedule(s, rule_id, due)
         elif rule_id in deadlines:
             ctx.unschedule(s, rule_id)
+    for name in [n for n in deadlines if n in _TIMEOUT_SET and n not in desired]:
+        ctx.unschedule(s, name)
 
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
