@@ -63,9 +63,11 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
     bisect.insort(s.entries, entry)
     window = params.window
     _prune(s, window)
-    extra = _extra_values(rule_id, ev)
-    for hit in _satisfied(s.entries, at, window, min_orders, min_customers):
-        _flag(ctx, s, rule_id, hit, max(e[0] for e in hit), now, window, extra)
+    hits = _satisfied(s.entries, at, window, min_orders, min_customers)
+    if hits:
+        extra = _extra_values(rule_id, ev)
+        for hit in hits:
+            _flag(ctx, s, rule_id, hit, max(e[0] for e in hit), now, window, extra)
 
 
 def _prune(s: WindowShard, window: float) -> None:
