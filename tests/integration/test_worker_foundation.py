@@ -197,3 +197,20 @@ def test_worker_exposes_no_web_server_or_table_endpoint(worker: WorkerProcess) -
     assert worker.get("/healthz")[0] == 200
     assert worker.get("/readyz")[0] == 200
     assert worker.get("/table/state/")[0] == 404, "no table endpoint"
+
+
+def test_a_running_workers_scrape_passes_promtool(worker: WorkerProcess) -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (deploy/install-ci-tools.sh installs it)")
+    status, body = worker.get("/metrics")
+    assert status == 200
+    assert b"orderwatch_events_consumed_total" in body
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == b"" and check.stderr.strip() == b"", "no lint findings"
