@@ -7,11 +7,13 @@ same work is reachable from tests without a subprocess.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 
@@ -46,6 +48,9 @@ def replay(
         str | None, typer.Option(help="move the clock to this RFC 3339 time at the end")
     ] = None,
     rules: Annotated[Path | None, typer.Option(help="rules directory")] = None,
+    progress_bar: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="progress bar on a terminal")
+    ] = True,
 ) -> None:
     """Run the rules over a file of events; exception events go to stdout as JSON lines."""
     from orderwatch.engine import Engine
@@ -59,21 +64,41 @@ def replay(
         typer.echo(f"orderwatch: cannot load rules: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
-        stream = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+        stream: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
+    lines: Iterable[bytes] = stream
+    progress = None
+    if progress_bar and stream is not sys.stdin.buffer and sys.stderr.isatty():
+        # a progress bar on the terminal only: stdout stays pure JSON lines for pipes
+        from rich.console import Console
+        from rich.progress import Progress
+
+        progress = Progress(console=Console(stderr=True), transient=True)
+        progress.start()
+        task = progress.add_task("replay", total=os.fstat(stream.fileno()).st_size)
+        lines = _counting(stream, lambda n: progress.advance(task, n))
     try:
         run_replay(
-            stream, Engine(catalog, track_dirty=False), sys.stdout.buffer, sys.stderr, until_at
+            lines, Engine(catalog, track_dirty=False), sys.stdout.buffer, sys.stderr, until_at
         )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     finally:
+        if progress is not None:
+            progress.stop()
         sys.stdout.flush()
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _counting(stream: BinaryIO, advance: Callable[[int], None]) -> Iterator[bytes]:
+    """Lines of a file, advancing a progress bar by the bytes read."""
+    for line in stream:
+        advance(len(line))
+        yield line
 
 
 @rules_app.command("check")
