@@ -167,7 +167,7 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
     view = View()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: the terminal closed
         loop.add_signal_handler(sig, stop.set)
     settings = Settings()
     tasks = [
