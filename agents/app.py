@@ -194,6 +194,16 @@ class Worker:
                 if tp.topic in source_topics
             ]
 
+        def all_inputs() -> list[tuple[str, int]] | None:
+            """Every partition of the input topics, from the consumer's metadata."""
+            inputs: list[tuple[str, int]] = []
+            for topic in source_topics:
+                count = app.consumer.topic_partitions(topic)
+                if count is None:
+                    return None
+                inputs.extend((topic, p) for p in range(count))
+            return inputs
+
         def highwater(topic: str, partition: int) -> int | None:
             try:
                 value = app.consumer.highwater(TP(topic, partition))
@@ -221,7 +231,7 @@ class Worker:
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
                 if s.clock == "event":
-                    shell.send_watermarks(source_partitions(), highwater)
+                    shell.send_watermarks(source_partitions(), highwater, all_inputs())
                 shell.sweep()
             t.refresh(shell.engines.values(), app.consumer)
             t.silence(shell.silence)

@@ -148,6 +148,8 @@ class Shell:
         self.on_exception = on_exception
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
+        #: shard partitions this worker owns (set on recovery, cleared on revocation)
+        self.assigned: set[int] = set()
         self.event_clock: dict[int, float] = {}
         self.held: frozenset[str] = frozenset()
         self.router_id = uuid.uuid4().hex[:12]
@@ -159,8 +161,10 @@ class Shell:
         self.caught_up_since: float | None = None
         #: topics that do not hold the watermark (the blacklist: config, not a timed stream)
         self.watermark_exempt: frozenset[str] = frozenset(watermark_exempt)
-        #: stage 2: per shard partition, router id -> (watermark, largest read, wall time heard)
-        self.reports: dict[int, dict[str, tuple[float, float, float]]] = {}
+        #: stage 2: per shard partition, router id -> (watermark, largest read, wall time heard,
+        #: input partitions it reads); and every input partition the routers expect to be read
+        self.reports: dict[int, dict[str, tuple[float, float, float, frozenset[str] | None]]] = {}
+        self.expected: dict[int, frozenset[str]] = {}
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -223,13 +227,18 @@ class Shell:
         """
         touched: set[int] = set()
         for key_bytes, raw, partition, arrival, stamp in batch:
+            if partition not in self.assigned:
+                # a message fetched before a rebalance took its partition away: its new owner
+                # reads it from the committed offset; applying it here would write a stale
+                # shard into the changelog behind the new owner's back
+                continue
             key = key_bytes.decode()
             touched.add(partition)
             if key != WATERMARK:
                 self._step(key, raw, partition, arrival)
             if stamp is not None:
                 # the stamp says everything up to and including this message has been read
-                self._heard(partition, stamp)
+                self._heard(partition, stamp, raw if key == WATERMARK else None)
         for partition in touched:
             if self.clock == "event":
                 self._publish(self.engine(partition).sweep(self.now(partition)))
@@ -301,36 +310,69 @@ class Shell:
         return [(WATERMARK_HEADER, f"{self.router_id} {wm!r} {top!r}".encode())]
 
     def send_watermarks(
-        self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
+        self,
+        assigned: Iterable[tuple[str, int]],
+        highwater: Callable[[str, int], int | None],
+        expected: Iterable[tuple[str, int]] | None = None,
     ) -> None:
-        """Tell every shard partition how far this router's inputs have been read."""
+        """Tell every shard partition how far this router's inputs have been read, and which
+        inputs it reads (``expected``: every input partition of the group, when known)."""
+        assigned = list(assigned)
         self.look(assigned, highwater)
         stamp = self._stamp()
+        body = orjson.dumps(
+            {
+                "covers": sorted(f"{t}/{p}" for t, p in self.highs),
+                "expect": sorted(
+                    f"{t}/{p}"
+                    for t, p in (assigned if expected is None else expected)
+                    if t not in self.watermark_exempt
+                ),
+            }
+        )
         for p in range(self.partitions):
-            self.send_shard(WATERMARK.encode(), b"", p, stamp)
+            self.send_shard(WATERMARK.encode(), body, p, stamp)
 
-    def _heard(self, partition: int, stamp: bytes) -> None:
+    def _heard(self, partition: int, stamp: bytes, report: bytes | None = None) -> None:
         try:
             router, wm_text, hi_text = stamp.decode().split(" ")
             wm, hi = float(wm_text), float(hi_text)
         except ValueError:
             return
-        self.reports.setdefault(partition, {})[router] = (wm, hi, self.wall())
+        routers = self.reports.setdefault(partition, {})
+        covers: frozenset[str] | None = None
+        if report:
+            try:
+                data = orjson.loads(report)
+                covers = frozenset(data["covers"])
+                self.expected[partition] = frozenset(data["expect"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return
+        elif router in routers:
+            covers = routers[router][3]
+        routers[router] = (wm, hi, self.wall(), covers)
         clock = self._watermark_clock(partition)
-        if clock > self.event_clock.get(partition, float("-inf")):
+        if clock > self.event_clock.get(partition, -INF):
             self.event_clock[partition] = clock
 
     def _watermark_clock(self, partition: int) -> float:
+        """The smallest watermark of the live routers, once they cover every input partition.
+
+        While the routers heard from do not cover all inputs (a worker has joined and not
+        reported yet, or one has left and its inputs are not picked up yet), nobody can vouch
+        for the missing inputs, so the clock holds.
+        """
         now = self.wall()
-        live = [
-            (wm, hi)
-            for wm, hi, heard in self.reports.get(partition, {}).values()
-            if now - heard <= ROUTER_EXPIRY
-        ]
-        if not live:
-            return float("-inf")
-        behind = [wm for wm, _ in live if wm != float("inf")]
-        return min(behind) if behind else max(hi for _, hi in live)
+        live = [r for r in self.reports.get(partition, {}).values() if now - r[2] <= ROUTER_EXPIRY]
+        covered: set[str] = set()
+        for _, _, _, covers in live:
+            if covers is None:
+                return -INF
+            covered |= covers
+        if not live or not covered >= self.expected.get(partition, frozenset()):
+            return -INF
+        behind = [wm for wm, _, _, _ in live if wm != INF]
+        return min(behind) if behind else max(hi for _, hi, _, _ in live)
 
     def _publish(self, exceptions: list[ExceptionEvent], arrival: float | None = None) -> None:
         """Send exceptions; ``arrival`` is set when they come from reading one event."""
@@ -353,8 +395,15 @@ class Shell:
     # --- recovery and rebalancing --------------------------------------------------------------
 
     def restore(self, items: Iterable[tuple[bytes, bytes | None]], owned: set[int]) -> int:
-        """Load shards of newly owned partitions from the recovered table; returns how many."""
-        fresh = {p for p in owned if p not in self.engines}
+        """Load shards of newly owned partitions from the recovered table; returns how many.
+
+        A partition this worker did not own until now gets a fresh engine built from the table
+        alone, never one left over from an earlier ownership or created by a stray message.
+        """
+        fresh = owned - self.assigned
+        for partition in fresh:
+            self.engines.pop(partition, None)
+        self.assigned |= owned
         loaded = 0
         for key_bytes, value in items:
             if value is None:
@@ -376,6 +425,7 @@ class Shell:
     def revoke(self, partitions: set[int]) -> None:
         """Drop the engines of partitions this worker no longer owns (their state is in the
         changelog, where the new owner recovers it)."""
+        self.assigned -= partitions
         for partition in partitions:
             self.engines.pop(partition, None)
             self.event_clock.pop(partition, None)
@@ -383,4 +433,4 @@ class Shell:
 
     @property
     def owned(self) -> set[int]:
-        return set(self.engines)
+        return set(self.assigned)

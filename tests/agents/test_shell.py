@@ -60,7 +60,8 @@ class Recorder:
 
 
 def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
-    return Shell(
+    """A shell that owns every partition (as after its first recovery, with an empty table)."""
+    shell = Shell(
         lambda: Engine(CATALOG),
         PARTITIONS,
         clock=clock,
@@ -70,6 +71,8 @@ def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
         send_changelog=rec.send_changelog,
         **kw,
     )
+    shell.restore([], set(range(PARTITIONS)))
+    return shell
 
 
 def feed(shell: Shell, rec: Recorder, events: list[dict[str, Any]]) -> None:
@@ -150,7 +153,15 @@ def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() 
     first.sweep()
 
     # a new process: only the changelog survives
-    second = make_shell(rec)
+    second = Shell(
+        lambda: Engine(CATALOG),
+        PARTITIONS,
+        clock="event",
+        send_shard=rec.send_shard,
+        send_dlq=rec.send_dlq,
+        send_exception=rec.send_exception,
+        send_changelog=rec.send_changelog,
+    )
     items = [(key, value) for (_, key), value in rec.changelog.items()]
     second.restore(items, set(range(PARTITIONS)))
     feed(second, rec, events[half:])
@@ -200,6 +211,11 @@ def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> N
     assert owned
     shell.revoke(owned)
     assert shell.owned == set()
+    # a stray message for a partition no longer owned is not applied (nor persisted)
+    writes = len(rec.changelog)
+    before = dict(rec.changelog)
+    shell.process([(b"o:O1", orjson.dumps(created("O1", "23:00")), 0, None, None)])
+    assert shell.engines == {} and rec.changelog == before and len(rec.changelog) == writes
     shell.restore([(k, v) for (_, k), v in rec.changelog.items()], owned)
     assert sum(len(e.shards) for e in shell.engines.values()) > 0
 
