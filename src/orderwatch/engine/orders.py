@@ -337,8 +337,10 @@ def _first_success(s: OrderShard) -> tuple[float, str, str] | None:
     return best
 
 
-def _paid_at(s: OrderShard) -> float | None:
-    first = _first_success(s)
+def _paid_at(s: OrderShard, first: tuple[float, str, str] | None = None) -> float | None:
+    """When the order first counted as paid; ``first`` is ``_first_success(s)`` if known."""
+    if first is None:
+        first = _first_success(s)
     times = [t for t in (s.paid_status_at, first[0] if first else None) if t is not None]
     return min(times) if times else None
 
@@ -657,7 +659,7 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     first = _first_success(s)
-    paid_at = _paid_at(s)
+    paid_at = _paid_at(s, first)
     status = s.status
     p = ctx.params
     if first is not None and s.paid_status_at is None:
