@@ -103,6 +103,7 @@ class Counters:
     invalid: int = 0
     processed: int = 0
     published: int = 0
+    requeued: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -228,9 +229,14 @@ class Shell:
         touched: set[int] = set()
         for key_bytes, raw, partition, arrival, stamp in batch:
             if partition not in self.assigned:
-                # a message fetched before a rebalance took its partition away: its new owner
-                # reads it from the committed offset; applying it here would write a stale
-                # shard into the changelog behind the new owner's back
+                # fetched before a rebalance took its partition away. Applying it here would
+                # write a stale shard behind the new owner's back, and dropping it could lose it
+                # (its offset may be committed with this batch): hand it to the new owner by
+                # sending it to the same partition again. A duplicate is harmless (idempotent).
+                if key_bytes != WATERMARK.encode():
+                    headers = None if stamp is None else [(WATERMARK_HEADER, stamp)]
+                    self.send_shard(key_bytes, raw, partition, headers)
+                    self.counters.requeued += 1
                 continue
             key = key_bytes.decode()
             touched.add(partition)

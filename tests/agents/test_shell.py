@@ -211,11 +211,14 @@ def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> N
     assert owned
     shell.revoke(owned)
     assert shell.owned == set()
-    # a stray message for a partition no longer owned is not applied (nor persisted)
-    writes = len(rec.changelog)
+    # a stray message for a partition no longer owned is not applied nor persisted, but handed
+    # on to the partition's new owner
     before = dict(rec.changelog)
-    shell.process([(b"o:O1", orjson.dumps(created("O1", "23:00")), 0, None, None)])
-    assert shell.engines == {} and rec.changelog == before and len(rec.changelog) == writes
+    sent = len(rec.shard)
+    stray = (b"o:O1", orjson.dumps(created("O1", "23:00")), 0, None, None)
+    shell.process([stray])
+    assert shell.engines == {} and rec.changelog == before
+    assert rec.shard[sent:] == [stray] and shell.counters.requeued == 1
     shell.restore([(k, v) for (_, k), v in rec.changelog.items()], owned)
     assert sum(len(e.shards) for e in shell.engines.values()) > 0
 
