@@ -141,13 +141,6 @@ def _consumed(worker: WorkerProcess) -> float:
     return total
 
 
-@pytest.mark.xfail(
-    reason="known gap: in event-time mode a shard partition's watermark is the minimum over the "
-    "routers it has heard from; while a joining worker's router has not reported yet, the others "
-    "can advance it past inputs nobody has read, so timeouts near a rebalance can differ from "
-    "replay. Wall-clock mode (the default) is unaffected by this.",
-    strict=False,
-)
 async def test_a_second_worker_joins_and_leaves_mid_stream(
     broker: EmbeddedBroker, topics: Topics, workdir: Path, workers: list[WorkerProcess]
 ) -> None:
