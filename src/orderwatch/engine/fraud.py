@@ -8,6 +8,7 @@ in it is flagged, and so is each later order that keeps the window satisfied; ea
 from __future__ import annotations
 
 import bisect
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine.catalog import format_duration
@@ -22,6 +23,9 @@ CLUSTER = "fraud.address_cluster"
 BURST = "fraud.new_account_burst"
 SHARED = "fraud.shared_phone"
 _RULE = {ADDRESS: CLUSTER, PHONE: SHARED, CUSTOMER: BURST}
+#: fields of a window entry ``[at, order_id, customer_id, event_id]``
+_AT = itemgetter(0)
+_ORDER_ID = itemgetter(1)
 
 
 def admits(ctx: Engine, key: str, ev: InboundEvent) -> bool:
@@ -58,7 +62,7 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
     else:
         min_orders, min_customers = params.min_customers, params.min_customers
     entry = [at, ev.order_id, ev.customer.customer_id, ev.event_id]
-    if any(e[1] == ev.order_id for e in s.entries):
+    if ev.order_id in map(_ORDER_ID, s.entries):
         return
     bisect.insort(s.entries, entry)
     window = params.window
@@ -82,16 +86,15 @@ def _satisfied(
     entries: list[list[Any]], at: float, window: float, min_orders: int, min_customers: int
 ) -> list[list[list[Any]]]:
     """Every half-open window [start, start + window) that contains ``at`` and meets the rule."""
-    times = [e[0] for e in entries]
-    first = bisect.bisect_left(times, at - window)
+    first = bisect.bisect_left(entries, at - window, key=_AT)
     hits = []
     for i in range(first, len(entries)):
-        start = times[i]
+        start = entries[i][0]
         if start > at:
             break
         if start + window <= at:
             continue
-        end = bisect.bisect_left(times, start + window)
+        end = bisect.bisect_left(entries, start + window, key=_AT)
         members = entries[i:end]
         if len(members) >= min_orders and len({e[2] for e in members}) >= min_customers:
             hits.append(members)
