@@ -98,8 +98,9 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     s.currency = ev.currency
     s.promised_by = ev.promised_delivery_by.timestamp() if ev.promised_delivery_by else None
     life = ctx.life
-    life.resolve(s, PAYMENT_ORPHAN, oid, now, [ev.event_id], {"order_created_at": iso(at)})
-    life.resolve(s, LOGISTICS_ORPHAN, oid, now, [ev.event_id], {"order_created_at": iso(at)})
+    for orphan in (PAYMENT_ORPHAN, LOGISTICS_ORPHAN):
+        if _is_open(s, orphan):
+            life.resolve(s, orphan, oid, now, [ev.event_id], {"order_created_at": iso(at)})
     for pid, p in s.payments.items():
         _check_amount(ctx, s, pid, p, now)
     if s.address_at is None or at >= s.address_at:
@@ -627,8 +628,9 @@ def _delivered(ctx: Engine, s: OrderShard, at: float, eid: str, now: float) -> N
     if s.delivered_at is None or at < s.delivered_at:
         s.delivered_at = at
     oid = s.order_id
-    ctx.life.resolve(s, DELIVERY_DELAYED, oid, now, [eid], {"delivered_at": iso(at)})
-    ctx.life.resolve(s, TRACKING_STALE, oid, now, [eid], {"delivered_at": iso(at)})
+    for rule_id in (DELIVERY_DELAYED, TRACKING_STALE):
+        if _is_open(s, rule_id):
+            ctx.life.resolve(s, rule_id, oid, now, [eid], {"delivered_at": iso(at)})
 
 
 def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now: float) -> None:
