@@ -365,6 +365,8 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
 def _became_paid(ctx: Engine, s: OrderShard, eid: str, now: float) -> None:
     oid = s.order_id
     ctx.life.resolve(s, SHIPPED_UNPAID, oid, now, [eid], {"paid_by_event": eid})
+    if not s.short_stock:
+        return
     for sku, (wh, fail_eid, fail_at) in list(s.short_stock.items()):
         _raise_oversold(
             ctx,
@@ -389,8 +391,10 @@ def _refunded(ctx: Engine, s: OrderShard, ev: PaymentRefunded, now: float) -> No
     p = s.payments.get(ev.payment_id)
     if p is None:
         p = s.payments[ev.payment_id] = Payment()
-    if p.refunded or ev.refund_id in p.refunds:
+    if p.refunded or (p.refunds is not None and ev.refund_id in p.refunds):
         return
+    if p.refunds is None:
+        p.refunds = {}
     p.refunds[ev.refund_id] = str(ev.amount)
     _settle_refunds(p)
     if not p.refunded:
@@ -533,9 +537,9 @@ def _reserved(ctx: Engine, s: OrderShard, ev: InventoryReserved, now: float) -> 
         values = {"available_after": ev.available_after, "quantity": ev.quantity}
         _raise_oversold(ctx, s, ev.sku, ev.warehouse_id, ev.event_id, at, now, values)
     else:
-        short = s.short_stock.get(ev.sku)
+        short = s.short_stock.get(ev.sku) if s.short_stock else None
         if short is not None and at > short[2]:
-            del s.short_stock[ev.sku]
+            del s.short_stock[ev.sku]  # type: ignore[union-attr]
         resolves.append("inventory.oversold")
     values = {"reserved_quantity": ev.quantity, "available_after": ev.available_after}
     for rule_id in resolves:
@@ -562,6 +566,8 @@ def _reservation_failed(
                 {"reason": ev.reason, "quantity": ev.quantity},
             )
         else:
+            if s.short_stock is None:
+                s.short_stock = {}
             known = s.short_stock.get(ev.sku)
             if known is None or at < known[2]:
                 s.short_stock[ev.sku] = [ev.warehouse_id, ev.event_id, at]

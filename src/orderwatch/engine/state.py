@@ -114,7 +114,8 @@ class Payment:
     refunded: bool = False
     refund_event_id: str | None = None
     #: refund_id -> amount (decimal string); a re-callback of one refund_id counts once
-    refunds: dict[str, str] = field(default_factory=dict)
+    #: (None until the first refund: most payments never see one)
+    refunds: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -153,7 +154,8 @@ class OrderShard(Shard):
     address_at: float | None = None
     address_changed_at: float | None = None
     #: sku -> [warehouse_id, event_id, at] of an insufficient_stock failure not yet judged
-    short_stock: dict[str, list[Any]] = field(default_factory=dict)
+    #: (None until the first: most orders never have one)
+    short_stock: dict[str, list[Any]] | None = None
 
     _FIELDS = (
         "created_eid",
@@ -202,7 +204,7 @@ class OrderShard(Shard):
                     p.at,
                     p.refunded,
                     p.refund_event_id,
-                    p.refunds,
+                    p.refunds if p.refunds is not None else {},
                 ]
                 for pid, p in self.payments.items()
             }
@@ -218,7 +220,7 @@ class OrderShard(Shard):
             if name in d:
                 setattr(shard, name, d[name])
         shard.payments = {pid: Payment(*p) for pid, p in d.get("payments", {}).items()}
-        shard.short_stock = d.get("short_stock", {})
+        shard.short_stock = d.get("short_stock") or None
         return shard
 
 
