@@ -141,6 +141,8 @@ class Lifecycle:
         values: dict[str, Any] | None = None,
     ) -> bool:
         """Close an open exception because its resolving condition now holds."""
+        if not shard.open:
+            return False  # the common case, decided before building the key
         key = f"{rule_id}|{subject}"
         op = shard.open.pop(key, None)
         if op is None:

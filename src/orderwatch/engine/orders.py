@@ -193,7 +193,7 @@ def _phone_values(addr: Address) -> dict[str, Any]:
 
 
 def _is_open(s: Shard, rule_id: str) -> bool:
-    return f"{rule_id}|{s.key[2:]}" in s.open
+    return bool(s.open) and f"{rule_id}|{s.key[2:]}" in s.open
 
 
 def _resolve_if_later(
