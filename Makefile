@@ -44,7 +44,13 @@ demo: $(STAMP) ## embedded broker + worker + traffic; Ctrl-C or DEMO_SECONDS=N t
 bench-engine: $(STAMP) ## decode + engine throughput and memory over a simulated day (>= 1M events)
 	$(BIN)/python bench/bench_engine.py $(BENCH_ARGS)
 
+bench-pipeline: $(STAMP) ## throughput (aiokafka / bare Faust / worker) and detection latency on Tansu
+	$(BIN)/python bench/bench_pipeline.py $(BENCH_ARGS)
+
+bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~7 min)
+	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit schemas demo bench-engine clean
+.PHONY: help venv lint fmt test unit schemas demo bench-engine bench-pipeline bench clean

@@ -1,0 +1,72 @@
+"""The benchmark scripts' code paths on tiny inputs: they run, and their figures are sane.
+
+Benchmarks are not tests: nothing here looks at a time. This only keeps ``make bench`` from
+breaking silently between two runs (it needs a broker and minutes, so CI does not run it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+
+import orjson
+
+from orderwatch.events.codec import decode_event
+from orderwatch.simulate import AGO, SimConfig, Simulator
+from tests.integration.harness import Topics
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_benchmark_fires_the_due_orders_on_tiny_engines() -> None:
+    figures = load("bench_state").run(large=1_000, small=300, due=50, sweeps=2)
+    assert figures["exceptions_per_sweep"] > 0
+    assert figures["large_orders"] == 1_000 and figures["small_orders"] == 300
+    assert figures["large_sweep_s"] > 0 and figures["small_sweep_s"] > 0
+
+
+def test_pipeline_traffic_is_valid_and_routed_to_the_run_topics() -> None:
+    bench = load("bench_pipeline")
+    topics = Topics(prefix="smoke")
+    records = bench.day_of_events(200, topics)
+    assert len(records) == 200
+    for topic, key, value in records:
+        assert topic.startswith("smoke-") and key
+        decode_event(value)
+
+
+def test_paced_events_are_dated_now_minus_their_backdating() -> None:
+    bench = load("bench_pipeline")
+    sim = Simulator(SimConfig(seed=3, orders=40, demo=True, anomaly_rate=0.5))
+    backdated = next(e for e in sim.events() if AGO in e)
+    ago = backdated[AGO]
+    event = orjson.loads(bench.stamp_now(backdated))
+    at = datetime.fromisoformat(event["occurred_at"]).timestamp()
+    assert abs(at - (time.time() - ago)) < 5
+    decode_event(orjson.dumps(event))
+
+
+def test_percentiles_and_spans() -> None:
+    bench = load("bench_pipeline")
+    assert bench.pct([1.0], 99) == 1.0
+    assert bench.pct([float(i) for i in range(101)], 50) == 50.0
+    span = bench.Span()
+    span.see(0, 1.0, 1.0)
+    span.see(10, 2.0, 2.5)
+    span.see(10, 3.0, 4.0)
+    assert span.events == 20 and span.rate == 10.0
