@@ -47,7 +47,7 @@ bench-engine: $(STAMP) ## decode + engine throughput and memory over a simulated
 bench-pipeline: $(STAMP) ## throughput (aiokafka / bare Faust / worker) and detection latency on Tansu
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_ARGS)
 
-bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~7 min)
+bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~6 min)
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
