@@ -74,7 +74,18 @@ class Worker:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.telemetry = Telemetry(self.metrics, wall_clock=settings.clock == "wall")
+        self.telemetry = Telemetry(
+            self.metrics,
+            wall_clock=settings.clock == "wall",
+            lag_topics={
+                settings.topic_orders,
+                settings.topic_payments,
+                settings.topic_inventory,
+                settings.topic_logistics,
+                settings.topic_blacklist,
+                f"{settings.app_id}-shard-events",
+            },
+        )
         self._ready = False
         self.catalog = load_catalog(settings.rules_dir)
         self.retention = parse_duration(settings.retention)
