@@ -176,7 +176,7 @@ class Worker:
             s.topic_inventory: "inventory",
         }
         self.shell = Shell(
-            lambda: Engine(self.catalog, retention=self.retention),
+            lambda: Engine(self.catalog, retention=self.retention, reorder=s.clock == "event"),
             s.partitions,
             clock=s.clock,
             silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,

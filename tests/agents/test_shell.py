@@ -62,7 +62,7 @@ class Recorder:
 def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
     """A shell that owns every partition (as after its first recovery, with an empty table)."""
     shell = Shell(
-        lambda: Engine(CATALOG),
+        lambda: Engine(CATALOG, reorder=True),
         PARTITIONS,
         clock=clock,
         send_shard=rec.send_shard,
@@ -154,7 +154,7 @@ def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() 
 
     # a new process: only the changelog survives
     second = Shell(
-        lambda: Engine(CATALOG),
+        lambda: Engine(CATALOG, reorder=True),
         PARTITIONS,
         clock="event",
         send_shard=rec.send_shard,

@@ -134,17 +134,18 @@ class WorkerProcess:
         return self.get("/readyz")[0] == 200
 
     def metric(self, name: str, **labels: str) -> float:
-        """Current value of one sample on /metrics (0.0 when absent)."""
+        """Sum of the samples of ``name`` on /metrics that carry these labels (0.0: none)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        _, body = self.get("/metrics")
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return 0.0
+        status, body = self.get("/metrics")
+        if status != 200:
+            return 0.0
+        return sum(
+            float(sample.value)
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

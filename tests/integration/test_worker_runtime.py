@@ -31,6 +31,7 @@ from tests.integration.proxy import Proxy
 pytestmark = pytest.mark.integration
 
 Key = tuple[str, str, str, str, int]
+CONSUMED = "orderwatch_events_consumed_total"
 
 
 def scenario(seed: int, orders: int = 120) -> list[dict[str, Any]]:
@@ -120,25 +121,13 @@ async def test_kill_9_three_times_loses_nothing_and_renames_nothing(
                 # kill mid-stream: once it has read part of this chunk, not after it is done
                 part = len(chunk) // 3
                 await out.wait_for(
-                    lambda _, w=worker, n=part: _consumed(w) >= n, 60, "part of the chunk read"
+                    lambda _, w=worker, n=part: w.metric(CONSUMED) >= n,
+                    60,
+                    "part of the chunk read",
                 )
                 worker.kill()
         await converge(out, expected, 120)
     assert {k[0] for k in live(out)} <= {k[0] for k in expected}, "no id replay would not give"
-
-
-def _consumed(worker: WorkerProcess) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, body = worker.get("/metrics")
-    if status != 200:
-        return 0.0
-    total = 0.0
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == "orderwatch_events_consumed_total":
-                total += sample.value
-    return total
 
 
 async def test_a_second_worker_joins_and_leaves_mid_stream(
@@ -155,7 +144,7 @@ async def test_a_second_worker_joins_and_leaves_mid_stream(
         second = start_worker(broker.bootstrap, topics, workdir / "second")
         workers.append(second)
         await produce(broker.bootstrap, topics, events[third : 2 * third])
-        await out.wait_for(lambda _: _consumed(second) > 0, 60, "the second worker reading")
+        await out.wait_for(lambda _: second.metric(CONSUMED) > 0, 60, "the second worker reading")
         second.stop()
         await produce(broker.bootstrap, topics, events[2 * third :])
         await converge(out, expected, 120)
@@ -215,13 +204,7 @@ async def test_ten_thousand_poison_pills_are_dead_lettered_and_traffic_flows(
             b"too_large",
         }
         assert len(dlq.records) == 10_000
-    invalid = 0.0
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(worker.get("/metrics")[1].decode()):
-        for sample in family.samples:
-            if sample.name == "orderwatch_invalid_messages_total":
-                invalid += sample.value
+    invalid = worker.metric("orderwatch_invalid_messages_total")
     assert invalid == 10_000
 
 
@@ -244,7 +227,7 @@ async def test_broker_unreachable_for_30_seconds_then_back(
         workers.append(worker)
         async with Collector(bootstrap, topics.exceptions) as out:
             await produce(bootstrap, topics, events[:half])
-            await out.wait_for(lambda _: _consumed(worker) >= half, 60, "first half read")
+            await out.wait_for(lambda _: worker.metric(CONSUMED) >= half, 60, "first half read")
             proxy.cut()
             await asyncio.sleep(30)  # the outage itself: the broker is unreachable for 30 s
             proxy.restore()

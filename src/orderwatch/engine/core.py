@@ -94,9 +94,15 @@ class Engine:
         *,
         retention: float = DEFAULT_RETENTION,
         track_dirty: bool = True,
+        reorder: bool = False,
     ) -> None:
         self.rules: dict[str, Rule] = dict(rules)
         self.retention = retention
+        #: event time on a watermark (live worker, ``ORDERWATCH_CLOCK=event``): every event read
+        #: ahead of the clock waits in its shard until the clock reaches it, so the shard sees
+        #: its events in time order, as replay of a time-ordered file does, however far apart
+        #: the input streams are read
+        self.reorder = reorder
         #: whether ``dirty`` collects changed shard keys for ``take_dirty``; replay persists
         #: nothing, and a set of every key it ever touched would grow with the input
         self.track_dirty = track_dirty
@@ -189,18 +195,17 @@ class Engine:
             self.schedule(shard, EVICT, max(shard.last_at, at) + self.retention)
         self.dirty.add(shard.key)
 
-    @staticmethod
-    def _must_wait(shard: Shard, now: float, occurred: float) -> bool:
-        """Whether an event read ahead of the clock must wait for it (live, event time only).
+    def _must_wait(self, shard: Shard, now: float, occurred: float) -> bool:
+        """Whether an event read ahead of the clock must wait for it.
 
-        If the shard has a deadline between the clock and the event's time, replay would have
-        fired it before reading this event (its input is in time order); the live worker's
-        watermark has not got there yet because another stream is still being read. Applying
-        the event now could resolve a timeout that was in fact missed, so it waits, and so does
-        every later event of the shard, to keep their order. Replay's clock is never behind the
-        event it reads, so replay never parks.
+        With ``reorder`` every such event waits. Otherwise only when the shard has a deadline
+        between the clock and the event's time: replay would have fired it before reading this
+        event, and applying the event now could resolve a timeout that was in fact missed (a
+        producer whose clock runs ahead of ours, live). Later events of a shard with waiting
+        ones wait too, to keep their order. Replay's clock is never behind the event it reads,
+        so replay never parks.
         """
-        if shard.parked:
+        if shard.parked or self.reorder:
             return True
         return any(
             now < due < occurred
