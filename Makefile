@@ -20,14 +20,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create the virtualenv and install orderwatch with dev tools
 
 lint: $(STAMP) ## ruff (format + lint), mypy --strict, import-linter contracts
-	$(BIN)/ruff format --check src agents tests
-	$(BIN)/ruff check src agents tests
-	$(BIN)/mypy src agents
+	$(BIN)/ruff format --check src agents tests bench
+	$(BIN)/ruff check src agents tests bench
+	$(BIN)/mypy src agents bench
 	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## format the code
-	$(BIN)/ruff format src agents tests
-	$(BIN)/ruff check --fix src agents tests
+	$(BIN)/ruff format src agents tests bench
+	$(BIN)/ruff check --fix src agents tests bench
 
 test: lint ## lint, then the whole test suite (unit, agents, integration on the embedded broker)
 	$(BIN)/pytest

@@ -376,7 +376,8 @@ async def measure_latency(
         stop.set()
         await collector
         await consumer.stop()
-    timeout, event = [], []
+    timeout: list[float] = []
+    event: list[float] = []
     for at, exc in arrivals:
         if exc["state"] != "raised" or (exc["rule_id"], exc["subject"]) not in expected:
             continue
