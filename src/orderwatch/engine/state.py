@@ -256,16 +256,14 @@ class WindowShard(Shard):
     """A sliding event-time window of orders sharing an address, a phone or a customer.
 
     ``entries`` holds ``[at, order_id, customer_id, event_id]`` in time order, pruned to what a
-    window could still use; ``flagged`` the orders already raised, so each is raised once.
+    window could still use. Each order is raised once through the lifecycle's ``done`` ids.
     """
 
     entries: list[list[Any]] = field(default_factory=list)
-    flagged: set[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.base_dict()
         d["entries"] = self.entries
-        d["flagged"] = sorted(self.flagged or ())
         return d
 
     @classmethod
@@ -273,7 +271,6 @@ class WindowShard(Shard):
         shard = cls(d["key"])
         shard.load_base(d)
         shard.entries = d.get("entries", [])
-        shard.flagged = set(d["flagged"]) if d.get("flagged") else None
         return shard
 
 
