@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine import Engine
@@ -143,7 +144,6 @@ class Worker:
         shard_topic = app.topic(
             f"{s.app_id}-shard-events", partitions=s.partitions, internal=True, **raw
         )
-        exceptions = app.topic(s.topic_exceptions, **raw)
         dlq = app.topic(s.topic_dlq, **raw)
         table = app.Table(
             "state",
@@ -157,17 +157,22 @@ class Worker:
         self.table = table
         t = self.telemetry
 
+        # Faust's own aiokafka producer: the one it flushes before committing offsets
+        outbox = self.outbox = Outbox(lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
+        shard_name = shard_topic.get_topic_name()
+        changelog_name = table.changelog_topic.get_topic_name()
+
         def send_shard(
             key: bytes, value: bytes, partition: int | None, headers: Any = None
         ) -> None:
-            shard_topic.send_soon(key=key, value=value, partition=partition, headers=headers)
+            outbox.put(shard_name, key, value, partition, headers)
 
         def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
             if value is None:
                 table.data.pop(key, None)
             else:
                 table.data[key] = value
-            table.send_changelog(partition, key, value, **raw)
+            outbox.put(changelog_name, key, value, partition)
 
         streams = {
             s.topic_orders: "orders",
@@ -183,8 +188,8 @@ class Worker:
             watermark_exempt={s.topic_blacklist},
             send_shard=send_shard,
             send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
-            send_exception=lambda key, value, headers: exceptions.send_soon(
-                key=key, value=value, headers=headers
+            send_exception=lambda key, value, headers: outbox.put(
+                s.topic_exceptions, key, value, None, headers
             ),
             send_changelog=send_changelog,
             source=f"/orderwatch/{s.app_id}",
@@ -234,6 +239,7 @@ class Worker:
                 for event in batch:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
+                await outbox.drain()
 
         @app.agent(shard_topic, concurrency=1)
         async def detector(stream: Any) -> None:
@@ -242,19 +248,31 @@ class Worker:
                     (e.key, e.value, e.message.partition, e.message.timestamp, _stamp(e))
                     for e in batch
                 )
+                await outbox.drain()
 
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
                 if s.clock == "event":
                     shell.send_watermarks(source_partitions(), highwater, all_inputs())
                 shell.sweep()
+            await outbox.drain()
             t.refresh(shell.engines.values(), app.consumer)
             t.silence(shell.silence)
 
         app.timer(s.sweep_interval, on_leader=False)(sweep)
 
+        def shorten_fetch_wait() -> None:
+            """Faust fixes the consumer's fetch wait at 1.5 s; a broker that holds a fetch that
+            long when a partition is quiet (Tansu does) adds it to detection latency."""
+            try:
+                fetcher = app.consumer._thread._ensure_consumer()._fetcher  # type: ignore[attr-defined]
+                fetcher._fetch_max_wait_ms = int(s.fetch_max_wait * 1000)
+            except Exception:  # a later Faust or aiokafka without these internals: keep theirs
+                log.warning("could not shorten the consumer's fetch wait")
+
         @table.on_recover
         async def recovered() -> None:
+            shorten_fetch_wait()
             owned = {
                 tp.partition
                 for tp in app.consumer.assignment()

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     batch_within: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
 
     session_timeout: float = Field(6.0, description="Kafka consumer session timeout, seconds")
+    fetch_max_wait: float = Field(
+        0.1, gt=0, le=1.5, description="longest a consumer fetch waits for data, seconds"
+    )
     heartbeat_interval: float = Field(1.0, description="Kafka consumer heartbeat, seconds")
     data_dir: Path = Field(Path(".orderwatch-data"), description="Faust local data directory")
 
