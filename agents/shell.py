@@ -202,7 +202,7 @@ class Shell:
             if self.on_invalid is not None:
                 self.on_invalid(topic, exc.reason)
             return
-        occurred = event.occurred_at.timestamp()
+        occurred = event.occurred_ts
         if occurred > self.source_hi.get(tp, -INF):
             self.source_hi[tp] = occurred
         headers = self._stamp() if self.clock == "event" else None
