@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import created, plus, run
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "fraud.abnormal_quantity"
 
@@ -17,7 +18,7 @@ def test_21_units_of_one_sku_raises_medium_for_risk() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == ("fraud", "medium", "risk")
+    assert_card(raised, "fraud", "medium", "risk")
     assert raised.event_time == datetime.fromisoformat("2026-11-20T10:00:00Z")
     assert raised.evidence.event_ids == [order["event_id"]]
     assert raised.sku == "SKU-9"

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import address, created, plus, run
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "fraud.address_cluster"
 
@@ -19,7 +20,7 @@ def test_five_orders_from_three_customers_flag_every_order() -> None:
     assert sorted(e.subject for e in flagged) == ["O0", "O1", "O2", "O3", "O4"]
     for e in flagged:
         assert e.state == "raised" and e.order_id == e.subject
-        assert (e.category, e.severity, e.owner) == ("fraud", "high", "risk")
+        assert_card(e, "fraud", "high", "risk")
         assert e.event_time == datetime.fromisoformat("2026-11-20T10:04:00Z")
         assert e.evidence.values["orders_in_window"] == 5
         assert e.evidence.values["customers_in_window"] == 3

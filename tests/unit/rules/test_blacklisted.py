@@ -7,6 +7,7 @@ import orjson
 from orderwatch.engine import Engine
 from orderwatch.rulefiles import load_catalog
 from tests.factories import address, blacklist, created, decode_event, plus, run, to_jsonl
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "fraud.blacklisted"
 
@@ -17,7 +18,7 @@ def test_a_blacklisted_customer_raises_critical_for_risk() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == ("fraud", "critical", "risk")
+    assert_card(raised, "fraud", "critical", "risk")
     assert raised.event_time == datetime.fromisoformat("2026-11-20T10:00:00Z")
     assert raised.evidence.event_ids == [order["event_id"]]
     assert raised.evidence.values["matched"] == "customer_id"

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import created, logistics, paid, plus, run
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "logistics.delivery_delayed"
 SHIPPED = "2026-11-21T08:00:00Z"
@@ -32,7 +33,7 @@ def test_promised_by_the_24th_not_delivered_raises_at_the_promise() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == ("logistics", "medium", "logistics")
+    assert_card(raised, "logistics", "medium", "logistics")
     assert raised.event_time == datetime.fromisoformat(PROMISE)
     assert raised.evidence.values["promised_by"] == PROMISE
     assert raised.evidence.values["shipped_at"] == SHIPPED

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import address, address_changed, created, run
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "customer.invalid_address"
 
@@ -13,11 +14,7 @@ def test_line1_of_4_characters_raises() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == (
-        "customer_info",
-        "medium",
-        "customer_service",
-    )
+    assert_card(raised, "customer_info", "medium", "customer_service")
     assert raised.event_time == datetime.fromisoformat("2026-11-20T10:00:00Z")
     assert raised.evidence.event_ids == [order["event_id"]]
     values = raised.evidence.values

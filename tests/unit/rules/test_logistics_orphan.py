@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import created, logistics, paid, plus, run, status
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "logistics.orphan"
 
@@ -13,7 +14,7 @@ def test_shipped_at_10_for_an_unknown_order_raises_at_10_10() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O9" and raised.order_id == "O9"
-    assert (raised.category, raised.severity, raised.owner) == ("system", "medium", "tech")
+    assert_card(raised, "system", "medium", "tech")
     assert raised.event_time == datetime.fromisoformat("2026-11-20T10:10:00Z")
     assert raised.detected_at == datetime.fromisoformat("2026-11-20T10:10:01Z")
     assert raised.evidence.event_ids == [ship["event_id"]]

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from tests.factories import created, logistics, paid, plus, run
 from tests.unit.rules.helpers import carrier_exception
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "logistics.lost_or_damaged"
 
@@ -18,11 +19,7 @@ def test_lost_at_14_00_raises_critical_for_logistics() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised" and raised.escalation_level == 0
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == (
-        "logistics",
-        "critical",
-        "logistics",
-    )
+    assert_card(raised, "logistics", "critical", "logistics")
     assert raised.event_time == datetime.fromisoformat("2026-11-20T14:00:00Z")
     assert raised.evidence.event_ids == [lost["event_id"]]
     assert raised.evidence.values["kind"] == "lost"

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import address, created, plus, run
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "fraud.new_account_burst"
 SIGNUP = "2026-11-15T10:00:00Z"  # five days before the test day
@@ -22,7 +23,7 @@ def test_five_orders_in_20_minutes_from_a_5_day_old_account_flag_all() -> None:
     assert sorted(e.subject for e in flagged) == [f"O{n}" for n in range(5)]
     for e in flagged:
         assert e.state == "raised" and e.order_id == e.subject
-        assert (e.category, e.severity, e.owner) == ("fraud", "high", "risk")
+        assert_card(e, "fraud", "high", "risk")
         assert e.event_time == datetime.fromisoformat("2026-11-20T10:20:00Z")
         assert e.evidence.values["customer_id"] == "NEW1"
         assert e.evidence.values["orders_in_window"] == 5

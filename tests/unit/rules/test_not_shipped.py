@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import created, logistics, paid, plus, run, status
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "logistics.not_shipped"
 PAID = "10:00"
@@ -17,7 +18,7 @@ def test_paid_at_10_not_shipped_48h_later_raises() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised" and raised.escalation_level == 0
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == ("logistics", "medium", "warehouse")
+    assert_card(raised, "logistics", "medium", "warehouse")
     assert raised.event_time.isoformat() == DEADLINE.replace("Z", "+00:00")
     assert raised.detected_at.isoformat() == plus(DEADLINE, seconds=1).replace("Z", "+00:00")
     assert raised.evidence.values["paid_at"] == "2026-11-20T10:00:00Z"

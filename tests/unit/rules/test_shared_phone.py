@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import address, created, plus, run
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "fraud.shared_phone"
 
@@ -25,7 +26,7 @@ def test_three_customers_one_phone_flag_every_order_masked() -> None:
     assert sorted(e.subject for e in flagged) == ["O1", "O2", "O3"]
     for e in flagged:
         assert e.state == "raised" and e.order_id == e.subject
-        assert (e.category, e.severity, e.owner) == ("fraud", "medium", "risk")
+        assert_card(e, "fraud", "medium", "risk")
         assert e.event_time == datetime.fromisoformat("2026-11-20T12:00:00Z")
         assert e.evidence.values["customers_in_window"] == 3
         assert str(e.evidence.values["phone"]).endswith("5678")

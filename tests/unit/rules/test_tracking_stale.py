@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from tests.factories import created, logistics, paid, plus, run, status
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "logistics.tracking_stale"
 SHIPPED = "2026-11-21T08:00:00Z"
@@ -24,7 +25,7 @@ def test_shipped_then_silent_for_72h_raises() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == ("logistics", "medium", "logistics")
+    assert_card(raised, "logistics", "medium", "logistics")
     assert raised.event_time == datetime.fromisoformat(deadline)
     assert raised.evidence.values["last_event_at"] == SHIPPED
 

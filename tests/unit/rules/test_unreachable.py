@@ -4,6 +4,7 @@ from datetime import datetime
 
 from tests.factories import address, address_changed, created, logistics, paid, plus, run
 from tests.unit.rules.helpers import carrier_exception
+from tests.unit.rules.rulebook import assert_card
 
 RULE = "customer.unreachable"
 
@@ -18,11 +19,7 @@ def test_address_unreachable_raises_high_for_customer_service() -> None:
     [raised] = result.of(RULE)
     assert raised.state == "raised"
     assert raised.subject == "O1" and raised.order_id == "O1"
-    assert (raised.category, raised.severity, raised.owner) == (
-        "customer_info",
-        "high",
-        "customer_service",
-    )
+    assert_card(raised, "customer_info", "high", "customer_service")
     assert raised.event_time == datetime.fromisoformat("2026-11-20T15:00:00Z")
     assert raised.evidence.event_ids == [report["event_id"]]
     assert raised.evidence.values["kind"] == "address_unreachable"
