@@ -40,7 +40,7 @@ class Telemetry:
         m.events_consumed.labels(topic=topic, type=event.type).inc()
         m.last_event_timestamp.labels(topic=topic).set(time.time())
         if self.wall_clock:
-            m.event_time_lag.observe(max(0.0, now - event.occurred_at.timestamp()))
+            m.event_time_lag.observe(max(0.0, now - event.occurred_ts))
 
     def on_invalid(self, topic: str, reason: str) -> None:
         self.metrics.invalid_messages.labels(topic=topic, reason=reason).inc()

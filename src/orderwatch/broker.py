@@ -8,12 +8,10 @@ pass both the listener and the advertised URL on 127.0.0.1 and a free port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,10 +139,3 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running_broker(port: int = 0) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(port=port)
-    with broker:
-        yield broker

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -238,6 +238,3 @@ class Rule:
     actions: tuple[str, ...]
     params: Any
     source: str = "<builtin>"
-
-
-EscalateSetting = float | Literal["never"] | None

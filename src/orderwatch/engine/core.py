@@ -254,16 +254,6 @@ class Engine:
         if shard.deadlines.pop(name, None) is not None:
             self.dirty.add(shard.key)
 
-    def next_due(self) -> float | None:
-        """Earliest live deadline, for tests and the worker's idle-sleep decision."""
-        while self._heap:
-            due, _, key, name = self._heap[0]
-            shard = self.shards.get(key)
-            if shard is not None and shard.deadlines.get(name) == due:
-                return due
-            heapq.heappop(self._heap)
-        return None
-
     def hold(self, rule_ids: frozenset[str]) -> None:
         """Hold the timeouts of these rules (their input stream is silent); release the rest.
 
@@ -391,14 +381,5 @@ class Engine:
         for name, due in shard.deadlines.items():
             heapq.heappush(self._heap, (due, next(self._seq), key, name))
 
-    def forget(self, keys: Iterable[str]) -> None:
-        """Drop shards this worker no longer owns (after a rebalance); their heap entries lapse."""
-        for key in keys:
-            self.shards.pop(key, None)
-            self.dirty.discard(key)
-
     def open_count(self) -> int:
         return sum(len(s.open) for s in self.shards.values())
-
-    def pending_deadlines(self) -> int:
-        return sum(len(s.deadlines) for s in self.shards.values())
