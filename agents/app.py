@@ -1,9 +1,10 @@
 """The Faust application: topics, the state table, two agents and the sweep timer.
 
 Stage 1 (``router``) reads the input topics as raw bytes, validates each message inside the agent
-(a decode error in Faust's codec would kill the agent), dead-letters bad ones and repartitions good
-ones by the key their state lives under. Stage 2 (``detector``) reads that shard topic in batches,
-runs the engine and writes each changed shard once per batch to the table's changelog.
+(a decode error in Faust's codec would kill the agent), dead-letters bad ones and repartitions
+good ones by the key their state lives under, one envelope per shard partition per batch (see
+``envelope``). Stage 2 (``detector``) reads that shard topic in batches, runs the engine and writes
+each changed shard once per batch to the table's changelog.
 
 Faust's own pitfalls are handled here: concurrency 1 per agent; no web server (``web_enabled`` off
 and the worker is started without Faust's CLI, which would turn it back on); timers on every worker
@@ -239,6 +240,7 @@ class Worker:
                 for event in batch:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
+                shell.flush()
                 await outbox.drain()
 
         @app.agent(shard_topic, concurrency=1)

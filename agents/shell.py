@@ -12,7 +12,7 @@ workers with its engine's state (its changelog).
 Event-time mode runs on a *watermark*, as Flink does. A worker catching up on a backlog reads its
 input partitions at different speeds, hours of event time apart, so "the largest occurred_at read
 so far" would let the payments topic, read ahead, fire timeouts whose resolving order events are
-simply not read yet. Each router (stage 1) therefore stamps every event it forwards with its
+simply not read yet. Each router (stage 1) therefore stamps every envelope it forwards with its
 watermark: the smallest of the largest occurred_at it has read on each input partition that still
 has a backlog (a caught-up partition cannot hold anything older back). It also reports it to every
 shard partition each tick, for quiet periods. A shard partition's clock is the smallest watermark
@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from orderwatch.agents import envelope
 from orderwatch.engine import BROADCAST, Engine
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.errors import EventValidationError
@@ -41,6 +42,8 @@ from orderwatch.events.exception import ExceptionEvent
 DLQ_MAX_BYTES = 64 * 1024
 #: Shard-topic key of the routers' periodic watermark reports (event-time mode).
 WATERMARK = "~wm"
+#: Shard-topic key of an envelope: what one router batch routed to one shard partition.
+BATCH = b"~batch"
 #: Header carrying "router-id watermark largest-read" on every shard message (event-time mode).
 WATERMARK_HEADER = "orderwatch.watermark"
 #: A router not heard from for this long no longer holds the watermark back (it left).
@@ -49,7 +52,8 @@ ROUTER_EXPIRY = 10.0
 CAUGHT_UP_FOR = 1.0
 INF = float("inf")
 
-#: (shard key, raw event, partition, arrival time, watermark stamp) as stage 2 reads it
+#: (shard key, raw event, partition, arrival time, watermark stamp) as stage 2 reads it; the key
+#: ``BATCH`` carries an envelope of many (shard key, raw event) items instead
 ShardMessage = tuple[bytes, bytes, int, float | None, bytes | None]
 
 
@@ -166,6 +170,9 @@ class Shell:
         #: input partitions it reads); and every input partition the routers expect to be read
         self.reports: dict[int, dict[str, tuple[float, float, float, frozenset[str] | None]]] = {}
         self.expected: dict[int, frozenset[str]] = {}
+        #: stage 1: per shard partition, the (shard key, raw event) items routed and not yet sent
+        self.routed: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.routed_bytes: dict[int, int] = {}
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -205,7 +212,6 @@ class Shell:
         occurred = event.occurred_ts
         if occurred > self.source_hi.get(tp, -INF):
             self.source_hi[tp] = occurred
-        headers = self._stamp() if self.clock == "event" else None
         if self.silence is not None:
             self.silence.observe(topic, event.source, self.wall())
         if self.on_event is not None:
@@ -213,10 +219,35 @@ class Shell:
         for key in Engine.route(event):
             if key == BROADCAST:
                 for p in range(self.partitions):
-                    self.send_shard(broadcast_key(p).encode(), raw, p, headers)
+                    self._queue(p, broadcast_key(p).encode(), raw)
             else:
-                self.send_shard(key.encode(), raw, None, headers)
+                encoded = key.encode()
+                self._queue(partition_for(encoded, self.partitions), encoded, raw)
         self.counters.routed += 1
+
+    def _queue(self, partition: int, key: bytes, raw: bytes) -> None:
+        size = envelope.item_size(key, raw)
+        if self.routed_bytes.get(partition, 0) + size > envelope.MAX_BYTES:
+            self._send_envelope(partition)
+        self.routed.setdefault(partition, []).append((key, raw))
+        self.routed_bytes[partition] = self.routed_bytes.get(partition, 0) + size
+
+    def flush(self) -> None:
+        """Send what was routed since the last flush: one envelope per shard partition.
+
+        The router calls this at the end of each batch, before it awaits anything, so a
+        watermark report (sent by the timer, at an await) never overtakes routed events.
+        """
+        for partition in list(self.routed):
+            self._send_envelope(partition)
+
+    def _send_envelope(self, partition: int) -> None:
+        items = self.routed.pop(partition, None)
+        self.routed_bytes.pop(partition, None)
+        if items:
+            # stamped when sent: the watermark covers every event inside, all read by now
+            headers = self._stamp() if self.clock == "event" else None
+            self.send_shard(BATCH, envelope.pack(items), partition, headers)
 
     # --- stage 2: shard topic -> engines -> exceptions + changelog -----------------------------
 
@@ -227,24 +258,31 @@ class Shell:
         stage 1 read the event (the shard message's timestamp), for the event latency.
         """
         touched: set[int] = set()
+        report = WATERMARK.encode()
         for key_bytes, raw, partition, arrival, stamp in batch:
             if partition not in self.assigned:
                 # fetched before a rebalance took its partition away. Applying it here would
                 # write a stale shard behind the new owner's back, and dropping it could lose it
                 # (its offset may be committed with this batch): hand it to the new owner by
                 # sending it to the same partition again. A duplicate is harmless (idempotent).
-                if key_bytes != WATERMARK.encode():
+                if key_bytes != report:
                     headers = None if stamp is None else [(WATERMARK_HEADER, stamp)]
                     self.send_shard(key_bytes, raw, partition, headers)
                     self.counters.requeued += 1
                 continue
-            key = key_bytes.decode()
             touched.add(partition)
-            if key != WATERMARK:
-                self._step(key, raw, partition, arrival)
+            if key_bytes == BATCH:
+                try:
+                    items = envelope.unpack(raw)
+                except envelope.EnvelopeError:
+                    items = []  # only a foreign writer to our internal topic gets here
+                for key, event in items:
+                    self._step(key.decode(), event, partition, arrival)
+            elif key_bytes != report:
+                self._step(key_bytes.decode(), raw, partition, arrival)
             if stamp is not None:
                 # the stamp says everything up to and including this message has been read
-                self._heard(partition, stamp, raw if key == WATERMARK else None)
+                self._heard(partition, stamp, raw if key_bytes == report else None)
         for partition in touched:
             if self.clock == "event":
                 self._publish(self.engine(partition).sweep(self.now(partition)))
@@ -324,6 +362,7 @@ class Shell:
         """Tell every shard partition how far this router's inputs have been read, and which
         inputs it reads (``expected``: every input partition of the group, when known)."""
         assigned = list(assigned)
+        self.flush()  # a report must not overtake events routed before it
         self.look(assigned, highwater)
         stamp = self._stamp()
         body = orjson.dumps(

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from orderwatch.agents import envelope
 from orderwatch.agents.shell import (
+    BATCH,
     WATERMARK_HEADER,
     ShardMessage,
     Shell,
@@ -59,6 +61,16 @@ class Recorder:
         self.changelog[(partition, key)] = value
 
 
+def routed(rec: Recorder) -> list[tuple[bytes, int]]:
+    """(shard key, partition) of every event inside the envelopes sent so far."""
+    return [
+        (key, p)
+        for k, value, p, _, _ in rec.shard
+        if k == BATCH
+        for key, _ in envelope.unpack(value)
+    ]
+
+
 def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
     """A shell that owns every partition (as after its first recovery, with an empty table)."""
     shell = Shell(
@@ -83,6 +95,7 @@ def feed(shell: Shell, rec: Recorder, events: list[dict[str, Any]]) -> None:
     for e in events:
         shell.route(orjson.dumps(e), "orders", 0, rec.offset)
         rec.offset += 1
+    shell.flush()
     shell.send_watermarks([("orders", 0)], lambda topic, partition: end)
     shell.caught_up_since = -1e18  # caught up long ago: the watermark is the largest time read
     shell.send_watermarks([("orders", 0)], lambda topic, partition: end)
@@ -116,17 +129,23 @@ def test_events_are_routed_by_their_own_fields_not_the_producer_key() -> None:
     rec = Recorder()
     shell = make_shell(rec)
     shell.route(orjson.dumps(created("O1", "10:00")), "orders", 3, 0)
-    keys = [k.decode()[:2] for k, *_ in rec.shard]
-    assert keys == ["o:", "c:", "a:", "p:"]
-    assert rec.shard[0][0] == b"o:O1"
+    assert rec.shard == [], "held until the end of the router's batch"
+    shell.flush()
+    keys = sorted(k.decode()[:2] for k, _ in routed(rec))
+    assert keys == ["a:", "c:", "o:", "p:"]
+    for key, p in routed(rec):
+        assert p == partition_for(key, PARTITIONS), "each item in its key's shard partition"
+    assert b"o:O1" in dict(routed(rec))
+    assert len(rec.shard) == len({p for _, p in routed(rec)}), "one envelope per partition"
 
 
 def test_blacklist_entries_reach_every_partition() -> None:
     rec = Recorder()
     shell = make_shell(rec)
     shell.route(orjson.dumps(blacklist("customer_id", "C9")), "blacklist", 0, 0)
-    assert sorted(m[2] for m in rec.shard) == list(range(PARTITIONS))
-    assert {k for k, *_ in rec.shard} == {broadcast_key(p).encode() for p in range(PARTITIONS)}
+    shell.flush()
+    assert sorted(p for _, p in routed(rec)) == list(range(PARTITIONS))
+    assert set(routed(rec)) == {(broadcast_key(p).encode(), p) for p in range(PARTITIONS)}
 
 
 def scenario() -> list[dict[str, Any]]:
@@ -187,6 +206,7 @@ def test_the_watermark_waits_for_the_stream_that_is_behind() -> None:
         shell.look(assigned, lambda t, p: high[(t, p)])
         for i, e in enumerate(events):
             shell.route(orjson.dumps(e), topic, 0, i)
+        shell.flush()
         shell.send_watermarks(assigned, lambda t, p: high[(t, p)])
         shell.process(rec.shard[start:])
         shell.sweep()
@@ -215,7 +235,7 @@ def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> N
     # on to the partition's new owner
     before = dict(rec.changelog)
     sent = len(rec.shard)
-    stray = (b"o:O1", orjson.dumps(created("O1", "23:00")), 0, None, None)
+    stray = (BATCH, envelope.pack([(b"o:O1", orjson.dumps(created("O1", "23:00")))]), 0, None, None)
     shell.process([stray])
     assert shell.engines == {} and rec.changelog == before
     assert rec.shard[sent:] == [stray] and shell.counters.requeued == 1
@@ -301,3 +321,26 @@ def test_held_deadlines_are_judged_after_the_hold_lifts() -> None:
     assert engine2.sweep(at("10:30")) == []
     engine2.hold(frozenset())
     assert [x.rule_id for x in engine2.sweep(at("10:31"))] == ["payment.paid_not_updated"]
+
+
+def test_envelopes_close_before_they_outgrow_a_kafka_message() -> None:
+    rec = Recorder()
+    shell = make_shell(rec, clock="wall")
+    big = created("O1", "10:00")
+    big["note"] = "x" * 60_000  # an unknown field: carried, ignored by the model
+    for i in range(20):
+        shell.route(orjson.dumps({**big, "order_id": "O1", "event_id": f"E{i}"}), "orders", 0, i)
+    shell.flush()
+    sizes = [len(value) for k, value, *_ in rec.shard if k == BATCH]
+    assert len(sizes) > 1 and max(sizes) <= envelope.MAX_BYTES
+    assert [k for k, _ in routed(rec)].count(b"o:O1") == 20, "nothing lost across envelopes"
+
+
+def test_a_torn_envelope_is_refused_whole() -> None:
+    value = envelope.pack([(b"o:O1", b"{}"), (b"o:O2", b"{}")])
+    assert envelope.unpack(value) == [(b"o:O1", b"{}"), (b"o:O2", b"{}")]
+    for cut in (len(value) - 1, len(envelope.MAGIC) + 3):
+        with pytest.raises(envelope.EnvelopeError):
+            envelope.unpack(value[:cut])
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.unpack(b'{"type": "order.created"}')
