@@ -34,11 +34,23 @@ class Telemetry:
         #: read during recovery, so its "lag" never drains and must not reach the lag alert
         self.lag_topics = frozenset(lag_topics)
         self._last_refresh = 0.0
+        # labelled children looked up once: ``labels()`` costs more than the increment itself,
+        # and ``on_event`` runs for every message read
+        self._consumed: dict[tuple[str, str], Any] = {}
+        self._last_seen: dict[str, Any] = {}
 
     def on_event(self, topic: str, event: InboundEvent, now: float) -> None:
         m = self.metrics
-        m.events_consumed.labels(topic=topic, type=event.type).inc()
-        m.last_event_timestamp.labels(topic=topic).set(time.time())
+        counter = self._consumed.get((topic, event.type))
+        if counter is None:
+            counter = self._consumed[(topic, event.type)] = m.events_consumed.labels(
+                topic=topic, type=event.type
+            )
+        counter.inc()
+        seen = self._last_seen.get(topic)
+        if seen is None:
+            seen = self._last_seen[topic] = m.last_event_timestamp.labels(topic=topic)
+        seen.set(now)
         if self.wall_clock:
             m.event_time_lag.observe(max(0.0, now - event.occurred_ts))
 
