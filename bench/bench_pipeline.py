@@ -345,7 +345,12 @@ async def measure_latency(
     bootstrap: str, topics: Topics, rate: float, seconds: float, settle: float
 ) -> Latencies:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        # the measuring instrument must not add to what it measures: aiokafka's default lets a
+        # broker hold a fetch 500 ms, and Tansu holds it that long on a quiet partition
+        fetch_max_wait_ms=5,
     )
     await consumer.start()
     parts = consumer.partitions_for_topic(topics.exceptions) or set()
