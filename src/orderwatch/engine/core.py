@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +23,17 @@ from orderwatch.engine.lifecycle import ESCALATION, Lifecycle
 from orderwatch.engine.state import (
     ADDRESS,
     CUSTOMER,
+    EVICT,
     FAILURE,
     GLOBAL,
     ORDER,
     PHONE,
     STOCK,
+    OrderShard,
+    RateShard,
     Shard,
+    StockShard,
+    WindowShard,
     new_shard,
     shard_from_dict,
 )
@@ -59,7 +64,6 @@ from orderwatch.normalize import address_hash, normalize_address, normalize_phon
 
 #: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
 BROADCAST = "*"
-EVICT = "evict"
 PARK = "park|"
 _WINDOWS = frozenset({ADDRESS, PHONE, CUSTOMER})
 #: Event types kept only on their order's shard (the fall-through case of ``Engine.route``).
@@ -79,6 +83,29 @@ _ORDER_ONLY: frozenset[type] = frozenset(
     }
 )
 DEFAULT_RETENTION = 14 * 86400.0
+
+#: Each shard kind's rules, by the shard's exact class: a kind is fixed by its key's prefix
+#: (``new_shard``), so one dict lookup replaces a chain of prefix comparisons per event.
+_APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
+    OrderShard: orders.apply,
+    RateShard: rates.apply,
+    StockShard: stock.apply,
+    WindowShard: fraud.apply,
+    Shard: orders.creation_failed,
+}
+
+
+def _no_deadlines(ctx: Engine, shard: Shard, name: str, due: float, now: float) -> None:
+    """Failure shards schedule nothing but their eviction."""
+
+
+_ON_DEADLINE: dict[type[Shard], Callable[[Engine, Any, str, float, float], None]] = {
+    OrderShard: orders.on_deadline,
+    RateShard: rates.on_deadline,
+    StockShard: stock.on_deadline,
+    WindowShard: fraud.on_deadline,
+    Shard: _no_deadlines,
+}
 
 
 def _ts(now: datetime | float) -> float:
@@ -121,6 +148,9 @@ class Engine:
         self._held: frozenset[str] = frozenset()
         self._parked: list[tuple[float, int, str, str]] = []
         self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
+        #: read after every order event: the thresholds and switches of the order timeouts
+        self.timeout_limits = orders.timeout_limits(self.rules)
+        self.enabled_timeouts = frozenset(r for r in orders.TIMEOUTS if self.enabled(r))
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -158,42 +188,65 @@ class Engine:
         read when the clock passed them), then the event applies, then anything it made due.
         ``only`` restricts the work to the shard keys this worker owns (live); replay passes None.
         """
-        t = _ts(now)
+        t = now if type(now) is float else _ts(now)
         heap = self._heap
         if heap and heap[0][0] < t:
             self._sweep(t)
-        keys = self.route(event) if only is None else only
         occurred = event.occurred_ts
-        # what the event itself decides is detected no earlier than it happened; a watermark
-        # clock (live, event time) can be behind the event it is reading
-        at = max(t, occurred)
-        for key in keys:
-            if key == BROADCAST:
-                self._apply_blacklist(event)
-                continue
-            shard = self.shards.get(key)
+        shards = self.shards
+        if only is None and type(event) in _ORDER_ONLY:
+            # most events: exactly one order shard, without building a route tuple
+            key = ORDER + event.order_id  # type: ignore[union-attr,operator]
+            shard = shards.get(key)
             if shard is None:
-                if key[:2] in _WINDOWS and not fraud.admits(self, key, event):
-                    continue  # it would hold an empty window and nothing else
-                shard = self.shards[key] = new_shard(key)
+                shard = shards[key] = OrderShard(key)
             if occurred > t and self._must_wait(shard, t, occurred):
                 self._park(shard, event, occurred)
-                continue
-            self._apply(shard, event, at)
+            else:
+                self._apply(shard, event, occurred if occurred > t else t)
+        else:
+            self._step_keys(event, t, occurred, self.route(event) if only is None else only)
         if heap and heap[0][0] < t:
             self._sweep(t)
         if not self.track_dirty:
             self.dirty.clear()
-        return self.take_output()
+        out = self.life.out
+        if out:
+            self.life.out = []
+            return out
+        return []
+
+    def _step_keys(
+        self, event: InboundEvent, t: float, occurred: float, keys: Iterable[str]
+    ) -> None:
+        # what the event itself decides is detected no earlier than it happened; a watermark
+        # clock (live, event time) can be behind the event it is reading
+        at = occurred if occurred > t else t
+        shards = self.shards
+        for key in keys:
+            if key == BROADCAST:
+                self._apply_blacklist(event)
+                continue
+            shard = shards.get(key)
+            if shard is None:
+                if key[:2] in _WINDOWS and not fraud.admits(self, key, event):
+                    continue  # it would hold an empty window and nothing else
+                shard = shards[key] = new_shard(key)
+            if occurred > t and self._must_wait(shard, t, occurred):
+                self._park(shard, event, occurred)
+                continue
+            self._apply(shard, event, at)
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
-        self._dispatch(shard, event, at)
+        _APPLY[type(shard)](self, shard, event, at)
         occurred = event.occurred_ts
         if occurred > shard.last_at:
             shard.last_at = occurred
         if EVICT not in shard.deadlines:
-            self.schedule(shard, EVICT, max(shard.last_at, at) + self.retention)
-        self.dirty.add(shard.key)
+            last = shard.last_at
+            self.schedule(shard, EVICT, (last if last > at else at) + self.retention)
+        if self.track_dirty:
+            self.dirty.add(shard.key)
 
     def _must_wait(self, shard: Shard, now: float, occurred: float) -> bool:
         """Whether an event read ahead of the clock must wait for it.
@@ -306,31 +359,10 @@ class Engine:
             return
         del self.shards[shard.key]
 
-    # --- dispatch ------------------------------------------------------------------------------
-
-    def _dispatch(self, shard: Shard, event: InboundEvent, now: float) -> None:
-        prefix = shard.key[:2]
-        if prefix == ORDER:
-            orders.apply(self, shard, event, now)  # type: ignore[arg-type]
-        elif shard.key == GLOBAL:
-            rates.apply(self, shard, event, now)  # type: ignore[arg-type]
-        elif prefix == STOCK:
-            stock.apply(self, shard, event, now)  # type: ignore[arg-type]
-        elif prefix in (ADDRESS, PHONE, CUSTOMER):
-            fraud.apply(self, shard, event, now)  # type: ignore[arg-type]
-        elif prefix == FAILURE:
-            orders.creation_failed(self, shard, event, now)  # type: ignore[arg-type]
+    # --- dispatch ---------------------------------------------------------------------------
 
     def _on_deadline(self, shard: Shard, name: str, due: float, now: float) -> None:
-        prefix = shard.key[:2]
-        if prefix == ORDER:
-            orders.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
-        elif shard.key == GLOBAL:
-            rates.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
-        elif prefix == STOCK:
-            stock.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
-        elif prefix in (ADDRESS, PHONE, CUSTOMER):
-            fraud.on_deadline(self, shard, name, due, now)  # type: ignore[arg-type]
+        _ON_DEADLINE[type(shard)](self, shard, name, due, now)
 
     def _apply_blacklist(self, event: InboundEvent) -> None:
         assert isinstance(event, BlacklistAdded | BlacklistRemoved)

@@ -11,12 +11,13 @@ the shard as it was, and "later" always means later in event time, never later i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from orderwatch.engine.catalog import format_duration
+from orderwatch.engine.catalog import Rule, format_duration
 from orderwatch.engine.lifecycle import exception_id, iso
-from orderwatch.engine.state import OrderShard, Payment, Shard
+from orderwatch.engine.state import EVICT, OrderShard, Payment, Shard
 from orderwatch.events.inbound import (
     PROGRESS,
     TERMINAL,
@@ -27,6 +28,8 @@ from orderwatch.events.inbound import (
     InventoryReserved,
     LogisticsDelivered,
     LogisticsException,
+    LogisticsOutForDelivery,
+    LogisticsScanned,
     LogisticsShipped,
     OrderAddressChanged,
     OrderCreated,
@@ -77,8 +80,6 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     handler = _HANDLERS.get(type(ev))
     if handler is not None:
         handler(ctx, s, ev, now)
-    elif ev.type.startswith("logistics."):
-        _logistics(ctx, s, ev, now)
     _refresh(ctx, s)
 
 
@@ -659,6 +660,22 @@ def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now
 # --- timeouts --------------------------------------------------------------------------------
 
 
+def timeout_limits(rules: Mapping[str, Rule]) -> dict[str, float]:
+    """Each timeout rule's threshold (or grace) in seconds, read once instead of per event.
+
+    A rule missing from the catalog is missing here too, so ``_desired`` fails on it exactly as a
+    parameter lookup would.
+    """
+    grace = (PAYMENT_ORPHAN, LOGISTICS_ORPHAN, SHIPPED_UNPAID)
+    return {
+        rule_id: float(
+            rules[rule_id].params.grace if rule_id in grace else rules[rule_id].params.threshold
+        )
+        for rule_id in TIMEOUTS
+        if rule_id in rules
+    }
+
+
 def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     """Each timeout rule's due time as the shard now stands.
 
@@ -666,29 +683,40 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     (evidence event, values) is built by ``_evidence`` from the same fields, and only then.
     """
     out: dict[str, float] = {}
-    first = _first_success(s)
-    paid_at = _paid_at(s, first)
+    first = _first_success(s) if s.payments else None
     status = s.status
-    p = ctx.params
-    if first is not None and s.paid_status_at is None:
-        out[PAID_NOT_UPDATED] = first[0] + p(PAID_NOT_UPDATED).threshold
+    limit = ctx.timeout_limits
+    paid_status_at = s.paid_status_at
+    if first is None:
+        paid_at = paid_status_at
+    else:
+        first_at = first[0]
+        # min(paid_status_at, first_at) as ``_paid_at`` takes it: the status time on a tie
+        if paid_status_at is None or first_at < paid_status_at:
+            paid_at = first_at
+        else:
+            paid_at = paid_status_at
+        if paid_status_at is None:
+            out[PAID_NOT_UPDATED] = first_at + limit[PAID_NOT_UPDATED]
     if s.failed_at is not None and s.failed_eid and first is None and status not in _CANCELLED:
-        out[FAILED_UNPAID] = s.failed_at + p(FAILED_UNPAID).threshold
-    if first is not None and s.created_eid is None:
-        out[PAYMENT_ORPHAN] = first[0] + p(PAYMENT_ORPHAN).grace
-    if paid_at is not None and s.shipped_at is None and status not in TERMINAL:
-        out[NOT_SHIPPED] = paid_at + p(NOT_SHIPPED).threshold
-    if s.shipped_at is not None and s.delivered_at is None and s.shipped_eid:
-        last = max(s.last_logi_at or s.shipped_at, s.shipped_at)
-        out[TRACKING_STALE] = last + p(TRACKING_STALE).threshold
+        out[FAILED_UNPAID] = s.failed_at + limit[FAILED_UNPAID]
+    created = s.created_eid is not None
+    if first is not None and not created:
+        out[PAYMENT_ORPHAN] = first[0] + limit[PAYMENT_ORPHAN]
+    shipped_at = s.shipped_at
+    if paid_at is not None and shipped_at is None and status not in TERMINAL:
+        out[NOT_SHIPPED] = paid_at + limit[NOT_SHIPPED]
+    if shipped_at is not None and s.delivered_at is None and s.shipped_eid:
+        last = max(s.last_logi_at or shipped_at, shipped_at)
+        out[TRACKING_STALE] = last + limit[TRACKING_STALE]
         if s.promised_by is not None:
             out[DELIVERY_DELAYED] = s.promised_by
         else:
-            out[DELIVERY_DELAYED] = s.shipped_at + p(DELIVERY_DELAYED).threshold
-    if s.first_logi_at is not None and s.first_logi_eid and s.created_eid is None:
-        out[LOGISTICS_ORPHAN] = s.first_logi_at + p(LOGISTICS_ORPHAN).grace
+            out[DELIVERY_DELAYED] = shipped_at + limit[DELIVERY_DELAYED]
+    if s.first_logi_at is not None and s.first_logi_eid and not created:
+        out[LOGISTICS_ORPHAN] = s.first_logi_at + limit[LOGISTICS_ORPHAN]
     if s.logi_shipped_at is not None and paid_at is None and s.shipped_eid:
-        out[SHIPPED_UNPAID] = s.logi_shipped_at + p(SHIPPED_UNPAID).grace
+        out[SHIPPED_UNPAID] = s.logi_shipped_at + limit[SHIPPED_UNPAID]
     return out
 
 
@@ -748,24 +776,37 @@ def _evidence(ctx: Engine, s: OrderShard, rule_id: str) -> tuple[str, dict[str, 
     return s.shipped_eid, {"shipped_at": iso(s.logi_shipped_at), "grace": format_duration(g)}
 
 
-def _armed(ctx: Engine, s: OrderShard, oid: str, rule_id: str, due: float) -> bool:
-    """A timeout is scheduled only while it could still raise a new exception."""
-    if not ctx.enabled(rule_id) or f"{rule_id}|{oid}" in s.open:
-        return False
-    return not s.done or exception_id(rule_id, oid, iso(due)) not in s.done
-
-
 def _refresh(ctx: Engine, s: OrderShard) -> None:
+    """Bring the shard's timeout deadlines in line with ``_desired``.
+
+    A timeout is scheduled only while it could still raise a new exception: its rule enabled,
+    no exception of it open for the order, and the one it would raise not raised before.
+    """
     desired = _desired(ctx, s)  # in the order of TIMEOUTS, which is the order they are scheduled
     deadlines = s.deadlines
-    oid = s.order_id
-    for rule_id, due in desired.items():
-        if _armed(ctx, s, oid, rule_id, due):
-            ctx.schedule(s, rule_id, due)
-        elif rule_id in deadlines:
-            ctx.unschedule(s, rule_id)
-    for name in [n for n in deadlines if n in _TIMEOUT_SET and n not in desired]:
-        ctx.unschedule(s, name)
+    if desired:
+        enabled = ctx.enabled_timeouts
+        opened, done = s.open, s.done
+        kept = 0
+        for rule_id, due in desired.items():
+            armed = rule_id in enabled
+            if armed and (opened or done):
+                oid = s.key[2:]
+                armed = f"{rule_id}|{oid}" not in opened and not (
+                    done and exception_id(rule_id, oid, iso(due)) in done
+                )
+            if armed:
+                kept += 1
+                if deadlines.get(rule_id) != due:
+                    ctx.schedule(s, rule_id, due)
+            elif rule_id in deadlines:
+                ctx.unschedule(s, rule_id)
+    else:
+        kept = 0
+    if len(deadlines) > kept + (EVICT in deadlines):
+        # something beyond eviction and the desired timeouts: one may no longer be desired
+        for name in [n for n in deadlines if n in _TIMEOUT_SET and n not in desired]:
+            ctx.unschedule(s, name)
 
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
@@ -787,4 +828,9 @@ _HANDLERS: dict[type, Any] = {
     InventoryReserved: _reserved,
     InventoryReservationFailed: _reservation_failed,
     InventoryReleased: _released,
+    LogisticsShipped: _logistics,
+    LogisticsScanned: _logistics,
+    LogisticsOutForDelivery: _logistics,
+    LogisticsDelivered: _logistics,
+    LogisticsException: _logistics,
 }

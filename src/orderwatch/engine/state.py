@@ -23,6 +23,8 @@ PHONE = "p:"
 CUSTOMER = "c:"
 GLOBAL = "g:rates"
 FAILURE = "f:"
+#: The deadline every shard has: forget it after the retention period.
+EVICT = "evict"
 
 
 @dataclass(slots=True)
