@@ -74,6 +74,7 @@ TIMEOUTS = (
 )
 _TIMEOUT_SET = frozenset(TIMEOUTS)
 _CANCELLED = frozenset({"cancelled", "closed"})
+_PAID, _SHIPPED, _DELIVERED = PROGRESS["paid"], PROGRESS["shipped"], PROGRESS["delivered"]
 
 
 def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
@@ -280,17 +281,19 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
     if s.status is None or at >= s.status_at:
         s.status, s.status_at, s.status_eid = new, at, ev.event_id
     rank = PROGRESS.get(new, -1)
-    if rank >= PROGRESS["paid"]:
+    if rank >= _PAID:
         if s.paid_status_at is None or at < s.paid_status_at:
             s.paid_status_at, s.paid_status_eid = at, ev.event_id
-        ctx.life.resolve(s, PAID_NOT_UPDATED, oid, now, [ev.event_id], {"status": new})
+        if s.open:  # most orders have nothing open: no evidence to build
+            ctx.life.resolve(s, PAID_NOT_UPDATED, oid, now, [ev.event_id], {"status": new})
         _became_paid(ctx, s, ev.event_id, now)
-    if rank >= PROGRESS["shipped"] and (s.shipped_at is None or at < s.shipped_at):
+    if rank >= _SHIPPED and (s.shipped_at is None or at < s.shipped_at):
         s.shipped_at, s.shipped_eid = at, ev.event_id
-        ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
-    if rank >= PROGRESS["delivered"]:
+        if s.open:
+            ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
+    if rank >= _DELIVERED:
         _delivered(ctx, s, at, ev.event_id, now)
-    if new in TERMINAL and s.status == new:
+    if new in TERMINAL and s.status == new and s.open:
         # the order no longer needs shipping: chasing the warehouse for it would be noise
         ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
     if new in _CANCELLED:
@@ -356,7 +359,8 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
     if p.at is None or (at, ev.event_id) < (p.at, p.event_id or ""):
         p.amount, p.currency, p.event_id, p.at = str(ev.amount), ev.currency, ev.event_id, at
     _settle_refunds(p)
-    ctx.life.resolve(s, FAILED_UNPAID, oid, now, [ev.event_id], {"payment_id": ev.payment_id})
+    if s.open:
+        ctx.life.resolve(s, FAILED_UNPAID, oid, now, [ev.event_id], {"payment_id": ev.payment_id})
     _became_paid(ctx, s, ev.event_id, now)
     _check_after_cancel(ctx, s, ev.payment_id, p, now)
     _check_duplicate(ctx, s, now)
@@ -365,7 +369,8 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
 
 def _became_paid(ctx: Engine, s: OrderShard, eid: str, now: float) -> None:
     oid = s.order_id
-    ctx.life.resolve(s, SHIPPED_UNPAID, oid, now, [eid], {"paid_by_event": eid})
+    if s.open:
+        ctx.life.resolve(s, SHIPPED_UNPAID, oid, now, [eid], {"paid_by_event": eid})
     if not s.short_stock:
         return
     for sku, (wh, fail_eid, fail_at) in list(s.short_stock.items()):
@@ -542,6 +547,8 @@ def _reserved(ctx: Engine, s: OrderShard, ev: InventoryReserved, now: float) -> 
         if short is not None and at > short[2]:
             del s.short_stock[ev.sku]  # type: ignore[union-attr]
         resolves.append("inventory.oversold")
+    if not s.open:
+        return  # nothing to resolve (most orders)
     values = {"reserved_quantity": ev.quantity, "available_after": ev.available_after}
     for rule_id in resolves:
         op = s.open.get(f"{rule_id}|{s.order_id}")
@@ -604,7 +611,7 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
     at = ev.occurred_ts
     oid = s.order_id
     previous = s.last_logi_at
-    if previous is None or at > previous:
+    if s.open and (previous is None or at > previous):
         op = s.open.get(f"{TRACKING_STALE}|{oid}")
         if op is not None:
             ctx.life.resolve(
@@ -624,7 +631,8 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
             s.logi_shipped_at = at
         if s.shipped_at is None or at < s.shipped_at:
             s.shipped_at, s.shipped_eid = at, ev.event_id
-        ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"carrier": ev.carrier})
+        if s.open:
+            ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"carrier": ev.carrier})
     elif isinstance(ev, LogisticsDelivered):
         _delivered(ctx, s, at, ev.event_id, now)
     elif isinstance(ev, LogisticsException):

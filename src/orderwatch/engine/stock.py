@@ -65,9 +65,11 @@ def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
             ctx.schedule(s, RULE, s.drift_since + ctx.params(RULE).persist_for)
     else:
         s.drift_since = None
-        s.drift_eids = []
-        ctx.unschedule(s, RULE)
-        if f"{RULE}|{subject}" in s.open:
+        if s.drift_eids:
+            s.drift_eids = []
+        if RULE in s.deadlines:
+            ctx.unschedule(s, RULE)
+        if s.open and f"{RULE}|{subject}" in s.open:
             ctx.life.resolve(s, RULE, subject, now, [ev.event_id], _values(ctx, s))
 
 
