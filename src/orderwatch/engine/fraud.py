@@ -12,7 +12,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine.catalog import format_duration
-from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, WindowShard
+from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, WindowEntry, WindowShard
 from orderwatch.events.inbound import InboundEvent, OrderCreated
 from orderwatch.normalize import mask_phone, normalize_address
 
@@ -61,7 +61,7 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
         min_orders, min_customers = params.min_orders, params.min_customers
     else:
         min_orders, min_customers = params.min_customers, params.min_customers
-    entry = [at, ev.order_id, ev.customer.customer_id, ev.event_id]
+    entry = (at, ev.order_id, ev.customer.customer_id, ev.event_id)
     if ev.order_id in map(_ORDER_ID, s.entries):
         return
     bisect.insort(s.entries, entry)
@@ -77,14 +77,14 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
 def _prune(s: WindowShard, window: float) -> None:
     """Keep two windows of history: enough for stragglers, bounded for hot keys."""
     newest = s.entries[-1][0]
-    cut = bisect.bisect_left(s.entries, [newest - 2 * window])
+    cut = bisect.bisect_left(s.entries, (newest - 2 * window,))
     if cut:
         del s.entries[:cut]
 
 
 def _satisfied(
-    entries: list[list[Any]], at: float, window: float, min_orders: int, min_customers: int
-) -> list[list[list[Any]]]:
+    entries: list[WindowEntry], at: float, window: float, min_orders: int, min_customers: int
+) -> list[list[WindowEntry]]:
     """Every half-open window [start, start + window) that contains ``at`` and meets the rule."""
     first = bisect.bisect_left(entries, at - window, key=_AT)
     hits = []
@@ -113,7 +113,7 @@ def _flag(
     ctx: Engine,
     s: WindowShard,
     rule_id: str,
-    members: list[list[Any]],
+    members: list[WindowEntry],
     became: float,
     now: float,
     window: float,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orderwatch.engine.catalog import MAX_ESCALATION_LEVEL, Rule
-from orderwatch.engine.state import Open, Shard
+from orderwatch.engine.state import NOTHING_OPEN, Open, Shard, open_mapping
 from orderwatch.events.exception import Evidence, ExceptionEvent, State
 
 _NAMESPACE = uuid.UUID("6f1c1f4e-0b7e-4d1e-9a55-6f7264657277")  # "orderw" in the tail
@@ -97,7 +97,7 @@ class Lifecycle:
             return False
         summary = rule.summary.format_map(_Template(values, subject=subject, order_id=order_id))
         if rule.resolvable:
-            shard.open[key] = Open(
+            open_mapping(shard)[key] = Open(
                 ex_id,
                 rule_id,
                 subject,
@@ -147,6 +147,8 @@ class Lifecycle:
         op = shard.open.pop(key, None)
         if op is None:
             return False
+        if not shard.open:
+            shard.open = NOTHING_OPEN  # its emptied table would stay allocated
         _mark_done(shard, op.exception_id)
         self._unschedule(shard, ESCALATION + key)
         rule = self.rules[rule_id]
