@@ -162,12 +162,18 @@ class Shell:
         self.assigned: set[int] = set()
         self.event_clock: dict[int, float] = {}
         self.held: frozenset[str] = frozenset()
-        self.router_id = uuid.uuid4().hex[:12]
+        #: "<process>/<generation>": the generation changes with the input partitions read, so a
+        #: shard partition never reads a new watermark against an old list of inputs
+        self.router_base = uuid.uuid4().hex[:12]
+        self.generation = 0
+        self.router_id = f"{self.router_base}/0"
         #: stage 1: per input (topic, partition), the largest occurred_at and the last offset read
         self.source_hi: dict[tuple[str, int], float] = {}
         self.source_pos: dict[tuple[str, int], int] = {}
-        #: stage 1: input partitions and their high watermarks at the last look
+        #: stage 1: input partitions and their high watermarks at the last look, and where the
+        #: consumer stood in each (its committed offset until it delivers a message)
         self.highs: dict[tuple[str, int], int | None] = {}
+        self.starts: dict[tuple[str, int], int | None] = {}
         self.caught_up_since: float | None = None
         #: topics that do not hold the watermark (the blacklist: config, not a timed stream)
         self.watermark_exempt: frozenset[str] = frozenset(watermark_exempt)
@@ -175,6 +181,8 @@ class Shell:
         #: input partitions it reads); and every input partition the routers expect to be read
         self.reports: dict[int, dict[str, tuple[float, float, float, frozenset[str] | None]]] = {}
         self.expected: dict[int, frozenset[str]] = {}
+        #: stage 2: per shard partition, the newest generation heard of each router process
+        self.generations: dict[int, dict[str, int]] = {}
         #: stage 1: per shard partition, the (shard key, raw event) items routed and not yet sent
         self.routed: dict[int, list[tuple[bytes, bytes]]] = {}
         self.routed_bytes: dict[int, int] = {}
@@ -318,10 +326,26 @@ class Shell:
     # --- the event-time watermark ------------------------------------------------------------
 
     def look(
-        self, assigned: Iterable[tuple[str, int]], highwater: Callable[[str, int], int | None]
+        self,
+        assigned: Iterable[tuple[str, int]],
+        highwater: Callable[[str, int], int | None],
+        position: Callable[[str, int], int | None] | None = None,
     ) -> None:
-        """Refresh the input partitions and their high watermarks (before each routed batch)."""
-        self.highs = {tp: highwater(*tp) for tp in assigned if tp[0] not in self.watermark_exempt}
+        """Refresh the input partitions, their high watermarks and the consumer's position in
+        each (before each routed batch and each report).
+
+        A partition that left this router is forgotten: if it comes back, what was read from
+        it meanwhile was read by another router, so an old offset or time would be wrong.
+        """
+        highs = {tp: highwater(*tp) for tp in assigned if tp[0] not in self.watermark_exempt}
+        if highs.keys() != self.highs.keys():
+            self.generation += 1
+            self.router_id = f"{self.router_base}/{self.generation}"
+            for gone in self.highs.keys() - highs.keys():
+                self.source_pos.pop(gone, None)
+                self.source_hi.pop(gone, None)
+        self.highs = highs
+        self.starts = {tp: position(*tp) for tp in highs} if position is not None else {}
 
     def watermark(self) -> tuple[float, float]:
         """(watermark, largest occurred_at read) over this router's input partitions.
@@ -341,8 +365,14 @@ class Shell:
             top = max(top, hi)
             if high == 0:
                 continue
-            holds.append(hi)
             pos = self.source_pos.get(tp)
+            if pos is None:
+                start = self.starts.get(tp)
+                if high is not None and start is not None and start >= high:
+                    # nothing read here and nothing to read: the consumer starts at the end
+                    # (another router read it all), so it holds nothing back
+                    continue
+            holds.append(hi)
             if high is None or pos is None or pos + 1 < high:
                 caught_up = False
         now = self.wall()
@@ -363,12 +393,13 @@ class Shell:
         assigned: Iterable[tuple[str, int]],
         highwater: Callable[[str, int], int | None],
         expected: Iterable[tuple[str, int]] | None = None,
+        position: Callable[[str, int], int | None] | None = None,
     ) -> None:
         """Tell every shard partition how far this router's inputs have been read, and which
         inputs it reads (``expected``: every input partition of the group, when known)."""
         assigned = list(assigned)
         self.flush()  # a report must not overtake events routed before it
-        self.look(assigned, highwater)
+        self.look(assigned, highwater, position)
         stamp = self._stamp()
         body = orjson.dumps(
             {
@@ -389,6 +420,12 @@ class Shell:
             wm, hi = float(wm_text), float(hi_text)
         except ValueError:
             return
+        base, _, gen_text = router.partition("/")
+        generation = int(gen_text) if gen_text.isdigit() else 0
+        newest = self.generations.setdefault(partition, {})
+        if generation < newest.get(base, generation):
+            return  # an older generation of a router already superseded here (a requeued stamp)
+        newest[base] = generation
         routers = self.reports.setdefault(partition, {})
         covers: frozenset[str] | None = None
         if report:
@@ -398,6 +435,11 @@ class Shell:
                 self.expected[partition] = frozenset(data["expect"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return
+            # this generation now vouches for its inputs; its older ones vouch for nothing (the
+            # inputs they read and this one does not are another router's, or not yet anyone's,
+            # and the coverage check below holds the clock until someone reports them)
+            for old in [r for r in routers if r != router and r.partition("/")[0] == base]:
+                del routers[old]
         elif router in routers:
             covers = routers[router][3]
         routers[router] = (wm, hi, self.wall(), covers)
@@ -480,6 +522,7 @@ class Shell:
             self.engines.pop(partition, None)
             self.event_clock.pop(partition, None)
             self.reports.pop(partition, None)
+            self.generations.pop(partition, None)
 
     @property
     def owned(self) -> set[int]:

@@ -23,6 +23,7 @@ from orderwatch.agents.shell import (
 )
 from orderwatch.engine import Engine
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.events.codec import decode_event
 from orderwatch.rulefiles import load_catalog
 from tests.factories import blacklist, created, end_ticks, paid, plus, run, status
 
@@ -344,3 +345,51 @@ def test_a_torn_envelope_is_refused_whole() -> None:
             envelope.unpack(value[:cut])
     with pytest.raises(envelope.EnvelopeError):
         envelope.unpack(b'{"type": "order.created"}')
+
+
+def occurred(event: dict[str, Any]) -> float:
+    return decode_event(orjson.dumps(event)).occurred_ts
+
+
+def test_a_router_whose_inputs_change_cannot_move_the_clock_on_its_old_report() -> None:
+    """After a rebalance, a stamp is never read against the inputs the router used to cover."""
+    rec = Recorder()
+    shell = make_shell(rec)
+    both = [("orders", 0), ("orders", 1)]
+
+    def backlog(topic: str, partition: int) -> int:
+        return 100  # a backlog left everywhere: the watermark is the slowest input's time
+
+    start = len(rec.shard)
+    shell.look(both, backlog)
+    first = created("O1", "10:00")
+    shell.route(orjson.dumps(first), "orders", 0, 0)
+    shell.route(orjson.dumps(created("O2", "10:05")), "orders", 1, 0)
+    shell.send_watermarks(both, backlog)
+    shell.process(rec.shard[start:])
+    assert set(shell.event_clock.values()) == {occurred(first)}
+
+    # a rebalance gives orders/1 to a worker that has not reported yet; orders/0 reads ahead
+    start = len(rec.shard)
+    shell.look([("orders", 0)], backlog)
+    shell.route(orjson.dumps(created("O3", "12:00")), "orders", 0, 1)
+    shell.flush()
+    shell.send_watermarks([("orders", 0)], backlog, expected=both)
+    shell.process(rec.shard[start:])
+    assert set(shell.event_clock.values()) == {occurred(first)}, "orders/1 is nobody's yet"
+
+
+def test_an_input_with_nothing_left_to_read_does_not_hold_the_watermark() -> None:
+    rec = Recorder()
+    shell = make_shell(rec)
+    both = [("orders", 0), ("orders", 1)]
+    high = {("orders", 0): 100, ("orders", 1): 50}
+    # orders/1 came from another worker that read and committed all of it
+    start = {("orders", 0): 0, ("orders", 1): 50}
+    first = created("O1", "10:00")
+    shell.look(both, lambda t, p: high[(t, p)], lambda t, p: start[(t, p)])
+    shell.route(orjson.dumps(first), "orders", 0, 0)
+    assert shell.watermark()[0] == occurred(first)
+    # not knowing where the consumer stands, the unread partition must hold it back
+    shell.look(both, lambda t, p: high[(t, p)])
+    assert shell.watermark()[0] == float("-inf")
