@@ -104,7 +104,8 @@ class WorkerProcess:
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> WorkerProcess:
+    def launch(self) -> WorkerProcess:
+        """Start the process without waiting for it: for a worker expected never to be ready."""
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orderwatch.cli", "worker"],
@@ -113,6 +114,10 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        return self
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        self.launch()
         wait_until(
             lambda: self.ready() or not self.alive(), timeout, "the worker's /readyz to answer 200"
         )
