@@ -130,13 +130,6 @@ async def test_kill_9_three_times_loses_nothing_and_renames_nothing(
     assert {k[0] for k in live(out)} <= {k[0] for k in expected}, "no id replay would not give"
 
 
-@pytest.mark.xfail(
-    reason="flaky, known gap (issue #5): in event-time mode, right after a rebalance a shard "
-    "partition can briefly take a watermark from the reports of a router whose inputs just "
-    "changed, and about one run in three one timeout fires before its resolving event (an extra "
-    "raise+resolve) or the test times out; wall-clock mode, the default, does not use it",
-    strict=False,
-)
 async def test_a_second_worker_joins_and_leaves_mid_stream(
     broker: EmbeddedBroker, topics: Topics, workdir: Path, workers: list[WorkerProcess]
 ) -> None:
