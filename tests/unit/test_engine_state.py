@@ -12,7 +12,13 @@ import orjson
 import pytest
 
 from orderwatch.engine import Engine
-from orderwatch.engine.state import NOTHING_OPEN, WindowShard, new_shard, shard_from_dict
+from orderwatch.engine.state import (
+    NO_TIMERS,
+    NOTHING_OPEN,
+    WindowShard,
+    new_shard,
+    shard_from_dict,
+)
 from orderwatch.events.codec import decode_event
 from orderwatch.rulefiles import load_catalog
 from tests.factories import address, created, logistics, paid, status, ts
@@ -89,3 +95,17 @@ def test_the_shared_empty_open_mapping_refuses_writes() -> None:
     with pytest.raises(TypeError):
         shard.open.update({})
     assert len(NOTHING_OPEN) == 0
+
+
+def test_eviction_is_a_deadline_to_readers_but_needs_no_timer_dict() -> None:
+    first, _ = _day()
+    engine = Engine(load_catalog())
+    _feed(engine, first)
+    window = next(s for s in engine.shards.values() if isinstance(s, WindowShard))
+    assert window.timers is NO_TIMERS
+    assert window.evict_at is not None
+    assert window.deadlines == {"evict": window.evict_at}
+    assert window.to_dict()["dl"] == {"evict": window.evict_at}
+    paid_order = engine.shards["o:O0"]
+    assert "logistics.not_shipped" in paid_order.deadlines
+    assert set(paid_order.deadlines) == {*paid_order.timers, "evict"}

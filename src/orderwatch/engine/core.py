@@ -5,8 +5,8 @@ offline replay and the tests all drive this one class, so live and replay cannot
 
 Time: ``now`` is the detector's clock, passed in. Deadlines (timeouts, escalations, window closes,
 evictions) sit in a heap keyed by due time, so a sweep costs O(due · log n), not O(open orders).
-Entries are validated lazily against the shard's own ``deadlines`` dict: rescheduling or cancelling
-a deadline is a dict write, and stale heap entries are skipped when they surface.
+Entries are validated lazily against the shard's own ``timers`` and ``evict_at``: rescheduling or
+cancelling a deadline is a write there, and stale heap entries are skipped when they surface.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from orderwatch.engine.state import (
     EVICT,
     FAILURE,
     GLOBAL,
+    NO_TIMERS,
     ORDER,
     PHONE,
     STOCK,
@@ -242,7 +243,7 @@ class Engine:
         occurred = event.occurred_ts
         if occurred > shard.last_at:
             shard.last_at = occurred
-        if EVICT not in shard.deadlines:
+        if shard.evict_at is None:
             last = shard.last_at
             self.schedule(shard, EVICT, (last if last > at else at) + self.retention)
         if self.track_dirty:
@@ -261,9 +262,7 @@ class Engine:
         if shard.parked or self.reorder:
             return True
         return any(
-            now < due < occurred
-            for name, due in shard.deadlines.items()
-            if name != EVICT and not name.startswith(PARK)
+            now < due < occurred for name, due in shard.timers.items() if not name.startswith(PARK)
         )
 
     def _park(self, shard: Shard, event: InboundEvent, occurred: float) -> None:
@@ -297,15 +296,32 @@ class Engine:
     # --- deadlines -----------------------------------------------------------------------------
 
     def schedule(self, shard: Shard, name: str, due: float) -> None:
-        if shard.deadlines.get(name) == due:
-            return
-        shard.deadlines[name] = due
+        if name == EVICT:
+            if shard.evict_at == due:
+                return
+            shard.evict_at = due
+        else:
+            timers = shard.timers
+            if timers.get(name) == due:
+                return
+            if timers is NO_TIMERS:
+                timers = shard.timers = {}
+            timers[name] = due
         heapq.heappush(self._heap, (due, next(self._seq), shard.key, name))
         self.dirty.add(shard.key)
 
     def unschedule(self, shard: Shard, name: str) -> None:
-        if shard.deadlines.pop(name, None) is not None:
-            self.dirty.add(shard.key)
+        if name == EVICT:
+            if shard.evict_at is None:
+                return
+            shard.evict_at = None
+        else:
+            timers = shard.timers
+            if timers.pop(name, None) is None:
+                return
+            if not timers:
+                shard.timers = NO_TIMERS  # an emptied dict keeps its table
+        self.dirty.add(shard.key)
 
     def hold(self, rule_ids: frozenset[str]) -> None:
         """Hold the timeouts of these rules (their input stream is silent); release the rest.
@@ -329,16 +345,17 @@ class Engine:
             entry = heapq.heappop(heap)
             due, _, key, name = entry
             shard = self.shards.get(key)
-            if shard is None or shard.deadlines.get(name) != due:
+            if shard is None:
                 continue
+            if (shard.evict_at if name == EVICT else shard.timers.get(name)) != due:
+                continue  # cancelled or moved since: a stale entry
             if name in held:
                 self._parked.append(entry)
                 continue
             self._fire(shard, name, due, now)
 
     def _fire(self, shard: Shard, name: str, due: float, now: float) -> None:
-        del shard.deadlines[name]
-        self.dirty.add(shard.key)
+        self.unschedule(shard, name)
         if name == EVICT:
             self._evict(shard, now)
         elif name.startswith(PARK):
@@ -354,7 +371,7 @@ class Engine:
         One eviction deadline per shard, pushed back here when the shard saw events since; this
         keeps the heap at one entry per shard instead of one per event.
         """
-        if shard.open or shard.deadlines or shard.last_at + self.retention >= now:
+        if shard.open or shard.timers or shard.last_at + self.retention >= now:
             self.schedule(shard, EVICT, max(shard.last_at, now) + self.retention)
             return
         del self.shards[shard.key]
@@ -410,7 +427,7 @@ class Engine:
             return
         shard = shard_from_dict(data)
         self.shards[key] = shard
-        for name, due in shard.deadlines.items():
+        for name, due in shard.deadlines.items():  # a copy: the timers, then the eviction
             heapq.heappush(self._heap, (due, next(self._seq), key, name))
 
     def open_count(self) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine.catalog import Rule, format_duration
 from orderwatch.engine.lifecycle import exception_id, iso
-from orderwatch.engine.state import EVICT, OrderShard, Payment, Shard
+from orderwatch.engine.state import OrderShard, Payment, Shard
 from orderwatch.events.inbound import (
     PROGRESS,
     TERMINAL,
@@ -791,7 +791,7 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
     no exception of it open for the order, and the one it would raise not raised before.
     """
     desired = _desired(ctx, s)  # in the order of TIMEOUTS, which is the order they are scheduled
-    deadlines = s.deadlines
+    deadlines = s.timers
     if desired:
         enabled = ctx.enabled_timeouts
         opened, done = s.open, s.done
@@ -811,8 +811,8 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
                 ctx.unschedule(s, rule_id)
     else:
         kept = 0
-    if len(deadlines) > kept + (EVICT in deadlines):
-        # something beyond eviction and the desired timeouts: one may no longer be desired
+    if len(deadlines) > kept:
+        # something beyond the desired timeouts: one may no longer be desired
         for name in [n for n in deadlines if n in _TIMEOUT_SET and n not in desired]:
             ctx.unschedule(s, name)
 

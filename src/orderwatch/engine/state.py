@@ -65,31 +65,38 @@ class Open:
         )
 
 
-class _NothingOpen(dict[str, Open]):
-    """The one ``open`` mapping of every shard with nothing open (most shards, most of the time).
+class _SharedEmpty(dict[str, Any]):
+    """The one empty mapping every shard with nothing in it points to (most shards, most times).
 
-    An empty dict per shard is 64 bytes, and one emptied after a resolve keeps its table (over
-    200); sharing this one saves both. Writing to it is a bug, so it refuses: ``open_mapping``
-    gives a shard its own dict first.
+    An empty dict per shard is 64 bytes, and one emptied again keeps its table (over 200);
+    sharing this one saves both. Writing to it is a bug, so it refuses: ``open_mapping`` and the
+    engine's ``schedule`` give a shard its own dict first.
     """
 
     __slots__ = ()
 
-    def __setitem__(self, key: str, value: Open) -> None:
-        raise TypeError("the shared empty open mapping is read-only; use open_mapping(shard)")
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise TypeError("a shared empty shard mapping is read-only")
 
-    def setdefault(self, key: str, default: Open | None = None) -> Open:
-        raise TypeError("the shared empty open mapping is read-only; use open_mapping(shard)")
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        raise TypeError("a shared empty shard mapping is read-only")
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("the shared empty open mapping is read-only; use open_mapping(shard)")
+        raise TypeError("a shared empty shard mapping is read-only")
 
 
-NOTHING_OPEN: dict[str, Open] = _NothingOpen()
+#: ``Shard.open`` of every shard with nothing open
+NOTHING_OPEN: dict[str, Open] = _SharedEmpty()
+#: ``Shard.timers`` of every shard waiting for nothing but its eviction
+NO_TIMERS: dict[str, float] = _SharedEmpty()
 
 
 def _nothing_open() -> dict[str, Open]:
     return NOTHING_OPEN
+
+
+def _no_timers() -> dict[str, float]:
+    return NO_TIMERS
 
 
 def open_mapping(shard: Shard) -> dict[str, Open]:
@@ -109,12 +116,27 @@ class Shard:
     #: exception_ids raised before (notifications and resolved ones): never raised again.
     #: None until the first one: most shards never have any, and an empty set is 216 bytes.
     done: set[str] | None = None
-    #: deadline name -> due time; the engine's heap indexes these.
-    deadlines: dict[str, float] = field(default_factory=dict)
+    #: deadline name -> due time, all but the eviction; the engine's heap indexes these.
+    #: ``NO_TIMERS`` (shared) while there is none: at any time most shards wait only to be
+    #: evicted, and a dict holding one entry is 184 bytes.
+    timers: dict[str, float] = field(default_factory=_no_timers)
+    #: when the engine next looks at forgetting the shard (``EVICT``; None before its first event)
+    evict_at: float | None = None
     #: latest event time seen, for eviction after the retention period.
     last_at: float = 0.0
     #: events read ahead of the clock, waiting for it (live, event time): event_id -> event JSON
     parked: dict[str, Any] | None = None
+
+    @property
+    def deadlines(self) -> dict[str, float]:
+        """Every pending deadline, the eviction included: a snapshot for readers (metrics, tests).
+
+        Schedule and cancel through the engine, never by writing to this copy.
+        """
+        dl = dict(self.timers)
+        if self.evict_at is not None:
+            dl[EVICT] = self.evict_at
+        return dl
 
     def base_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "at": self.last_at}
@@ -124,7 +146,7 @@ class Shard:
             d["open"] = [o.to_dict() for o in self.open.values()]
         if self.done:
             d["done"] = sorted(self.done)
-        if self.deadlines:
+        if self.timers or self.evict_at is not None:
             d["dl"] = self.deadlines
         return d
 
@@ -134,7 +156,9 @@ class Shard:
             op = Open.from_dict(o)
             open_mapping(self)[f"{op.rule_id}|{op.subject}"] = op
         self.done = set(d["done"]) if d.get("done") else None
-        self.deadlines = dict(d.get("dl", {}))
+        timers = dict(d.get("dl", {}))
+        self.evict_at = timers.pop(EVICT, None)
+        self.timers = timers or NO_TIMERS
         self.parked = d.get("parked") or None
 
     def to_dict(self) -> dict[str, Any]:

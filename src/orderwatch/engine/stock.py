@@ -67,7 +67,7 @@ def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
         s.drift_since = None
         if s.drift_eids:
             s.drift_eids = []
-        if RULE in s.deadlines:
+        if RULE in s.timers:
             ctx.unschedule(s, RULE)
         if s.open and f"{RULE}|{subject}" in s.open:
             ctx.life.resolve(s, RULE, subject, now, [ev.event_id], _values(ctx, s))
