@@ -259,7 +259,6 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
 
 def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> None:
     at = ev.occurred_ts
-    oid = s.order_id
     new: str = ev.status
     before: str | None = ev.previous_status
     # Only a strictly later event moves away from the status we hold: two changes in the same
@@ -270,13 +269,13 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
         ctx.life.raise_(
             s,
             "order.status_regression",
-            oid,
+            s.order_id,
             ev.event_id,
             at,
             now,
             [ev.event_id],
             {"from_status": before, "to_status": new},
-            order_id=oid,
+            order_id=s.order_id,
         )
     if s.status is None or at >= s.status_at:
         s.status, s.status_at, s.status_eid = new, at, ev.event_id
@@ -285,17 +284,17 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
         if s.paid_status_at is None or at < s.paid_status_at:
             s.paid_status_at, s.paid_status_eid = at, ev.event_id
         if s.open:  # most orders have nothing open: no evidence to build
-            ctx.life.resolve(s, PAID_NOT_UPDATED, oid, now, [ev.event_id], {"status": new})
+            ctx.life.resolve(s, PAID_NOT_UPDATED, s.order_id, now, [ev.event_id], {"status": new})
         _became_paid(ctx, s, ev.event_id, now)
     if rank >= _SHIPPED and (s.shipped_at is None or at < s.shipped_at):
         s.shipped_at, s.shipped_eid = at, ev.event_id
         if s.open:
-            ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
+            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"status": new})
     if rank >= _DELIVERED:
         _delivered(ctx, s, at, ev.event_id, now)
     if new in TERMINAL and s.status == new and s.open:
         # the order no longer needs shipping: chasing the warehouse for it would be noise
-        ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"status": new})
+        ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"status": new})
     if new in _CANCELLED:
         if s.cancelled_at is None or at < s.cancelled_at:
             s.cancelled_at, s.cancelled_eid = at, ev.event_id
@@ -352,7 +351,6 @@ def _paid_at(s: OrderShard, first: tuple[float, str, str] | None = None) -> floa
 
 def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> None:
     at = ev.occurred_ts
-    oid = s.order_id
     p = s.payments.get(ev.payment_id)
     if p is None:
         p = s.payments[ev.payment_id] = Payment()
@@ -360,7 +358,9 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
         p.amount, p.currency, p.event_id, p.at = str(ev.amount), ev.currency, ev.event_id, at
     _settle_refunds(p)
     if s.open:
-        ctx.life.resolve(s, FAILED_UNPAID, oid, now, [ev.event_id], {"payment_id": ev.payment_id})
+        ctx.life.resolve(
+            s, FAILED_UNPAID, s.order_id, now, [ev.event_id], {"payment_id": ev.payment_id}
+        )
     _became_paid(ctx, s, ev.event_id, now)
     _check_after_cancel(ctx, s, ev.payment_id, p, now)
     _check_duplicate(ctx, s, now)
@@ -368,9 +368,8 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
 
 
 def _became_paid(ctx: Engine, s: OrderShard, eid: str, now: float) -> None:
-    oid = s.order_id
     if s.open:
-        ctx.life.resolve(s, SHIPPED_UNPAID, oid, now, [eid], {"paid_by_event": eid})
+        ctx.life.resolve(s, SHIPPED_UNPAID, s.order_id, now, [eid], {"paid_by_event": eid})
     if not s.short_stock:
         return
     for sku, (wh, fail_eid, fail_at) in list(s.short_stock.items()):
@@ -609,15 +608,14 @@ def _released(ctx: Engine, s: OrderShard, ev: InventoryReleased, now: float) -> 
 
 def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
     at = ev.occurred_ts
-    oid = s.order_id
     previous = s.last_logi_at
     if s.open and (previous is None or at > previous):
-        op = s.open.get(f"{TRACKING_STALE}|{oid}")
+        op = s.open.get(f"{TRACKING_STALE}|{s.order_id}")
         if op is not None:
             ctx.life.resolve(
                 s,
                 TRACKING_STALE,
-                oid,
+                s.order_id,
                 now,
                 [ev.event_id],
                 {"new_event": ev.type, "new_event_at": iso(at)},
@@ -632,7 +630,9 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
         if s.shipped_at is None or at < s.shipped_at:
             s.shipped_at, s.shipped_eid = at, ev.event_id
         if s.open:
-            ctx.life.resolve(s, NOT_SHIPPED, oid, now, [ev.event_id], {"carrier": ev.carrier})
+            ctx.life.resolve(
+                s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"carrier": ev.carrier}
+            )
     elif isinstance(ev, LogisticsDelivered):
         _delivered(ctx, s, at, ev.event_id, now)
     elif isinstance(ev, LogisticsException):
@@ -642,10 +642,9 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
 def _delivered(ctx: Engine, s: OrderShard, at: float, eid: str, now: float) -> None:
     if s.delivered_at is None or at < s.delivered_at:
         s.delivered_at = at
-    oid = s.order_id
     for rule_id in (DELIVERY_DELAYED, TRACKING_STALE):
         if _is_open(s, rule_id):
-            ctx.life.resolve(s, rule_id, oid, now, [eid], {"delivered_at": iso(at)})
+            ctx.life.resolve(s, rule_id, s.order_id, now, [eid], {"delivered_at": iso(at)})
 
 
 def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now: float) -> None:
