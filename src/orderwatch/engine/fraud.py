@@ -43,8 +43,9 @@ def admits(ctx: Engine, key: str, ev: InboundEvent) -> bool:
         age = ev.occurred_ts - ev.customer.account_created_at.timestamp()
         return bool(age < ctx.params(rule_id).max_account_age)
     if rule_id == CLUSTER:
-        # no street: blank addresses are customer.invalid_address, not one place
-        return bool(normalize_address(ev.shipping_address).rsplit("|", 1)[-1])
+        # no street: blank addresses are customer.invalid_address, not one place (the street is
+        # the last of the normalized form's five parts)
+        return not normalize_address(ev.shipping_address).endswith("|")
     return True
 
 
@@ -66,7 +67,10 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
         return
     bisect.insort(s.entries, entry)
     window = params.window
-    _prune(s, window)
+    if len(s.entries) > 1:  # a single entry is the newest: nothing to prune
+        _prune(s, window)
+    if len(s.entries) < min_orders:
+        return  # no window can hold more orders than there are (most addresses and phones)
     hits = _satisfied(s.entries, at, window, min_orders, min_customers)
     if hits:
         extra = _extra_values(rule_id, ev)

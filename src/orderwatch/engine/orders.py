@@ -100,7 +100,7 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     s.currency = ev.currency
     s.promised_by = ev.promised_delivery_by.timestamp() if ev.promised_delivery_by else None
     life = ctx.life
-    for orphan in (PAYMENT_ORPHAN, LOGISTICS_ORPHAN):
+    for orphan in (PAYMENT_ORPHAN, LOGISTICS_ORPHAN) if s.open else ():
         if _is_open(s, orphan):
             life.resolve(s, orphan, oid, now, [ev.event_id], {"order_created_at": iso(at)})
     for pid, p in s.payments.items():
@@ -236,10 +236,12 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
     matched = []
     if ev.customer.customer_id.strip() in bl["customer_id"]:
         matched.append("customer_id")
-    phones = {normalize_phone(ev.customer.phone), normalize_phone(ev.shipping_address.phone)}
-    if bl["phone"] & (phones - {""}):
-        matched.append("phone")
-    if normalize_address(ev.shipping_address).replace("|", "") in bl["address"]:
+    # (an empty list matches nothing: no need to normalize for it, the usual case)
+    if bl["phone"]:
+        phones = {normalize_phone(ev.customer.phone), normalize_phone(ev.shipping_address.phone)}
+        if bl["phone"] & (phones - {""}):
+            matched.append("phone")
+    if bl["address"] and normalize_address(ev.shipping_address).replace("|", "") in bl["address"]:
         matched.append("address")
     if matched:
         at = ev.occurred_ts
