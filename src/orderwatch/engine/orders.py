@@ -81,7 +81,16 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     handler = _HANDLERS.get(type(ev))
     if handler is not None:
         handler(ctx, s, ev, now)
-    _refresh(ctx, s)
+    if type(ev) not in _NO_TIMEOUT_INPUT:
+        _refresh(ctx, s)
+
+
+#: Events whose handlers change nothing a timeout is derived from (``_desired``'s fields, or an
+#: open or done exception of a timeout rule): ``_refresh`` is idempotent and already ran after
+#: every earlier change of the shard, so after these it could only confirm what is scheduled.
+_NO_TIMEOUT_INPUT: frozenset[type] = frozenset(
+    {InventoryReserved, InventoryReservationFailed, InventoryReleased}
+)
 
 
 # --- order.* ---------------------------------------------------------------------------------
