@@ -89,7 +89,7 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
 #: open or done exception of a timeout rule): ``_refresh`` is idempotent and already ran after
 #: every earlier change of the shard, so after these it could only confirm what is scheduled.
 _NO_TIMEOUT_INPUT: frozenset[type] = frozenset(
-    {InventoryReserved, InventoryReservationFailed, InventoryReleased}
+    (InventoryReserved, InventoryReservationFailed, InventoryReleased)
 )
 
 
