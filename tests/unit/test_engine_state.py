@@ -79,12 +79,12 @@ def test_shards_round_trip_through_their_serialized_form() -> None:
 def test_window_entries_are_tuples_in_memory_and_lists_on_the_wire() -> None:
     shard = new_shard("a:0123456789abcdef")
     assert isinstance(shard, WindowShard)
-    shard.entries = [(1.0, "O1", "C1", "E1")]
+    shard.entries = ((1.0, "O1", "C1", "E1"),)
     data = orjson.loads(orjson.dumps(shard.to_dict()))
     assert data["entries"] == [[1.0, "O1", "C1", "E1"]]
     back = shard_from_dict(data)
     assert isinstance(back, WindowShard)
-    assert back.entries == [(1.0, "O1", "C1", "E1")]
+    assert back.entries == ((1.0, "O1", "C1", "E1"),)
 
 
 def test_the_shared_empty_open_mapping_refuses_writes() -> None:

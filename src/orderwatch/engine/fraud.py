@@ -63,32 +63,36 @@ def apply(ctx: Engine, s: WindowShard, ev: InboundEvent, now: float) -> None:
     else:
         min_orders, min_customers = params.min_customers, params.min_customers
     entry = (at, ev.order_id, ev.customer.customer_id, ev.event_id)
-    if ev.order_id in map(_ORDER_ID, s.entries):
+    entries = s.entries
+    if ev.order_id in map(_ORDER_ID, entries):
         return
-    bisect.insort(s.entries, entry)
+    # a new tuple per insert (as ``insort`` would place it): windows are short, and most hold
+    # one order, for which a tuple is half the size of a list and not tracked by the collector
+    i = bisect.bisect_right(entries, entry)
+    entries = (*entries[:i], entry, *entries[i:])
     window = params.window
-    if len(s.entries) > 1:  # a single entry is the newest: nothing to prune
-        _prune(s, window)
-    if len(s.entries) < min_orders:
+    if len(entries) > 1:  # a single entry is the newest: nothing to prune
+        entries = _prune(entries, window)
+    s.entries = entries
+    if len(entries) < min_orders:
         return  # no window can hold more orders than there are (most addresses and phones)
-    hits = _satisfied(s.entries, at, window, min_orders, min_customers)
+    hits = _satisfied(entries, at, window, min_orders, min_customers)
     if hits:
         extra = _extra_values(rule_id, ev)
         for hit in hits:
             _flag(ctx, s, rule_id, hit, max(e[0] for e in hit), now, window, extra)
 
 
-def _prune(s: WindowShard, window: float) -> None:
+def _prune(entries: tuple[WindowEntry, ...], window: float) -> tuple[WindowEntry, ...]:
     """Keep two windows of history: enough for stragglers, bounded for hot keys."""
-    newest = s.entries[-1][0]
-    cut = bisect.bisect_left(s.entries, (newest - 2 * window,))
-    if cut:
-        del s.entries[:cut]
+    newest = entries[-1][0]
+    cut = bisect.bisect_left(entries, (newest - 2 * window,))
+    return entries[cut:] if cut else entries
 
 
 def _satisfied(
-    entries: list[WindowEntry], at: float, window: float, min_orders: int, min_customers: int
-) -> list[list[WindowEntry]]:
+    entries: tuple[WindowEntry, ...], at: float, window: float, min_orders: int, min_customers: int
+) -> list[tuple[WindowEntry, ...]]:
     """Every half-open window [start, start + window) that contains ``at`` and meets the rule."""
     first = bisect.bisect_left(entries, at - window, key=_AT)
     hits = []
@@ -117,7 +121,7 @@ def _flag(
     ctx: Engine,
     s: WindowShard,
     rule_id: str,
-    members: list[WindowEntry],
+    members: tuple[WindowEntry, ...],
     became: float,
     now: float,
     window: float,
