@@ -146,6 +146,9 @@ class Engine:
         self.dirty: set[str] = set()
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
+        #: (shard key, name) -> (due, seq) of a deadline moved later by ``postpone`` whose heap
+        #: entry is not pushed yet: the entry of its earlier time stands in for it
+        self._later: dict[tuple[str, str], tuple[float, int]] = {}
         self._held: frozenset[str] = frozenset()
         self._parked: list[tuple[float, int, str, str]] = []
         self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
@@ -310,6 +313,25 @@ class Engine:
         heapq.heappush(self._heap, (due, next(self._seq), shard.key, name))
         self.dirty.add(shard.key)
 
+    def postpone(self, shard: Shard, name: str, due: float) -> None:
+        """``schedule`` for a timer that, once moved later, never comes back to a time it had.
+
+        Moving such a timer later pushes nothing: the heap entry of its earlier time is still
+        there and surfaces first; the sweep then pushes the later time with the sequence number
+        taken here. The heap holds every entry ``schedule`` would have pushed that could still
+        fire (a superseded later time cannot: the timer never returns to it), in the same
+        (due, sequence) order, so deadlines fire exactly as with ``schedule``. What it saves is
+        the heap traffic of ``logistics.tracking_stale``, moved later by every carrier scan.
+        """
+        timers = shard.timers
+        current = timers.get(name)
+        if current is None or due <= current:
+            self.schedule(shard, name, due)
+            return
+        timers[name] = due
+        self._later[(shard.key, name)] = (due, next(self._seq))
+        self.dirty.add(shard.key)
+
     def unschedule(self, shard: Shard, name: str) -> None:
         if name == EVICT:
             if shard.evict_at is None:
@@ -341,9 +363,14 @@ class Engine:
     def _sweep(self, now: float) -> None:
         heap = self._heap
         held = self._held
+        later = self._later
         while heap and heap[0][0] < now:
             entry = heapq.heappop(heap)
             due, _, key, name = entry
+            if later:
+                moved = later.pop((key, name), None)
+                if moved is not None:  # this entry stood in for a later time: enter that now
+                    heapq.heappush(heap, (moved[0], moved[1], key, name))
             shard = self.shards.get(key)
             if shard is None:
                 continue

@@ -816,7 +816,12 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
             if armed:
                 kept += 1
                 if deadlines.get(rule_id) != due:
-                    ctx.schedule(s, rule_id, due)
+                    if rule_id == TRACKING_STALE:
+                        # max(latest carrier event, shipped) + a fixed threshold: once later, it
+                        # never returns to an earlier time, as ``postpone`` requires
+                        ctx.postpone(s, rule_id, due)
+                    else:
+                        ctx.schedule(s, rule_id, due)
             elif rule_id in deadlines:
                 ctx.unschedule(s, rule_id)
     else:
