@@ -38,6 +38,7 @@ from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event, encode_exception
 from orderwatch.events.exception import ExceptionEvent
+from orderwatch.events.inbound import InboundEvent
 
 #: A DLQ copy keeps at most this much of a bad message (the reason headers say how big it was).
 DLQ_MAX_BYTES = 64 * 1024
@@ -289,9 +290,13 @@ class Shell:
                     items = envelope.unpack(raw)
                 except envelope.EnvelopeError:
                     items = []  # only a foreign writer to our internal topic gets here
-                for key, event in items:
-                    self._step(key.decode(), event, partition, arrival)
-            elif key_bytes != report:
+                if stamp is not None:
+                    self._step_stamped(items, partition, arrival, stamp)
+                else:
+                    for key, event in items:
+                        self._step(key.decode(), event, partition, arrival)
+                continue
+            if key_bytes != report:
                 self._step(key_bytes.decode(), raw, partition, arrival)
             if stamp is not None:
                 # the stamp says everything up to and including this message has been read
@@ -301,14 +306,58 @@ class Shell:
                 self._publish(self.engine(partition).sweep(self.now(partition)))
             self._persist(partition)
 
-    def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
+    def _step(
+        self,
+        key: str,
+        raw: bytes,
+        partition: int,
+        arrival: float | None,
+        now: float | None = None,
+    ) -> None:
         try:
             event = decode_event(raw)
         except EventValidationError:
             return  # validated in stage 1; only a foreign writer to our topic gets here
+        self._apply(key, event, partition, arrival, self.now(partition) if now is None else now)
+
+    def _apply(
+        self, key: str, event: InboundEvent, partition: int, arrival: float | None, now: float
+    ) -> None:
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-        self._publish(self.engine(partition).step(event, self.now(partition), only), arrival)
+        self._publish(self.engine(partition).step(event, now, only), arrival)
         self.counters.processed += 1
+
+    def _step_stamped(
+        self,
+        items: list[tuple[bytes, bytes]],
+        partition: int,
+        arrival: float | None,
+        stamp: bytes,
+    ) -> None:
+        """An envelope with its watermark: hear the stamp first, then read the events in time
+        order, each at its own time while that is within the clock.
+
+        The stamp covers every event inside (it was taken when the envelope was sent), so the
+        clock it gives holds for them as for any later message. Read at the old clock, nearly
+        every event of a backlog is ahead of it and waits in its shard (serialized, scheduled,
+        read back); read in time order at its own time, the engine sees exactly what waiting
+        would have given (deadlines before the event fire first), without the detour. Events
+        beyond the new clock still wait. Ties keep the order they were read in.
+        """
+        before = self.now(partition)
+        self._heard(partition, stamp)
+        clock = self.now(partition)
+        decoded: list[tuple[str, InboundEvent]] = []
+        for key_bytes, raw in items:
+            try:
+                decoded.append((key_bytes.decode(), decode_event(raw)))
+            except EventValidationError:
+                continue  # validated in stage 1; only a foreign writer to our topic gets here
+        decoded.sort(key=lambda item: item[1].occurred_ts)
+        for shard_key, event in decoded:
+            occurred = event.occurred_ts
+            now = before if occurred <= before else (occurred if occurred <= clock else clock)
+            self._apply(shard_key, event, partition, arrival, now)
 
     def sweep(self) -> None:
         """Fire due deadlines of every owned partition; the timer calls this every tick."""

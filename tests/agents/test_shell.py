@@ -393,3 +393,43 @@ def test_an_input_with_nothing_left_to_read_does_not_hold_the_watermark() -> Non
     # not knowing where the consumer stands, the unread partition must hold it back
     shell.look(both, lambda t, p: high[(t, p)])
     assert shell.watermark()[0] == float("-inf")
+
+
+def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_waiting() -> None:
+    """An envelope's stamp covers its own events: those at or before the clock it gives are
+    read at their own time, in time order; only those beyond it wait in their shard."""
+    parked: list[str] = []
+
+    class Counting(Engine):
+        def _park(self, shard: Any, event: Any, occurred: float) -> None:
+            parked.append(event.order_id)
+            super()._park(shard, event, occurred)
+
+    rec = Recorder()
+    shell = Shell(
+        lambda: Counting(CATALOG, reorder=True),
+        PARTITIONS,
+        clock="event",
+        send_shard=rec.send_shard,
+        send_dlq=rec.send_dlq,
+        send_exception=rec.send_exception,
+        send_changelog=rec.send_changelog,
+    )
+    shell.restore([], set(range(PARTITIONS)))
+    both = [("orders", 0), ("orders", 1)]
+
+    def backlog(topic: str, partition: int) -> int:
+        return 100
+
+    shell.send_watermarks(both, backlog)  # the router covers both inputs, nothing read yet
+    shell.process(rec.shard)
+    start = len(rec.shard)
+    shell.look(both, backlog)
+    late = created("O3", "10:10")
+    shell.route(orjson.dumps(late), "orders", 0, 0)
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 1)
+    shell.route(orjson.dumps(created("O2", "10:05")), "orders", 1, 0)
+    shell.flush()  # stamp: orders/0 read to 10:10, orders/1 to 10:05 -> watermark 10:05
+    shell.process(rec.shard[start:])
+    assert set(parked) == {"O3"}, "only the event beyond the watermark waits"
+    assert max(shell.event_clock.values()) == occurred(created("O2", "10:05"))
