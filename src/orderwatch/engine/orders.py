@@ -11,6 +11,7 @@ the shard as it was, and "later" always means later in event time, never later i
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,13 @@ _CANCELLED = frozenset({"cancelled", "closed"})
 _PAID, _SHIPPED, _DELIVERED = PROGRESS["paid"], PROGRESS["shipped"], PROGRESS["delivered"]
 
 
+def _money_text(amount: Decimal) -> str:
+    """An amount as the shard keeps it, interned: prices repeat across the orders held, and a
+    fresh string per order and payment is over 50 bytes (interned strings are freed with their
+    last user, so odd amounts do not pile up)."""
+    return sys.intern(str(amount))
+
+
 def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     handler = _HANDLERS.get(type(ev))
     if handler is not None:
@@ -105,7 +113,7 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
         return
     s.created_eid = ev.event_id
     s.created_at = at
-    s.total = str(ev.total_amount)
+    s.total = _money_text(ev.total_amount)
     s.currency = ev.currency
     s.promised_by = ev.promised_delivery_by.timestamp() if ev.promised_delivery_by else None
     life = ctx.life
@@ -366,7 +374,12 @@ def _succeeded(ctx: Engine, s: OrderShard, ev: PaymentSucceeded, now: float) -> 
     if p is None:
         p = s.payments[ev.payment_id] = Payment()
     if p.at is None or (at, ev.event_id) < (p.at, p.event_id or ""):
-        p.amount, p.currency, p.event_id, p.at = str(ev.amount), ev.currency, ev.event_id, at
+        p.amount, p.currency, p.event_id, p.at = (
+            _money_text(ev.amount),
+            ev.currency,
+            ev.event_id,
+            at,
+        )
     _settle_refunds(p)
     if s.open:
         ctx.life.resolve(
@@ -411,7 +424,7 @@ def _refunded(ctx: Engine, s: OrderShard, ev: PaymentRefunded, now: float) -> No
         return
     if p.refunds is None:
         p.refunds = {}
-    p.refunds[ev.refund_id] = str(ev.amount)
+    p.refunds[ev.refund_id] = _money_text(ev.amount)
     _settle_refunds(p)
     if not p.refunded:
         return  # a partial refund (one item returned) leaves the payment standing

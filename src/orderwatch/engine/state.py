@@ -198,7 +198,6 @@ class OrderShard(Shard):
     #: cancelled/closed status, earliest occurrence
     cancelled_at: float | None = None
     cancelled_eid: str | None = None
-    terminal: str | None = None
     payments: dict[str, Payment] = field(default_factory=dict)
     failed_at: float | None = None
     failed_eid: str | None = None
@@ -231,7 +230,6 @@ class OrderShard(Shard):
         "paid_status_eid",
         "cancelled_at",
         "cancelled_eid",
-        "terminal",
         "failed_at",
         "failed_eid",
         "shipped_at",
