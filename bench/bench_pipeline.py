@@ -503,7 +503,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             )
             e2e = n / (span_s(full) + drained) if drained is not None and full.complete else 0.0
             if e2e:
-                print(f"    worker end to end (first read -> detector done): {e2e:,.0f} events/s")
+                print(
+                    f"    worker end to end (first read -> detector done): {e2e:,.0f} events/s"
+                    f" ({e2e / bare.rate:.2f} of bare Faust)"
+                )
             figures |= {
                 "events": n,
                 "worker_e2e_eps": e2e,
