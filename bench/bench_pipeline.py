@@ -505,7 +505,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             if e2e:
                 print(
                     f"    worker end to end (first read -> detector done): {e2e:,.0f} events/s"
-                    f" ({e2e / bare.rate:.2f} of bare Faust)"
+                    + (f" ({e2e / bare.rate:.2f} of bare Faust)" if bare.rate else "")
                 )
             figures |= {
                 "events": n,
