@@ -125,7 +125,7 @@ def main() -> None:
         ),
         (
             "worker end to end / bare Faust",
-            f"{p['worker_e2e_eps'] / p['faust_eps']:.2f}",
+            f"{p['worker_e2e_eps'] / p['faust_eps']:.2f}" if p["faust_eps"] else "n/a",
             p_cmd,
         ),
         ("exceptions the worker published on that day", f"{p['worker_exceptions']:,.0f}", p_cmd),
