@@ -14,6 +14,7 @@ event-time buckets rather than Faust's wall-clock windows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from typing import Any
@@ -70,6 +71,22 @@ def _stamp(event: Any) -> bytes | None:
     return None
 
 
+class _App(faust.App):
+    """Faust's app without its ``Monitor`` sensor.
+
+    The monitor keeps per-event statistics for Faust's web ``/stats`` page, which this worker
+    never serves (our metrics are Prometheus, from ``telemetry``), yet it ran on every event of
+    every stream. Faust's direct calls into ``app.monitor`` (commit and end-offset tracking)
+    still work: only the per-event sensor hooks are gone.
+    """
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        with contextlib.suppress(KeyError):
+            self.sensors.remove(self.monitor)
+        return dependencies
+
+
 class Worker:
     """Builds the Faust app around one ``Shell`` and tracks readiness."""
 
@@ -107,7 +124,7 @@ class Worker:
     def _make_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{h.strip()}" for h in s.bootstrap_servers.split(",") if h.strip()]
-        return faust.App(
+        return _App(
             s.app_id,
             broker=servers,
             broker_credentials=credentials(s),
