@@ -22,6 +22,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from orderwatch.agents import envelope
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
@@ -140,6 +141,9 @@ class Worker:
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,
             producer_acks=-1,
+            # an envelope (up to envelope.MAX_BYTES) and a batch's changelog writes fit one record
+            # batch; Faust's 16 KiB default sent each envelope down the one-message path
+            producer_max_batch_size=2 * envelope.MAX_BYTES,
             datadir=str(s.data_dir),
             stream_wait_empty=False,
             # Tansu answers ListOffsets with the start of a partition's last batch, not its end,
