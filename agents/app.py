@@ -20,6 +20,7 @@ import ssl
 from typing import Any
 
 import faust
+from faust.sensors import Sensor
 from faust.types import TP
 
 from orderwatch.agents import envelope
@@ -85,6 +86,8 @@ class _App(faust.App):
         dependencies = super().on_init_dependencies()
         with contextlib.suppress(KeyError):
             self.sensors.remove(self.monitor)
+        # a sensor whose hooks do nothing: Faust warns about every rebalance without any sensor
+        self.sensors.add(Sensor())
         return dependencies
 
 
@@ -272,9 +275,15 @@ class Worker:
                 shell.flush()
                 await outbox.drain()
 
+        # one detector batch holds about one router batch of events: an envelope carries up to
+        # a router batch for its partition, and the detector runs a batch without yielding the
+        # loop (500 envelopes at once held the loop for over a second: timers, heartbeats and
+        # the router all waited)
+        envelopes = max(1, min(s.partitions, s.batch_max))
+
         @app.agent(shard_topic, concurrency=1)
         async def detector(stream: Any) -> None:
-            async for batch in stream.take_events(s.batch_max, within=s.batch_within):
+            async for batch in stream.take_events(envelopes, within=s.batch_within):
                 shell.process(
                     (e.key, e.value, e.message.partition, e.message.timestamp, _stamp(e))
                     for e in batch
