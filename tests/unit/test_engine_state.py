@@ -106,6 +106,7 @@ def test_eviction_is_a_deadline_to_readers_but_needs_no_timer_dict() -> None:
     assert window.timers is NO_TIMERS
     assert window.evict_at is not None
     assert window.deadlines == {"evict": window.evict_at}
+    assert len(window.deadlines) == 1  # what the metrics walk reads for every shard
     assert window.to_dict()["dl"] == {"evict": window.evict_at}
     paid_order = engine.shards["o:O0"]
     assert "logistics.not_shipped" in paid_order.deadlines

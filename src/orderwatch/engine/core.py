@@ -454,7 +454,7 @@ class Engine:
             return
         shard = shard_from_dict(data)
         self.shards[key] = shard
-        for name, due in shard.deadlines.items():  # a copy: the timers, then the eviction
+        for name, due in shard.deadline_dict().items():  # the timers, then the eviction
             heapq.heappush(self._heap, (due, next(self._seq), key, name))
 
     def open_count(self) -> int:

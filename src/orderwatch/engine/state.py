@@ -12,6 +12,7 @@ changelog topic is readable and writable by other tenants of the cluster).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,28 @@ def open_mapping(shard: Shard) -> dict[str, Open]:
     return shard.open
 
 
+class _Deadlines(Mapping[str, float]):
+    """``Shard.deadlines``: the shard's timers and its eviction time seen as one mapping."""
+
+    __slots__ = ("_shard",)
+
+    def __init__(self, shard: Shard) -> None:
+        self._shard = shard
+
+    def __len__(self) -> int:
+        return len(self._shard.timers) + (self._shard.evict_at is not None)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._shard.timers
+        if self._shard.evict_at is not None:
+            yield EVICT
+
+    def __getitem__(self, name: str) -> float:
+        if name == EVICT and self._shard.evict_at is not None:
+            return self._shard.evict_at
+        return self._shard.timers[name]
+
+
 @dataclass(slots=True)
 class Shard:
     """What every shard has: its open exceptions, the ids already raised, and its deadlines."""
@@ -128,11 +151,14 @@ class Shard:
     parked: dict[str, Any] | None = None
 
     @property
-    def deadlines(self) -> dict[str, float]:
-        """Every pending deadline, the eviction included: a snapshot for readers (metrics, tests).
+    def deadlines(self) -> Mapping[str, float]:
+        """Every pending deadline, the eviction included: a read-only view for readers (the
+        metrics walk counts them for every shard, so nothing is copied). Schedule and cancel
+        through the engine."""
+        return _Deadlines(self)
 
-        Schedule and cancel through the engine, never by writing to this copy.
-        """
+    def deadline_dict(self) -> dict[str, float]:
+        """The deadlines as a plain dict (the timers, then the eviction), as ``dl`` stores them."""
         dl = dict(self.timers)
         if self.evict_at is not None:
             dl[EVICT] = self.evict_at
@@ -147,7 +173,7 @@ class Shard:
         if self.done:
             d["done"] = sorted(self.done)
         if self.timers or self.evict_at is not None:
-            d["dl"] = self.deadlines
+            d["dl"] = self.deadline_dict()
         return d
 
     def load_base(self, d: dict[str, Any]) -> None:
