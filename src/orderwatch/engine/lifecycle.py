@@ -37,6 +37,10 @@ def iso(ts: float) -> str:
     return text.replace("+00:00", "Z")
 
 
+#: Notifications the contract raises for each triggering event rather than once per subject.
+EACH_EVENT = frozenset({"order.creation_failed"})
+
+
 def _mark_done(shard: Shard, ex_id: str) -> None:
     if shard.done is None:
         shard.done = {ex_id}
@@ -45,6 +49,14 @@ def _mark_done(shard: Shard, ex_id: str) -> None:
 
 
 class _Template(dict[str, Any]):
+    """Summary values: a missing or unknown (None) one reads "?", never "None"."""
+
+    def __init__(self, values: dict[str, Any], **extra: Any) -> None:
+        super().__init__(
+            {k: "?" if v is None else v for k, v in values.items()},
+            **{k: "?" if v is None else v for k, v in extra.items()},
+        )
+
     def __missing__(self, key: str) -> str:
         return "?"
 
@@ -93,7 +105,11 @@ class Lifecycle:
         if key in shard.open:
             return False
         ex_id = exception_id(rule_id, subject, anchor)
-        if shard.done and ex_id in shard.done:
+        # a notification is never resolved, so it stays "open" for good: at most one per
+        # (rule, subject), whatever triggers it later (a second payment, another regression),
+        # except the rules the contract raises for each event
+        once = not rule.resolvable and rule_id not in EACH_EVENT
+        if shard.done and (ex_id in shard.done or (once and key in shard.done)):
             return False
         summary = rule.summary.format_map(_Template(values, subject=subject, order_id=order_id))
         if rule.resolvable:
@@ -113,7 +129,7 @@ class Lifecycle:
             if rule.escalate_after is not None:
                 self._schedule(shard, ESCALATION + key, event_time + rule.escalate_after)
         else:
-            _mark_done(shard, ex_id)
+            _mark_done(shard, key if once else ex_id)
         self._emit(
             rule,
             ex_id,

@@ -67,3 +67,11 @@ def test_a_notification_never_escalates_or_resolves() -> None:
     events = [created("O1", "09:59"), paid("O1", "10:00", amount="1.00")]
     result = run([*events, status("O1", "paid", "10:00:05")], until="2026-11-21T12:00:00Z")
     assert result.states(RULE) == ["raised"]
+
+
+def test_a_second_mismatching_payment_of_the_same_order_raises_nothing_more() -> None:
+    """A notification stays open for good: at most one per order (contract, section 2)."""
+    first = paid("O1", "10:01", payment_id="P1", amount="99.00")
+    events = [created("O1", "10:00"), first, paid("O1", "10:03", payment_id="P2", amount="99.00")]
+    [raised] = run(events).of(RULE)
+    assert raised.evidence.values["payment_id"] == "P1"

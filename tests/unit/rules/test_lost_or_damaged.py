@@ -54,3 +54,11 @@ def test_a_notification_is_never_escalated_nor_resolved() -> None:
     lost = carrier_exception("O1", "14:00", "lost")
     result = run([*_shipped(), lost, lost], until=plus("14:00", days=3))
     assert result.states(RULE) == ["raised"]
+
+
+def test_a_second_report_for_the_same_order_raises_nothing_more() -> None:
+    """A notification stays open for good: at most one per order (contract, section 2)."""
+    first = carrier_exception("O1", "14:00", "lost")
+    events = [*_shipped(), first, carrier_exception("O1", "14:05", "damaged")]
+    [raised] = run(events).of(RULE)
+    assert raised.evidence.event_ids == [first["event_id"]]

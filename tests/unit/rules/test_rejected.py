@@ -46,3 +46,11 @@ def test_a_notification_is_never_escalated_nor_resolved() -> None:
     events = [*_shipped(), rejected, logistics("delivered", "O1", plus("16:30", hours=30))]
     result = run(events, until=plus("16:30", days=3))
     assert result.states(RULE) == ["raised"]
+
+
+def test_a_second_rejection_of_the_same_order_raises_nothing_more() -> None:
+    """A notification stays open for good: at most one per order (contract, section 2)."""
+    first = carrier_exception("O1", "14:00", "rejected")
+    events = [*_shipped(), first, carrier_exception("O1", "16:00", "rejected")]
+    [raised] = run(events).of(RULE)
+    assert raised.evidence.event_ids == [first["event_id"]]

@@ -73,3 +73,17 @@ def test_a_notification_never_escalates_or_resolves() -> None:
     events = [ORDER, status("O1", "shipped", "10:00"), status("O1", "paid", "10:05")]
     result = run([*events, status("O1", "shipped", "10:06")], until="2026-11-21T10:00:00Z")
     assert result.states(RULE) == ["raised"]
+
+
+def test_a_second_regression_of_the_same_order_raises_nothing_more() -> None:
+    """A notification stays open for good: at most one per order (contract, section 2)."""
+    first = status("O1", "paid", "10:02")
+    events = [
+        ORDER,
+        status("O1", "shipped", "10:01"),
+        first,
+        status("O1", "shipped", "10:03"),
+        status("O1", "allocated", "10:04"),
+    ]
+    [raised] = run(events).of(RULE)
+    assert raised.evidence.event_ids == [first["event_id"]]
