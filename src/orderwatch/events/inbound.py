@@ -8,6 +8,7 @@ fields are ignored because producers on an existing bus add fields we do not own
 
 from __future__ import annotations
 
+import re
 import sys
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
@@ -67,9 +68,17 @@ def _currency(value: object) -> str:
     return sys.intern(value.strip().upper())
 
 
+#: RFC 3339 date-time (section 5.6): seconds required, offset ``Z`` or ``±hh:mm``. Python's own
+#: parser also takes ``+0800``, a missing seconds field or week dates, which the contract does not.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
 def _rfc3339(value: object) -> object:
-    """Refuse epoch numbers: the contract promises RFC 3339 text, and a bare int is ambiguous."""
-    if not isinstance(value, str):
+    """Refuse epoch numbers and other shapes: the contract promises RFC 3339 text with an offset,
+    and a bare int or ``+0800`` is what a producer that has drifted from it sends."""
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
         raise ValueError("timestamp must be an RFC 3339 string with an offset")
     return value
 
@@ -88,7 +97,7 @@ class _Model(BaseModel):
 class Customer(_Model):
     customer_id: NonEmpty
     account_created_at: Timestamp
-    phone: str | None = None
+    phone: str  # required by the contract, though only the shipping phone is judged
     email: str | None = None
 
 
