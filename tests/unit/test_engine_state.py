@@ -95,6 +95,10 @@ def test_the_shared_empty_open_mapping_refuses_writes() -> None:
         shard.open["x|O1"] = None  # type: ignore[assignment]
     with pytest.raises(TypeError):
         shard.open.update({})
+    with pytest.raises(TypeError):
+        shard.open |= {}
+    with pytest.raises(TypeError):
+        shard.timers["x"] = 1.0
     assert len(NOTHING_OPEN) == 0
 
 

@@ -85,6 +85,9 @@ class _SharedEmpty(dict[str, Any]):
     def update(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a shared empty shard mapping is read-only")
 
+    def __ior__(self, other: Any) -> _SharedEmpty:  # type: ignore[override,misc]
+        raise TypeError("a shared empty shard mapping is read-only")
+
 
 #: ``Shard.open`` of every shard with nothing open
 NOTHING_OPEN: dict[str, Open] = _SharedEmpty()
