@@ -714,14 +714,18 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     (evidence event, values) is built by ``_evidence`` from the same fields, and only then.
     """
     out: dict[str, float] = {}
-    first = _first_success(s) if s.payments else None
+    # the time of ``_first_success``, without its tie-break between payments of the same time
+    first_at: float | None = None
+    for p in s.payments.values():
+        at = p.at
+        if at is not None and p.event_id is not None and (first_at is None or at < first_at):
+            first_at = at
     status = s.status
     limit = ctx.timeout_limits
     paid_status_at = s.paid_status_at
-    if first is None:
+    if first_at is None:
         paid_at = paid_status_at
     else:
-        first_at = first[0]
         # min(paid_status_at, first_at) as ``_paid_at`` takes it: the status time on a tie
         if paid_status_at is None or first_at < paid_status_at:
             paid_at = first_at
@@ -729,16 +733,18 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
             paid_at = paid_status_at
         if paid_status_at is None:
             out[PAID_NOT_UPDATED] = first_at + limit[PAID_NOT_UPDATED]
-    if s.failed_at is not None and s.failed_eid and first is None and status not in _CANCELLED:
+    if s.failed_at is not None and s.failed_eid and first_at is None and status not in _CANCELLED:
         out[FAILED_UNPAID] = s.failed_at + limit[FAILED_UNPAID]
     created = s.created_eid is not None
-    if first is not None and not created:
-        out[PAYMENT_ORPHAN] = first[0] + limit[PAYMENT_ORPHAN]
+    if first_at is not None and not created:
+        out[PAYMENT_ORPHAN] = first_at + limit[PAYMENT_ORPHAN]
     shipped_at = s.shipped_at
     if paid_at is not None and shipped_at is None and status not in TERMINAL:
         out[NOT_SHIPPED] = paid_at + limit[NOT_SHIPPED]
     if shipped_at is not None and s.delivered_at is None and s.shipped_eid:
-        last = max(s.last_logi_at or shipped_at, shipped_at)
+        last = s.last_logi_at or shipped_at
+        if shipped_at > last:  # max(last, shipped_at), the first on a tie
+            last = shipped_at
         out[TRACKING_STALE] = last + limit[TRACKING_STALE]
         if s.promised_by is not None:
             out[DELIVERY_DELAYED] = s.promised_by
