@@ -123,8 +123,10 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     for pid, p in s.payments.items():
         _check_amount(ctx, s, pid, p, now)
     if s.address_at is None or at >= s.address_at:
-        s.address_at = at
+        s.address_at, s.address_eid = at, ev.event_id
         _judge_address(ctx, s, ev, now)
+    else:
+        _judge_superseded_address(ctx, s, ev, now)
     remark = (ev.remark or "").casefold()
     if remark and ctx.enabled("customer.remark_attention"):
         hits = [
@@ -229,11 +231,45 @@ def _address_changed(ctx: Engine, s: OrderShard, ev: OrderAddressChanged, now: f
     _resolve_if_later(
         ctx, s, "customer.unreachable", at, now, ev.event_id, {"address_changed_at": iso(at)}
     )
+    if s.unreachable is not None and s.unreachable[0] > at:
+        # a delivery that failed *after* this change was read before it (and kept quiet while
+        # the earlier report was open): it stands on its own, as in time order
+        failed_at, eid, kind, carrier, tracking_no = s.unreachable
+        oid = s.order_id
+        values = {"kind": kind, "carrier": carrier, "tracking_no": tracking_no}
+        ctx.life.raise_(
+            s, "customer.unreachable", oid, eid, failed_at, now, [eid], values, order_id=oid
+        )
     if s.address_changed_at is None or at > s.address_changed_at:
         s.address_changed_at = at
     if s.address_at is None or at >= s.address_at:
-        s.address_at = at
+        s.address_at, s.address_eid = at, ev.event_id
         _judge_address(ctx, s, ev, now)
+
+
+def _judge_superseded_address(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
+    """An order created with a bad address whose later fix was read first: the bad address
+    still held from creation until the fix, so the exception is raised and resolved, both, as a
+    timeout whose resolving event was read late is (contract, section 3).
+
+    Nothing open for the rule means the later address was judged valid when it was read (an
+    invalid one would have raised, and this raise then does nothing).
+    """
+    addr = ev.shipping_address
+    fixed = {"address_changed_at": iso(s.address_at) if s.address_at else None}
+    for rule_id, bad, values in (
+        ("customer.invalid_address", not is_valid_address(addr), redact_address),
+        ("customer.invalid_phone", not is_valid_phone(addr.phone, addr.country), _phone_values),
+    ):
+        if not bad or _is_open(s, rule_id):
+            continue
+        oid = s.order_id
+        life = ctx.life
+        at = ev.occurred_ts
+        if life.raise_(
+            s, rule_id, oid, ev.event_id, at, now, [ev.event_id], values(addr), order_id=oid
+        ):
+            life.resolve(s, rule_id, oid, now, [s.address_eid or ev.event_id], fixed)
 
 
 def blacklist_value(kind: str, value: str) -> str:
@@ -680,6 +716,8 @@ def _logistics_exception(ctx: Engine, s: OrderShard, ev: LogisticsException, now
     elif ev.kind == "rejected":
         rule = "logistics.rejected"
     elif ev.kind in ("address_unreachable", "phone_unreachable"):
+        if s.unreachable is None or at > s.unreachable[0]:
+            s.unreachable = [at, ev.event_id, ev.kind, ev.carrier, ev.tracking_no]
         if s.address_changed_at is not None and s.address_changed_at > at:
             return  # read late: the address was already changed after the failed delivery
         rule = "customer.unreachable"

@@ -241,7 +241,10 @@ class OrderShard(Shard):
     first_logi_eid: str | None = None
     #: occurred_at of the address the order now has (created or latest address_changed)
     address_at: float | None = None
+    address_eid: str | None = None
     address_changed_at: float | None = None
+    #: [at, event_id, kind, carrier, tracking_no] of the latest unreachable report (rarely set)
+    unreachable: list[Any] | None = None
     #: sku -> [warehouse_id, event_id, at] of an insufficient_stock failure not yet judged
     #: (None until the first: most orders never have one)
     short_stock: dict[str, list[Any]] | None = None
@@ -270,7 +273,9 @@ class OrderShard(Shard):
         "first_logi_at",
         "first_logi_eid",
         "address_at",
+        "address_eid",
         "address_changed_at",
+        "unreachable",
     )
 
     @property

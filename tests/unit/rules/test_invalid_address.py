@@ -85,3 +85,21 @@ def test_open_for_4h_escalates() -> None:
         ("raised", 0),
         ("escalated", 1),
     ]
+
+
+def test_a_fix_read_before_the_bad_order_raises_and_resolves_with_the_same_ids() -> None:
+    """Out of order: the fix happened later but was read first. The bad address held from
+    10:00 to 11:00, so the result is what reading them in time order gives."""
+    bad = created("O1", "10:00", shipping_address=address(line1="abc"))
+    fix = address_changed("O1", "11:00")
+    in_order = run([bad, fix]).of(RULE)
+    shuffled = run([fix, bad]).of(RULE)
+    assert [e.state for e in shuffled] == ["raised", "resolved"]
+    assert [e.exception_id for e in shuffled] == [e.exception_id for e in in_order]
+    assert fix["event_id"] in shuffled[1].evidence.event_ids
+
+
+def test_a_bad_fix_read_before_the_bad_order_raises_once() -> None:
+    bad = created("O1", "10:00", shipping_address=address(line1="abc"))
+    worse = address_changed("O1", "11:00", shipping_address=address(line1=""))
+    assert run([worse, bad]).states(RULE) == ["raised"]

@@ -82,3 +82,11 @@ def test_an_address_change_that_keeps_a_bad_phone_does_not_resolve() -> None:
     bad = created("O1", "10:00", shipping_address=address(phone="000"))
     still_bad = address_changed("O1", "11:00", shipping_address=address(phone="0000"))
     assert run([bad, still_bad]).states(RULE) == ["raised"]
+
+
+def test_a_fix_read_before_the_bad_order_raises_and_resolves() -> None:
+    bad = created("O1", "10:00", shipping_address=address(phone="000"))
+    fix = address_changed("O1", "11:00", shipping_address=address(phone="+86 139 0000 1111"))
+    shuffled = run([fix, bad]).of(RULE)
+    assert [e.state for e in shuffled] == ["raised", "resolved"]
+    assert shuffled[0].exception_id == run([bad, fix]).of(RULE)[0].exception_id

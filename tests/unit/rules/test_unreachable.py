@@ -74,3 +74,21 @@ def test_a_report_read_after_a_later_address_change_is_already_handled() -> None
     report = carrier_exception("O1", "15:00", "address_unreachable")
     result = run([*_shipped(), change, report], until=plus("15:00", hours=5))
     assert result.of(RULE) == []
+
+
+def test_a_failure_after_the_change_read_before_it_is_raised_on_its_own() -> None:
+    """Time order: failed 10:02, failed again 10:04, address changed 10:03. Read in that file
+    order the 10:04 report arrives while 10:02's is open; once the change resolves that one,
+    10:04's stands on its own. A re-delivery of it afterwards changes nothing (it was found by
+    the re-delivery property)."""
+    first = carrier_exception("O1", "10:02", "address_unreachable")
+    second = carrier_exception("O1", "10:04", "address_unreachable")
+    change = address_changed("O1", "10:03")
+    events = [created("O1", "10:00"), first, second, change]
+    result = run(events).of(RULE)
+    assert [(e.state, e.evidence.event_ids[0]) for e in result] == [
+        ("raised", first["event_id"]),
+        ("resolved", first["event_id"]),
+        ("raised", second["event_id"]),
+    ]
+    assert run([*events, second]).of(RULE) == result
