@@ -93,7 +93,6 @@ def main() -> None:
     ms = 1e3
     day_eps = number(r"decode\+engine: ([\d,]+)", engine)
     alone_eps = number(r"engine alone: +([\d,]+)", engine)
-    day_bytes = number(r"memory per open order: ([\d,]+)", engine)
     rows = [
         (
             "decode + engine, one core (events/s)",
@@ -101,11 +100,6 @@ def main() -> None:
             e_cmd,
         ),
         ("engine alone (events/s)", f"{alone_eps:,.0f}", e_cmd),
-        (
-            "memory per order shard over a simulated day (B, all shards)",
-            f"{day_bytes:,.0f}",
-            e_cmd,
-        ),
         (
             f"(a) aiokafka + decode, {p['events']:,} events (events/s)",
             f"{p['raw_eps']:,.0f}",
