@@ -72,10 +72,12 @@ def routed(rec: Recorder) -> list[tuple[bytes, int]]:
     ]
 
 
-def make_shell(rec: Recorder, clock: str = "event", **kw: Any) -> Shell:
+def make_shell(
+    rec: Recorder, clock: str = "event", engine: type[Engine] = Engine, **kw: Any
+) -> Shell:
     """A shell that owns every partition (as after its first recovery, with an empty table)."""
     shell = Shell(
-        lambda: Engine(CATALOG, reorder=True),
+        lambda: engine(CATALOG, reorder=True),
         PARTITIONS,
         clock=clock,
         send_shard=rec.send_shard,
@@ -406,16 +408,7 @@ def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_
             super()._park(shard, event, occurred)
 
     rec = Recorder()
-    shell = Shell(
-        lambda: Counting(CATALOG, reorder=True),
-        PARTITIONS,
-        clock="event",
-        send_shard=rec.send_shard,
-        send_dlq=rec.send_dlq,
-        send_exception=rec.send_exception,
-        send_changelog=rec.send_changelog,
-    )
-    shell.restore([], set(range(PARTITIONS)))
+    shell = make_shell(rec, engine=Counting)
     both = [("orders", 0), ("orders", 1)]
 
     def backlog(topic: str, partition: int) -> int:

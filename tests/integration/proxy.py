@@ -14,6 +14,16 @@ import threading
 from orderwatch.broker import free_port
 
 
+async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy bytes one way until either side closes, then close the other."""
+    with contextlib.suppress(Exception):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    with contextlib.suppress(Exception):
+        dst.close()
+
+
 class Proxy:
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``cut()`` drops and refuses."""
 
@@ -48,14 +58,6 @@ class Proxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(Exception):
-                dst.close()
 
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         self._writers -= {writer, up_writer}

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import struct
 
-from tests.integration.proxy import Proxy
+from tests.integration.proxy import Proxy, pump
 
 API_VERSIONS = 18
 SASL_HANDSHAKE = 17
@@ -87,15 +87,6 @@ def _patch_api_versions(version: int, response: bytes) -> bytes:
     return struct.pack(">i", correlation_id) + body
 
 
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-    with contextlib.suppress(Exception):
-        dst.close()
-
-
 class SaslProxy(Proxy):
     """Forwards 127.0.0.1:``port`` to Tansu on ``upstream`` once a client proves ``username``.
 
@@ -141,7 +132,7 @@ class SaslProxy(Proxy):
             return
         up_reader, up_writer = upstream
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         self._writers -= {writer, up_writer}
 
     async def _authenticate(

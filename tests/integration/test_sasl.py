@@ -85,14 +85,6 @@ def sasl_broker(tmp_path: Path) -> Iterator[SaslBroker]:
         proxy.stop()
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.kill()
-
-
 async def test_worker_authenticates_with_sasl_plain(
     sasl_broker: SaslBroker, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +82,6 @@ def workdir(tmp_path: Path) -> Path:
 
 def start_worker(bootstrap: str, topics: Topics, workdir: Path) -> WorkerProcess:
     return WorkerProcess(bootstrap, topics, workdir, clock="event").start()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.kill()
 
 
 async def test_live_equals_replay_for_every_rule(
