@@ -306,19 +306,12 @@ class Shell:
                 self._publish(self.engine(partition).sweep(self.now(partition)))
             self._persist(partition)
 
-    def _step(
-        self,
-        key: str,
-        raw: bytes,
-        partition: int,
-        arrival: float | None,
-        now: float | None = None,
-    ) -> None:
+    def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
         try:
             event = decode_event(raw)
         except EventValidationError:
             return  # validated in stage 1; only a foreign writer to our topic gets here
-        self._apply(key, event, partition, arrival, self.now(partition) if now is None else now)
+        self._apply(key, event, partition, arrival, self.now(partition))
 
     def _apply(
         self, key: str, event: InboundEvent, partition: int, arrival: float | None, now: float
