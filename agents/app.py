@@ -65,6 +65,19 @@ def credentials(settings: Settings) -> Any:
     return None
 
 
+def shard_first(fetcher: Any, topic: str) -> Any:
+    """``fetcher.fetched_records`` serving ``topic``'s buffered records before any other's."""
+    original = fetcher.fetched_records
+    buffered = fetcher._records  # an OrderedDict: topic-partition -> records, served in order
+
+    async def fetched_records(*args: Any, **kwargs: Any) -> Any:
+        for tp in [tp for tp in buffered if tp.topic == topic]:
+            buffered.move_to_end(tp, last=False)
+        return await original(*args, **kwargs)
+
+    return fetched_records
+
+
 def _stamp(event: Any) -> bytes | None:
     """The router's watermark header of a shard message (event-time mode), if any."""
     for name, value in event.message.headers or ():
@@ -147,6 +160,7 @@ class Worker:
             # an envelope (up to envelope.MAX_BYTES) and a batch's changelog writes fit one record
             # batch; Faust's 16 KiB default sent each envelope down the one-message path
             producer_max_batch_size=2 * envelope.MAX_BYTES,
+            broker_max_poll_records=1000,
             datadir=str(s.data_dir),
             stream_wait_empty=False,
             # Tansu answers ListOffsets with the start of a partition's last batch, not its end,
@@ -279,7 +293,7 @@ class Worker:
         # a router batch for its partition, and the detector runs a batch without yielding the
         # loop (500 envelopes at once held the loop for over a second: timers, heartbeats and
         # the router all waited)
-        envelopes = max(1, min(s.partitions, s.batch_max))
+        envelopes = max(1, min(4 * s.partitions, s.batch_max))
 
         @app.agent(shard_topic, concurrency=1)
         async def detector(stream: Any) -> None:
@@ -298,21 +312,36 @@ class Worker:
             await outbox.drain()
             t.refresh(shell.engines.values(), app.consumer)
             t.silence(shell.silence)
+            t.stages(shell.counters.queued, shell.counters.processed)
 
         app.timer(s.sweep_interval, on_leader=False)(sweep)
 
-        def shorten_fetch_wait() -> None:
-            """Faust fixes the consumer's fetch wait at 1.5 s; a broker that holds a fetch that
-            long when a partition is quiet (Tansu does) adds it to detection latency."""
+        def tune_fetcher() -> None:
+            """Two changes to the consumer's fetcher, both on aiokafka internals.
+
+            Faust fixes the fetch wait at 1.5 s; a broker that holds a fetch that long when a
+            partition is quiet (Tansu does) adds it to detection latency.
+
+            The fetcher hands out what it has buffered partition by partition, in the order the
+            fetches came back, and buffers up to 1 MiB per partition: with 20 input partitions
+            behind, the envelopes stage 1 had just written waited behind seconds of input, so the
+            detector fell ever further behind the router while a backlog was read. Stage 2 goes
+            first, so what stage 1 produces is detected as it is read (Flink's downstream-first
+            backpressure); ``broker_max_poll_records`` keeps each hand-out short enough for that
+            to matter.
+            """
             try:
                 fetcher = app.consumer._thread._ensure_consumer()._fetcher  # type: ignore[attr-defined]
                 fetcher._fetch_max_wait_ms = int(s.fetch_max_wait * 1000)
+                if not getattr(fetcher, "_orderwatch_shard_first", False):
+                    fetcher.fetched_records = shard_first(fetcher, shard_name)
+                    fetcher._orderwatch_shard_first = True
             except Exception:  # a later Faust or aiokafka without these internals: keep theirs
-                log.warning("could not shorten the consumer's fetch wait")
+                log.warning("could not tune the consumer's fetcher")
 
         @table.on_recover
         async def recovered() -> None:
-            shorten_fetch_wait()
+            tune_fetcher()
             owned = {
                 tp.partition
                 for tp in app.consumer.assignment()

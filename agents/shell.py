@@ -110,6 +110,8 @@ class Counters:
     """What the shell did (tests and logs read these)."""
 
     routed: int = 0
+    #: event copies sent to the shard topic (one per shard key) and applied from it
+    queued: int = 0
     invalid: int = 0
     processed: int = 0
     published: int = 0
@@ -244,6 +246,7 @@ class Shell:
         if self.routed_bytes.get(partition, 0) + size > envelope.MAX_BYTES:
             self._send_envelope(partition)
         self.routed.setdefault(partition, []).append((key, raw))
+        self.counters.queued += 1
         self.routed_bytes[partition] = self.routed_bytes.get(partition, 0) + size
 
     def flush(self) -> None:

@@ -38,6 +38,7 @@ class Telemetry:
         # and ``on_event`` runs for every message read
         self._consumed: dict[tuple[str, str], Any] = {}
         self._last_seen: dict[str, Any] = {}
+        self._items: dict[str, int] = {}
 
     def on_event(self, topic: str, event: InboundEvent, now: float) -> None:
         m = self.metrics
@@ -53,6 +54,15 @@ class Telemetry:
         seen.set(now)
         if self.wall_clock:
             m.event_time_lag.observe(max(0.0, now - event.occurred_ts))
+
+    def stages(self, queued: int, applied: int) -> None:
+        """Bring the shard-item counters up to the shell's running totals (each timer tick)."""
+        items = self.metrics.shard_items
+        for stage, total in (("routed", queued), ("applied", applied)):
+            behind = total - self._items.get(stage, 0)
+            if behind > 0:
+                items.labels(stage=stage).inc(behind)
+                self._items[stage] = total
 
     def on_invalid(self, topic: str, reason: str) -> None:
         self.metrics.invalid_messages.labels(topic=topic, reason=reason).inc()

@@ -26,6 +26,8 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.state_shards.labels(kind="order").set(10)
     metrics.pending_deadlines.set(7)
     metrics.rebalances.inc()
+    metrics.shard_items.labels(stage="routed").inc(4)
+    metrics.shard_items.labels(stage="applied").inc(3)
     metrics.source_silent.labels(source="oms").set(0)
     metrics.last_event_timestamp.labels(topic="orders").set(1_790_000_000.0)
     metrics.ready.set(1)

@@ -162,6 +162,13 @@ class Metrics:
             "Deadlines (timeouts and escalations) waiting in the deadline index.",
             registry=r,
         )
+        self.shard_items = Counter(
+            "orderwatch_shard_items_total",
+            "Event copies through the shard topic, one per shard key: routed by stage 1, applied "
+            "by stage 2. Summed over workers, routed minus applied is the detector's backlog.",
+            ["stage"],
+            registry=r,
+        )
         self.rebalances = Counter(
             "orderwatch_rebalances_total",
             "Consumer group rebalances seen by this worker.",

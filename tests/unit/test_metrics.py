@@ -28,6 +28,7 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_state_shards": ("gauge", frozenset({"kind"})),
     "orderwatch_pending_deadlines": ("gauge", frozenset()),
     "orderwatch_rebalances": ("counter", frozenset()),
+    "orderwatch_shard_items": ("counter", frozenset({"stage"})),
     "orderwatch_source_silent": ("gauge", frozenset({"source"})),
     "orderwatch_last_event_timestamp_seconds": ("gauge", frozenset({"topic"})),
     "orderwatch_ready": ("gauge", frozenset()),
