@@ -332,6 +332,7 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
             {"from_status": before, "to_status": new},
             order_id=s.order_id,
         )
+    _log_status(s, at, new)
     if s.status is None or at >= s.status_at:
         s.status, s.status_at, s.status_eid = new, at, ev.event_id
     rank = PROGRESS.get(new, -1)
@@ -543,8 +544,34 @@ def _check_amount(ctx: Engine, s: OrderShard, pid: str, p: Payment, now: float) 
         )
 
 
+def _log_status(s: OrderShard, at: float, status: str) -> None:
+    """Keep the status history once an order has been cancelled or closed (rare: the others keep
+    none), seeded with the latest status read so far if that is later than the cancel."""
+    if s.status_log is None:
+        if status not in _CANCELLED:
+            return
+        s.status_log = []
+        if s.status is not None and s.status_at > at:
+            s.status_log.append([s.status_at, s.status])
+    entry = [at, status]
+    if entry not in s.status_log:  # a re-delivery changes nothing
+        s.status_log.append(entry)
+
+
+def _cancelled_when(s: OrderShard, t: float) -> bool:
+    """Whether the order's status at ``t`` was cancelled or closed ("already", in the contract's
+    words): an order reopened after its cancel and paid after that is not."""
+    if s.cancelled_at is None or t < s.cancelled_at:
+        return False
+    latest: list[Any] | None = None
+    for entry in s.status_log or ():
+        if entry[0] <= t and (latest is None or entry[0] >= latest[0]):
+            latest = entry
+    return latest is None or latest[1] in _CANCELLED
+
+
 def _check_after_cancel(ctx: Engine, s: OrderShard, pid: str, p: Payment, now: float) -> None:
-    if s.cancelled_at is None or p.at is None or p.refunded or p.at < s.cancelled_at:
+    if s.cancelled_at is None or p.at is None or p.refunded or not _cancelled_when(s, p.at):
         return
     oid = s.order_id
     ctx.life.raise_(

@@ -245,6 +245,9 @@ class OrderShard(Shard):
     address_changed_at: float | None = None
     #: [at, event_id, kind, carrier, tracking_no] of the latest unreachable report (rarely set)
     unreachable: list[Any] | None = None
+    #: [[at, status], ...] from the first cancel/close on (None for the orders never cancelled):
+    #: what the status was when a payment succeeded, for payment.after_cancel
+    status_log: list[Any] | None = None
     #: sku -> [warehouse_id, event_id, at] of an insufficient_stock failure not yet judged
     #: (None until the first: most orders never have one)
     short_stock: dict[str, list[Any]] | None = None
@@ -276,6 +279,7 @@ class OrderShard(Shard):
         "address_eid",
         "address_changed_at",
         "unreachable",
+        "status_log",
     )
 
     @property

@@ -94,3 +94,27 @@ def test_paid_then_cancelled_and_refunded_is_healthy() -> None:
         status("O1", "refunded", "10:36"),
     ]
     assert run(events, until="2026-11-23T10:00:00Z").exceptions == []
+
+
+@pytest.mark.parametrize("reopened_read_first", [False, True])
+def test_an_order_reopened_before_the_payment_raises_nothing(reopened_read_first: bool) -> None:
+    """ "Already cancelled" is the status when the payment succeeded: reopened at 10:22, paid at
+    10:25, the order was not cancelled any more (the reopening itself is a status regression)."""
+    cancel, reopen = status("O1", "cancelled", "10:20"), status("O1", "pending_payment", "10:22")
+    statuses = [reopen, cancel] if reopened_read_first else [cancel, reopen]
+    events = [created("O1", "10:00"), *statuses, paid("O1", "10:25"), status("O1", "paid", "10:26")]
+    result = run(events)
+    assert result.of(RULE) == []
+    if not reopened_read_first:  # (an older status read late is no regression: its own rule)
+        assert result.states("order.status_regression") == ["raised"]
+
+
+def test_cancelled_again_after_a_reopening_raises_for_the_later_payment() -> None:
+    events = [
+        created("O1", "10:00"),
+        status("O1", "cancelled", "10:20"),
+        status("O1", "pending_payment", "10:22"),
+        status("O1", "closed", "10:24"),
+        paid("O1", "10:25"),
+    ]
+    assert run(events).states(RULE) == ["raised"]
