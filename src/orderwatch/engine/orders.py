@@ -12,7 +12,7 @@ the shard as it was, and "later" always means later in event time, never later i
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -169,48 +169,38 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     _check_blacklist(ctx, s, ev, now)
 
 
+def _valid_phone(addr: Address) -> bool:
+    return is_valid_phone(addr.phone, addr.country)
+
+
+def _phone_values(addr: Address) -> dict[str, Any]:
+    return {"phone": mask_phone(addr.phone), "country": addr.country}
+
+
+#: The rules judged on each address an order gets: (rule, whether the address passes, the values
+#: of its exception). The values (a hash, a masked phone) are built only when one is raised or
+#: resolved.
+_ADDRESS_RULES: tuple[tuple[str, Callable[[Address], bool], Callable[[Address], Any]], ...] = (
+    ("customer.invalid_address", is_valid_address, redact_address),
+    ("customer.invalid_phone", _valid_phone, _phone_values),
+)
+
+
 def _judge_address(
     ctx: Engine, s: OrderShard, ev: OrderCreated | OrderAddressChanged, now: float
 ) -> None:
     """Raise or resolve the address and phone rules for the address the order now has."""
     at = ev.occurred_ts
-    oid = s.order_id
     addr = ev.shipping_address
-    # the values (a hash, a masked phone) are built only for an exception raised or resolved
-    if not is_valid_address(addr):
-        ctx.life.raise_(
-            s,
-            "customer.invalid_address",
-            oid,
-            ev.event_id,
-            at,
-            now,
-            [ev.event_id],
-            redact_address(addr),
-            order_id=oid,
-        )
-    elif isinstance(ev, OrderAddressChanged) and _is_open(s, "customer.invalid_address"):
-        region = redact_address(addr)
-        _resolve_if_later(ctx, s, "customer.invalid_address", at, now, ev.event_id, region)
-    if not is_valid_phone(addr.phone, addr.country):
-        ctx.life.raise_(
-            s,
-            "customer.invalid_phone",
-            oid,
-            ev.event_id,
-            at,
-            now,
-            [ev.event_id],
-            _phone_values(addr),
-            order_id=oid,
-        )
-    elif isinstance(ev, OrderAddressChanged) and _is_open(s, "customer.invalid_phone"):
-        phone = _phone_values(addr)
-        _resolve_if_later(ctx, s, "customer.invalid_phone", at, now, ev.event_id, phone)
-
-
-def _phone_values(addr: Address) -> dict[str, Any]:
-    return {"phone": mask_phone(addr.phone), "country": addr.country}
+    changed = isinstance(ev, OrderAddressChanged)
+    for rule_id, valid, values in _ADDRESS_RULES:
+        if not valid(addr):
+            oid = s.order_id
+            ctx.life.raise_(
+                s, rule_id, oid, ev.event_id, at, now, [ev.event_id], values(addr), order_id=oid
+            )
+        elif changed and _is_open(s, rule_id):
+            _resolve_if_later(ctx, s, rule_id, at, now, ev.event_id, values(addr))
 
 
 def _is_open(s: Shard, rule_id: str) -> bool:
@@ -256,16 +246,12 @@ def _judge_superseded_address(ctx: Engine, s: OrderShard, ev: OrderCreated, now:
     invalid one would have raised, and this raise then does nothing).
     """
     addr = ev.shipping_address
-    fixed = {"address_changed_at": iso(s.address_at) if s.address_at else None}
-    for rule_id, bad, values in (
-        ("customer.invalid_address", not is_valid_address(addr), redact_address),
-        ("customer.invalid_phone", not is_valid_phone(addr.phone, addr.country), _phone_values),
-    ):
-        if not bad or _is_open(s, rule_id):
+    at, oid, life = ev.occurred_ts, s.order_id, ctx.life
+    # (only reached when a later address was read, so address_at is set)
+    fixed = {"address_changed_at": iso(s.address_at if s.address_at is not None else at)}
+    for rule_id, valid, values in _ADDRESS_RULES:
+        if valid(addr) or _is_open(s, rule_id):
             continue
-        oid = s.order_id
-        life = ctx.life
-        at = ev.occurred_ts
         if life.raise_(
             s, rule_id, oid, ev.event_id, at, now, [ev.event_id], values(addr), order_id=oid
         ):
