@@ -309,12 +309,18 @@ class Shell:
                 self._publish(self.engine(partition).sweep(self.now(partition)))
             self._persist(partition)
 
-    def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
+    @staticmethod
+    def _decode_routed(raw: bytes) -> InboundEvent | None:
+        """A shard-topic event, validated by stage 1; None only from a foreign writer."""
         try:
-            event = decode_event(raw)
+            return decode_event(raw)
         except EventValidationError:
-            return  # validated in stage 1; only a foreign writer to our topic gets here
-        self._apply(key, event, partition, arrival, self.now(partition))
+            return None
+
+    def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
+        event = self._decode_routed(raw)
+        if event is not None:
+            self._apply(key, event, partition, arrival, self.now(partition))
 
     def _apply(
         self, key: str, event: InboundEvent, partition: int, arrival: float | None, now: float
@@ -345,10 +351,9 @@ class Shell:
         clock = self.now(partition)
         decoded: list[tuple[str, InboundEvent]] = []
         for key_bytes, raw in items:
-            try:
-                decoded.append((key_bytes.decode(), decode_event(raw)))
-            except EventValidationError:
-                continue  # validated in stage 1; only a foreign writer to our topic gets here
+            event = self._decode_routed(raw)
+            if event is not None:
+                decoded.append((key_bytes.decode(), event))
         decoded.sort(key=lambda item: item[1].occurred_ts)
         for shard_key, event in decoded:
             occurred = event.occurred_ts
