@@ -17,11 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 from faust.sensors import Sensor
 from faust.types import TP
+from mode.services import WaitResults
 
 from orderwatch.agents import envelope
 from orderwatch.agents.outbox import Outbox
@@ -78,6 +81,40 @@ def shard_first(fetcher: Any, topic: str) -> Any:
     return fetched_records
 
 
+def direct_delivery(consumer: Any) -> Any:
+    """``consumer.wait_first`` that hands a fetched message to its stream without four tasks.
+
+    Faust's fetch loop delivers each message with ``wait_first(callback(message),
+    suspend_flow.wait())`` so that a rebalance can cut a blocked delivery short. ``wait_first``
+    wraps both in tasks, adds two more for the consumer's stopped and crashed events, and
+    cancels the losers: several event-loop turns per message, the largest part of Faust's
+    per-event cost (profiled). The callback does not block in practice (it decodes and puts
+    without waiting into the stream's queue), so while the flow is not suspended and the consumer
+    neither stopped nor crashed, the callback is awaited directly; any other call goes to Faust's
+    own ``wait_first``. A rebalance that begins during a direct delivery lets that one message
+    through: the stage it reaches handles a message of a just-revoked partition (stage 1 routes
+    it, at least once; stage 2 sends it on to the new owner).
+    """
+    original = consumer.wait_first
+
+    async def wait_first(*coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 (Faust's signature)
+        if len(coros) == 2 and timeout is None:
+            callback, flow = coros
+            frame = getattr(flow, "cr_frame", None)
+            if (
+                frame is not None
+                and frame.f_locals.get("self") is consumer.suspend_flow
+                and not consumer.suspend_flow.is_set()
+                and not consumer._stopped.is_set()
+                and not consumer._crashed.is_set()
+            ):
+                flow.close()  # never started: nothing to cancel
+                return WaitResults([callback], [await callback], False)
+        return await original(*coros, timeout=timeout)
+
+    return wait_first
+
+
 def _stamp(event: Any) -> bytes | None:
     """The router's watermark header of a shard message (event-time mode), if any."""
     for name, value in event.message.headers or ():
@@ -94,6 +131,27 @@ class _App(faust.App):
     every stream. Faust's direct calls into ``app.monitor`` (commit and end-offset tracking)
     still work: only the per-event sensor hooks are gone.
     """
+
+    #: awaited before every flush of Faust's producer, which Faust does right before it commits
+    #: input offsets (and when it stops): the worker writes its changed state there
+    before_flush: Callable[[], Awaitable[None]] | None = None
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        flush = producer.flush
+
+        async def flush_state_first() -> None:
+            if self.before_flush is not None:
+                await self.before_flush()
+            await flush()
+
+        producer.flush = flush_state_first  # type: ignore[method-assign]
+        return producer
+
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        consumer.wait_first = direct_delivery(consumer)
+        return consumer
 
     def on_init_dependencies(self) -> Any:
         dependencies = super().on_init_dependencies()
@@ -304,11 +362,25 @@ class Worker:
                 )
                 await outbox.drain()
 
+        flushed = [time.monotonic()]
+
+        async def persist() -> None:
+            """Changed shards to the changelog, then everything pending to the producer."""
+            shell.persist()
+            flushed[0] = time.monotonic()
+            await outbox.drain()
+
+        app.before_flush = persist  # type: ignore[attr-defined]
+
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
                 if s.clock == "event":
                     shell.send_watermarks(source_partitions(), highwater, all_inputs(), position)
                 shell.sweep()
+            if time.monotonic() - flushed[0] >= app.conf.broker_commit_interval:
+                # Faust commits (and so flushes) only after reading something: what timeouts
+                # changed while the inputs are quiet is written here
+                await persist()
             await outbox.drain()
             t.refresh(shell.engines.values(), app.consumer)
             t.silence(shell.silence)
@@ -358,6 +430,7 @@ class Worker:
             gone = {tp.partition for tp in revoked if tp.topic == name}
             if gone:
                 shell.revoke(gone)
+                await outbox.drain()
             self.ready = False
 
         app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]

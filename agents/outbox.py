@@ -10,6 +10,7 @@ is marked read before what it produced is on the broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,9 @@ class Outbox:
         self._producer = producer
         self.pending: list[Message] = []
         self._partitions: dict[str, int] = {}
+        # the router, the detector, the timer and a commit all drain: one at a time, so two
+        # writes of the same key (a changelog shard, a shard-topic envelope) keep their order
+        self._lock = asyncio.Lock()
 
     def put(
         self,
@@ -48,6 +52,10 @@ class Outbox:
         """Hand everything pending to the producer, one batch per topic-partition."""
         if not self.pending:
             return 0
+        async with self._lock:
+            return await self._drain()
+
+    async def _drain(self) -> int:
         messages, self.pending = self.pending, []
         producer = self._producer()
         groups: dict[tuple[str, int], list[Message]] = defaultdict(list)

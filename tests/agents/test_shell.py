@@ -173,6 +173,11 @@ def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() 
     half = len(events) // 2
     feed(first, rec, events[:half])
     first.sweep()
+    first.persist()  # what the worker does right before Faust commits the offsets read so far
+    # read after the commit, then killed: what it changed never reached the changelog, and the
+    # next process reads these events again from the committed offset
+    feed(first, rec, events[half:])
+    first.sweep()
 
     # a new process: only the changelog survives
     second = Shell(
@@ -189,6 +194,19 @@ def test_a_restarted_shell_recovers_from_the_changelog_and_agrees_with_replay() 
     feed(second, rec, events[half:])
     second.sweep()
     assert sorted(set(keyset(rec.exceptions))) == expected
+
+
+def test_a_shard_changed_by_many_batches_is_written_once_per_commit() -> None:
+    rec = Recorder()
+    shell = make_shell(rec)
+    for step in (created("O1", "10:00"), paid("O1", "10:01"), status("O1", "paid", "10:02")):
+        feed(shell, rec, [step])
+    assert rec.changelog == {}  # nothing written between commits
+    written = shell.persist()
+    order_key = [key for (_, key) in rec.changelog if key.endswith(b"O1")]
+    assert written == len(rec.changelog) and len(order_key) == 1
+    assert orjson.loads(rec.changelog[(partition_for(order_key[0], PARTITIONS), order_key[0])])
+    assert shell.persist() == 0  # and nothing again until something changes
 
 
 def test_the_watermark_waits_for_the_stream_that_is_behind() -> None:
@@ -426,3 +444,31 @@ def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_
     shell.process(rec.shard[start:])
     assert set(parked) == {"O3"}, "only the event beyond the watermark waits"
     assert max(shell.event_clock.values()) == occurred(created("O2", "10:05"))
+
+
+def test_stage_two_reuses_what_stage_one_decoded_and_forgets_it_after_the_last_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orderwatch.agents.shell as shell_module
+
+    rec = Recorder()
+    shell = make_shell(rec)
+    decodes: list[bytes] = []
+
+    def counting(raw: bytes) -> Any:
+        decodes.append(raw)
+        return decode_event(raw)
+
+    monkeypatch.setattr(shell_module, "decode_event", counting)
+    event = created("O1", "10:00")  # routed to its order and to its address/phone/customer
+    feed(shell, rec, [event])
+    copies = len(routed(rec))
+    assert copies > 1
+    assert len(decodes) == 1  # stage 1 only: every copy stage 2 read came from it
+    assert shell.decoded == {}
+    assert shell.counters.processed == copies
+
+    # a partition this worker does not own is decoded by its owner, not kept here
+    shell.revoke(set(range(PARTITIONS)))
+    shell.route(orjson.dumps(created("O2", "10:05")), "orders", 0, rec.offset)
+    assert shell.decoded == {}
