@@ -107,6 +107,11 @@ def main() -> None:
         ),
         ("(b) bare Faust agent + decode (events/s)", f"{p['faust_eps']:,.0f}", p_cmd),
         (
+            "(b') the same with the worker's direct delivery (events/s)",
+            f"{p['faust_direct_eps']:,.0f}",
+            p_cmd,
+        ),
+        (
             "(c) orderwatch worker (event-time clock), events read (events/s)",
             f"{p['worker_eps']:,.0f}",
             p_cmd,
@@ -120,6 +125,13 @@ def main() -> None:
         (
             "worker end to end / bare Faust",
             f"{p['worker_e2e_eps'] / p['faust_eps']:.2f}" if p["faust_eps"] else "n/a",
+            p_cmd,
+        ),
+        (
+            "worker end to end / bare Faust with direct delivery",
+            f"{p['worker_e2e_eps'] / p['faust_direct_eps']:.2f}"
+            if p["faust_direct_eps"]
+            else "n/a",
             p_cmd,
         ),
         ("exceptions the worker published on that day", f"{p['worker_exceptions']:,.0f}", p_cmd),

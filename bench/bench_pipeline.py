@@ -14,7 +14,8 @@ Steps (every figure printed, none asserted):
   1. one simulated day (healthy orders + 3 % anomalies), the first ``--events`` of it, produced
      once to the five input topics (4 partitions each);
   2. events/s, first to last event consumed, of (a) aiokafka + ``decode_event``, (b) a bare Faust
-     agent that decodes (a child process, web off), (c) ``orderwatch worker`` (a child process;
+     agent that decodes (a child process, web off), (b') the same with the worker's change to
+     Faust's fetch loop (``direct_delivery``), (c) ``orderwatch worker`` (a child process;
      its ``orderwatch_events_consumed_total`` scraped from /metrics) on the event-time clock, the
      mode for a recorded day, then how long its detector takes to finish (end to end);
   3. a second worker, on the wall clock (the default) and fresh topics, under
@@ -163,11 +164,24 @@ async def raw_consume(bootstrap: str, topics: list[str], expect: int, within: fl
     return span
 
 
-def faust_child(bootstrap: str, topics: list[str], expect: int, out: Path) -> None:
-    """(b) the bare Faust app, run in a child process: decode in batches like the router."""
+def faust_child(bootstrap: str, topics: list[str], expect: int, out: Path, direct: bool) -> None:
+    """(b) the bare Faust app, run in a child process: decode in batches like the router.
+
+    ``direct``: with the worker's own change to Faust's fetch loop (``direct_delivery``), so the
+    bench shows how much of the worker's rate comes from Faust's floor moving.
+    """
     import faust
 
-    app = faust.App(
+    from orderwatch.agents.app import direct_delivery
+
+    class App(faust.App):
+        def _new_consumer(self) -> Any:
+            consumer: Any = super()._new_consumer()
+            if direct:
+                consumer.wait_first = direct_delivery(consumer)
+            return consumer
+
+    app = App(
         f"bench-faust-{out.stem}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
@@ -206,9 +220,25 @@ def span_s(span: Span) -> float:
     return (span.last or 0.0) - (span.first or 0.0)
 
 
-def run_faust(bootstrap: str, topics: list[str], expect: int, workdir: Path, within: float) -> Span:
-    out = workdir / f"faust-{os.getpid()}.json"
-    cmd = [sys.executable, __file__, FAUST_CHILD, bootstrap, ",".join(topics), str(expect), out]
+def run_faust(
+    bootstrap: str,
+    topics: list[str],
+    expect: int,
+    workdir: Path,
+    within: float,
+    direct: bool = False,
+) -> Span:
+    out = workdir / f"faust-{os.getpid()}-{int(direct)}.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        FAUST_CHILD,
+        bootstrap,
+        ",".join(topics),
+        str(expect),
+        out,
+        "direct" if direct else "stock",
+    ]
     log = open(workdir / "faust.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -263,7 +293,7 @@ def worker_consume(worker: WorkerProcess, expect: int, within: float) -> Span:
         now = time.monotonic()
         span.see(int(now_seen - seen), now, now)
         seen = now_seen
-        time.sleep(0.1)
+        time.sleep(0.25)  # each scrape costs the worker time the bare agents do not spend
     return span
 
 
@@ -511,6 +541,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         print(f"(a) aiokafka + decode:    {raw.rate:9,.0f} events/s{note(raw, n)}")
         bare = run_faust(broker.bootstrap, sources, n, workdir, args.within + 30)
         print(f"(b) bare Faust + decode:  {bare.rate:9,.0f} events/s{note(bare, n)}")
+        direct = run_faust(broker.bootstrap, sources, n, workdir, args.within + 30, direct=True)
+        print(f"(b') the same, direct delivery: {direct.rate:9,.0f} events/s{note(direct, n)}")
 
         # a recorded day is a backfill: judged on its own clock, as replay judges it. On the wall
         # clock every order the sample cuts off mid-flight would time out at once, publishing
@@ -521,6 +553,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             print(f"(c) orderwatch worker:    {full.rate:9,.0f} events/s{note(full, n)}")
             ratio = full.rate / bare.rate if bare.rate else float("nan")
             print(f"worker / bare Faust: {ratio:.2f}")
+            if direct.rate:
+                print(f"worker / bare Faust with direct delivery: {full.rate / direct.rate:.2f}")
             drained = wait_applied(worker, within=args.within)
             print(
                 "    detector caught up (every routed event applied): "
@@ -541,6 +575,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
                 "worker_e2e_eps": e2e,
                 "raw_eps": raw.rate,
                 "faust_eps": bare.rate,
+                "faust_direct_eps": direct.rate,
+                "worker_over_faust_direct": full.rate / direct.rate
+                if direct.rate
+                else float("nan"),
                 "worker_eps": full.rate,
                 "worker_over_faust": ratio,
                 "worker_exceptions": settled(worker, "orderwatch_exceptions_published_total"),
@@ -597,8 +635,8 @@ def note(span: Span, expect: int) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == FAUST_CHILD:
-        _, _, bootstrap, names, expect, out = sys.argv
-        faust_child(bootstrap, names.split(","), int(expect), Path(out))
+    if len(sys.argv) == 7 and sys.argv[1] == FAUST_CHILD:
+        _, _, bootstrap, names, expect, out, delivery = sys.argv
+        faust_child(bootstrap, names.split(","), int(expect), Path(out), delivery == "direct")
     else:
         main()
