@@ -271,7 +271,9 @@ class Engine:
     def _park(self, shard: Shard, event: InboundEvent, occurred: float) -> None:
         if shard.parked is None:
             shard.parked = {}
-        shard.parked[event.event_id] = event.model_dump(mode="json")
+        # the model itself (frozen): most parked events are read back within seconds, and the
+        # changelog form is made only if the shard is written meanwhile (Shard.base_dict)
+        shard.parked[event.event_id] = event
         # just before its time, so a deadline at exactly that time is judged after it, as in
         # replay (deadlines fire strictly after the clock passes them)
         self.schedule(shard, f"{PARK}{event.event_id}", occurred - 1e-6)
@@ -282,7 +284,7 @@ class Engine:
             shard.parked = None
         if data is None:
             return
-        event = EVENT_ADAPTER.validate_python(data)
+        event = EVENT_ADAPTER.validate_python(data) if isinstance(data, dict) else data
         self._apply(shard, event, max(now, event.occurred_ts))
 
     def sweep(self, now: datetime | float) -> list[ExceptionEvent]:

@@ -150,7 +150,8 @@ class Shard:
     evict_at: float | None = None
     #: latest event time seen, for eviction after the retention period.
     last_at: float = 0.0
-    #: events read ahead of the clock, waiting for it (live, event time): event_id -> event JSON
+    #: events read ahead of the clock, waiting for it (live, event time): event_id -> the event
+    #: (its JSON form when restored from the changelog)
     parked: dict[str, Any] | None = None
 
     @property
@@ -170,7 +171,10 @@ class Shard:
     def base_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "at": self.last_at}
         if self.parked:
-            d["parked"] = self.parked
+            d["parked"] = {
+                k: v if isinstance(v, dict) else v.model_dump(mode="json")
+                for k, v in self.parked.items()
+            }
         if self.open:
             d["open"] = [o.to_dict() for o in self.open.values()]
         if self.done:
