@@ -219,6 +219,7 @@ class Worker:
             # batch; Faust's 16 KiB default sent each envelope down the one-message path
             producer_max_batch_size=2 * envelope.MAX_BYTES,
             broker_max_poll_records=1000,
+            broker_commit_every=100_000,
             datadir=str(s.data_dir),
             stream_wait_empty=False,
             # Tansu answers ListOffsets with the start of a partition's last batch, not its end,
@@ -345,6 +346,7 @@ class Worker:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
                 shell.flush()
+                t.flush()
                 await outbox.drain()
 
         # one detector batch holds about one router batch of events: an envelope carries up to

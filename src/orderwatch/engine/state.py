@@ -171,10 +171,12 @@ class Shard:
     def base_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "at": self.last_at}
         if self.parked:
-            d["parked"] = {
-                k: v if isinstance(v, dict) else v.model_dump(mode="json")
-                for k, v in self.parked.items()
-            }
+            # dumped once: an event still waiting at the next write is not dumped again
+            parked = self.parked
+            for k, v in parked.items():
+                if not isinstance(v, dict):
+                    parked[k] = v.model_dump(mode="json")
+            d["parked"] = dict(parked)
         if self.open:
             d["open"] = [o.to_dict() for o in self.open.values()]
         if self.done:
