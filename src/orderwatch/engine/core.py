@@ -161,8 +161,14 @@ class Engine:
     @staticmethod
     def route(event: InboundEvent) -> tuple[str, ...]:
         """The shard keys an event updates; the live worker repartitions by each of them."""
-        if type(event) in _ORDER_ONLY:  # most events: one exact type test instead of five
+        # exact type tests: the event classes are leaves, and isinstance on a pydantic model
+        # goes through its metaclass (with a fresh union object per ``A | B``): routing an
+        # inventory snapshot through four of them was 7 % of the worker
+        kind = type(event)
+        if kind in _ORDER_ONLY:  # most events: one set lookup
             return (ORDER + event.order_id,)  # type: ignore[union-attr,operator]
+        if kind is InventorySnapshot:
+            return (f"{STOCK}{event.sku}/{event.warehouse_id}",)  # type: ignore[union-attr]
         if isinstance(event, OrderCreated):
             keys = [ORDER + event.order_id, CUSTOMER + event.customer.customer_id]
             addr = event.shipping_address
@@ -170,16 +176,14 @@ class Engine:
             if normalize_phone(addr.phone):
                 keys.append(PHONE + phone_hash(addr.phone))
             return tuple(keys)
-        if isinstance(event, PaymentSucceeded | PaymentFailed):
-            return (ORDER + event.order_id, GLOBAL)
+        if kind is PaymentSucceeded or kind is PaymentFailed:
+            return (ORDER + event.order_id, GLOBAL)  # type: ignore[union-attr,operator]
         if isinstance(event, OrderCreationFailed):
             first = ORDER + event.order_id if event.order_id else FAILURE + event.event_id
             return (first, GLOBAL)
-        if isinstance(event, InventorySnapshot):
-            return (f"{STOCK}{event.sku}/{event.warehouse_id}",)
-        if isinstance(event, BlacklistAdded | BlacklistRemoved):
+        if kind is BlacklistAdded or kind is BlacklistRemoved:
             return (BROADCAST,)
-        return (ORDER + event.order_id,)
+        return (ORDER + event.order_id,)  # type: ignore[union-attr]
 
     # --- the two entry points ------------------------------------------------------------------
 
