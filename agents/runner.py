@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from orderwatch.agents.app import Worker
+from orderwatch.heap import tune_collector
 from orderwatch.logs import configure
 from orderwatch.settings import Settings
 
@@ -18,5 +19,6 @@ def run_worker(settings: Settings | None = None) -> None:
             """Keep our structured, redacting handler instead of mode's colour console."""
             configure(conf.log_format, conf.log_level)
 
+    tune_collector()
     worker = Worker(conf)
     _Worker(worker.app, loglevel=conf.log_level.lower()).execute_from_commandline()

@@ -107,7 +107,7 @@ def main() -> None:
         ),
         ("(b) bare Faust agent + decode (events/s)", f"{p['faust_eps']:,.0f}", p_cmd),
         (
-            "(b') the same with the worker's direct delivery (events/s)",
+            "(b') the same with the worker's Faust and GC tweaks (events/s)",
             f"{p['faust_direct_eps']:,.0f}",
             p_cmd,
         ),
@@ -128,7 +128,7 @@ def main() -> None:
             p_cmd,
         ),
         (
-            "worker end to end / bare Faust with direct delivery",
+            "worker end to end / bare Faust with the worker's tweaks",
             f"{p['worker_e2e_eps'] / p['faust_direct_eps']:.2f}"
             if p["faust_direct_eps"]
             else "n/a",

@@ -38,6 +38,7 @@ from orderwatch.engine import Engine, ReplayClock
 from orderwatch.engine.state import ORDER
 from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
+from orderwatch.heap import tune_collector
 from orderwatch.rulefiles import load_catalog
 from orderwatch.simulate import SimConfig, Simulator, write_file
 
@@ -147,6 +148,7 @@ def profile(path: Path, limit: int, top: int) -> None:
 
 
 def main() -> None:
+    tune_collector()  # as `orderwatch replay` and the worker run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=55_000, help="healthy orders in the day")
     parser.add_argument("--seed", type=int, default=1)

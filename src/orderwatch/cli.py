@@ -54,9 +54,11 @@ def replay(
 ) -> None:
     """Run the rules over a file of events; exception events go to stdout as JSON lines."""
     from orderwatch.engine import Engine
+    from orderwatch.heap import tune_collector
     from orderwatch.replay import replay as run_replay
     from orderwatch.rulefiles import load_catalog
 
+    tune_collector()
     until_at = _parse_until(until)
     try:
         catalog = load_catalog(rules)
