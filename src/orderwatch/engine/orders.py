@@ -221,9 +221,15 @@ def _address_changed(ctx: Engine, s: OrderShard, ev: OrderAddressChanged, now: f
     _resolve_if_later(
         ctx, s, "customer.unreachable", at, now, ev.event_id, {"address_changed_at": iso(at)}
     )
-    if s.unreachable is not None and s.unreachable[0] > at:
+    if (
+        s.unreachable is not None
+        and s.unreachable[0] > at
+        and (s.address_changed_at is None or s.address_changed_at <= s.unreachable[0])
+    ):
         # a delivery that failed *after* this change was read before it (and kept quiet while
-        # the earlier report was open): it stands on its own, as in time order
+        # the earlier report was open): it stands on its own, as in time order. Not when an
+        # address change after that failure was read already: the failure was judged then (a
+        # re-delivered older change raised it again, found by the re-delivery property)
         failed_at, eid, kind, carrier, tracking_no = s.unreachable
         oid = s.order_id
         values = {"kind": kind, "carrier": carrier, "tracking_no": tracking_no}

@@ -92,3 +92,18 @@ def test_a_failure_after_the_change_read_before_it_is_raised_on_its_own() -> Non
         ("raised", second["event_id"]),
     ]
     assert run([*events, second]).of(RULE) == result
+
+
+def test_a_redelivered_older_change_does_not_raise_a_failure_a_later_change_settled() -> None:
+    """Failed 08:03, address changed 08:01 and 08:05: the 08:05 change was read before the
+    report, so the report raised nothing. Reading the 08:01 change again must not raise it (found
+    by the re-delivery property: the older change looked like a change the failure came after)."""
+    early = address_changed("O1", "08:01")
+    events = [
+        early,
+        created("O1", "08:00"),
+        address_changed("O1", "08:05"),
+        carrier_exception("O1", "08:03", "address_unreachable"),
+    ]
+    assert run(events).of(RULE) == []
+    assert run([*events, early]).of(RULE) == []
