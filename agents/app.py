@@ -126,13 +126,16 @@ def _stamp(event: Any) -> bytes | None:
     return None
 
 
-class _App(faust.App):
-    """Faust's app without its ``Monitor`` sensor.
+class TunedApp(faust.App):
+    """Faust's app with the worker's runtime changes (the pipeline bench runs a bare agent on it
+    too, to show what they move on their own).
 
-    The monitor keeps per-event statistics for Faust's web ``/stats`` page, which this worker
-    never serves (our metrics are Prometheus, from ``telemetry``), yet it ran on every event of
-    every stream. Faust's direct calls into ``app.monitor`` (commit and end-offset tracking)
-    still work: only the per-event sensor hooks are gone.
+    - No ``Monitor`` sensor: it keeps per-event statistics for Faust's web ``/stats`` page, which
+      this worker never serves (our metrics are Prometheus, from ``telemetry``), yet it ran on
+      every event of every stream. Faust's direct calls into ``app.monitor`` (commit and
+      end-offset tracking) still work: only the per-event sensor hooks are gone.
+    - ``direct_delivery`` in the consumer's fetch loop.
+    - ``before_flush``, awaited before each flush of the producer.
     """
 
     #: awaited before every flush of Faust's producer, which Faust does right before it commits
@@ -202,7 +205,7 @@ class Worker:
     def _make_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{h.strip()}" for h in s.bootstrap_servers.split(",") if h.strip()]
-        return _App(
+        return TunedApp(
             s.app_id,
             broker=servers,
             broker_credentials=credentials(s),

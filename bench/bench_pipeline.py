@@ -14,8 +14,8 @@ Steps (every figure printed, none asserted):
   1. one simulated day (healthy orders + 3 % anomalies), the first ``--events`` of it, produced
      once to the five input topics (4 partitions each);
   2. events/s, first to last event consumed, of (a) aiokafka + ``decode_event``, (b) a bare Faust
-     agent that decodes (a child process, web off), (b') the same with the worker's changes to
-     Faust's fetch loop (``direct_delivery``) and to the garbage collector (``heap``),
+     agent that decodes (a child process, web off), (b') the same on the worker's ``TunedApp``
+     (no Monitor sensor, ``direct_delivery``) with its collector thresholds (``heap``),
      (c) ``orderwatch worker`` (a child process; its ``orderwatch_events_consumed_total``
      scraped from /metrics) on the event-time clock, the mode for a recorded day, then how long
      its detector takes to finish (end to end);
@@ -168,26 +168,19 @@ async def raw_consume(bootstrap: str, topics: list[str], expect: int, within: fl
 def faust_child(bootstrap: str, topics: list[str], expect: int, out: Path, direct: bool) -> None:
     """(b) the bare Faust app, run in a child process: decode in batches like the router.
 
-    ``direct``: with the worker's own runtime changes (``direct_delivery`` in Faust's fetch loop,
-    the collector's thresholds), so the bench shows how much of the worker's rate comes from
-    Faust's floor moving.
+    ``direct``: on the worker's own ``TunedApp`` (no Monitor sensor, ``direct_delivery`` in
+    Faust's fetch loop) with the worker's collector thresholds, so the bench shows how much of
+    the worker's rate comes from Faust's floor moving.
     """
     import faust
 
-    from orderwatch.agents.app import direct_delivery
+    from orderwatch.agents.app import TunedApp
     from orderwatch.heap import tune_collector
 
     if direct:
         tune_collector()
-
-    class App(faust.App):
-        def _new_consumer(self) -> Any:
-            consumer: Any = super()._new_consumer()
-            if direct:
-                consumer.wait_first = direct_delivery(consumer)
-            return consumer
-
-    app = App(
+    app_class: type[faust.App] = TunedApp if direct else faust.App
+    app = app_class(
         f"bench-faust-{out.stem}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
