@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,6 +45,64 @@ log = logging.getLogger("orderwatch.worker")
 
 #: Key of the tombstone that closes each flush in a changelog partition (see ``persist``).
 END_MARK = b"~end"
+#: Exit status of a worker stopped by an error it could not contain (EX_SOFTWARE)
+EXIT_CRASHED = 70
+
+
+def crash(exc: BaseException, where: str) -> None:
+    """Stop the process now, committing nothing: the one way an error may leave an agent.
+
+    Why not let Faust handle it: an exception that leaves an agent body ends its
+    ``stream.take_events`` generator, whose ``finally`` acks *every* event of the batch, the
+    ones after the failing event included; Faust's supervisor restarts the agent and the next
+    offset commit marks all of them read although nothing processed them (the issue-12 loss:
+    14 exceptions never raised). A graceful stop is no better: Faust commits acked offsets on
+    its way out. So the process ends here, before the next turn of the event loop, as if
+    killed: the acks are never made and no commit follows. Input offsets stay at the last
+    commit, whose state is on the changelog; the supervisor (k8s, compose, ``make demo``)
+    restarts the worker, which reads the failing batch again: at least once, same ids.
+
+    Reached from the agents' ``on_error`` (any exception an agent lets through, ours or
+    Faust's), the sweep timer, the state flush before a commit and the rebalance hooks, and
+    from the shell under ``ORDERWATCH_ON_PROCESSING_ERROR=fail``.
+    """
+    try:
+        # the traceback's frames and the exception's class only: its message may quote input
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.critical(
+            "crashed in %s: %s; exiting with status %d without committing\n%s",
+            where,
+            type(exc).__name__,
+            EXIT_CRASHED,
+            frames,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(EXIT_CRASHED)
+
+
+async def _agent_crashed(agent: Any, exc: BaseException) -> None:
+    """``on_error`` of both agents: Faust awaits it before its supervisor would restart."""
+    crash(exc, f"agent {getattr(agent, 'name', agent)}")
+
+
+def _crash_on_error(
+    where: str, fun: Callable[..., Awaitable[None]]
+) -> Callable[..., Awaitable[None]]:
+    """``fun`` with any exception ending the process (``crash``), for timers and hooks whose
+    failure would otherwise be logged by Faust and skipped, or fail a commit half-way."""
+
+    async def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            await fun(*args, **kwargs)
+        except Exception as exc:
+            crash(exc, where)
+
+    guarded.__name__ = getattr(fun, "__name__", where)
+    guarded.__qualname__ = getattr(fun, "__qualname__", where)
+    return guarded
 
 
 def credentials(settings: Settings) -> Any:
@@ -303,6 +364,9 @@ class Worker:
             on_invalid=t.on_invalid,
             on_event=t.on_event,
             on_exception=t.on_exception,
+            on_error=s.on_processing_error,
+            on_internal_error=t.on_internal_error,
+            shard_topic=shard_name,
         )
         shell = self.shell
 
@@ -346,7 +410,7 @@ class Worker:
                 return None
             return int(value) if value is not None else None
 
-        @app.agent(sources, concurrency=1)
+        @app.agent(sources, concurrency=1, on_error=_agent_crashed)
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
                 if s.clock == "event":
@@ -364,7 +428,7 @@ class Worker:
         # the router all waited)
         envelopes = max(1, min(4 * s.partitions, s.batch_max))
 
-        @app.agent(shard_topic, concurrency=1)
+        @app.agent(shard_topic, concurrency=1, on_error=_agent_crashed)
         async def detector(stream: Any) -> None:
             async for batch in stream.take_events(envelopes, within=s.batch_within):
                 shell.process(
@@ -395,7 +459,8 @@ class Worker:
                 unmarked.clear()
                 await outbox.drain()  # a drain of its own: a record batch of its own
 
-        app.before_flush = persist  # type: ignore[attr-defined]
+        # a state write that fails must not let the commit it precedes go through
+        app.before_flush = _crash_on_error("state flush", persist)  # type: ignore[attr-defined]
 
         async def sweep() -> None:
             with self.metrics.sweep_duration.time():
@@ -411,7 +476,7 @@ class Worker:
             t.silence(shell.silence)
             t.stages(shell.counters.queued, shell.counters.processed)
 
-        app.timer(s.sweep_interval, on_leader=False)(sweep)
+        app.timer(s.sweep_interval, on_leader=False)(_crash_on_error("sweep", sweep))
 
         def tune_fetcher() -> None:
             """Two changes to the consumer's fetcher, both on aiokafka internals.
@@ -436,7 +501,6 @@ class Worker:
             except Exception:  # a later Faust or aiokafka without these internals: keep theirs
                 log.warning("could not tune the consumer's fetcher")
 
-        @table.on_recover
         async def recovered() -> None:
             tune_fetcher()
             owned = {
@@ -449,6 +513,8 @@ class Worker:
             self.metrics.rebalances.inc()
             log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))
 
+        table.on_recover(_crash_on_error("state recovery", recovered))
+
         async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
             t.on_revoked((tp.topic, tp.partition) for tp in revoked)
             name = shard_topic.get_topic_name()
@@ -458,7 +524,7 @@ class Worker:
                 await persist()
             self.ready = False
 
-        app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(_crash_on_error("revocation", revoked))
 
         async def serve_metrics() -> None:
             if s.metrics_port:

@@ -65,18 +65,32 @@ class Outbox:
                 # Kafka's default partitioner, as any client keying by the same bytes would
                 partition = partition_for(key or b"", await self._count(producer, topic))
             groups[(topic, partition)].append(message)
-        for (topic, partition), group in groups.items():
-            batch = producer.create_batch()
-            for _, key, value, _, headers in group:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
-                    continue
-                if batch.record_count():
-                    await producer.send_batch(batch, topic, partition=partition)
-                    batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
-                    continue
-                # larger than a whole batch: the plain path takes any size the broker allows
-                await producer.send(topic, value, key=key, partition=partition, headers=headers)
+        unsent = list(groups.items())
+        try:
+            while unsent:
+                (topic, partition), group = unsent[0]
+                await self._send(producer, topic, partition, group)
+                unsent.pop(0)
+        except BaseException:
+            # cancelled (a stop, a rebalance) or failed half-way: what was not handed over
+            # waits for the next drain (Faust's flush before a commit does one), in its order,
+            # rather than being dropped while its input could still be committed
+            self.pending[:0] = [m for _, group in unsent for m in group]
+            raise
+        return len(messages)
+
+    @staticmethod
+    async def _send(producer: Any, topic: str, partition: int, group: list[Message]) -> None:
+        batch = producer.create_batch()
+        for _, key, value, _, headers in group:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                continue
             if batch.record_count():
                 await producer.send_batch(batch, topic, partition=partition)
-        return len(messages)
+                batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                continue
+            # larger than a whole batch: the plain path takes any size the broker allows
+            await producer.send(topic, value, key=key, partition=partition, headers=headers)
+        if batch.record_count():
+            await producer.send_batch(batch, topic, partition=partition)

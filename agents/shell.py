@@ -23,7 +23,9 @@ replay's clock at the end of its input.
 from __future__ import annotations
 
 import functools
+import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,12 +35,20 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from orderwatch.agents import envelope
-from orderwatch.engine import BROADCAST, Engine
+from orderwatch.engine import BROADCAST, Engine, atomic
 from orderwatch.engine.silence import SilenceMonitor
-from orderwatch.errors import EventValidationError
+from orderwatch.errors import EventValidationError, error_text
 from orderwatch.events.codec import decode_event, encode_exception
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
+
+log = logging.getLogger("orderwatch.worker")
+
+#: Dead-letter reason of a message whose processing raised something nobody foresaw (a bug)
+INTERNAL_ERROR = "internal_error"
+#: ``on_error`` policies (``ORDERWATCH_ON_PROCESSING_ERROR``), as Kafka Streams' processing
+#: exception handler (KIP-1033) offers CONTINUE and FAIL
+DEAD_LETTER, FAIL = "dead_letter", "fail"
 
 #: A DLQ copy keeps at most this much of a bad message (the reason headers say how big it was).
 DLQ_MAX_BYTES = 64 * 1024
@@ -82,18 +92,33 @@ def broadcast_key(partition: int) -> str:
 
 
 def dlq_headers(
-    reason: str, detail: str, topic: str, partition: int, offset: int, size: int
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    size: int,
+    error_class: str | None = None,
+    stage: str | None = None,
 ) -> Headers:
-    """Dead-letter headers in Kafka Connect's ``__connect.errors.*`` convention, plus ours."""
-    return [
+    """Dead-letter headers in Kafka Connect's ``__connect.errors.*`` convention, plus ours.
+
+    For bad input the "exception class" is the reason code; for an ``internal_error`` it is
+    the class of the exception that was raised, and ``orderwatch.error.stage`` says where
+    (``route``: stage 1, ``detect``: stage 2, whose topic is the shard topic).
+    """
+    headers = [
         ("__connect.errors.topic", topic.encode()),
         ("__connect.errors.partition", str(partition).encode()),
         ("__connect.errors.offset", str(offset).encode()),
-        ("__connect.errors.exception.class.name", reason.encode()),
+        ("__connect.errors.exception.class.name", (error_class or reason).encode()),
         ("__connect.errors.exception.message", detail[:1000].encode("utf-8", "replace")),
         ("orderwatch.error.reason", reason.encode()),
         ("orderwatch.error.original_size", str(size).encode()),
     ]
+    if stage is not None:
+        headers.append(("orderwatch.error.stage", stage.encode()))
+    return headers
 
 
 def cloudevent_headers(exc: ExceptionEvent, source: str) -> Headers:
@@ -120,6 +145,8 @@ class Counters:
     processed: int = 0
     published: int = 0
     requeued: int = 0
+    #: messages whose processing raised unexpectedly (dead-lettered as ``internal_error``)
+    failed: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -130,6 +157,12 @@ class Shell:
     ``send_dlq(value, headers)``, ``send_exception(key, value, headers)``: publish.
     ``send_changelog(partition, key, value)``: persist a shard (value None: tombstone).
     ``clock``: ``"wall"`` or ``"event"`` (the watermark described above).
+    ``on_error``: what an unexpected exception on one message's path does (decode, routing,
+    envelope, engine step, encoding what it published). ``"dead_letter"``: the message goes
+    to the dead-letter topic as ``internal_error`` and its neighbours go on; the engine step
+    is atomic (``engine.atomic``), so the shards it touched are as they were before it.
+    ``"fail"``: the exception propagates, the worker stops (``app.py``) and commits nothing
+    past the message, so a restart reads it again; steps are then not copied first.
     """
 
     def __init__(
@@ -149,6 +182,9 @@ class Shell:
         on_invalid: Callable[[str, str], None] | None = None,
         on_event: Callable[[str, Any, float], None] | None = None,
         on_exception: Callable[[ExceptionEvent, float | None], None] | None = None,
+        on_error: str = DEAD_LETTER,
+        on_internal_error: Callable[[str, str], None] | None = None,
+        shard_topic: str = "shard-events",
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -163,6 +199,11 @@ class Shell:
         self.on_invalid = on_invalid
         self.on_event = on_event
         self.on_exception = on_exception
+        if on_error not in (DEAD_LETTER, FAIL):
+            raise ValueError(f"on_error must be {DEAD_LETTER!r} or {FAIL!r}, not {on_error!r}")
+        self.contain = on_error == DEAD_LETTER
+        self.on_internal_error = on_internal_error
+        self.shard_topic = shard_topic
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -213,9 +254,19 @@ class Shell:
     def route(self, value: bytes | None, topic: str, partition: int, offset: int) -> None:
         """Validate one input message and repartition it by each key its state lives under.
 
-        Producers' keys are not trusted: the shard key comes from the event's own fields.
+        Producers' keys are not trusted: the shard key comes from the event's own fields. An
+        unexpected exception is contained here (``on_error``): nothing of the message has been
+        queued when it can happen, so dead-lettering it loses nothing else.
         """
         raw = value or b""
+        try:
+            self._route(raw, topic, partition, offset)
+        except Exception as exc:
+            if not self.contain:
+                raise
+            self._failed(raw, exc, "route", topic, partition, offset)
+
+    def _route(self, raw: bytes, topic: str, partition: int, offset: int) -> None:
         tp = (topic, partition)
         if offset > self.source_pos.get(tp, -1):
             self.source_pos[tp] = offset
@@ -238,8 +289,9 @@ class Shell:
             self.silence.observe(topic, event.source, self.wall())
         if self.on_event is not None:
             self.on_event(topic, event, self.wall())
+        keys = Engine.route(event)
         here = 0
-        for key in Engine.route(event):
+        for key in keys:
             if key == BROADCAST:
                 for p in range(self.partitions):
                     self._queue(p, broadcast_key(p).encode(), raw)
@@ -352,16 +404,73 @@ class Shell:
             return None
 
     def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
-        event = self._decode_routed(raw)
+        try:
+            event = self._decode_routed(raw)
+        except Exception as exc:
+            if not self.contain:
+                raise
+            self._failed(raw, exc, "detect", self.shard_topic, partition, -1)
+            return
         if event is not None:
-            self._apply(key, event, partition, arrival, self.now(partition))
+            self._apply(key, event, raw, partition, arrival, self.now(partition))
 
     def _apply(
-        self, key: str, event: InboundEvent, partition: int, arrival: float | None, now: float
+        self,
+        key: str,
+        event: InboundEvent,
+        raw: bytes,
+        partition: int,
+        arrival: float | None,
+        now: float,
     ) -> None:
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-        self._publish(self.engine(partition).step(event, now, only), arrival)
+        engine = self.engine(partition)
+        if not self.contain:
+            self._publish(engine.step(event, now, only), arrival)
+            self.counters.processed += 1
+            return
+        try:
+            # encoded inside the atomic step: an exception that cannot be written fails the
+            # step, and the state goes back with it
+            sends = atomic.step(engine, event, now, only, then=self._encode)
+        except atomic.StepFailed as failed:
+            self._publish(failed.due, arrival)
+            self._failed(raw, failed.error, "detect", self.shard_topic, partition, -1)
+            return
+        self._send_encoded(sends, arrival)
         self.counters.processed += 1
+
+    def _failed(
+        self, raw: bytes, exc: BaseException, stage: str, topic: str, partition: int, offset: int
+    ) -> None:
+        """Dead-letter one message whose processing raised (``on_error="dead_letter"``).
+
+        Headers carry the exception's class and a masked, cut message (``error_text``: the
+        message of an arbitrary exception may quote input); the log line has the traceback's
+        frames (file, line, code) and the same masked message, never the exception's own text.
+        """
+        name = type(exc).__name__
+        text = error_text(exc)
+        self.counters.failed += 1
+        self.counters.by_reason[INTERNAL_ERROR] = self.counters.by_reason.get(INTERNAL_ERROR, 0) + 1
+        log.error(
+            "internal_error in %s (%s/%d@%d): %s: %s; the message is dead-lettered\n%s",
+            stage,
+            topic,
+            partition,
+            offset,
+            name,
+            text,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        self.send_dlq(
+            raw[:DLQ_MAX_BYTES],
+            dlq_headers(
+                INTERNAL_ERROR, f"{name}: {text}", topic, partition, offset, len(raw), name, stage
+            ),
+        )
+        if self.on_internal_error is not None:
+            self.on_internal_error(stage, name)
 
     def _step_stamped(
         self,
@@ -383,16 +492,21 @@ class Shell:
         before = self.now(partition)
         self._heard(partition, stamp)
         clock = self.now(partition)
-        decoded: list[tuple[str, InboundEvent]] = []
+        decoded: list[tuple[str, InboundEvent, bytes]] = []
         for key_bytes, raw in items:
-            event = self._decode_routed(raw)
-            if event is not None:
-                decoded.append((key_bytes.decode(), event))
+            try:
+                event = self._decode_routed(raw)
+                if event is not None:
+                    decoded.append((key_bytes.decode(), event, raw))
+            except Exception as exc:
+                if not self.contain:
+                    raise
+                self._failed(raw, exc, "detect", self.shard_topic, partition, -1)
         decoded.sort(key=lambda item: item[1].occurred_ts)
-        for shard_key, event in decoded:
+        for shard_key, event, raw in decoded:
             occurred = event.occurred_ts
             now = before if occurred <= before else (occurred if occurred <= clock else clock)
-            self._apply(shard_key, event, partition, arrival, now)
+            self._apply(shard_key, event, raw, partition, arrival, now)
 
     def sweep(self) -> None:
         """Fire due deadlines of every owned partition; the timer calls this every tick."""
@@ -551,10 +665,16 @@ class Shell:
 
     def _publish(self, exceptions: list[ExceptionEvent], arrival: float | None = None) -> None:
         """Send exceptions; ``arrival`` is set when they come from reading one event."""
-        for exc in exceptions:
-            self.send_exception(
-                exc.subject.encode(), encode_exception(exc), cloudevent_headers(exc, self.source)
-            )
+        self._send_encoded(self._encode(exceptions), arrival)
+
+    def _encode(self, exceptions: list[ExceptionEvent]) -> list[tuple[ExceptionEvent, bytes]]:
+        return [(exc, encode_exception(exc)) for exc in exceptions]
+
+    def _send_encoded(
+        self, sends: list[tuple[ExceptionEvent, bytes]], arrival: float | None
+    ) -> None:
+        for exc, body in sends:
+            self.send_exception(exc.subject.encode(), body, cloudevent_headers(exc, self.source))
             self.counters.published += 1
             if self.on_exception is not None:
                 self.on_exception(exc, arrival)

@@ -82,6 +82,9 @@ class Telemetry:
                 items.labels(stage=stage).inc(behind)
                 self._items[stage] = total
 
+    def on_internal_error(self, stage: str, exception: str) -> None:
+        self.metrics.processing_errors.labels(stage=stage, exception=exception).inc()
+
     def on_invalid(self, topic: str, reason: str) -> None:
         self.metrics.invalid_messages.labels(topic=topic, reason=reason).inc()
         self.metrics.last_event_timestamp.labels(topic=topic).set(time.time())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import io
 import os
@@ -31,10 +32,12 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from orderwatch.engine import Engine, ReplayClock
+from orderwatch.engine.atomic import step as atomic_step
 from orderwatch.engine.state import ORDER
 from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
@@ -103,11 +106,15 @@ def decode_and_run(path: Path, traced: bool) -> dict[str, float]:
     }
 
 
-def engine_alone(path: Path) -> tuple[int, float]:
-    """Decode a chunk untimed, then time the engine over it: the engine's share of the cost."""
+def engine_alone(path: Path, atomic: bool = False) -> tuple[int, float]:
+    """Decode a chunk untimed, then time the engine over it: the engine's share of the cost.
+
+    ``atomic``: each step all or nothing (``engine.atomic``), as the worker and replay run it;
+    the difference is what the copy of an event's shards before each step costs.
+    """
     engine = Engine(load_catalog(), track_dirty=False)
     clock = ReplayClock()
-    step = engine.step
+    step: Any = functools.partial(atomic_step, engine, then=list) if atomic else engine.step
     events, elapsed = 0, 0.0
     chunk: list[InboundEvent] = []
 
@@ -185,6 +192,11 @@ def main() -> None:
         if not args.skip_engine_alone:
             n, secs = engine_alone(path)
             print(f"engine alone:  {n / secs:,.0f} events/s ({secs:.1f} s, pre-decoded)")
+            n, atomic_secs = engine_alone(path, atomic=True)
+            print(
+                f"engine alone, atomic steps: {n / atomic_secs:,.0f} events/s "
+                f"({atomic_secs:.1f} s; {secs / atomic_secs:.2f} of plain steps in this run)"
+            )
         print(f"exceptions produced: {full['exceptions']:,.0f}")
         print(
             f"order shards held at peak: {full['peak_orders']:,.0f} "

@@ -14,6 +14,7 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.events_consumed.labels(topic="orders", type="order.created").inc(3)
     metrics.events_consumed.labels(topic="payment-callbacks", type="payment.succeeded").inc()
     metrics.invalid_messages.labels(topic="orders", reason="invalid_json").inc()
+    metrics.processing_errors.labels(stage="detect", exception="KeyError").inc()
     metrics.exceptions_published.labels(
         rule_id="inventory.oversold", severity="critical", owner="warehouse", state="raised"
     ).inc()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class OrderwatchError(Exception):
     """Base class of every error orderwatch raises on purpose."""
@@ -34,3 +36,49 @@ class EventValidationError(OrderwatchError):
 
 class BrokerError(OrderwatchError):
     """The embedded broker could not be started or did not become ready in time."""
+
+
+#: How much of an unexpected exception's message a dead letter or a log line keeps.
+ERROR_TEXT_LIMIT = 200
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_DIGITS = re.compile(r"\d{5,}")
+#: Quoted words kept as they are: Python's own vocabulary (``unhashable type: 'list'``) and
+#: snake_case names (fields, rules), never what a shop's customers type
+_KEEP = re.compile(
+    r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Za-z]+Error|"
+    + "|".join(
+        (
+            "list",
+            "dict",
+            "str",
+            "int",
+            "float",
+            "bool",
+            "bytes",
+            "tuple",
+            "set",
+            "NoneType",
+            "object",
+        )
+    )
+)
+
+
+def error_text(exc: BaseException) -> str:
+    """An unexpected exception's message, safe for a dead-letter header or a log line.
+
+    Any exception's message may quote the input it choked on (``KeyError('13812345678')``,
+    a name, a street): quoted text is replaced by its length unless it is a Python type or a
+    snake_case name, runs of five or more digits keep their last four (as phones do everywhere
+    else), and the whole is cut to ``ERROR_TEXT_LIMIT`` characters.
+    """
+
+    def quoted(match: re.Match[str]) -> str:
+        inner = match.group(0)[1:-1]
+        return match.group(0) if _KEEP.fullmatch(inner) else f"<{len(inner)} chars>"
+
+    def digits(match: re.Match[str]) -> str:
+        return "*" * (len(match.group(0)) - 4) + match.group(0)[-4:]
+
+    text = _QUOTED.sub(quoted, str(exc)[: 4 * ERROR_TEXT_LIMIT])
+    return _DIGITS.sub(digits, text)[:ERROR_TEXT_LIMIT]

@@ -113,6 +113,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.processing_errors = Counter(
+            "orderwatch_processing_errors_total",
+            "Messages whose processing raised unexpectedly (a bug) and went to the dead-letter "
+            "topic as internal_error, by stage (route, detect) and exception class.",
+            ["stage", "exception"],
+            registry=r,
+        )
         self.exceptions_published = Counter(
             "orderwatch_exceptions_published_total",
             "Exception events published, by rule, severity, owner team and state.",

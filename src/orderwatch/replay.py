@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, TextIO
 
-from orderwatch.engine import Engine, ReplayClock
-from orderwatch.errors import EventValidationError
+from orderwatch.engine import Engine, ReplayClock, atomic
+from orderwatch.errors import EventValidationError, error_text
 from orderwatch.events.codec import decode_event, encode_exception
+from orderwatch.events.exception import ExceptionEvent
+
+#: Reason printed for a line whose processing raised unexpectedly (the worker's dead-letter
+#: reason for the same case)
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
@@ -21,7 +26,13 @@ class ReplayStats:
     lines: int = 0
     events: int = 0
     invalid: int = 0
+    #: lines whose engine step raised (a bug): reported as ``internal_error`` and skipped
+    failed: int = 0
     exceptions: int = 0
+
+
+def _encode(exceptions: list[ExceptionEvent]) -> list[bytes]:
+    return [encode_exception(e) + b"\n" for e in exceptions]
 
 
 def replay(
@@ -31,7 +42,12 @@ def replay(
     err: TextIO,
     until: datetime | None = None,
 ) -> ReplayStats:
-    """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped."""
+    """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped.
+
+    A line whose engine step raises is reported as ``internal_error`` (with the exception's
+    class and masked message) and skipped too, its state changes undone (``engine.atomic``):
+    what the live worker does by default, so both still give the same exceptions.
+    """
     stats = ReplayStats()
     clock = ReplayClock()
     write = out.write
@@ -49,9 +65,17 @@ def replay(
             stats.invalid += 1
             continue
         stats.events += 1
-        for exc_event in engine.step(event, clock.observe(event.occurred_ts)):
-            write(encode_exception(exc_event) + b"\n")
-            stats.exceptions += 1
+        try:
+            written = atomic.step(engine, event, clock.observe(event.occurred_ts), then=_encode)
+        except atomic.StepFailed as failed:
+            written = _encode(failed.due)
+            error = failed.error
+            err.write(f"line {number}: {INTERNAL_ERROR}: {type(error).__name__}: ")
+            err.write(f"{error_text(error)}\n")
+            stats.failed += 1
+        for body in written:
+            write(body)
+        stats.exceptions += len(written)
     for exc_event in engine.sweep(clock.finish(until)):
         write(encode_exception(exc_event) + b"\n")
         stats.exceptions += 1

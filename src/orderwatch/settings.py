@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     batch_max: int = Field(500, ge=1, description="events per agent batch")
     batch_within: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
 
+    on_processing_error: Literal["dead_letter", "fail"] = Field(
+        "dead_letter",
+        description="an unexpected error on one message: dead-letter it (internal_error) and go "
+        "on, or stop the worker (exit 70) without committing it",
+    )
+
     session_timeout: float = Field(6.0, description="Kafka consumer session timeout, seconds")
     fetch_max_wait: float = Field(
         0.1, gt=0, le=1.5, description="longest a consumer fetch waits for data, seconds"

@@ -16,6 +16,7 @@ from tests.metrics_samples import fill_sample_values
 EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_events_consumed": ("counter", frozenset({"topic", "type"})),
     "orderwatch_invalid_messages": ("counter", frozenset({"topic", "reason"})),
+    "orderwatch_processing_errors": ("counter", frozenset({"stage", "exception"})),
     "orderwatch_exceptions_published": (
         "counter",
         frozenset({"rule_id", "severity", "owner", "state"}),

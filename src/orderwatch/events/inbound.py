@@ -47,6 +47,14 @@ PROGRESS: dict[str, int] = {
 TERMINAL: frozenset[str] = frozenset({"cancelled", "refunded", "closed"})
 
 
+#: Money has at most this many digits before and after the decimal point: any amount a shop
+#: charges, and every sum of them stays exact in the default decimal context (28 digits)
+_MONEY_DIGITS = 12
+#: Timestamps from these years only: the engine adds days to an event's time and writes the
+#: result back as a date, which a year-1 or year-9999 timestamp would push out of range
+_YEARS = (1900, 9000)
+
+
 def _money(value: object) -> Decimal:
     """Accept money only as a decimal string, so no float rounding sneaks in upstream."""
     if not isinstance(value, str):
@@ -57,6 +65,12 @@ def _money(value: object) -> Decimal:
         raise ValueError(f"not a decimal number: {value!r}") from None
     if not amount.is_finite():
         raise ValueError(f"not a finite decimal number: {value!r}")
+    exponent = amount.as_tuple().exponent
+    if amount.adjusted() >= _MONEY_DIGITS or (
+        isinstance(exponent, int) and exponent < -_MONEY_DIGITS
+    ):
+        # "1e999999999" is a finite Decimal whose first sum overflows the decimal context
+        raise ValueError(f"money beyond {_MONEY_DIGITS} digits either side of the point")
     return amount
 
 
@@ -80,10 +94,14 @@ def _rfc3339(value: object) -> object:
     and a bare int or ``+0800`` is what a producer that has drifted from it sends."""
     if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
         raise ValueError("timestamp must be an RFC 3339 string with an offset")
+    if not _YEARS[0] <= int(value[:4]) <= _YEARS[1]:
+        raise ValueError(f"timestamp outside the years {_YEARS[0]}-{_YEARS[1]}")
     return value
 
 
 Money = Annotated[Decimal, BeforeValidator(_money)]
+#: A JSON integer the engine can hold and write back (orjson encodes 64 bits at most)
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 Currency = Annotated[str, BeforeValidator(_currency)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 EventId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -120,7 +138,7 @@ class Address(_Model):
 
 class OrderItem(_Model):
     sku: NonEmpty
-    quantity: Annotated[StrictInt, Field(ge=1)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
     unit_price: Money
 
 
@@ -210,27 +228,27 @@ class _Stock(_Event):
 class InventoryReserved(_Stock):
     type: Literal["inventory.reserved"]
     order_id: NonEmpty
-    quantity: StrictInt
-    available_after: StrictInt
+    quantity: Int64
+    available_after: Int64
 
 
 class InventoryReservationFailed(_Stock):
     type: Literal["inventory.reservation_failed"]
     order_id: NonEmpty
-    quantity: StrictInt
+    quantity: Int64
     reason: Literal["insufficient_stock", "lock_timeout", "conflict", "other"]
 
 
 class InventoryReleased(_Stock):
     type: Literal["inventory.released"]
     order_id: NonEmpty
-    quantity: StrictInt
+    quantity: Int64
 
 
 class InventorySnapshot(_Stock):
     type: Literal["inventory.snapshot"]
-    available: StrictInt
-    on_hand: StrictInt | None = None
+    available: Int64
+    on_hand: Int64 | None = None
 
 
 class _Logistics(_OrderKeyed):

@@ -1,0 +1,185 @@
+"""One event applied all or nothing: the engine's state after a failed step is the state before.
+
+An engine step that raises (a bug, or an input nobody foresaw) may have changed part of a shard
+by then. The worker and replay then skip that event (dead letter, stderr) and go on with the
+next, so a half-applied shard would make every later verdict on it wrong, and differently in the
+worker (which persists it) than in a replay that takes another path. ``step`` here therefore:
+
+1. fires the deadlines that were due before the event on their own (exactly what
+   ``Engine.step`` does first): their exceptions are good whatever the event does next;
+2. copies the shards the event routes to (``_copy``; Kafka Streams restores a failed task from
+   its changelog instead, but a copy of a handful of shards per event is far cheaper than a
+   rebuilt partition), and the blacklist if the event is one of its changes;
+3. runs ``Engine.step``; if it raises, puts the copies back (deleting shards the event created),
+   drops the exceptions the failed step produced, and raises ``StepFailed`` carrying the
+   exceptions of step 1, which the caller publishes as usual.
+
+What step 3 can touch is exactly the event's shards: deadlines it schedules and fires within
+the step belong to the shards it applied to. The heap keeps entries of the failed step; they are
+validated lazily against each shard's own deadlines (``Engine._sweep``), so a stale one is
+skipped and a restored shard re-enters its deadlines (duplicates fire once).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import heapq
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from orderwatch.engine.core import BROADCAST, Engine
+from orderwatch.events.exception import ExceptionEvent
+from orderwatch.events.inbound import InboundEvent
+
+
+class StepFailed(Exception):
+    """An engine step raised; ``due`` holds the exceptions of the deadlines fired before it
+    (state they changed stays: they were not the event's doing). ``__cause__`` is the error."""
+
+    def __init__(self, due: list[ExceptionEvent], error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__} in an engine step")
+        self.due = due
+        self.error = error
+
+
+T = TypeVar("T")
+
+
+def step(
+    engine: Engine,
+    event: InboundEvent,
+    now: datetime | float,
+    only: Iterable[str] | None = None,
+    *,
+    then: Callable[[list[ExceptionEvent]], T],
+) -> T:
+    """``then(engine.step(event, now, only))``, atomic per event (see the module docstring).
+
+    ``then`` runs inside: the caller encodes what it will publish there, so an exception
+    event that cannot be written fails the step and takes its state changes back with it.
+    """
+    t = now if isinstance(now, float | int) else now.timestamp()
+    heap = engine._heap
+    due = engine.sweep(t) if heap and heap[0][0] < t else []
+    try:
+        keys = tuple(Engine.route(event) if only is None else only)
+        saved = _save(engine, keys)
+    except Exception as exc:  # nothing changed yet
+        raise StepFailed(due, exc) from exc
+    try:
+        out = engine.step(event, t, only)
+        return then(due + out if due else out)
+    except Exception as exc:
+        _restore(engine, saved)
+        raise StepFailed(due, exc) from exc
+
+
+Saved = tuple[list[tuple[str, Any, bool]], Any]
+
+
+def _save(engine: Engine, keys: tuple[str, ...]) -> Saved:
+    """A copy of each key's shard (None: absent) and whether it was already waiting to be
+    written; the blacklist as copies when the event is one of its changes."""
+    shards = engine.shards
+    dirty = engine.dirty
+    saved: list[tuple[str, Any, bool]] = []
+    blacklist = None
+    for key in keys:
+        if key == BROADCAST:
+            blacklist = (
+                {k: set(v) for k, v in engine.blacklist.items()},
+                {k: list(v) for k, v in engine.blacklist_at.items()},
+                BROADCAST in dirty,
+            )
+            continue
+        shard = shards.get(key)
+        saved.append((key, None if shard is None else _copy(shard), key in dirty))
+    return saved, blacklist
+
+
+def _restore(engine: Engine, saved: Saved) -> None:
+    shards, blacklist = saved
+    for key, saved_shard, was_dirty in shards:
+        if saved_shard is None:
+            engine.shards.pop(key, None)
+        else:
+            shard = engine.shards[key] = saved_shard.build()
+            for name, due in shard.deadline_dict().items():
+                # its deadlines back in the index (a duplicate entry fires once: lazily checked)
+                heapq.heappush(engine._heap, (due, next(engine._seq), key, name))
+        if not was_dirty:
+            engine.dirty.discard(key)
+    if blacklist is not None:
+        engine.blacklist, engine.blacklist_at, was_dirty = blacklist
+        if not was_dirty:
+            engine.dirty.discard(BROADCAST)
+    engine.take_output()  # the failed step's partial output: never published
+
+
+#: Values a step never changes in place: kept, not copied. Tuples included: shards keep tuples
+#: of such values only (``WindowShard.entries``); models are frozen (parked events).
+_ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, tuple, frozenset})
+#: per dataclass: its type, a getter of all its fields in one C call, and their names
+_PLANS: dict[type, tuple[type, Any, tuple[str, ...]]] = {}
+
+
+class _Saved:
+    """A dataclass's field values, containers copied: built back into an object on failure."""
+
+    __slots__ = ("kind", "names", "values")
+
+    def __init__(self, kind: type, names: tuple[str, ...], values: list[Any]) -> None:
+        self.kind = kind
+        self.names = names
+        self.values = values
+
+    def build(self) -> Any:
+        obj: Any = object.__new__(self.kind)
+        for name, value in zip(self.names, self.values, strict=True):
+            object.__setattr__(obj, name, _thaw(value))
+        return obj
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a shard deep enough that no later change of the original reaches it.
+
+    Not ``to_dict`` (it shares lists and dicts with the shard), nor ``copy.deepcopy`` or a
+    clone built field by field (both several times slower): a dataclass's fields are read in
+    one C call and only containers are copied, at any depth; objects are built again only when
+    a step fails (``_thaw``). Generic over what shards hold, so a field added later is copied
+    too; the shared read-only empty mappings (``NOTHING_OPEN``, ``NO_TIMERS``) and frozen
+    models are kept as they are.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _ATOMS else _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _ATOMS else _copy(v) for v in value]
+    if kind is set:
+        return set(value)
+    plan = _PLANS.get(kind)
+    if plan is None:
+        if kind in _ATOMS or isinstance(value, BaseModel | dict):
+            return value  # frozen event models; the shared empty mappings refuse writes
+        if not dataclasses.is_dataclass(value):
+            return copy.deepcopy(value)
+        names = tuple(f.name for f in dataclasses.fields(value))
+        plan = _PLANS[kind] = (kind, attrgetter(*names), names)
+    values = plan[1](value)
+    return _Saved(kind, plan[2], [v if type(v) in _ATOMS else _copy(v) for v in values])
+
+
+def _thaw(value: Any) -> Any:
+    kind = type(value)
+    if kind is _Saved:
+        return value.build()
+    if kind is dict:
+        return {k: _thaw(v) for k, v in value.items()}
+    if kind is list:
+        return [_thaw(v) for v in value]
+    return value
