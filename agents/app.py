@@ -68,7 +68,7 @@ def crash(exc: BaseException, where: str) -> None:
     """
     try:
         # the traceback's frames and the exception's class only: its message may quote input
-        frames = "".join(traceback.format_tb(exc.__traceback__))
+        frames = "".join(traceback.format_tb(exc.__traceback__, limit=-30))
         log.critical(
             "crashed in %s: %s; exiting with status %d without committing\n%s",
             where,

@@ -242,6 +242,8 @@ class Shell:
         if engine is None:
             engine = self.engines[partition] = self.new_engine()
             engine.hold(self.held)
+            if self.contain:
+                atomic.guard(engine, functools.partial(self._deadline_failed, partition))
         return engine
 
     def now(self, partition: int) -> float:
@@ -440,6 +442,29 @@ class Shell:
         self._send_encoded(sends, arrival)
         self.counters.processed += 1
 
+    def _deadline_failed(
+        self, partition: int, name: str, event: InboundEvent | None, exc: BaseException
+    ) -> None:
+        """A deadline's firing raised (``atomic.guard`` undid it): a parked event, read ahead of
+        the clock and applied when the clock reached it, is dead-lettered in its JSON form (its
+        original bytes are long gone); a timeout has no message to dead-letter: logged and
+        counted (stage ``deadline``)."""
+        if event is not None:
+            raw = orjson.dumps(event.model_dump(mode="json"))
+            self._failed(raw, exc, "detect", self.shard_topic, partition, -1)
+            return
+        self.counters.failed += 1
+        log.error(
+            "internal_error firing deadline %s on partition %d: %s: %s; dropped\n%s",
+            name.split("|")[0],
+            partition,
+            type(exc).__name__,
+            error_text(exc),
+            "".join(traceback.format_tb(exc.__traceback__, limit=-30)),
+        )
+        if self.on_internal_error is not None:
+            self.on_internal_error("deadline", type(exc).__name__)
+
     def _failed(
         self, raw: bytes, exc: BaseException, stage: str, topic: str, partition: int, offset: int
     ) -> None:
@@ -461,7 +486,7 @@ class Shell:
             offset,
             name,
             text,
-            "".join(traceback.format_tb(exc.__traceback__)),
+            "".join(traceback.format_tb(exc.__traceback__, limit=-30)),
         )
         self.send_dlq(
             raw[:DLQ_MAX_BYTES],

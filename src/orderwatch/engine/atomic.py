@@ -15,7 +15,7 @@ worker (which persists it) than in a replay that takes another path. ``step`` he
    exceptions of step 1, which the caller publishes as usual.
 
 What step 3 can touch is exactly the event's shards: deadlines it schedules and fires within
-the step belong to the shards it applied to. The heap keeps entries of the failed step; they are
+the step belong to the shards it applied to. Deadlines are made atomic one by one by ``guard``. The heap keeps entries of the failed step; they are
 validated lazily against each shard's own deadlines (``Engine._sweep``), so a stale one is
 skipped and a restored shard re-enters its deadlines (duplicates fire once).
 """
@@ -32,9 +32,57 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from orderwatch.engine.core import BROADCAST, Engine
+from orderwatch.engine.core import BROADCAST, PARK, Engine
+from orderwatch.engine.state import Shard
 from orderwatch.events.exception import ExceptionEvent
-from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.inbound import EVENT_ADAPTER, InboundEvent
+
+#: ``guard``'s report of a deadline whose firing raised: (deadline name, the parked event it
+#: would have applied or None, the error)
+DeadlineFailed = Callable[[str, "InboundEvent | None", BaseException], None]
+
+
+def guard(engine: Engine, failed: DeadlineFailed) -> None:
+    """Make each deadline ``engine`` fires atomic too, and contain its failure.
+
+    A deadline that raises (a rule's timeout, an escalation, or a parked event applied when
+    the clock reaches it: in event-time mode most events the worker reads ahead of its clock
+    are applied this way, in a sweep or in a later event's step) leaves its shard as it was
+    before, minus that deadline: a parked event is taken out of the shard and handed to
+    ``failed`` (the worker dead-letters it), a timeout is dropped (``failed`` logs it). The
+    sweep goes on with the next deadline. Without the guard the error would stop the sweep,
+    or fail the unrelated event whose step fired it.
+    """
+    fire = engine._fire
+
+    def guarded(shard: Shard, name: str, due: float, now: float) -> None:
+        saved = _copy(shard)
+        was_dirty = shard.key in engine.dirty
+        out = engine.life.out
+        produced = len(out)
+        try:
+            fire(shard, name, due, now)
+        except Exception as exc:
+            del out[produced:]
+            restored = engine.shards[shard.key] = saved.build()
+            for deadline, at in restored.deadline_dict().items():
+                heapq.heappush(engine._heap, (at, next(engine._seq), shard.key, deadline))
+            event = None
+            if name.startswith(PARK) and restored.parked:
+                event = restored.parked.pop(name[len(PARK) :], None)
+                restored.parked = restored.parked or None
+                if isinstance(event, dict):
+                    event = EVENT_ADAPTER.validate_python(event)
+            if not was_dirty:
+                engine.dirty.discard(shard.key)
+            engine.unschedule(restored, name)  # consumed: it must not fire again
+            if restored.evict_at is None and not (restored.timers or restored.parked):
+                # nothing was ever applied to it (an eviction is due from the first event on):
+                # a shard made only to hold the event that failed, as absent as before it
+                del engine.shards[shard.key]
+            failed(name, event, exc)
+
+    engine._fire = guarded  # type: ignore[method-assign]
 
 
 class StepFailed(Exception):
