@@ -90,7 +90,7 @@ def test_a_copy_is_deep_enough_that_changes_to_the_shard_do_not_reach_it() -> No
 def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() -> None:
     events = [created("O1", "10:00"), paid("O1", "10:01"), created("O2", "10:02")]
     events += [paid("O2", "10:03"), status("O1", "paid", "10:30")]
-    marked = events[:3] + [status("O2", "paid", "10:04", event_id=f"{MARKER}1")] + events[3:]
+    marked = [*events[:3], status("O2", "paid", "10:04", event_id=f"{MARKER}1"), *events[3:]]
 
     def run(engine: Engine, lines: list[dict[str, Any]]) -> tuple[bytes, str]:
         out, err = io.BytesIO(), io.StringIO()
