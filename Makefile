@@ -35,6 +35,9 @@ test: lint ## lint, then the whole test suite (unit, agents, integration on the 
 unit: $(STAMP) ## the unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
+fuzz: $(STAMP) ## the decoder's structural fuzz at 100,000 examples (make test runs a few hundred)
+	ORDERWATCH_FUZZ_EXAMPLES=$${ORDERWATCH_FUZZ_EXAMPLES:-100000} $(BIN)/pytest tests/unit/test_codec_fuzz.py -q -p no:cacheprovider --hypothesis-show-statistics -k structurally
+
 schemas: $(STAMP) ## regenerate schemas/ from the models
 	$(BIN)/orderwatch schemas --out schemas
 
@@ -53,4 +56,4 @@ bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) an
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit schemas demo bench-engine bench-pipeline bench clean
+.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench clean
