@@ -286,8 +286,9 @@ def check(raw: bytes) -> bool:
     """The decoder's contract on one input; True when it gave an event."""
     try:
         event = decode_event(raw)
-    except EventValidationError as refused:
-        assert refused.reason in REASONS, (refused.reason, refused.detail, raw[:300])
+    except EventValidationError as exc:
+        reason, detail = exc.reason, exc.detail
+        assert reason in REASONS, (reason, detail, raw[:300])
         return False
     # an event it lets through must not surprise the engine either
     Engine.route(event)
