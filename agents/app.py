@@ -15,6 +15,7 @@ event-time buckets rather than Faust's wall-clock windows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -94,14 +95,14 @@ def _crash_on_error(
     """``fun`` with any exception ending the process (``crash``), for timers and hooks whose
     failure would otherwise be logged by Faust and skipped, or fail a commit half-way."""
 
+    # wrapped: Faust reads the signature (through ``__wrapped__``) to decide what to pass
+    @functools.wraps(fun)
     async def guarded(*args: Any, **kwargs: Any) -> None:
         try:
             await fun(*args, **kwargs)
         except Exception as exc:
             crash(exc, where)
 
-    guarded.__name__ = getattr(fun, "__name__", where)
-    guarded.__qualname__ = getattr(fun, "__qualname__", where)
     return guarded
 
 
@@ -197,11 +198,21 @@ class TunedApp(faust.App):
       end-offset tracking) still work: only the per-event sensor hooks are gone.
     - ``direct_delivery`` in the consumer's fetch loop.
     - ``before_flush``, awaited before each flush of the producer.
+    - ``on_agent_error``, awaited when an exception leaves an agent.
     """
 
     #: awaited before every flush of Faust's producer, which Faust does right before it commits
     #: input offsets (and when it stops): the worker writes its changed state there
     before_flush: Callable[[], Awaitable[None]] | None = None
+    #: awaited when an exception leaves an agent, before Faust's supervisor restarts it: the
+    #: worker ends the process there (``crash``), before the batch's events are acked
+    on_agent_error: Callable[[Any, BaseException], Awaitable[None]] | None = None
+
+    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        """Faust passes this method as ``on_error`` to every agent it creates."""
+        if self.on_agent_error is not None:
+            await self.on_agent_error(agent, exc)
+        await super()._on_agent_error(agent, exc)
 
     def _new_producer(self) -> Any:
         producer = super()._new_producer()
@@ -410,7 +421,9 @@ class Worker:
                 return None
             return int(value) if value is not None else None
 
-        @app.agent(sources, concurrency=1, on_error=_agent_crashed)
+        app.on_agent_error = _agent_crashed  # type: ignore[attr-defined]
+
+        @app.agent(sources, concurrency=1)
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
                 if s.clock == "event":
@@ -428,7 +441,7 @@ class Worker:
         # the router all waited)
         envelopes = max(1, min(4 * s.partitions, s.batch_max))
 
-        @app.agent(shard_topic, concurrency=1, on_error=_agent_crashed)
+        @app.agent(shard_topic, concurrency=1)
         async def detector(stream: Any) -> None:
             async for batch in stream.take_events(envelopes, within=s.batch_within):
                 shell.process(
