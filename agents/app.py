@@ -521,6 +521,7 @@ class Worker:
                 for tp in app.consumer.assignment()
                 if tp.topic == shard_topic.get_topic_name()
             }
+            shell.persist()  # into the table first: the engines are rebuilt from it
             loaded = shell.restore(list(table.data.items()), owned)
             self.ready = True
             self.metrics.rebalances.inc()

@@ -264,6 +264,25 @@ def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> N
     assert sum(len(e.shards) for e in shell.engines.values()) > 0
 
 
+def test_a_second_recovery_callback_rebuilds_from_the_whole_table() -> None:
+    """Faust calls the recovery callbacks of an interrupted recovery (half the table read),
+    then those of the new assignment's recovery: the engines must come from the second."""
+    rec = Recorder()
+    shell = make_shell(rec)
+    feed(shell, rec, scenario())
+    shell.persist()
+    owned = shell.owned
+    table = [(k, v) for (_, k), v in rec.changelog.items()]
+    shell.revoke(owned)
+    shell.restore(table[: len(table) // 3], owned)  # the interrupted recovery's callback
+    shell.restore(table, owned)  # the new assignment's
+    again = make_shell(Recorder())
+    again.restore(table, owned)
+    assert {p: set(e.shards) for p, e in shell.engines.items()} == {
+        p: set(e.shards) for p, e in again.engines.items()
+    }
+
+
 def test_exceptions_carry_cloudevents_headers_with_a_stable_id() -> None:
     rec = Recorder()
     shell = make_shell(rec, source="/orderwatch/test")
