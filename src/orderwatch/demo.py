@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +203,43 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
     return view
 
 
+class Supervisor:
+    """Restarts the worker when it exits, as k8s or compose would (``restart: unless-stopped``).
+
+    The worker exits non-zero (70) on an error it cannot contain rather than skip what it did
+    not process; it is restarted and resumes from its last commit.
+    """
+
+    def __init__(self, start: Callable[[], subprocess.Popen[bytes]], console: Console) -> None:
+        self._start = start
+        self._console = console
+        self._stopping = threading.Event()
+        self.proc = start()
+        self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+
+    def watch(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            status = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            self._console.print(f"the worker exited with status {status}; restarting it")
+            time.sleep(1.0)  # a crash loop must not spin
+            self.proc = self._start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        proc = self.proc
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def main() -> None:
     seconds = float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None
     rate = float(os.environ.get("DEMO_RATE", "300"))
@@ -226,27 +265,27 @@ def main() -> None:
             ORDERWATCH_DATA_DIR=str(workdir / "data"),
         )
         log = open(workdir / "worker.log", "ab")  # noqa: SIM115
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "orderwatch.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "orderwatch.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        supervisor = Supervisor(start, console)
         console.print(
             f"broker {broker.bootstrap}  metrics http://127.0.0.1:{metrics_port}/metrics  "
             f"logs {workdir}"
         )
         try:
-            _wait_ready(metrics_port, worker)
+            _wait_ready(metrics_port, supervisor.proc)
+            supervisor.watch()
             view = asyncio.run(_run(broker.bootstrap, metrics_port, seconds, rate))
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+            supervisor.stop()
     console.print(
         f"demo done: {sum(view.by_state.values())} exception events, "
         f"{len(view.by_rule)} rules raised: {', '.join(sorted(view.by_rule))}"
