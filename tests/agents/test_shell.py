@@ -272,7 +272,7 @@ def test_exceptions_carry_cloudevents_headers_with_a_stable_id() -> None:
     for body, headers in zip(rec.exceptions, rec.headers, strict=True):
         assert headers["ce_specversion"] == b"1.0"
         assert headers["ce_id"].decode() == (
-            f"{body['exception_id']}:{body['state']}:{body['escalation_level']}"
+            f"{body['exception_id']}:{body['state']}:{body['escalation_level']}:{body['seq']}"
         )
         assert headers["ce_type"] == f"com.orderwatch.exception.{body['state']}".encode()
         assert headers["ce_source"] == b"/orderwatch/test"
