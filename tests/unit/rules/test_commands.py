@@ -495,3 +495,42 @@ def test_a_resolved_by_operator_exception_is_never_raised_again_by_its_trigger()
     resolve = command("resolve", EX, "10:12", resolution="wont_fix")
     result = go(resolve, *BASE, tick("12:00"))
     assert states(result) == [("raised", "open"), ("resolved", "resolved")]
+
+
+# --- state survives a restart (it is shard state like any other) ------------------------------
+
+
+def test_a_restored_engine_continues_exactly_and_repeats_its_replies() -> None:
+    from orderwatch.events.codec import encode_exception, encode_reply
+    from orderwatch.rulefiles import load_catalog
+
+    first = [
+        *BASE,
+        command("acknowledge", EX, "10:12", event_id="c-ack"),
+        command("snooze", EX, "10:13", for_="1h", event_id="c-snooze"),
+        command("comment", EX, "10:14", note="13812345678", event_id="c-note"),
+    ]
+    later = [
+        command("acknowledge", EX, "10:12", event_id="c-ack"),  # read again after the restart
+        tick("11:13:01"),
+        command("resolve", EX, "11:20", resolution="fixed", event_id="c-fix"),
+        command("reopen", EX, "11:30", event_id="c-reopen"),
+        tick("12:30:01"),
+    ]
+
+    def feed(engine: Engine, events: list[dict[str, Any]]) -> list[bytes]:
+        out = []
+        for e in events:
+            ev = decode_event(orjson.dumps(e))
+            out += [encode_exception(x) for x in engine.step(ev, ev.occurred_ts)]
+            out += [encode_reply(r) for r in engine.take_replies()]
+        return out
+
+    live = Engine(load_catalog())
+    feed(live, first)
+    restored = Engine(load_catalog())
+    for key, data in live.take_dirty().items():
+        assert data is not None
+        restored.restore(key, orjson.loads(orjson.dumps(data)))
+    assert feed(restored, later) == feed(live, later)
+    assert any(b'"c-ack"' in line for line in feed(restored, [later[0]]))
