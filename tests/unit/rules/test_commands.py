@@ -534,3 +534,18 @@ def test_a_restored_engine_continues_exactly_and_repeats_its_replies() -> None:
         restored.restore(key, orjson.loads(orjson.dumps(data)))
     assert feed(restored, later) == feed(live, later)
     assert any(b'"c-ack"' in line for line in feed(restored, [later[0]]))
+
+
+def test_an_acknowledged_notification_is_unacknowledged_after_its_timeout_but_never_escalates() -> (
+    None
+):
+    from tests.unit.rules.helpers import carrier_exception
+
+    lost = carrier_exception("L1", "10:00", "lost")
+    [raised] = run([lost]).of("logistics.lost_or_damaged")  # critical: ack timeout 30 min
+    result = run([lost, command("acknowledge", raised, "10:05"), tick("10:35:01"), tick("18:00")])
+    assert [(e.state, e.status) for e in result.of("logistics.lost_or_damaged")] == [
+        ("raised", "open"),
+        ("acknowledged", "acknowledged"),
+        ("unacknowledged", "open"),
+    ]
