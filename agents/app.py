@@ -255,6 +255,7 @@ class Worker:
                 settings.topic_inventory,
                 settings.topic_logistics,
                 settings.topic_blacklist,
+                settings.topic_commands,
                 f"{settings.app_id}-shard-events",
             },
         )
@@ -315,6 +316,7 @@ class Worker:
             s.topic_inventory,
             s.topic_logistics,
             s.topic_blacklist,
+            s.topic_commands,
             **raw,
         )
         shard_topic = app.topic(
@@ -378,6 +380,7 @@ class Worker:
             on_error=s.on_processing_error,
             on_internal_error=t.on_internal_error,
             shard_topic=shard_name,
+            send_reply=lambda key, value: outbox.put(s.topic_command_results, key, value),
         )
         shell = self.shell
 
@@ -387,6 +390,7 @@ class Worker:
             s.topic_inventory,
             s.topic_logistics,
             s.topic_blacklist,
+            s.topic_commands,
         }
 
         def source_partitions() -> list[tuple[str, int]]:

@@ -35,10 +35,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from orderwatch.agents import envelope
-from orderwatch.engine import BROADCAST, Engine, atomic
+from orderwatch.engine import BROADCAST, Engine, atomic, derived
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.errors import EventValidationError, error_text
-from orderwatch.events.codec import decode_event, encode_exception
+from orderwatch.events.codec import decode_event, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
 
@@ -185,6 +185,7 @@ class Shell:
         on_error: str = DEAD_LETTER,
         on_internal_error: Callable[[str, str], None] | None = None,
         shard_topic: str = "shard-events",
+        send_reply: Send | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -204,6 +205,8 @@ class Shell:
         self.contain = on_error == DEAD_LETTER
         self.on_internal_error = on_internal_error
         self.shard_topic = shard_topic
+        #: ``send_reply(key, value)``: a command's reply (CONTRACT section 8), keyed by exception_id
+        self.send_reply = send_reply
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -244,6 +247,8 @@ class Shell:
             engine.hold(self.held)
             if self.contain:
                 atomic.guard(engine, functools.partial(self._deadline_failed, partition))
+            # a fraud window's flag for an order goes to the partition that owns the order
+            engine.forward = True
         return engine
 
     def now(self, partition: int) -> float:
@@ -386,7 +391,9 @@ class Shell:
                 self._heard(partition, stamp, raw if key_bytes == report else None)
         for partition in touched:
             if self.clock == "event":
-                self._publish(self.engine(partition).sweep(self.now(partition)))
+                engine = self.engine(partition)
+                self._publish(engine.sweep(self.now(partition)))
+                self._hand_on(engine)
             if len(self.engines[partition].dirty) >= DIRTY_LIMIT:
                 self._persist(partition)
 
@@ -403,7 +410,8 @@ class Shell:
         try:
             return decode_event(raw)
         except EventValidationError:
-            return None
+            # a fraud window's flag for an order (``_hand_on``), or a foreign writer's bytes
+            return derived.decode(raw)  # type: ignore[return-value]
 
     def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
         try:
@@ -429,6 +437,8 @@ class Shell:
         engine = self.engine(partition)
         if not self.contain:
             self._publish(engine.step(event, now, only), arrival)
+            if engine.replies or engine.derived:
+                self._hand_on(engine)
             self.counters.processed += 1
             return
         try:
@@ -440,6 +450,8 @@ class Shell:
             self._failed(raw, failed.error, "detect", self.shard_topic, partition, -1)
             return
         self._send_encoded(sends, arrival)
+        if engine.replies or engine.derived:
+            self._hand_on(engine)
         self.counters.processed += 1
 
     def _deadline_failed(
@@ -497,6 +509,18 @@ class Shell:
         if self.on_internal_error is not None:
             self.on_internal_error(stage, name)
 
+    def _hand_on(self, engine: Engine) -> None:
+        """What an engine produced besides exceptions: command replies to their topic, and
+        flags for orders' shards to the shard topic partition that owns each order (Kafka
+        Streams' repartition of a derived record; replay applies them at once, see
+        ``engine/derived.py``). Sent one by one: both are rare next to events."""
+        for reply in engine.take_replies():
+            if self.send_reply is not None:
+                self.send_reply(reply.exception_id.encode(), encode_reply(reply))
+        for flag in engine.take_derived():
+            key = f"o:{flag.order_id}".encode()
+            self.send_shard(key, flag.to_bytes(), partition_for(key, self.partitions), None)
+
     def _step_stamped(
         self,
         items: list[tuple[bytes, bytes]],
@@ -544,6 +568,8 @@ class Shell:
                     engine.hold(held)
         for partition, engine in self.engines.items():
             self._publish(engine.sweep(self.now(partition)))
+            if engine.replies or engine.derived:
+                self._hand_on(engine)
 
     # --- the event-time watermark ------------------------------------------------------------
 

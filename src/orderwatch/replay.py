@@ -13,7 +13,7 @@ from typing import BinaryIO, TextIO
 
 from orderwatch.engine import Engine, ReplayClock, atomic
 from orderwatch.errors import EventValidationError, error_text
-from orderwatch.events.codec import decode_event, encode_exception
+from orderwatch.events.codec import decode_event, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 
 #: Reason printed for a line whose processing raised unexpectedly (the worker's dead-letter
@@ -29,6 +29,7 @@ class ReplayStats:
     #: lines whose engine step raised (a bug): reported as ``internal_error`` and skipped
     failed: int = 0
     exceptions: int = 0
+    replies: int = 0
 
 
 def _encode(exceptions: list[ExceptionEvent]) -> list[bytes]:
@@ -41,12 +42,16 @@ def replay(
     out: BinaryIO,
     err: TextIO,
     until: datetime | None = None,
+    replies: BinaryIO | None = None,
 ) -> ReplayStats:
     """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped.
 
     A line whose engine step raises is reported as ``internal_error`` (with the exception's
     class and masked message) and skipped too, its state changes undone (``engine.atomic``):
     what the live worker does by default, so both still give the same exceptions.
+
+    The file may mix input events and operators' commands (CONTRACT section 7): each command's
+    reply goes to ``replies`` when given (``--replies``), in the order produced.
     """
     stats = ReplayStats()
     clock = ReplayClock()
@@ -76,6 +81,11 @@ def replay(
         for body in written:
             write(body)
         stats.exceptions += len(written)
+        if engine.replies:
+            for reply in engine.take_replies():
+                if replies is not None:
+                    replies.write(encode_reply(reply) + b"\n")
+                stats.replies += 1
     for exc_event in engine.sweep(clock.finish(until)):
         write(encode_exception(exc_event) + b"\n")
         stats.exceptions += 1

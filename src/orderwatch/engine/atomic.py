@@ -123,11 +123,16 @@ def step(
         saved = _save(engine, keys)
     except Exception as exc:  # nothing changed yet
         raise StepFailed(due, exc) from exc
+    # what the engine hands on besides exceptions (command replies, flags for other shards):
+    # a failed step's part of them is dropped with its state changes
+    replies, flags = len(engine.replies), len(engine.derived)
     try:
         out = engine.step(event, t, only)
         return then(due + out if due else out)
     except Exception as exc:
         _restore(engine, saved)
+        del engine.replies[replies:]
+        del engine.derived[flags:]
         raise StepFailed(due, exc) from exc
 
 
