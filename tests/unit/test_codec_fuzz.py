@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from orderwatch.engine import Engine
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event, encode_exception
+from orderwatch.events.commands import COMMAND_TYPES
 from orderwatch.events.inbound import EVENT_TYPES
 from orderwatch.replay import replay
 from orderwatch.rulefiles import load_catalog
@@ -42,6 +43,7 @@ from tests.factories import (
     _event,
     address_changed,
     blacklist,
+    command,
     created,
     creation_failed,
     logistics,
@@ -59,7 +61,11 @@ CATALOG = load_catalog()
 #: the reasons a bad message may get; ``internal_decode_error`` is not one: it means a bug
 REASONS = {"invalid_json", "invalid_utf8", "schema", "too_large", "unknown_type", "not_an_object"}
 
-#: One valid event of every input type. Extend with the ``command.*`` types when they exist.
+#: An exception as a command copies it (section 8): id, rule and subject.
+_EXC = {"exception_id": "3f1c0c5e-1d2b-5c7a-9d41-0a1b2c3d4e5f", "rule_id": "payment.duplicate"}
+_EXC["subject"] = "O1"
+
+#: One valid event of every input type, the ``command.*`` types of section 8 included.
 SEEDS: list[dict[str, Any]] = [
     created(
         "O1",
@@ -108,6 +114,16 @@ SEEDS: list[dict[str, Any]] = [
     ),
     blacklist("phone", "13800000000", "09:00", reason="fraud ring"),
     blacklist("phone", "13800000000", "09:30", removed=True),
+    command("acknowledge", _EXC, "16:00", expected_status="open"),
+    command("unacknowledge", _EXC, "16:01"),
+    command("assign", _EXC, "16:02", assignee="bob"),
+    command("snooze", _EXC, "16:03", for_="1d2h"),
+    command("snooze", _EXC, "16:03", until="2026-11-23T10:00:00Z"),
+    command("comment", _EXC, "16:04", note="called the customer, 13800001234"),
+    command("resolve", _EXC, "16:05", resolution="false_positive", note="known"),
+    command("reopen", _EXC, "16:06", note="came back"),
+    command("approve", _EXC, "16:07", action_id="a1"),
+    command("reject", _EXC, "16:08", action_id="a1"),
 ]
 
 EXAMPLES = int(os.environ.get("ORDERWATCH_FUZZ_EXAMPLES", "300"))
@@ -303,7 +319,7 @@ def check(raw: bytes) -> bool:
 
 
 def test_the_seeds_cover_every_input_type_and_are_valid() -> None:
-    assert {s["type"] for s in SEEDS} >= set(EVENT_TYPES)
+    assert {s["type"] for s in SEEDS} >= set(EVENT_TYPES) | set(COMMAND_TYPES)
     for seed in SEEDS:
         assert check(orjson.dumps(seed)), seed["type"]
         assert dump(tree(seed)) == orjson.dumps(seed), "the fuzz writes JSON as orjson does"
