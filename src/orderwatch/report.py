@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -340,6 +340,7 @@ async def read_topic(
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
     stall_seconds: float = 30.0,
+    kafka: dict[str, Any] | None = None,
 ) -> list[ExceptionEvent]:
     """Read every partition from its beginning to the end offset it had when we started.
 
@@ -356,6 +357,7 @@ async def read_topic(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=15000,
+        **(kafka or {}),
     )
     try:
         await consumer.start()
