@@ -71,7 +71,7 @@ def test_the_built_command_decodes_as_the_contracts_command() -> None:
     }
     decoded = decode_event(orjson.dumps(cmd))
     assert isinstance(decoded, CommandSnooze) and decoded.problem(0.0) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown command"):
         build_command("approve", "ex-1", "r", "s", "alice")
     assert (
         build_command("acknowledge", "e", "r", "s", "a")["event_id"]
@@ -84,7 +84,7 @@ def test_the_actor_comes_from_the_flag_then_the_environment() -> None:
     assert resolve_actor(None, {"ORDERWATCH_ACTOR": "alice", "USER": "root"}) == "alice"
     assert resolve_actor(None, {"USER": "root"}) == "root"
     assert resolve_actor("  ", {"LOGNAME": "carol"}) == "carol"
-    with pytest.raises(CommandsClientError):
+    with pytest.raises(CommandsClientError, match="no actor"):
         resolve_actor(None, {})
 
 
