@@ -163,6 +163,39 @@ def test_a_person_lists_acknowledges_snoozes_and_resolves(
     [commented] = [e for e in events_out if e["state"] == "commented"]
     assert "13812345678" not in commented["note"] and commented["note"].endswith("5678")
 
+    # the worker's own scrape counts what happened (commands by type and result, MTTA, MTTR)
+    worker = workers[0]
+
+    def counted() -> bool:
+        m = worker.metric
+        return (
+            m("orderwatch_commands_total", type="command.acknowledge", result="accepted") == 1
+            and m("orderwatch_commands_total", type="command.acknowledge", result="stale") == 1
+            and m("orderwatch_commands_total", type="command.snooze", result="invalid_transition")
+            == 1
+            and m("orderwatch_commands_total", type="command.reopen", result="accepted") == 2
+            and m("orderwatch_time_to_acknowledge_seconds_count", owner="risk") == 1
+            and m("orderwatch_time_to_resolve_seconds_count", resolved_by="operator") == 1
+            and m("orderwatch_exceptions_by_status", status="snoozed") == 1
+        )
+
+    poll(counted, WITHIN, "the worker's metrics to count the commands")
+    # and every series the dashboard and alerts query is in this real scrape
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.unit.test_observability_names import _SUFFIXES, _rules, _used_names
+
+    status, body = worker.get("/metrics")
+    assert status == 200
+    scraped = {
+        family.name + suffix
+        for family in text_string_to_metric_families(body.decode())
+        for suffix in _SUFFIXES.get(family.type, ("",))
+    }
+    recorded = {rule["record"] for rule in _rules() if "record" in rule}
+    used = set().union(*_used_names().values())
+    assert used - scraped - recorded == set()
+
     # unknown exception: nothing on the topic -> the CLI refuses to guess (exit 2) ...
     done = cli("ack", "no-such-id")
     assert done.returncode == 2 and "no exception no-such-id" in done.stderr
