@@ -421,7 +421,7 @@ def test_mtta_mttr_by_owner_and_resolutions_by_rule() -> None:
             90,
             resolved_by="operator",
             resolution="false_positive",
-        ),  # fmt: skip
+        ),
         # logistics: resolved as fixed, reopened, resolved again as fixed at 300 (the last counts)
         v2("c", lost, "raised", 1, "open", 0),
         v2("c", lost, "resolved", 2, "resolved", 100, resolved_by="operator", resolution="fixed"),
