@@ -34,7 +34,6 @@ from orderwatch.agents import envelope
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
-from orderwatch.engine import Engine
 from orderwatch.engine.catalog import parse_duration
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.http import start_http
@@ -362,7 +361,8 @@ class Worker:
             s.topic_inventory: "inventory",
         }
         self.shell = Shell(
-            lambda: Engine(self.catalog, retention=self.retention, reorder=s.clock == "event"),
+            # t.engine: an Engine that also counts its command replies by type and result
+            lambda: t.engine(self.catalog, retention=self.retention, reorder=s.clock == "event"),
             s.partitions,
             clock=s.clock,
             silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,

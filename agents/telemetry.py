@@ -10,18 +10,53 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from orderwatch.engine import Engine
 from orderwatch.engine.orders import TIMEOUTS
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.events.commands import COMMAND_CLASSES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
-from orderwatch.metrics import Metrics
+from orderwatch.metrics import OPEN_STATUSES, Metrics
 
 _TIMEOUT_RULES = frozenset(TIMEOUTS) | {"inventory.sync_drift", "system.source_silent"}
 _SHARD_KIND = {"o:": "order", "s:": "stock", "a:": "address", "p:": "phone", "c:": "customer"}
+#: How many acknowledged exception_ids are remembered, so only the first acknowledgement of an
+#: exception counts towards the time to acknowledge (a repeat restarts ack_timeout, no more).
+ACKED_MEMORY = 100_000
+
+
+class CountingEngine(Engine):
+    """The engine, telling ``on_reply`` each command's type with its reply.
+
+    A reply names its command by id only (CONTRACT section 8), and the worker that applies a
+    command is the one that replies to it, so the type is noted where the engine reads the
+    command and paired with the reply it produces (parked commands too, later).
+    """
+
+    def __init__(
+        self, *args: Any, on_reply: Callable[[str, CommandReply], None], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_reply = on_reply
+        self._command_types: dict[str, str] = {}
+
+    def step(
+        self, event: InboundEvent, now: datetime | float, only: Iterable[str] | None = None
+    ) -> list[ExceptionEvent]:
+        if type(event) in COMMAND_CLASSES:
+            self._command_types[event.event_id] = event.type
+        return super().step(event, now, only)
+
+    def take_replies(self) -> list[CommandReply]:
+        replies = super().take_replies()
+        for reply in replies:
+            self._on_reply(self._command_types.pop(reply.command_id, "unknown"), reply)
+        return replies
 
 
 class Telemetry:
@@ -41,6 +76,7 @@ class Telemetry:
         self._items: dict[str, int] = {}
         self._tally: dict[tuple[str, str], int] = {}
         self._seen: dict[str, float] = {}
+        self._acked: OrderedDict[str, None] = OrderedDict()
 
     def on_event(self, topic: str, event: InboundEvent, now: float) -> None:
         """Tally a valid event read; ``flush`` (after each router batch) moves the tallies out.
@@ -96,6 +132,7 @@ class Telemetry:
             rule_id=exc.rule_id, severity=exc.severity, owner=exc.owner, state=exc.state
         ).inc()
         if exc.state != "raised":
+            self._response_times(exc)
             return
         now = time.time()
         if arrival is not None:
@@ -104,6 +141,33 @@ class Telemetry:
             m.detection_latency.labels(kind="timeout").observe(
                 max(0.0, now - exc.event_time.timestamp())
             )
+
+    def _response_times(self, exc: ExceptionEvent) -> None:
+        """MTTA at an exception's first acknowledgement, MTTR at its resolution."""
+        if exc.state == "acknowledged":
+            if exc.exception_id in self._acked:
+                return
+            self._acked[exc.exception_id] = None
+            if len(self._acked) > ACKED_MEMORY:
+                self._acked.popitem(last=False)
+            took = (exc.detected_at - exc.event_time).total_seconds()
+            self.metrics.time_to_acknowledge.labels(rule_id=exc.rule_id, owner=exc.owner).observe(
+                max(0.0, took)
+            )
+        elif exc.state == "resolved":
+            took = (exc.detected_at - exc.event_time).total_seconds()
+            self.metrics.time_to_resolve.labels(
+                rule_id=exc.rule_id, owner=exc.owner, resolved_by=exc.resolved_by or "rule"
+            ).observe(max(0.0, took))
+
+    def on_reply(self, command_type: str, reply: CommandReply) -> None:
+        """One answered command, by type and result (accepted or the rejection's reason)."""
+        result = "accepted" if reply.accepted else (reply.reason or "rejected")
+        self.metrics.commands.labels(type=command_type, result=result).inc()
+
+    def engine(self, *args: Any, **kwargs: Any) -> Engine:
+        """An engine whose command replies are counted here (see ``CountingEngine``)."""
+        return CountingEngine(*args, on_reply=self.on_reply, **kwargs)
 
     def on_revoked(self, topic_partitions: Iterable[tuple[str, int]]) -> None:
         """Drop lag series of partitions this worker gave away, so old lag cannot linger."""
@@ -127,6 +191,7 @@ class Telemetry:
         m = self.metrics
         kinds: Tally[str] = Tally()
         open_by_rule: Tally[str] = Tally()
+        by_status: Tally[tuple[str, str]] = Tally()
         deadlines = 0
         rules: set[str] = set()
         for engine in engines:
@@ -136,10 +201,15 @@ class Telemetry:
                 deadlines += len(shard.deadlines)
                 for op in shard.open.values():
                     open_by_rule[op.rule_id] += 1
+                    by_status[(op.rule_id, op.status)] += 1
         for kind in ("order", "stock", "address", "phone", "customer", "rates"):
             m.state_shards.labels(kind=kind).set(kinds.get(kind, 0))
         for rule_id in rules:
             m.open_exceptions.labels(rule_id=rule_id).set(open_by_rule.get(rule_id, 0))
+            for status in OPEN_STATUSES:
+                m.exceptions_by_status.labels(rule_id=rule_id, status=status).set(
+                    by_status.get((rule_id, status), 0)
+                )
         m.pending_deadlines.set(deadlines)
         self._consumer_lag(consumer)
 

@@ -32,3 +32,12 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.source_silent.labels(source="oms").set(0)
     metrics.last_event_timestamp.labels(topic="orders").set(1_790_000_000.0)
     metrics.ready.set(1)
+    metrics.exceptions_by_status.labels(rule_id="inventory.oversold", status="acknowledged").set(1)
+    metrics.time_to_acknowledge.labels(rule_id="inventory.oversold", owner="warehouse").observe(
+        240.0
+    )
+    metrics.time_to_resolve.labels(
+        rule_id="inventory.oversold", owner="warehouse", resolved_by="operator"
+    ).observe(3600.0)
+    metrics.commands.labels(type="command.acknowledge", result="accepted").inc()
+    metrics.commands.labels(type="command.snooze", result="invalid_transition").inc()

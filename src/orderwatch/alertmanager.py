@@ -12,6 +12,12 @@ exceptions are open. Two halves, kept apart so the first can be tested without a
 Alertmanager identifies an alert by its label set. Escalation changes the ``severity`` label, so
 an escalated exception is a *new* alert in Alertmanager's eyes: the bridge ends the previous
 label set when it posts the raised one, otherwise both would stay active.
+
+v2 (CONTRACT sections 8, 9): people's commands follow through. Acknowledged or snoozed: the
+bridge creates a silence matching the alert's ``exception_id`` (ending with the snooze, or removed
+when the exception is unacknowledged or resolved), so Alertmanager stops paging while the alert
+still shows who is on it. Inhibited: no alert at all (an active one is ended). Resolved by an
+operator: resolved like a resolution by the rule.
 """
 
 from __future__ import annotations
@@ -118,6 +124,53 @@ class _Tracked:
     alert: Alert
     level: int
     posted_at: datetime
+    seq: int = 1
+
+
+@dataclass(frozen=True)
+class SilenceOp:
+    """What the shell must do in Alertmanager about one exception's silence.
+
+    ``ends_at`` None means expire the silence (the exception is open again, inhibited or
+    resolved); otherwise create it, or move its end (a repeated acknowledgement or snooze).
+    """
+
+    exception_id: str
+    ends_at: datetime | None
+    comment: str = ""
+
+
+#: ``createdBy`` of the silences the bridge makes: how it finds its own again after a restart
+#: and never touches a silence a person made.
+SILENCE_AUTHOR = "orderwatch-alertmanager-bridge"
+
+
+def silence_body(op: SilenceOp, now: datetime, silence_id: str | None = None) -> dict[str, Any]:
+    """``POST /api/v2/silences`` for one exception (``id`` given: update that silence).
+
+    The matcher is the ``exception_id`` label alone, so the silence follows the alert through
+    escalations, which change its ``severity`` label.
+    """
+    assert op.ends_at is not None
+    body: dict[str, Any] = {
+        "matchers": [
+            {"name": "exception_id", "value": op.exception_id, "isRegex": False, "isEqual": True}
+        ],
+        "startsAt": rfc3339(now),
+        "endsAt": rfc3339(max(op.ends_at, now + timedelta(seconds=1))),
+        "createdBy": SILENCE_AUTHOR,
+        "comment": op.comment or f"orderwatch exception {op.exception_id}",
+    }
+    if silence_id is not None:
+        body["id"] = silence_id
+    return body
+
+
+def _status(event: ExceptionEvent) -> str:
+    """v2 events carry their status; a v1 event is open unless it resolves."""
+    if event.status is not None:
+        return event.status
+    return "resolved" if event.state == "resolved" else "open"
 
 
 @dataclass
@@ -127,12 +180,20 @@ class OpenAlerts:
     Every method takes ``now`` (the bridge's wall clock, which is what Alertmanager compares
     ``endsAt`` with) instead of reading a clock, so tests can drive time.
 
+    v2 (CONTRACT sections 8, 9): an acknowledged or snoozed exception keeps its alert (it is
+    still open) under a silence the bridge creates for it, ending with the snooze or removed when
+    it is unacknowledged; an inhibited exception has no alert (an active one is ended); resolved
+    by an operator ends the alert like a resolution by the rule. ``take_silences`` hands the
+    silence work to the shell, which owns the silence ids Alertmanager gives out.
+
     Attributes:
         hold: how far past ``now`` an open alert's ``endsAt`` is set; must outlast a few re-posts.
         repost_every: re-post an open alert when its last post is older than this.
         max_open: at most this many open alerts are tracked; the oldest are dropped first (they
             then expire in Alertmanager after ``hold`` instead of staying up forever).
         notification_hold: how long a notification (a rule that never resolves) stays active.
+        ack_silence: how long the silence of an acknowledgement lasts at most; the detector
+            publishes ``unacknowledged`` at its acknowledgement timeout, which removes it sooner.
         resolvable: whether a rule id can resolve; notifications are posted once, not tracked.
     """
 
@@ -140,9 +201,17 @@ class OpenAlerts:
     repost_every: timedelta = timedelta(minutes=2, seconds=30)
     max_open: int = 10_000
     notification_hold: timedelta = timedelta(hours=1)
+    ack_silence: timedelta = timedelta(hours=24)
     resolvable: Callable[[str], bool] = _is_resolvable
     _open: OrderedDict[str, _Tracked] = field(default_factory=OrderedDict, init=False)
-    _closed: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False)
+    #: exception_id -> seq of its resolution (v1 events: 1)
+    _closed: OrderedDict[str, int] = field(default_factory=OrderedDict, init=False)
+    #: exception_id -> seq of its latest event, for exceptions not tracked as open alerts
+    #: (notifications, inhibited ones): drops re-delivered older events of those too
+    _seen: OrderedDict[str, int] = field(default_factory=OrderedDict, init=False)
+    #: exception_ids the bridge holds a silence for
+    silenced: set[str] = field(default_factory=set, init=False)
+    _silence_ops: dict[str, SilenceOp] = field(default_factory=dict, init=False)
     dropped: int = field(default=0, init=False)
 
     @classmethod
@@ -160,34 +229,94 @@ class OpenAlerts:
     def __contains__(self, exception_id: object) -> bool:
         return exception_id in self._open
 
+    def take_silences(self) -> list[SilenceOp]:
+        """The silence changes since the last call, the last word per exception."""
+        ops = list(self._silence_ops.values())
+        self._silence_ops.clear()
+        return ops
+
     def apply(self, event: ExceptionEvent, now: datetime) -> list[Alert]:
         """Record one exception event; return the alerts to post for it (maybe none)."""
         ex_id = event.exception_id
-        if event.state == "resolved":
-            self._open.pop(ex_id, None)
-            self._remember_closed(ex_id)
-            return [to_alert(event, event.detected_at)]
-        if ex_id in self._closed:
-            return []  # a re-delivered raise or escalation of something already resolved
-        if event.state == "inhibited":
-            # v2 (CONTRACT section 9): never sent to alerting; an alert already firing for it
-            # ends now. Released later, it comes back as a raise and is posted again.
-            return [to_alert(event, event.detected_at)] if self._open.pop(ex_id, None) else []
+        status = _status(event)
+        closed_at = self._closed.get(ex_id)
+        if closed_at is not None and event.seq <= closed_at:
+            return []  # a re-delivered event of something already resolved
         tracked = self._open.get(ex_id)
-        if tracked is not None and tracked.level > event.escalation_level:
+        if tracked is not None and (tracked.seq, tracked.level) > (
+            event.seq,
+            event.escalation_level,
+        ):
             return []  # an older state re-delivered after a newer one
+        seen = self._seen.get(ex_id)
+        if seen is not None and seen > event.seq:
+            return []
+        if status == "resolved":
+            self._open.pop(ex_id, None)
+            self._seen.pop(ex_id, None)
+            self._remember_closed(ex_id, event.seq)
+            self._unsilence(ex_id)
+            return [to_alert(event, event.detected_at)]
+        self._closed.pop(ex_id, None)  # reopened
+        if status == "inhibited":
+            # never sent to alerting (section 9): end what was posted before it was inhibited
+            self._open.pop(ex_id, None)
+            self._remember_seen(ex_id, event.seq)
+            self._unsilence(ex_id)
+            if tracked is None:
+                return []
+            return [to_alert(event, event.detected_at, tracked.level)]
+        if status in ("acknowledged", "snoozed"):
+            ends = event.snoozed_until if status == "snoozed" else None
+            ends = ends or now + self.ack_silence
+            if ends > now:
+                who = event.acknowledged_by or "an operator"
+                self.silenced.add(ex_id)
+                self._silence_ops[ex_id] = SilenceOp(ex_id, ends, f"{status} by {who} (orderwatch)")
+            else:
+                self._unsilence(ex_id)
+        else:
+            self._unsilence(ex_id)
         if not self.resolvable(event.rule_id):
-            self._remember_closed(ex_id)
+            self._remember_seen(ex_id, event.seq)
+            if event.state not in ("raised", "reopened") and seen is not None:
+                return []  # a notification is posted once per raise, not at every command
             return [to_alert(event, event.detected_at + self.notification_hold)]
         alerts: list[Alert] = []
-        if event.escalation_level > 0:
+        if event.state == "escalated" and event.escalation_level > 0:
             previous = labels_for(event, event.escalation_level - 1)
             if previous != labels_for(event):
                 alerts.append(to_alert(event, event.detected_at, event.escalation_level - 1))
         alert = to_alert(event, now + self.hold)
         alerts.append(alert)
-        self._track(ex_id, _Tracked(alert, event.escalation_level, now))
+        self._seen.pop(ex_id, None)
+        self._track(ex_id, _Tracked(alert, event.escalation_level, now, event.seq))
         return alerts
+
+    def _unsilence(self, exception_id: str) -> None:
+        if exception_id in self.silenced:
+            self.silenced.discard(exception_id)
+            self._silence_ops[exception_id] = SilenceOp(exception_id, None)
+
+    def adopt_silences(self, silences: Iterable[dict[str, Any]]) -> dict[str, str]:
+        """The bridge's own active silences (``GET /api/v2/silences``): exception_id -> id.
+
+        After a restart the bridge must still be able to remove the silence of an exception
+        acknowledged before it; silences a person made are left alone.
+        """
+        adopted: dict[str, str] = {}
+        for silence in silences:
+            if silence.get("createdBy") != SILENCE_AUTHOR:
+                continue
+            if (silence.get("status") or {}).get("state") != "active":
+                continue
+            matchers = silence.get("matchers") or []
+            if len(matchers) != 1 or matchers[0].get("name") != "exception_id":
+                continue
+            ex_id = str(matchers[0].get("value"))
+            adopted[ex_id] = str(silence.get("id"))
+            self.silenced.add(ex_id)
+        return adopted
 
     def recover(self, alerts: Iterable[Alert], now: datetime) -> int:
         """Adopt the bridge's open alerts that Alertmanager still holds (``GET /api/v2/alerts``).
@@ -233,11 +362,17 @@ class OpenAlerts:
             self.dropped += 1
             log.warning("alertmanager.open_set_full", dropped_exception_id=old_id)
 
-    def _remember_closed(self, exception_id: str) -> None:
-        self._closed[exception_id] = None
+    def _remember_closed(self, exception_id: str, seq: int) -> None:
+        self._closed[exception_id] = seq
         self._closed.move_to_end(exception_id)
         while len(self._closed) > self.max_open:
             self._closed.popitem(last=False)
+
+    def _remember_seen(self, exception_id: str, seq: int) -> None:
+        self._seen[exception_id] = max(seq, self._seen.get(exception_id, 0))
+        self._seen.move_to_end(exception_id)
+        while len(self._seen) > self.max_open:
+            self._seen.popitem(last=False)
 
 
 def coalesce(alerts: Iterable[Alert]) -> list[Alert]:
@@ -327,6 +462,70 @@ async def fetch_open_alerts(session: aiohttp.ClientSession, url: str) -> list[Al
     return [a for a in body if isinstance(a, dict)] if isinstance(body, list) else []
 
 
+def _silences_api(url: str) -> str:
+    return f"{url.rstrip('/')}/api/v2/silences"
+
+
+async def fetch_silences(session: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+    """Every silence Alertmanager holds (the bridge picks its own out)."""
+    async with session.get(_silences_api(url)) as resp:
+        resp.raise_for_status()
+        body = await resp.json()
+    return [s for s in body if isinstance(s, dict)] if isinstance(body, list) else []
+
+
+async def put_silence(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> str | None:
+    """Create or update one silence; its id, or None if Alertmanager refused it (4xx)."""
+    async with session.post(_silences_api(url), json=body) as resp:
+        if 400 <= resp.status < 500:
+            log.error("alertmanager.silence_rejected", status=resp.status, detail=await resp.text())
+            return None
+        resp.raise_for_status()
+        answer = await resp.json()
+    return str(answer.get("silenceID")) if isinstance(answer, dict) else None
+
+
+async def expire_silence(session: aiohttp.ClientSession, url: str, silence_id: str) -> None:
+    """``DELETE /api/v2/silence/{id}``; one already expired or gone needs nothing more."""
+    async with session.delete(f"{url.rstrip('/')}/api/v2/silence/{silence_id}") as resp:
+        if resp.status >= 400 and resp.status != 404:
+            log.info("alertmanager.silence_not_expired", status=resp.status, id=silence_id)
+
+
+async def apply_silences(
+    session: aiohttp.ClientSession,
+    url: str,
+    ops: list[SilenceOp],
+    ids: dict[str, str],
+    now: datetime,
+    stop: asyncio.Event,
+) -> bool:
+    """Carry out the silence changes, retrying while Alertmanager is unreachable; ``ids`` maps
+    exception_id -> the silence id Alertmanager gave out. False if asked to stop first."""
+    for op in ops:
+        delay = 0.2
+        while True:
+            if stop.is_set():
+                return False
+            try:
+                if op.ends_at is None:
+                    known = ids.pop(op.exception_id, None)
+                    if known is not None:
+                        await expire_silence(session, url, known)
+                else:
+                    body = silence_body(op, now, ids.get(op.exception_id))
+                    made = await put_silence(session, url, body)
+                    if made is not None:
+                        ids[op.exception_id] = made
+                break
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("alertmanager.unreachable", error=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
+    return True
+
+
 async def _deliver(
     session: aiohttp.ClientSession, url: str, alerts: list[Alert], stop: asyncio.Event
 ) -> bool:
@@ -374,6 +573,13 @@ async def run_bridge(
             log.info("alertmanager.recovered", open_alerts=adopted)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             log.warning("alertmanager.recover_failed", error=str(exc))
+        silence_ids: dict[str, str] = {}
+        try:
+            silence_ids = state.adopt_silences(
+                await fetch_silences(session, config.alertmanager_url)
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("alertmanager.recover_silences_failed", error=str(exc))
         consumer = AIOKafkaConsumer(
             config.topic,
             bootstrap_servers=config.bootstrap_servers,
@@ -385,7 +591,7 @@ async def run_bridge(
         await consumer.start()
         try:
             log.info("alertmanager.bridge_started", topic=config.topic, url=config.alertmanager_url)
-            await _loop(consumer, session, state, config, stop, clock)
+            await _loop(consumer, session, state, config, stop, clock, silence_ids)
         finally:
             await consumer.stop()
 
@@ -397,7 +603,9 @@ async def _loop(
     config: BridgeConfig,
     stop: asyncio.Event,
     clock: Callable[[], datetime],
+    silence_ids: dict[str, str] | None = None,
 ) -> None:
+    silence_ids = {} if silence_ids is None else silence_ids
     next_repost_check = time.monotonic()
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=int(config.poll_timeout * 1000))
@@ -420,6 +628,11 @@ async def _loop(
             alerts.extend(state.due(clock()))
             next_repost_check = time.monotonic() + 1.0
         if alerts and not await _deliver(session, config.alertmanager_url, coalesce(alerts), stop):
+            return
+        ops = state.take_silences()
+        if ops and not await apply_silences(
+            session, config.alertmanager_url, ops, silence_ids, clock(), stop
+        ):
             return
         if batches:
             await consumer.commit()

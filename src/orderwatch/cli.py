@@ -339,6 +339,336 @@ def simulate(
     )
 
 
+# --- operators' commands (CONTRACT section 8): thin adapters over orderwatch.commands_client ---
+
+_Actor = Annotated[
+    str | None,
+    typer.Option(help="who sends it (default: $ORDERWATCH_ACTOR, else the login name)"),
+]
+_Expected = Annotated[
+    str | None,
+    typer.Option(help="the status you last saw; the detector answers stale if it changed"),
+]
+_RuleId = Annotated[
+    str | None, typer.Option(help="the exception's rule_id (default: looked up on the topic)")
+]
+_Subject = Annotated[
+    str | None, typer.Option(help="the exception's subject (default: looked up on the topic)")
+]
+_Timeout = Annotated[
+    float, typer.Option(help="seconds to wait for the reply (0: send and do not wait)")
+]
+_CommandId = Annotated[
+    str | None, typer.Option(help="the command's event_id: retry with the same id, effect once")
+]
+_Bootstrap = Annotated[
+    str | None, typer.Option(help="Kafka host:port (default: $ORDERWATCH_BOOTSTRAP_SERVERS)")
+]
+_Json = Annotated[bool, typer.Option("--json", help="print the reply as one JSON line")]
+_Note = Annotated[str | None, typer.Option(help="a note kept on the exception's event")]
+
+#: exit status when the detector rejected the command, and when no reply came in time
+EXIT_REJECTED = 1
+EXIT_TIMED_OUT = 3
+
+
+def _send_command(
+    kind: str,
+    exception_id: str,
+    fields: dict[str, object],
+    *,
+    actor: str | None,
+    expected_status: str | None,
+    rule_id: str | None,
+    subject: str | None,
+    timeout: float,
+    command_id: str | None,
+    bootstrap: str | None,
+    as_json: bool,
+) -> None:
+    """Build, send, wait, print; the exit status says accepted (0), rejected or timed out."""
+    import orjson
+
+    from orderwatch.commands_client import (
+        CommandsClientError,
+        Topics,
+        build_command,
+        find_exception,
+        resolve_actor,
+        send_command,
+    )
+    from orderwatch.settings import Settings
+
+    topics = Topics.from_settings(Settings(), bootstrap)
+    try:
+        who = resolve_actor(actor)
+        if rule_id is None or subject is None:
+            found = asyncio.run(find_exception(topics, exception_id))
+            if found is None:
+                typer.echo(
+                    f"orderwatch: no exception {exception_id} on {topics.exceptions}; "
+                    "pass --rule-id and --subject to send anyway",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            rule_id = rule_id or found.rule_id
+            subject = subject or found.subject
+        command = build_command(
+            kind,
+            exception_id,
+            rule_id,
+            subject,
+            who,
+            expected_status=expected_status,
+            fields=fields,
+            command_id=command_id,
+        )
+        reply = asyncio.run(send_command(topics, command, timeout if timeout > 0 else None))
+    except CommandsClientError as exc:
+        typer.echo(f"orderwatch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if timeout <= 0:
+        typer.echo(f"sent {command['event_id']}")
+        return
+    if reply is None:
+        typer.echo(
+            f"orderwatch: no reply to {command['event_id']} within {timeout:g}s "
+            f"on {topics.results} (is the worker running?)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_TIMED_OUT)
+    if as_json:
+        typer.echo(orjson.dumps(reply.model_dump(mode="json")).decode())
+    elif reply.accepted:
+        typer.echo(f"{kind}: accepted; {exception_id} is now {reply.status}")
+    else:
+        typer.echo(
+            f"{kind}: rejected ({reply.reason}); {exception_id} is {reply.status or 'unknown'}"
+        )
+    if not reply.accepted:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def ack(
+    exception_id: str,
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Acknowledge an exception: someone is on it, escalation stops."""
+    _send_command(
+        "acknowledge", exception_id, {}, actor=actor, expected_status=expected_status,
+        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
+        bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def unack(
+    exception_id: str,
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Unacknowledge: nobody is on it after all, escalation resumes."""
+    _send_command(
+        "unacknowledge", exception_id, {}, actor=actor, expected_status=expected_status,
+        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
+        bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def assign(
+    exception_id: str,
+    assignee: Annotated[str, typer.Argument(help="who handles it: a user or team name")],
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Assign an exception to someone (does not acknowledge it; ends a snooze)."""
+    _send_command(
+        "assign", exception_id, {"assignee": assignee}, actor=actor,
+        expected_status=expected_status, rule_id=rule_id, subject=subject, timeout=timeout,
+        command_id=command_id, bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def snooze(
+    exception_id: str,
+    until: Annotated[str | None, typer.Option(help="RFC 3339 end of the snooze")] = None,
+    for_: Annotated[str | None, typer.Option("--for", help="a duration: 90m, 1d2h")] = None,
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Snooze an acknowledged exception: no escalation nor ack timeout until then."""
+    if (until is None) == (for_ is None):
+        raise typer.BadParameter("give exactly one of --until and --for")
+    _send_command(
+        "snooze", exception_id, {"until": until, "for": for_}, actor=actor,
+        expected_status=expected_status, rule_id=rule_id, subject=subject, timeout=timeout,
+        command_id=command_id, bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def comment(
+    exception_id: str,
+    note: Annotated[str, typer.Argument(help="the note (phone numbers are masked)")],
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Add a note to an exception (in any status)."""
+    _send_command(
+        "comment", exception_id, {"note": note}, actor=actor, expected_status=expected_status,
+        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
+        bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def resolve(
+    exception_id: str,
+    resolution: Annotated[str, typer.Argument(help="fixed, false_positive, duplicate or wont_fix")],
+    note: _Note = None,
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Resolve an exception by hand (resolved_by = operator)."""
+    _send_command(
+        "resolve", exception_id, {"resolution": resolution, "note": note}, actor=actor,
+        expected_status=expected_status, rule_id=rule_id, subject=subject, timeout=timeout,
+        command_id=command_id, bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def reopen(
+    exception_id: str,
+    note: _Note = None,
+    actor: _Actor = None,
+    expected_status: _Expected = None,
+    rule_id: _RuleId = None,
+    subject: _Subject = None,
+    timeout: _Timeout = 30.0,
+    command_id: _CommandId = None,
+    bootstrap: _Bootstrap = None,
+    as_json: _Json = False,
+) -> None:
+    """Reopen a resolved exception (its latest occurrence only)."""
+    _send_command(
+        "reopen", exception_id, {"note": note}, actor=actor, expected_status=expected_status,
+        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
+        bootstrap=bootstrap, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command()
+def exceptions(
+    owner: Annotated[
+        list[str] | None, typer.Option(help="keep this owner team (repeatable)")
+    ] = None,
+    severity: Annotated[
+        list[str] | None, typer.Option(help="keep this severity (repeatable)")
+    ] = None,
+    rule: Annotated[
+        list[str] | None, typer.Option(help="keep this rule_id, or a prefix such as payment.")
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", "--state", help="open, acknowledged, snoozed, inhibited, resolved"
+        ),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="resolved ones too")] = False,
+    bootstrap: _Bootstrap = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object a line")] = False,
+) -> None:
+    """List open exceptions, read from the exceptions topic (any cluster, no worker needed)."""
+    import orjson
+
+    from orderwatch.commands_client import (
+        CommandsClientError,
+        Filters,
+        Topics,
+        fold,
+        read_exceptions,
+        row,
+        select,
+    )
+    from orderwatch.settings import Settings
+
+    topics = Topics.from_settings(Settings(), bootstrap)
+    filters = Filters(
+        owners=tuple(owner or ()),
+        severities=tuple(severity or ()),
+        rules=tuple(rule or ()),
+        statuses=tuple(status or ()),
+        include_resolved=all_,
+    )
+    try:
+        kept = select(fold(asyncio.run(read_exceptions(topics))), filters)
+    except CommandsClientError as exc:
+        typer.echo(f"orderwatch: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        for event in kept:
+            sys.stdout.buffer.write(orjson.dumps(row(event)) + b"\n")
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(kept)} exceptions on {topics.exceptions}")
+    for col in ("exception_id", "rule_id", "subject", "status", "sev", "lvl", "owner", "who"):
+        table.add_column(col, overflow="fold")
+    for event in kept:
+        r = row(event)
+        who = r["assignee"] or r["acknowledged_by"] or ""
+        if r["snoozed_until"]:
+            who = f"{who} until {r['snoozed_until']}".strip()
+        table.add_row(
+            r["exception_id"], r["rule_id"], r["subject"], r["status"], r["severity"],
+            str(r["escalation_level"]), r["owner"], who,
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
 def main() -> None:
     app()
 

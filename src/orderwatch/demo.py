@@ -33,7 +33,17 @@ from orderwatch.broker import EmbeddedBroker, create_topics, free_port
 from orderwatch.settings import Settings
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
-STATE_STYLE = {"raised": "bold", "escalated": "magenta", "resolved": "green"}
+STATE_STYLE = {
+    "raised": "bold",
+    "escalated": "magenta",
+    "resolved": "green",
+    # v2: what people did (the simulated operator, sim_operator.py) and inhibition
+    "acknowledged": "blue",
+    "snoozed": "dim blue",
+    "unacknowledged": "magenta",
+    "inhibited": "dim",
+    "reopened": "bold",
+}
 
 
 class View:
@@ -44,6 +54,9 @@ class View:
         self.by_rule: Counter[str] = Counter()
         self.by_owner: Counter[str] = Counter()
         self.by_state: Counter[str] = Counter()
+        #: v2: resolved by an operator, and the operator's replies (accepted, rejected)
+        self.by_operator: Counter[str] = Counter()
+        self.replies: Counter[bool] = Counter()
         self.events_per_s = 0.0
         self.lag = 0.0
         self.started = time.monotonic()
@@ -51,15 +64,20 @@ class View:
     def add(self, exc: dict[str, Any]) -> None:
         self.recent.appendleft(exc)
         self.by_state[exc["state"]] += 1
+        if exc.get("resolved_by") == "operator" and exc["state"] == "resolved":
+            self.by_operator[str(exc.get("resolution"))] += 1
         if exc["state"] == "raised":
             self.by_rule[exc["rule_id"]] += 1
             self.by_owner[exc["owner"]] += 1
 
     def line(self, exc: dict[str, Any]) -> Text:
         text = Text()
-        text.append(f"{exc['state']:<9} ", STATE_STYLE.get(exc["state"], ""))
+        text.append(f"{exc['state']:<14} ", STATE_STYLE.get(exc["state"], ""))
         text.append(f"{exc['severity']:<8} ", SEVERITY_STYLE.get(exc["severity"], ""))
         text.append(f"{exc['rule_id']:<30} {exc['owner']:<16} {exc['summary']}")
+        if exc.get("state") in ("acknowledged", "snoozed") or exc.get("resolved_by") == "operator":
+            who = exc.get("acknowledged_by") or "operator"
+            text.append(f"  [{who}{': ' + exc['resolution'] if exc.get('resolution') else ''}]")
         return text
 
     def render(self) -> Group:
@@ -67,11 +85,16 @@ class View:
             f"orderwatch demo  {time.monotonic() - self.started:5.0f}s  "
             f"{self.events_per_s:7.0f} events/s  lag {self.lag:.0f} msgs  "
             f"raised {self.by_state['raised']}  escalated {self.by_state['escalated']}  "
-            f"resolved {self.by_state['resolved']}  rules {len(self.by_rule)}",
+            f"resolved {self.by_state['resolved']}  rules {len(self.by_rule)}\n"
+            f"operator: acknowledged {self.by_state['acknowledged']}  "
+            f"snoozed {self.by_state['snoozed']}  resolved {self.by_operator.total()} "
+            f"(false positives {self.by_operator['false_positive']})  "
+            f"inhibited {self.by_state['inhibited']}  "
+            f"replies {self.replies[True]} accepted / {self.replies[False]} rejected",
             style="bold",
         )
         recent = Table(title="latest exceptions", expand=True, show_lines=False)
-        for col, width in (("state", 9), ("severity", 8), ("rule", 28), ("owner", 16)):
+        for col, width in (("state", 14), ("severity", 8), ("rule", 28), ("owner", 16)):
             recent.add_column(col, min_width=width, no_wrap=True)
         recent.add_column("summary", overflow="ellipsis", no_wrap=True, ratio=1)
         for exc in self.recent:
@@ -163,6 +186,15 @@ async def _traffic(bootstrap: str, rate: float, stop: asyncio.Event) -> None:
         seed += 1
 
 
+async def _operate(bootstrap: str, settings: Settings, view: View, stop: asyncio.Event) -> None:
+    """The simulated operator: reads exceptions, sends commands, like any team's tool."""
+    from orderwatch.commands_client import Topics
+    from orderwatch.sim_operator import run_operator
+
+    topics = Topics.from_settings(settings, bootstrap)
+    await run_operator(topics, stop, on_reply=lambda accepted: view.replies.update([accepted]))
+
+
 async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: float) -> View:
     console = Console()
     live_view = console.is_terminal
@@ -177,6 +209,7 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
             _watch(bootstrap, settings.topic_exceptions, view, stop, console, live_view)
         ),
         asyncio.create_task(_traffic(bootstrap, rate, stop)),
+        asyncio.create_task(_operate(bootstrap, settings, view, stop)),
     ]
     started = time.monotonic()
     last = (started, 0.0)
@@ -290,7 +323,9 @@ def main() -> None:
             supervisor.stop()
     console.print(
         f"demo done: {sum(view.by_state.values())} exception events, "
-        f"{len(view.by_rule)} rules raised: {', '.join(sorted(view.by_rule))}"
+        f"{len(view.by_rule)} rules raised: {', '.join(sorted(view.by_rule))}; "
+        f"the operator acknowledged {view.by_state['acknowledged']}, snoozed "
+        f"{view.by_state['snoozed']}, resolved {dict(view.by_operator)}"
     )
 
 

@@ -88,6 +88,26 @@ SWEEP_DURATION_BUCKETS: Final = (
 )
 
 
+# Operators answer within minutes to days: time to acknowledge (MTTA) and to resolve (MTTR),
+# from the moment the condition became true (``event_time``).
+RESPONSE_TIME_BUCKETS: Final = (
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+    259200.0,
+    604800.0,
+)
+
+#: v2 statuses of exceptions not yet resolved (CONTRACT section 8), pre-created at 0.
+OPEN_STATUSES: Final = ("open", "acknowledged", "snoozed", "inhibited")
+
+
 class Metrics:
     """Every metric the worker exports, registered on ``registry``.
 
@@ -196,6 +216,35 @@ class Metrics:
         self.ready = Gauge(
             "orderwatch_ready",
             "1 when partitions are assigned and tables recovered, else 0.",
+            registry=r,
+        )
+        self.exceptions_by_status = Gauge(
+            "orderwatch_exceptions_by_status",
+            "v2: exceptions not yet resolved on this worker's partitions, by rule and status "
+            "(open, acknowledged, snoozed, inhibited).",
+            ["rule_id", "status"],
+            registry=r,
+        )
+        self.time_to_acknowledge = Histogram(
+            "orderwatch_time_to_acknowledge_seconds",
+            "v2: from an exception's event_time to its first acknowledgement (MTTA).",
+            ["rule_id", "owner"],
+            buckets=RESPONSE_TIME_BUCKETS,
+            registry=r,
+        )
+        self.time_to_resolve = Histogram(
+            "orderwatch_time_to_resolve_seconds",
+            "v2: from an exception's event_time to its resolution (MTTR), by who resolved it "
+            "(rule or operator).",
+            ["rule_id", "owner", "resolved_by"],
+            buckets=RESPONSE_TIME_BUCKETS,
+            registry=r,
+        )
+        self.commands = Counter(
+            "orderwatch_commands_total",
+            "v2: operators' commands answered, by type and result (accepted, or the reason of "
+            "the rejection: unknown_exception, stale, invalid_transition, invalid_command).",
+            ["type", "result"],
             registry=r,
         )
         self.build_info = Info(

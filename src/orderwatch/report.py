@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -88,6 +88,47 @@ class SubjectStats:
 
 
 @dataclass(frozen=True)
+class OwnerStats:
+    """v2, per owner team: how fast people acknowledged (MTTA) and resolved (MTTR).
+
+    Both are measured from ``event_time`` (when the condition became true) to ``detected_at`` of
+    the first ``acknowledged`` event, and of the resolution; means and nearest-rank medians over
+    the exceptions that reached that point within the input.
+    """
+
+    owner: str
+    exceptions: int
+    acknowledged: int
+    mtta: timedelta | None
+    p50_tta: timedelta | None
+    resolved: int
+    mttr: timedelta | None
+    p50_ttr: timedelta | None
+
+
+@dataclass(frozen=True)
+class ResolutionStats:
+    """v2, per rule: who resolved its exceptions and why people closed them.
+
+    ``false_positive`` over the operator's resolutions is the number that tells a threshold is
+    wrong: the detector raised something people judged not to be a problem.
+    """
+
+    rule_id: str
+    resolved: int
+    by_rule: int
+    by_operator: int
+    fixed: int
+    false_positive: int
+    duplicate: int
+    wont_fix: int
+
+    @property
+    def false_positive_rate(self) -> float:
+        return self.false_positive / self.by_operator if self.by_operator else 0.0
+
+
+@dataclass(frozen=True)
 class Report:
     exceptions: int
     state_changes: int
@@ -96,6 +137,8 @@ class Report:
     breakdowns: list[Breakdown]
     rules: list[RuleStats]
     top_subjects: list[SubjectStats]
+    owners: list[OwnerStats] = field(default_factory=list)
+    resolutions: list[ResolutionStats] = field(default_factory=list)
 
 
 @dataclass
@@ -105,11 +148,13 @@ class _Exception:
     first: ExceptionEvent
     raised: ExceptionEvent | None = None
     resolved: ExceptionEvent | None = None
+    #: v2: the first acknowledgement
+    acknowledged: ExceptionEvent | None = None
     level: int = 0
     values: dict[str, object] = field(default_factory=dict)
 
 
-#: v2 states other than these (acknowledged, commented ...) sort with the escalations
+#: Order of the states of one exception when ``seq`` ties (v1 events have no seq: all 1).
 _STATE_ORDER = {"raised": 0, "inhibited": 0, "escalated": 1, "resolved": 2}
 
 
@@ -121,15 +166,21 @@ def _fold(events: Iterable[ExceptionEvent]) -> dict[str, _Exception]:
     finally shipped), which describe the fix rather than the problem.
     """
     folded: dict[str, _Exception] = {}
-    ordered = sorted(events, key=lambda e: (_STATE_ORDER.get(e.state, 1), e.escalation_level))
+    ordered = sorted(
+        events, key=lambda e: (e.seq, _STATE_ORDER.get(e.state, 1), e.escalation_level)
+    )
     for ev in ordered:
         ex = folded.get(ev.exception_id)
         if ex is None:
             ex = folded[ev.exception_id] = _Exception(first=ev)
-        if ev.state == "raised" and ex.raised is None:
-            ex.raised = ev
-        elif ev.state == "resolved" and ex.resolved is None:
-            ex.resolved = ev
+        if ev.state in ("raised", "inhibited") and ex.raised is None:
+            ex.raised = ev  # v2: an inhibited exception starts as inhibited instead
+        elif ev.state == "resolved" and (ex.resolved is None or ev.seq > ex.resolved.seq):
+            ex.resolved = ev  # v2: after a reopen, the last resolution counts
+        elif ev.state == "reopened":
+            ex.resolved = None
+        elif ev.state == "acknowledged" and ex.acknowledged is None:
+            ex.acknowledged = ev
         ex.level = max(ex.level, ev.escalation_level)
         for name, value in ev.evidence.values.items():
             if value is not None and value != "":
@@ -282,7 +333,74 @@ def compute(events: Sequence[ExceptionEvent], top: int = 20) -> Report:
         breakdowns=breakdowns,
         rules=rules,
         top_subjects=subjects,
+        owners=_owners(exs),
+        resolutions=_resolutions(exs),
     )
+
+
+def _mean(values: Sequence[timedelta]) -> timedelta | None:
+    return sum(values, timedelta()) / len(values) if values else None
+
+
+def _owners(exs: Sequence[_Exception]) -> list[OwnerStats]:
+    by_owner: dict[str, list[_Exception]] = defaultdict(list)
+    for ex in exs:
+        by_owner[ex.first.owner].append(ex)
+    owners = []
+    for owner, members in by_owner.items():
+        tta = sorted(
+            ex.acknowledged.detected_at - ex.acknowledged.event_time
+            for ex in members
+            if ex.acknowledged is not None
+        )
+        ttr = sorted(
+            ex.resolved.detected_at - ex.resolved.event_time
+            for ex in members
+            if ex.resolved is not None
+        )
+        owners.append(
+            OwnerStats(
+                owner=owner,
+                exceptions=len(members),
+                acknowledged=len(tta),
+                mtta=_mean(tta),
+                p50_tta=percentile(tta, 50) if tta else None,
+                resolved=len(ttr),
+                mttr=_mean(ttr),
+                p50_ttr=percentile(ttr, 50) if ttr else None,
+            )
+        )
+    owners.sort(key=lambda o: (-o.exceptions, o.owner))
+    return owners
+
+
+def _resolutions(exs: Sequence[_Exception]) -> list[ResolutionStats]:
+    by_rule: dict[str, Counter[str]] = defaultdict(Counter)
+    for ex in exs:
+        if ex.resolved is None:
+            continue
+        tally = by_rule[ex.first.rule_id]
+        tally["resolved"] += 1
+        if ex.resolved.resolved_by == "operator":
+            tally["operator"] += 1
+            tally[ex.resolved.resolution or "unknown"] += 1
+        else:
+            tally["rule"] += 1  # v1 events: the detector was the only one who resolved
+    rows = [
+        ResolutionStats(
+            rule_id=rule_id,
+            resolved=t["resolved"],
+            by_rule=t["rule"],
+            by_operator=t["operator"],
+            fixed=t["fixed"],
+            false_positive=t["false_positive"],
+            duplicate=t["duplicate"],
+            wont_fix=t["wont_fix"],
+        )
+        for rule_id, t in by_rule.items()
+    ]
+    rows.sort(key=lambda r: (-r.false_positive, -r.by_operator, -r.resolved, r.rule_id))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +459,7 @@ async def read_topic(
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
     stall_seconds: float = 30.0,
+    kafka: dict[str, Any] | None = None,
 ) -> list[ExceptionEvent]:
     """Read every partition from its beginning to the end offset it had when we started.
 
@@ -357,6 +476,7 @@ async def read_topic(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=15000,
+        **(kafka or {}),
     )
     try:
         await consumer.start()
@@ -485,6 +605,64 @@ def write_csvs(report: Report, out: Path) -> list[Path]:
             (
                 (r.rule_id, r.exceptions, r.escalated, f"{r.escalation_rate:.4f}")
                 for r in report.rules
+            ),
+        )
+    )
+    paths.append(
+        _write_csv(
+            out / "response_by_owner.csv",
+            [
+                "owner",
+                "exceptions",
+                "acknowledged",
+                "mtta_seconds",
+                "p50_tta_seconds",
+                "resolved",
+                "mttr_seconds",
+                "p50_ttr_seconds",
+            ],
+            (
+                (
+                    o.owner,
+                    o.exceptions,
+                    o.acknowledged,
+                    seconds(o.mtta),
+                    seconds(o.p50_tta),
+                    o.resolved,
+                    seconds(o.mttr),
+                    seconds(o.p50_ttr),
+                )
+                for o in report.owners
+            ),
+        )
+    )
+    paths.append(
+        _write_csv(
+            out / "resolutions_by_rule.csv",
+            [
+                "rule_id",
+                "resolved",
+                "by_rule",
+                "by_operator",
+                "fixed",
+                "false_positive",
+                "duplicate",
+                "wont_fix",
+                "false_positive_rate",
+            ],
+            (
+                (
+                    r.rule_id,
+                    r.resolved,
+                    r.by_rule,
+                    r.by_operator,
+                    r.fixed,
+                    r.false_positive,
+                    r.duplicate,
+                    r.wont_fix,
+                    f"{r.false_positive_rate:.4f}",
+                )
+                for r in report.resolutions
             ),
         )
     )
@@ -704,6 +882,8 @@ def render_html(
         out.append("<h3>Escalation rate (%)</h3>")
         out.append(bar_chart(sorted(escal, key=lambda kv: -kv[1])[:top], " %", "{:.1f}"))
 
+    out.extend(_operator_sections(report))
+
     for b in report.breakdowns:
         out.append(f'<h2 id="{_e(b.key)}">{_e(b.title)}</h2>')
         note = f"{b.covered} of {report.exceptions} exceptions"
@@ -737,6 +917,79 @@ def render_html(
     )
     out.append("</body></html>\n")
     return "".join(out)
+
+
+def _operator_sections(report: Report) -> list[str]:
+    """v2: MTTA/MTTR by owner team, and who resolved what, why (false positives per rule)."""
+    out = ['<h2 id="owners">By owner team: time to acknowledge and to resolve</h2>']
+    out.append(
+        '<p class="note">MTTA: <code>event_time</code> to the first <code>acknowledged</code> '
+        "event; MTTR: <code>event_time</code> to the resolution (by the rule or by an "
+        "operator); means, and nearest-rank medians. Full table: response_by_owner.csv</p>"
+    )
+    out.append(
+        _table(
+            ["owner", "exceptions", "acknowledged", "MTTA", "p50", "resolved", "MTTR", "p50"],
+            (
+                (
+                    o.owner,
+                    o.exceptions,
+                    o.acknowledged,
+                    human(o.mtta),
+                    human(o.p50_tta),
+                    o.resolved,
+                    human(o.mttr),
+                    human(o.p50_ttr),
+                )
+                for o in report.owners
+            ),
+            numeric=range(1, 8),
+        )
+    )
+    out.append('<h2 id="resolutions">Resolutions by rule: by the rule or by people, and why</h2>')
+    out.append(
+        '<p class="note">Many <b>false positives</b> for a rule mean its threshold is wrong: '
+        "people closed what it raised as not a problem. The rate is over the operators' "
+        "resolutions. Full table: resolutions_by_rule.csv</p>"
+    )
+    if not report.resolutions:
+        out.append('<p class="note">Nothing was resolved in this input.</p>')
+        return out
+    out.append(
+        _table(
+            [
+                "rule_id",
+                "resolved",
+                "by rule",
+                "by operator",
+                "fixed",
+                "false positive",
+                "duplicate",
+                "won't fix",
+                "false positive rate",
+            ],
+            (
+                (
+                    r.rule_id,
+                    r.resolved,
+                    r.by_rule,
+                    r.by_operator,
+                    r.fixed,
+                    r.false_positive,
+                    r.duplicate,
+                    r.wont_fix,
+                    f"{r.false_positive_rate:.1%}" if r.by_operator else "–",
+                )
+                for r in report.resolutions
+            ),
+            numeric=range(1, 9),
+        )
+    )
+    fps = [(r.rule_id, float(r.false_positive)) for r in report.resolutions if r.false_positive]
+    if fps:
+        out.append("<h3>False positives by rule</h3>")
+        out.append(bar_chart(fps, "", "{:g}"))
+    return out
 
 
 def write_report(

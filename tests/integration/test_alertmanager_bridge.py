@@ -210,3 +210,123 @@ async def test_raise_escalate_resolve_reach_alertmanager(
             await producer.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(bridge, DEADLINE)
+
+
+def v2_exception(state: str, seq: int, status: str, ex_id: str, **over: Any) -> ExceptionEvent:
+    return exception(state, over.pop("level", 0), ex_id).model_copy(
+        update={"seq": seq, "status": status, **over}
+    )
+
+
+async def test_operators_commands_follow_through_to_alertmanager(
+    broker: EmbeddedBroker, alertmanager: str
+) -> None:
+    """ack -> silenced by a silence the bridge made; unack -> paging again; snooze -> silenced
+    until its end; inhibited -> no alert; released -> active; resolved by an operator -> gone."""
+    topic = f"order-exceptions-{uuid.uuid4().hex[:8]}"
+    ex_id = str(uuid.uuid4())
+    await create_topics(broker.bootstrap, {topic: 1})
+    stop = asyncio.Event()
+    config = BridgeConfig(
+        alertmanager_url=alertmanager,
+        bootstrap_servers=broker.bootstrap,
+        topic=topic,
+        group_id=f"bridge-{ex_id}",
+        poll_timeout=0.2,
+    )
+    bridge = asyncio.create_task(run_bridge(config, stop))
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+
+    async with aiohttp.ClientSession() as http:
+
+        async def alerts() -> list[dict[str, Any]]:
+            if bridge.done():
+                bridge.result()
+                pytest.fail("bridge stopped")
+            params = {"filter": f'exception_id="{ex_id}"'}
+            async with http.get(f"{alertmanager}/api/v2/alerts", params=params) as resp:
+                resp.raise_for_status()
+                found: list[dict[str, Any]] = await resp.json()
+                return found
+
+        async def silences() -> list[dict[str, Any]]:
+            async with http.get(f"{alertmanager}/api/v2/silences") as resp:
+                resp.raise_for_status()
+                every: list[dict[str, Any]] = await resp.json()
+            return [
+                s
+                for s in every
+                if s["status"]["state"] == "active"
+                and any(m["value"] == ex_id for m in s["matchers"])
+            ]
+
+        def in_state(wanted: str) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+            async def check() -> list[dict[str, Any]]:
+                found = await alerts()
+                return found if [a["status"]["state"] for a in found] == [wanted] else []
+
+            return check
+
+        async def send(event: ExceptionEvent) -> None:
+            await producer.send_and_wait(topic, encode_exception(event), key=b"O-42")
+
+        try:
+            await send(v2_exception("raised", 1, "open", ex_id))
+            await wait_for(in_state("active"), "the raised alert, active")
+
+            await send(
+                v2_exception("acknowledged", 2, "acknowledged", ex_id, acknowledged_by="alice")
+            )
+            [alert] = await wait_for(in_state("suppressed"), "the acknowledged alert, silenced")
+            [silence] = await silences()
+            assert alert["status"]["silencedBy"] == [silence["id"]]
+            assert silence["createdBy"] == "orderwatch-alertmanager-bridge"
+            assert "alice" in silence["comment"]
+
+            await send(v2_exception("unacknowledged", 3, "open", ex_id))
+            await wait_for(in_state("active"), "the unacknowledged alert, paging again")
+            assert await silences() == [], "the bridge removed its silence"
+
+            await send(v2_exception("acknowledged", 4, "acknowledged", ex_id))
+            until = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+            await send(v2_exception("snoozed", 5, "snoozed", ex_id, snoozed_until=until))
+
+            async def snooze_silence() -> list[dict[str, Any]]:
+                found = await silences()
+                return (
+                    found
+                    if len(found) == 1
+                    and found[0]["endsAt"].startswith(until.strftime("%Y-%m-%dT%H:%M:%S"))
+                    else []
+                )
+
+            await wait_for(snooze_silence, "one silence ending with the snooze")
+            await wait_for(in_state("suppressed"), "the snoozed alert, silenced")
+
+            await send(v2_exception("inhibited", 6, "inhibited", ex_id, inhibited_by="other"))
+
+            async def no_active() -> bool:
+                return all(a["status"]["state"] != "active" for a in await alerts()) and (
+                    await silences() == []
+                )
+
+            await wait_for(no_active, "no alert while inhibited, no silence left")
+            await send(v2_exception("raised", 7, "open", ex_id))
+            await wait_for(in_state("active"), "released from inhibition: active again")
+
+            await send(
+                v2_exception(
+                    "resolved", 8, "resolved", ex_id, resolved_by="operator", resolution="fixed"
+                )
+            )
+
+            async def gone() -> bool:
+                return await alerts() == []
+
+            await wait_for(gone, "no alert at all after the operator resolved it")
+        finally:
+            stop.set()
+            await producer.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(bridge, DEADLINE)

@@ -181,3 +181,107 @@ def test_malformed_messages_are_refused_with_a_reason(raw: bytes | None) -> None
 def test_valid_message_parses() -> None:
     event = exc()
     assert parse_exception(orjson.dumps(event.model_dump(mode="json"))) == event
+
+
+# --- v2: operators' commands and inhibition (CONTRACT sections 8, 9) ---------------------------
+
+
+def v2(state: str, seq: int, status: str, **over: Any) -> ExceptionEvent:
+    base = exc(state, over.pop("level", 0), rule_id=over.pop("rule_id", "payment.paid_not_updated"))
+    return base.model_copy(update={"seq": seq, "status": status, **over})
+
+
+def test_acknowledged_keeps_the_alert_under_a_silence_until_unacknowledged() -> None:
+    from orderwatch.alertmanager import SilenceOp, silence_body
+
+    state = OpenAlerts(ack_silence=timedelta(hours=24))
+    state.apply(v2("raised", 1, "open"), T0)
+    assert state.take_silences() == []
+    [alert] = state.apply(v2("acknowledged", 2, "acknowledged", acknowledged_by="alice"), T0)
+    assert alert["labels"]["exception_id"] == "ex-1" and "ex-1" in state
+    [op] = state.take_silences()
+    assert op == SilenceOp("ex-1", T0 + timedelta(hours=24), "acknowledged by alice (orderwatch)")
+    body = silence_body(op, T0, "sil-1")
+    assert body["matchers"] == [
+        {"name": "exception_id", "value": "ex-1", "isRegex": False, "isEqual": True}
+    ]
+    assert body["id"] == "sil-1" and body["createdBy"] == "orderwatch-alertmanager-bridge"
+    # a comment or an assignment keeps the silence as it is
+    state.apply(v2("commented", 3, "acknowledged", acknowledged_by="alice", note="n"), T0)
+    [again] = state.take_silences()
+    assert again.ends_at is not None
+    state.apply(v2("unacknowledged", 4, "open"), T0)
+    assert state.take_silences() == [SilenceOp("ex-1", None)]
+    state.apply(v2("escalated", 5, "open", level=1), T0)
+    assert state.take_silences() == []
+
+
+def test_snooze_silences_until_its_end_and_resolve_ends_both() -> None:
+    state = OpenAlerts()
+    until = T0 + timedelta(hours=3)
+    state.apply(v2("raised", 1, "open"), T0)
+    state.apply(v2("acknowledged", 2, "acknowledged"), T0)
+    state.apply(v2("snoozed", 3, "snoozed", snoozed_until=until), T0)
+    [op] = state.take_silences()
+    assert op.ends_at == until
+    [resolved] = state.apply(
+        v2("resolved", 4, "resolved", resolved_by="operator", resolution="fixed"), T0
+    )
+    assert resolved["endsAt"] == "2026-11-20T10:10:00Z", "ends at detected_at: resolved"
+    assert state.take_silences()[0].ends_at is None
+    assert len(state) == 0
+    # re-deliveries of older events change nothing
+    assert state.apply(v2("snoozed", 3, "snoozed", snoozed_until=until), T0) == []
+    assert state.take_silences() == []
+    # a reopen is open again: posted and tracked
+    [reopened] = state.apply(v2("reopened", 5, "open"), T0)
+    assert reopened["endsAt"] > reopened["startsAt"] and "ex-1" in state
+
+
+def test_a_snooze_already_over_when_read_silences_nothing() -> None:
+    state = OpenAlerts()
+    state.apply(v2("snoozed", 3, "snoozed", snoozed_until=T0 - timedelta(minutes=1)), T0)
+    assert state.take_silences() == []
+
+
+def test_inhibited_exceptions_never_alert_and_end_an_active_alert() -> None:
+    state = OpenAlerts()
+    assert state.apply(v2("inhibited", 1, "inhibited", inhibited_by="ex-0"), T0) == []
+    assert len(state) == 0
+    [alert] = state.apply(v2("raised", 2, "open"), T0)  # released: the inhibitor resolved
+    assert "ex-1" in state
+    state.apply(v2("acknowledged", 3, "acknowledged"), T0)
+    state.take_silences()
+    [ended] = state.apply(v2("inhibited", 4, "inhibited", inhibited_by="ex-9"), T0)
+    assert ended["labels"] == alert["labels"]
+    assert ended["endsAt"] == "2026-11-20T10:10:00Z", "ends at detected_at: no longer alerting"
+    assert len(state) == 0 and state.take_silences()[0].ends_at is None
+    assert state.apply(v2("raised", 2, "open"), T0) == [], "older than the inhibition"
+
+
+def test_notifications_can_be_silenced_and_resolved_by_people() -> None:
+    state = OpenAlerts()
+    rule = "fraud.blacklisted"
+    [alert] = state.apply(v2("raised", 1, "open", rule_id=rule), T0)
+    assert state.apply(v2("acknowledged", 2, "acknowledged", rule_id=rule), T0) == []
+    assert state.take_silences()[0].ends_at is not None
+    [resolved] = state.apply(
+        v2("resolved", 3, "resolved", rule_id=rule, resolved_by="operator"), T0
+    )
+    assert resolved["labels"] == alert["labels"]
+    assert state.take_silences()[0].ends_at is None
+
+
+def test_the_bridge_adopts_only_its_own_active_silences() -> None:
+    state = OpenAlerts()
+    mine = {
+        "id": "s1",
+        "createdBy": "orderwatch-alertmanager-bridge",
+        "status": {"state": "active"},
+        "matchers": [{"name": "exception_id", "value": "ex-1"}],
+    }
+    theirs = {**mine, "id": "s2", "createdBy": "bob"}
+    expired = {**mine, "id": "s3", "status": {"state": "expired"}}
+    assert state.adopt_silences([mine, theirs, expired]) == {"ex-1": "s1"}
+    state.apply(v2("unacknowledged", 4, "open"), T0)
+    assert [op.ends_at for op in state.take_silences()] == [None]

@@ -35,6 +35,14 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_ready": ("gauge", frozenset()),
     # An Info is a gauge named ``<name>_info`` in the text format.
     "orderwatch_build_info": ("gauge", frozenset({"version", "python"})),
+    # v2: the operators' loop
+    "orderwatch_exceptions_by_status": ("gauge", frozenset({"rule_id", "status"})),
+    "orderwatch_time_to_acknowledge_seconds": ("histogram", frozenset({"rule_id", "owner"})),
+    "orderwatch_time_to_resolve_seconds": (
+        "histogram",
+        frozenset({"rule_id", "owner", "resolved_by"}),
+    ),
+    "orderwatch_commands": ("counter", frozenset({"type", "result"})),
 }
 
 # Anything that identifies one order or one person must never be a label.

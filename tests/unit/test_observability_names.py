@@ -134,6 +134,10 @@ def test_the_dashboard_uses_the_metrics_it_is_meant_to_show() -> None:
         "orderwatch_invalid_messages_total",
         "orderwatch_detection_latency_seconds_bucket",
         "orderwatch_sweep_duration_seconds_bucket",
+        "orderwatch_exceptions_by_status",
+        "orderwatch_commands_total",
+        "orderwatch_time_to_acknowledge_seconds_sum",
+        "orderwatch_time_to_resolve_seconds_count",
     ):
         assert name in shown
 

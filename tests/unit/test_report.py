@@ -276,6 +276,8 @@ def test_csv_tables_hold_the_figures(tmp_path: Path) -> None:
         "by_hour_utc.csv",
         "time_to_resolve_by_rule.csv",
         "escalation_by_rule.csv",
+        "response_by_owner.csv",
+        "resolutions_by_rule.csv",
         "top_subjects.csv",
         "report.html",
     }
@@ -379,7 +381,7 @@ def test_cli_writes_the_report_from_a_file(tmp_path: Path) -> None:
     assert "18 exceptions" in result.stdout
     assert f"line {len(week()) + 1}: invalid_json" in result.stderr
     assert (out / "report.html").is_file()
-    assert len(list(out.glob("*.csv"))) == 12
+    assert len(list(out.glob("*.csv"))) == 14
 
 
 def test_cli_needs_exactly_one_source(tmp_path: Path) -> None:
@@ -388,3 +390,64 @@ def test_cli_needs_exactly_one_source(tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 1
     assert "cannot read" in missing.stderr
+
+
+# --- v2: the operators' loop ------------------------------------------------------------------
+
+
+def v2(ex: str, rule_id: str, state: str, seq: int, status: str, minutes: int, **f: Any) -> Any:
+    t0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    event = change(ex, rule_id, state, event_time=t0, detected_at=t0 + timedelta(minutes=minutes))
+    return event.model_copy(update={"seq": seq, "status": status, **f})
+
+
+def test_mtta_mttr_by_owner_and_resolutions_by_rule() -> None:
+    pnu, lost = "payment.paid_not_updated", "logistics.lost_or_damaged"
+    events = [
+        # tech: acked at 10 min (and again later: the first counts), resolved by the rule at 60
+        v2("a", pnu, "raised", 1, "open", 0),
+        v2("a", pnu, "acknowledged", 2, "acknowledged", 10, acknowledged_by="x"),
+        v2("a", pnu, "acknowledged", 3, "acknowledged", 40, acknowledged_by="x"),
+        v2("a", pnu, "resolved", 4, "resolved", 60, resolved_by="rule"),
+        # tech: acked at 30, resolved by an operator as a false positive at 90
+        v2("b", pnu, "raised", 1, "open", 0),
+        v2("b", pnu, "acknowledged", 2, "acknowledged", 30),
+        v2(
+            "b",
+            pnu,
+            "resolved",
+            3,
+            "resolved",
+            90,
+            resolved_by="operator",
+            resolution="false_positive",
+        ),
+        # logistics: resolved as fixed, reopened, resolved again as fixed at 300 (the last counts)
+        v2("c", lost, "raised", 1, "open", 0),
+        v2("c", lost, "resolved", 2, "resolved", 100, resolved_by="operator", resolution="fixed"),
+        v2("c", lost, "reopened", 3, "open", 120),
+        v2("c", lost, "resolved", 4, "resolved", 300, resolved_by="operator", resolution="fixed"),
+        # logistics: reopened and still open: no time to resolve
+        v2("d", lost, "raised", 1, "open", 0),
+        v2("d", lost, "resolved", 2, "resolved", 10, resolved_by="operator", resolution="fixed"),
+        v2("d", lost, "reopened", 3, "open", 20),
+        # inhibited, then commented: counted, nothing else
+        v2("e", pnu, "inhibited", 1, "inhibited", 0, inhibited_by="z"),
+        v2("e", pnu, "commented", 2, "inhibited", 5, note="n"),
+    ]
+    report = compute(list(reversed(events)) + events[:3])  # any order, re-deliveries harmless
+    owners = {o.owner: o for o in report.owners}
+    tech = owners["tech"]
+    assert (tech.exceptions, tech.acknowledged, tech.resolved) == (3, 2, 2)
+    assert tech.mtta == timedelta(minutes=20) and tech.p50_tta == timedelta(minutes=10)
+    assert tech.mttr == timedelta(minutes=75)
+    logistics = owners["logistics"]
+    assert (logistics.acknowledged, logistics.resolved) == (0, 1)
+    assert logistics.mtta is None and logistics.mttr == timedelta(minutes=300)
+    res = {r.rule_id: r for r in report.resolutions}
+    assert (res[pnu].by_rule, res[pnu].by_operator, res[pnu].false_positive) == (1, 1, 1)
+    assert res[pnu].false_positive_rate == 1.0
+    assert (res[lost].resolved, res[lost].by_operator, res[lost].fixed) == (1, 1, 1)
+    assert report.resolutions[0].rule_id == pnu, "most false positives first"
+    page = render_html(report)
+    assert "False positives by rule" in page and "MTTA" in page
