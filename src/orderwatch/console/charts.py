@@ -84,6 +84,16 @@ def columns(values: list[int], caption_first: str, caption_last: str) -> Chart:
     return Chart(width, height, bars, labels)
 
 
+def _fit(text: str, units: int) -> str:
+    """Shorten a label to about ``units`` Latin characters (a CJK character counts two)."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += 2 if ord(ch) > 0x2E80 else 1
+        if used > units:
+            return text[: max(i - 1, 1)] + "…"
+    return text
+
+
 def horizontal(items: list[tuple[str, float]], value_text: list[str], cls: str = "bar") -> Chart:
     """Horizontal bars with a label on the left and the value on the right."""
     width, left, row_h = 560, 230, 24
@@ -92,8 +102,8 @@ def horizontal(items: list[tuple[str, float]], value_text: list[str], cls: str =
     labels: list[Label] = []
     for i, ((name, value), text) in enumerate(zip(items, value_text, strict=True)):
         y = 6 + i * row_h
-        w = (width - left - 80) * value / biggest
-        labels.append(Label(left - 8, y + 14, name, "end"))
+        w = (width - left - 120) * value / biggest
+        labels.append(Label(left - 8, y + 14, _fit(name, 34), "end"))
         bars.append(Bar(left, y, max(w, 1), row_h - 8, cls, text))
         labels.append(Label(left + max(w, 1) + 6, y + 14, text))
     return Chart(width, 12 + len(items) * row_h, tuple(bars), tuple(labels))
