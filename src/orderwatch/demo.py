@@ -201,6 +201,17 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
     return view
 
 
+def _start_console(bootstrap: str, workdir: Path, console: Console) -> Any:
+    """The web console beside the worker, with a demo account (orderwatch.console.demo)."""
+    from orderwatch.console.demo import start_demo_console
+
+    web = start_demo_console(bootstrap, workdir)
+    console.print(
+        f"console {web.url}  user [bold]{web.user}[/bold]  password [bold]{web.password}[/bold]"
+    )
+    return web
+
+
 def main() -> None:
     seconds = float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None
     rate = float(os.environ.get("DEMO_RATE", "300"))
@@ -237,10 +248,14 @@ def main() -> None:
             f"broker {broker.bootstrap}  metrics http://127.0.0.1:{metrics_port}/metrics  "
             f"logs {workdir}"
         )
+        web = None
         try:
             _wait_ready(metrics_port, worker)
+            web = _start_console(broker.bootstrap, workdir, console)
             view = asyncio.run(_run(broker.bootstrap, metrics_port, seconds, rate))
         finally:
+            if web is not None:
+                web.stop()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGTERM)
             try:

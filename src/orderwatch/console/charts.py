@@ -103,7 +103,7 @@ def horizontal(items: list[tuple[str, float]], value_text: list[str], cls: str =
     for i, ((name, value), text) in enumerate(zip(items, value_text, strict=True)):
         y = 6 + i * row_h
         w = (width - left - 120) * value / biggest
-        labels.append(Label(left - 8, y + 14, _fit(name, 34), "end"))
+        labels.append(Label(left - 8, y + 14, _fit(name, 30), "end"))
         bars.append(Bar(left, y, max(w, 1), row_h - 8, cls, text))
         labels.append(Label(left + max(w, 1) + 6, y + 14, text))
     return Chart(width, 12 + len(items) * row_h, tuple(bars), tuple(labels))

@@ -176,6 +176,7 @@ class Projector:
                         )
                     offsets[(tp.topic, tp.partition)] = record.offset + 1
             changes = self.store.apply(exceptions, commands, replies, offsets)
+            self.store.analyze_if_grown()
             for listener in list(self.listeners):
                 try:
                     listener(changes)

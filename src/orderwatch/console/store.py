@@ -69,18 +69,22 @@ CREATE TABLE IF NOT EXISTS exceptions (
     escalates_at REAL,
     urgency REAL NOT NULL,
     summary TEXT NOT NULL,
-    search TEXT NOT NULL,
-    doc BLOB NOT NULL
+    search TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ix_open_new ON exceptions (is_open, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_open_urgent ON exceptions (is_open, urgency, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_owner ON exceptions (owner, is_open, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_severity ON exceptions (severity, is_open, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_rule ON exceptions (rule_id, is_open, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_status ON exceptions (status, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_assignee ON exceptions (assignee, is_open, raised_at DESC);
-CREATE INDEX IF NOT EXISTS ix_raised ON exceptions (raised_at);
-CREATE INDEX IF NOT EXISTS ix_resolved ON exceptions (resolved_at);
+-- the full event, apart: queue scans and counts read compact rows, only the detail page reads this
+CREATE TABLE IF NOT EXISTS docs (exception_id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+-- each filter's index ends with the sort keys (urgency, raised_at): a page is chosen from the
+-- index alone, and only its 50 rows are read from the table
+CREATE INDEX IF NOT EXISTS ix_open_new ON exceptions (is_open, raised_at);
+CREATE INDEX IF NOT EXISTS ix_open_urgent ON exceptions (is_open, urgency, raised_at);
+CREATE INDEX IF NOT EXISTS ix_open_team
+    ON exceptions (is_open, owner, severity, status, urgency, raised_at);
+CREATE INDEX IF NOT EXISTS ix_rule ON exceptions (rule_id, is_open, urgency, raised_at);
+CREATE INDEX IF NOT EXISTS ix_status ON exceptions (status, urgency, raised_at);
+CREATE INDEX IF NOT EXISTS ix_assignee ON exceptions (assignee, is_open, urgency, raised_at);
+CREATE INDEX IF NOT EXISTS ix_raised ON exceptions (raised_at, rule_id);
+CREATE INDEX IF NOT EXISTS ix_acknowledged ON exceptions (acknowledged_at, owner, raised_at);
+CREATE INDEX IF NOT EXISTS ix_resolved ON exceptions (resolved_at, owner, raised_at);
 CREATE TABLE IF NOT EXISTS history (
     exception_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -189,7 +193,12 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # 100,000 open exceptions are ~60 MB: keep them in memory rather than re-reading pages
+        self.db.execute("PRAGMA cache_size=-131072")
+        self.db.execute("PRAGMA mmap_size=268435456")
+        self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(SCHEMA)
+        self._unanalyzed = 0
         self._reply_order = int(
             self.db.execute("SELECT COALESCE(MAX(reply_order), 0) FROM commands").fetchone()[0]
         )
@@ -223,7 +232,8 @@ class Store:
             for doc in exceptions:
                 if self._exception(doc):
                     changes.exceptions.append(dict(doc))
-                touched.add(str(doc["exception_id"]))
+                if doc.get("state") in COMMAND_STATES:
+                    touched.add(str(doc["exception_id"]))
             for reply in replies:
                 self._reply(reply)
                 changes.replies.append(dict(reply))
@@ -240,7 +250,23 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        self._unanalyzed += len(changes.exceptions)
         return changes
+
+    def analyze_if_grown(self) -> bool:
+        """Refresh the planner's statistics once the data grew by a fifth (or 1,000 rows).
+
+        Without them SQLite may walk the urgency index through 100,000 rows to find the 50 of
+        one team, instead of the team's index: ANALYZE is what keeps every filter fast.
+        """
+        if self._unanalyzed < 1000:
+            return False
+        total = int(self.db.execute("SELECT COUNT(*) FROM exceptions").fetchone()[0])
+        if self._unanalyzed < total // 5:
+            return False
+        self.db.execute("ANALYZE")
+        self._unanalyzed = 0
+        return True
 
     def _escalates_at(
         self, doc: Mapping[str, Any], status: str, level: int, previous: float | None
@@ -331,9 +357,12 @@ class Store:
             if x
         ).casefold()
         self.db.execute(
-            f"INSERT OR REPLACE INTO exceptions ({_COLUMNS}, search, doc) "
+            "INSERT OR REPLACE INTO docs VALUES (?, ?)", (exception_id, orjson.dumps(dict(doc)))
+        )
+        self.db.execute(
+            f"INSERT OR REPLACE INTO exceptions ({_COLUMNS}, search) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?)",
+            "?, ?)",
             (
                 exception_id,
                 seq,
@@ -362,7 +391,6 @@ class Store:
                 urgency,
                 doc.get("summary") or "",
                 search,
-                orjson.dumps(dict(doc)),
             ),
         )
         return True
@@ -491,14 +519,17 @@ class Store:
         )
         offset = max(f.page - 1, 0) * f.page_size
         rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM exceptions WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT {_COLUMNS} FROM exceptions WHERE rowid IN (SELECT rowid FROM exceptions "
+            f"WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}",
             [*args, f.page_size, offset],
         ).fetchall()
         return rows, total
 
     def exception(self, exception_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
-            f"SELECT {_COLUMNS}, doc FROM exceptions WHERE exception_id = ?", (exception_id,)
+            f"SELECT {_COLUMNS}, doc FROM exceptions JOIN docs USING (exception_id) "
+            "WHERE exception_id = ?",
+            (exception_id,),
         ).fetchone()
         if row is None:
             return None
@@ -528,13 +559,16 @@ class Store:
     def overview(self, now: float) -> dict[str, Any]:
         """The numbers behind the overview page's charts."""
         day = now - 86400
-        by_owner_severity = self.db.execute(
-            "SELECT owner, severity, COUNT(*) FROM exceptions WHERE is_open = 1 "
-            "GROUP BY owner, severity"
+        # one pass over the covering index (is_open, owner, severity, status) for both tallies
+        tally = self.db.execute(
+            "SELECT owner, severity, status, COUNT(*) FROM exceptions WHERE is_open = 1 "
+            "GROUP BY owner, severity, status"
         ).fetchall()
-        by_status = self.db.execute(
-            "SELECT status, COUNT(*) FROM exceptions WHERE is_open = 1 GROUP BY status"
-        ).fetchall()
+        by_team: dict[tuple[str, str], int] = {}
+        by_status: dict[str, int] = {}
+        for owner, severity, status, n in tally:
+            by_team[(owner, severity)] = by_team.get((owner, severity), 0) + n
+            by_status[status] = by_status.get(status, 0) + n
         per_hour = self.db.execute(
             "SELECT CAST((raised_at - ?) / 3600 AS INTEGER) AS h, COUNT(*) FROM exceptions "
             "WHERE raised_at >= ? GROUP BY h",
@@ -560,8 +594,8 @@ class Store:
             if 0 <= h < 24:
                 hours[h] += n
         return {
-            "by_owner_severity": [tuple(r) for r in by_owner_severity],
-            "by_status": {r[0]: r[1] for r in by_status},
+            "by_owner_severity": [(o, s, n) for (o, s), n in by_team.items()],
+            "by_status": by_status,
             "per_hour": hours,
             "top_rules": [tuple(r) for r in top_rules],
             "mtta": {r[0]: (r[1], r[2]) for r in mtta},
