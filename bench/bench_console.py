@@ -1,7 +1,6 @@
 """The console's two goals: a fast queue at production size, and a click that shows its effect.
 
     .venv/bin/python bench/bench_console.py [--open 100000] [--requests 40] [--clicks 20]
-                                            [--stand-in]
 
 1. Queue page with N open exceptions (goal p95 <= 300 ms). N synthetic open exceptions (every rule,
    team, severity; some assigned) are written through the projection's own ``Store.apply`` (its
@@ -11,9 +10,9 @@
    server's own time (its ``Server-Timing`` header) p50/p95, and the whole request's p95.
 2. Click -> new state shown (goal p99 <= 1 s): the real broker, the real worker and the real
    console; Chromium signs in, and for each of ``--clicks`` exceptions raised by the worker clicks
-   Acknowledge and waits until the page shows ``acknowledged``. Needs a worker that applies
-   commands (issue 14); ``--stand-in`` answers the commands with the tests' contract stand-in
-   instead (measures console + broker, not the engine), else part 2 is skipped and says so.
+   Acknowledge and waits until the page shows ``acknowledged``: the command goes to the topic, the
+   worker applies it and publishes the reply and the new exception event, the console reads both
+   and the page shows the new state.
 
 Figures are printed, never asserted. The machine is shared: compare ratios within one run.
 """
@@ -23,11 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.util
 import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -173,37 +172,26 @@ async def queue_page(n_open: int, requests: int) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def click_round_trip(clicks: int, stand_in: bool) -> None:
+async def click_round_trip(clicks: int) -> None:
     """Acknowledge ``clicks`` exceptions in Chromium; time click -> 'acknowledged' shown."""
-    worker_ready = importlib.util.find_spec("orderwatch.events.commands") is not None
-    if not worker_ready and not stand_in:
-        print(
-            "click round trip: not measured (the worker does not apply commands yet; "
-            "--stand-in measures console + broker with the tests' contract stand-in)"
-        )
-        return
     from playwright.async_api import async_playwright
 
     from orderwatch.broker import EmbeddedBroker
 
+    # the tests' process harness (worker and console subprocesses) lives in the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     h: Any = importlib.import_module("tests.integration.harness")
     ch: Any = importlib.import_module("tests.integration.console_harness")
     workdir = Path(tempfile.mkdtemp(prefix="bench-click-"))
-    broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+    broker = await asyncio.to_thread(EmbeddedBroker(log_path=workdir / "broker.log").start)
     topics = h.Topics()
     worker = console = None
-    stand = None
     try:
         await topics.create(broker.bootstrap)
-        await ch.create_console_topics(broker.bootstrap, topics)
         worker = h.WorkerProcess(broker.bootstrap, topics, workdir)
-        worker.env.update(ch.console_env(topics))
         await asyncio.to_thread(worker.start)
         console = ch.ConsoleProcess(broker.bootstrap, topics, workdir)
         await asyncio.to_thread(console.start)
-        if not worker_ready:
-            stand = ch.CommandStandIn(broker.bootstrap, topics)
-            await stand.__aenter__()
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         orders = [f"BENCH-{i:04d}" for i in range(clicks)]
         factories: Any = importlib.import_module("tests.factories")
@@ -242,10 +230,9 @@ async def click_round_trip(clicks: int, stand_in: bool) -> None:
                 await page.wait_for_selector("#status.st-acknowledged", timeout=15_000)
                 times.append((time.perf_counter() - t0) * 1000)
             await browser.close()
-        who = "worker" if worker_ready else "contract stand-in (not the worker)"
         print(
-            f"click -> new state shown, {len(times)} acknowledgements, commands applied by "
-            f"{who} (goal p99 <= 1000 ms)"
+            f"click -> new state shown, {len(times)} acknowledgements through the live worker "
+            "(goal p99 <= 1000 ms)"
         )
         print(
             f"  p50 {statistics.median(times):.0f} ms  p95 {p(times, 0.95):.0f} ms  "
@@ -253,8 +240,6 @@ async def click_round_trip(clicks: int, stand_in: bool) -> None:
             f"= {p(times, 0.99) / 1000:.2f} of the goal"
         )
     finally:
-        if stand is not None:
-            await stand.__aexit__(None, None, None)
         if console is not None:
             console.stop()
         if worker is not None:
@@ -268,12 +253,11 @@ def main() -> None:
     parser.add_argument("--open", type=int, default=100_000, help="open exceptions in SQLite")
     parser.add_argument("--requests", type=int, default=40, help="requests per queue variant")
     parser.add_argument("--clicks", type=int, default=20, help="acknowledgements to time")
-    parser.add_argument("--stand-in", action="store_true", help="answer commands without i14")
     args = parser.parse_args()
     os.environ.setdefault("ORDERWATCH_LOG_LEVEL", "WARNING")
     asyncio.run(queue_page(args.open, args.requests))
     if args.clicks:
-        asyncio.run(click_round_trip(args.clicks, args.stand_in))
+        asyncio.run(click_round_trip(args.clicks))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,7 @@ from orderwatch.broker import EmbeddedBroker
 from tests import factories as f
 from tests.integration.console_harness import (
     PASSWORD,
-    CommandStandIn,
     ConsoleProcess,
-    console_env,
-    create_console_topics,
-    worker_applies_commands,
 )
 from tests.integration.harness import Collector, Topics, WorkerProcess, produce
 
@@ -57,7 +53,6 @@ def now(**delta: float) -> str:
 def topics(broker: EmbeddedBroker) -> Topics:
     t = Topics()
     asyncio.run(t.create(broker.bootstrap))
-    asyncio.run(create_console_topics(broker.bootstrap, t))
     return t
 
 
@@ -66,7 +61,6 @@ def worker(
     broker: EmbeddedBroker, topics: Topics, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     w = WorkerProcess(broker.bootstrap, topics, tmp_path_factory.mktemp("worker"))
-    w.env.update(console_env(topics))
     w.start()
     yield w
     w.stop()
@@ -89,16 +83,6 @@ def console(
     c.start()
     yield c
     c.stop()
-
-
-@pytest.fixture(scope="module")
-async def applier(broker: EmbeddedBroker, topics: Topics) -> AsyncIterator[None]:
-    """Until the worker applies commands (issue 14), the contract's stand-in does."""
-    if worker_applies_commands():
-        yield None
-        return
-    async with CommandStandIn(broker.bootstrap, topics):
-        yield None
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +113,7 @@ async def order_with_remark(bootstrap: str, topics: Topics, remark: str, **field
 
 
 async def test_operator_sees_it_live_and_works_it_to_resolved(
-    broker: EmbeddedBroker, topics: Topics, console: ConsoleProcess, applier: None, browser: Any
+    broker: EmbeddedBroker, topics: Topics, console: ConsoleProcess, browser: Any
 ) -> None:
     page = await sign_in(browser, console, "alice")
     assert await page.text_content("#user-name") == "alice"

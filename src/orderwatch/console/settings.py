@@ -18,15 +18,6 @@ from orderwatch.settings import Settings
 class ConsoleSettings(Settings):
     """The console's knobs; defaults are safe (loopback, local accounts, no trusted proxy)."""
 
-    # The command topics are defined by issue 14's Settings too; the same names and defaults here
-    # let the console run before (and after) that lands, reading the same environment variables.
-    topic_commands: str = Field(
-        "order-exception-commands", description="operator commands (CONTRACT section 8)"
-    )
-    topic_command_results: str = Field(
-        "order-exception-command-results", description="replies to operator commands"
-    )
-
     console_host: str = Field("127.0.0.1", description="bind address of the console")
     console_port: int = Field(8480, ge=0, le=65535, description="port of the console")
     console_db: Path | None = Field(
