@@ -40,6 +40,8 @@ from orderwatch.console.store import Store
 from orderwatch.rulefiles import load_catalog
 
 PASSWORD = "bench-password-1"
+#: the tests' process harness (worker and console subprocesses) lives in the repository
+REPO = str(Path(__file__).resolve().parents[1])
 
 
 def p(values: list[float], q: float) -> float:
@@ -178,8 +180,7 @@ async def click_round_trip(clicks: int) -> None:
 
     from orderwatch.broker import EmbeddedBroker
 
-    # the tests' process harness (worker and console subprocesses) lives in the repository
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, REPO)
     h: Any = importlib.import_module("tests.integration.harness")
     ch: Any = importlib.import_module("tests.integration.console_harness")
     workdir = Path(tempfile.mkdtemp(prefix="bench-click-"))
