@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +28,7 @@ from tests.integration.console_harness import (
     PASSWORD,
     ConsoleProcess,
 )
-from tests.integration.harness import Collector, Topics, WorkerProcess, produce
+from tests.integration.harness import Collector, Topics, WorkerProcess, produce, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -290,3 +292,28 @@ async def test_proxy_header_is_trusted_only_from_the_proxy(console: ConsoleProce
         body = await response.text()
         assert re.search(r'id="user-name">mallory<', body)
         assert re.search(r'id="user-role">approver<', body)
+
+
+def _projection(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute(
+            "SELECT exception_id, seq, status, assignee FROM exceptions ORDER BY 1"
+        ).fetchall()
+
+
+def test_a_new_replica_rebuilds_the_same_view_from_the_topics(
+    broker: EmbeddedBroker,
+    topics: Topics,
+    console: ConsoleProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A second console with an empty data dir reads the topics into the same rows."""
+    first = console.workdir / "data" / "console" / "console.sqlite3"
+    assert _projection(first), "the earlier tests left exceptions on the topics"
+    replica = ConsoleProcess(broker.bootstrap, topics, tmp_path_factory.mktemp("replica"))
+    replica.start()
+    try:
+        second = replica.workdir / "data" / "console" / "console.sqlite3"
+        wait_until(lambda: _projection(first) == _projection(second), 30, "the replica to catch up")
+    finally:
+        replica.stop()

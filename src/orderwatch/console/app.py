@@ -318,13 +318,13 @@ async def login(request: web.Request) -> web.StreamResponse:
         path="/",
     )
     response.del_cookie(PRE_COOKIE, path="/")
-    return response
+    raise response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
-    return response
+    raise response
 
 
 async def set_language(request: web.Request) -> web.StreamResponse:
@@ -336,7 +336,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     response.set_cookie(
         LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict", httponly=True, path="/"
     )
-    return response
+    raise response
 
 
 def _filters(request: web.Request, page_size: int) -> QueueFilter:
