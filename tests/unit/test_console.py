@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orderwatch.console.auth import (
     ProxyAuth,
@@ -335,3 +337,52 @@ def test_rule_translations_missing_file_is_empty(tmp_path: Path) -> None:
     (tmp_path / "i18n" / "zh-CN.yaml").write_text("a.b: {actions: []}\n")
     with pytest.raises(ValueError, match="title"):
         load_rule_translations(tmp_path, "zh-CN")
+
+
+_LIFE = [
+    ("raised", "open", {}),
+    ("acknowledged", "acknowledged", {"acknowledged_by": "alice"}),
+    ("assigned", "acknowledged", {"acknowledged_by": "alice", "assignee": "bob"}),
+    ("commented", "acknowledged", {"acknowledged_by": "alice", "assignee": "bob", "note": "n"}),
+    ("unacknowledged", "open", {"assignee": "bob"}),
+    ("escalated", "open", {"assignee": "bob", "escalation_level": 1}),
+    ("resolved", "resolved", {"assignee": "bob", "resolved_by": "operator", "resolution": "fixed"}),
+    ("reopened", "open", {"assignee": "bob"}),
+]
+
+
+def _life(exception_id: str) -> list[dict[str, Any]]:
+    return [
+        exc(
+            exception_id,
+            seq=i + 1,
+            state=state,
+            status=status,
+            detected_at=f"2026-12-01T10:{i * 7:02d}:00Z",
+            **fields,
+        )
+        for i, (state, status, fields) in enumerate(_LIFE)
+    ]
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_redelivering_any_events_changes_nothing(data: st.DataObject) -> None:
+    """At-least-once: each event in order, with any earlier ones delivered again in between."""
+    events = _life("E1") + _life("E2")
+    events.sort(key=lambda d: (d["detected_at"], d["exception_id"]))
+    once = Store(":memory:", {"payment.duplicate": 3600.0})
+    for doc in events:
+        once.apply([doc])
+    again = Store(":memory:", {"payment.duplicate": 3600.0})
+    for i, doc in enumerate(events):
+        if i:
+            replays = data.draw(st.lists(st.sampled_from(events[:i]), max_size=3))
+            again.apply(replays)
+        again.apply([doc])
+    again.apply(data.draw(st.lists(st.sampled_from(events), max_size=5)))
+    for exception_id in ("E1", "E2"):
+        assert again.exception(exception_id) == once.exception(exception_id)
+        assert [tuple(h) for h in again.history(exception_id)] == [
+            tuple(h) for h in once.history(exception_id)
+        ]

@@ -115,8 +115,15 @@ class Projector:
                 await consumer.start()
                 parts = []
                 for topic in self.topics:
-                    for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                        parts.append(TopicPartition(topic, p))
+                    known = consumer.partitions_for_topic(topic)
+                    if not known:
+                        # metadata not there yet (a topic just created): never start without it,
+                        # or that topic would silently never be read
+                        await consumer._client.force_metadata_update()
+                        known = consumer.partitions_for_topic(topic)
+                    if not known:
+                        raise RuntimeError(f"topic {topic} has no partitions yet")
+                    parts.extend(TopicPartition(topic, p) for p in sorted(known))
                 consumer.assign(parts)
                 stored = self.store.offsets()
                 for tp in parts:

@@ -412,7 +412,7 @@ class Store:
                 cmd.get("type"),
                 cmd.get("actor"),
                 cmd.get("source"),
-                cmd.get("note"),
+                None,  # a command's note is unmasked: the history shows the event's, masked
                 _safe_ts(cmd.get("occurred_at")),
             ),
         )
