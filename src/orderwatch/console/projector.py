@@ -113,7 +113,7 @@ class Projector:
             )
             try:
                 await consumer.start()
-                parts = []
+                parts: list[Any] = []
                 for topic in self.topics:
                     known = consumer.partitions_for_topic(topic)
                     if not known:
