@@ -175,6 +175,11 @@ def test_queue_filters_sort_and_pages(store: Store) -> None:
     assert store.queue(QueueFilter(assignee="-"))[1] == 29
     assert store.queue(QueueFilter(text="so17"))[1] == 1
     assert store.queue(QueueFilter(text="P2"))[1] == 30  # evidence values are searched too
+    assert store.queue(QueueFilter(text='"<b>" OR x*'))[1] == 0  # text, never a query
+    assert store.queue(QueueFilter(text="<b>NOTE"))[1] == 30
+    store.apply([exc("E17", seq=2, state="assigned", assignee="zoe", subject="SO17")])
+    assert store.queue(QueueFilter(text="zoe"))[1] == 0  # assignees are a filter, not text
+    assert store.queue(QueueFilter(text="so17"))[1] == 1  # re-indexed once, not twice
     assert store.queue(QueueFilter(status="resolved"))[1] == 1
     assert store.queue(QueueFilter(rule_id="fraud.blacklisted"))[1] == 0
 

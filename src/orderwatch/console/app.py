@@ -496,13 +496,17 @@ async def command(request: web.Request) -> web.StreamResponse:
         return page.render(
             "error.html", status=400, message=page.tr.v(extra) + " (" + page.tr.t(action) + ")"
         )
-    command_id, reply = await console.projector.send_command(
-        exception,
-        f"command.{action}",
-        user.name,
-        extra,
-        console.settings.console_command_timeout,
-    )
+    try:
+        command_id, reply = await console.projector.send_command(
+            exception,
+            f"command.{action}",
+            user.name,
+            extra,
+            console.settings.console_command_timeout,
+        )
+    except Exception as exc:  # the broker is unreachable: say so, never a bare 500
+        log.warning("console.command_not_sent", user=user.name, action=action, error=repr(exc))
+        return page.render("error.html", status=503, message=page.tr.t("send_failed"))
     log.info(
         "console.command",
         user=user.name,

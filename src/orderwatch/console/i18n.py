@@ -89,6 +89,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "检测器尚未回复,命令可能稍后生效。",
     ),
     "forbidden": ("You may not do this.", "你无权执行此操作。"),
+    "send_failed": (
+        "The command could not be sent (Kafka unreachable); nothing was changed. Try again.",
+        "命令未能发送(无法连接 Kafka),未做任何更改,请重试。",
+    ),
     "csrf": ("The form expired; reload the page and try again.", "表单已过期,请刷新后重试。"),
     "not_found": ("No such exception.", "没有这个异常。"),
     "category": ("Category", "类别"),

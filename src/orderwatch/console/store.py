@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS exceptions (
     summary TEXT NOT NULL,
     search TEXT NOT NULL
 );
+-- substring search (trigram index) over id, subject, order, sku, summary and evidence values;
+-- its rowid is the exception row's rowid, which the upsert below keeps
+CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5 (text, tokenize = 'trigram');
 -- the full event, apart: queue scans and counts read compact rows, only the detail page reads this
 CREATE TABLE IF NOT EXISTS docs (exception_id TEXT PRIMARY KEY, doc BLOB NOT NULL);
 -- each filter's index ends with the sort keys (urgency, raised_at): a page is chosen from the
@@ -128,6 +131,11 @@ _COLUMNS = (
     "owner, assignee, acknowledged_by, snoozed_until, resolved_by, resolution, inhibited_by, "
     "escalation_level, raised_at, event_time, updated_at, acknowledged_at, resolved_at, "
     "escalates_at, urgency, summary"
+)
+
+
+_UPDATE = ", ".join(
+    f"{c} = excluded.{c}" for c in [*(c.strip() for c in _COLUMNS.split(",")), "search"][1:]
 )
 
 
@@ -359,10 +367,10 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO docs VALUES (?, ?)", (exception_id, orjson.dumps(dict(doc)))
         )
-        self.db.execute(
-            f"INSERT OR REPLACE INTO exceptions ({_COLUMNS}, search) "
+        rowid = self.db.execute(
+            f"INSERT INTO exceptions ({_COLUMNS}, search) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?)",
+            f"?, ?) ON CONFLICT (exception_id) DO UPDATE SET {_UPDATE} RETURNING rowid",
             (
                 exception_id,
                 seq,
@@ -392,7 +400,10 @@ class Store:
                 doc.get("summary") or "",
                 search,
             ),
-        )
+        ).fetchone()[0]
+        if row is not None:
+            self.db.execute("DELETE FROM search_fts WHERE rowid = ?", (rowid,))
+        self.db.execute("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", (rowid, search))
         return True
 
     def _command(self, cmd: Mapping[str, Any]) -> None:
@@ -510,8 +521,13 @@ class Store:
                 where.append("assignee = ?")
                 args.append(f.assignee)
         if f.text:
-            where.append("instr(search, ?) > 0")
-            args.append(f.text.casefold())
+            text = f.text.casefold()
+            if len(text) >= 3:  # the trigram index finds any substring of three or more
+                where.append("rowid IN (SELECT rowid FROM search_fts WHERE search_fts MATCH ?)")
+                args.append('"' + text.replace('"', '""') + '"')
+            else:
+                where.append("instr(search, ?) > 0")
+                args.append(text)
         clause = " AND ".join(where)
         order = "urgency, raised_at DESC" if f.sort == "urgent" else "raised_at DESC"
         total = int(
