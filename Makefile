@@ -50,10 +50,13 @@ bench-engine: $(STAMP) ## decode + engine throughput and memory over a simulated
 bench-pipeline: $(STAMP) ## throughput (aiokafka / bare Faust / worker) and detection latency on Tansu
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_ARGS)
 
+bench-console: $(STAMP) ## console: queue page with 100,000 open exceptions, click -> new state round trip
+	$(BIN)/python bench/bench_console.py $(BENCH_ARGS)
+
 bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~6 min)
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench clean
+.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench-console bench clean

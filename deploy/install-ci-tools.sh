@@ -3,6 +3,7 @@
 #   promtool      (Debian package prometheus)              promtool check/test rules, check metrics
 #   amtool        (Debian package prometheus-alertmanager) amtool check-config
 #   kcat                                                   reading topics in tests and runbooks
+#   chromium      (Debian package chromium)                the console's browser tests (Playwright)
 # Debian/Ubuntu only; run as root (CI images) or with sudo available. Idempotent.
 set -euo pipefail
 
@@ -10,15 +11,16 @@ declare -A package_of=(
     [promtool]=prometheus
     [amtool]=prometheus-alertmanager
     [kcat]=kcat
+    [chromium]=chromium
 )
 
 missing=()
-for tool in promtool amtool kcat; do
+for tool in promtool amtool kcat chromium; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
 
 if ((${#missing[@]} == 0)); then
-    echo "install-ci-tools: promtool, amtool and kcat already present"
+    echo "install-ci-tools: promtool, amtool, kcat and chromium already present"
     exit 0
 fi
 
@@ -42,7 +44,7 @@ apt_options=(-o DPkg::Lock::Timeout=600)
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get "${apt_options[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 
-for tool in promtool amtool kcat; do
+for tool in promtool amtool kcat chromium; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install-ci-tools: $tool still missing" >&2; exit 1; }
 done
 echo "install-ci-tools: done"

@@ -29,6 +29,16 @@ rules_app = typer.Typer(help="Validate and show rule files.", no_args_is_help=Tr
 app.add_typer(rules_app, name="rules")
 
 
+def _add_console() -> None:
+    """The console's commands live in their own package (orderwatch.console.cli)."""
+    from orderwatch.console.cli import console_app
+
+    app.add_typer(console_app, name="console")
+
+
+_add_console()
+
+
 def _parse_until(value: str | None) -> datetime | None:
     if value is None:
         return None

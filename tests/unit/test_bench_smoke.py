@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import orjson
+import pytest
 
 from orderwatch.events.codec import decode_event
 from orderwatch.simulate import AGO, SimConfig, Simulator
@@ -70,3 +71,14 @@ def test_percentiles_and_spans() -> None:
     span.see(10, 2.0, 2.5)
     span.see(10, 3.0, 4.0)
     assert span.events == 20 and span.rate == 10.0
+
+
+def test_console_benchmark_serves_every_queue_variant_from_a_small_projection(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+
+    asyncio.run(load("bench_console").queue_page(300, 2))
+    out = capsys.readouterr().out
+    assert "300 exception events applied" in out
+    assert "text search" in out and "overview" in out and "worst server p95" in out

@@ -18,13 +18,15 @@ import typer.main
 import yaml
 
 from orderwatch.cli import app
+from orderwatch.console.settings import ConsoleSettings
 from orderwatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 METRICS_PORT = Settings().metrics_port
-SETTINGS_ENV = {f"ORDERWATCH_{name.upper()}" for name in Settings.model_fields}
+# the console's settings extend the worker's: one set of names for every orderwatch process
+SETTINGS_ENV = {f"ORDERWATCH_{name.upper()}" for name in ConsoleSettings.model_fields}
 
 
 def yaml_files() -> list[Path]:
@@ -208,9 +210,11 @@ def test_bridge_resolve_timeout_matches_alertmanager() -> None:
 
 
 def containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Containers of our image (the console's oauth2-proxy sidecar is not ours)."""
     for deployment in of_kind("Deployment"):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
-            yield deployment, container
+            if container["image"].startswith("orderwatch:"):
+                yield deployment, container
 
 
 def test_kustomization_resources_exist() -> None:
@@ -253,7 +257,7 @@ def test_pods_run_as_non_root() -> None:
 
 
 def test_service_monitor_scrapes_the_worker_service_port() -> None:
-    [service] = of_kind("Service")
+    [service] = [s for s in of_kind("Service") if s["metadata"]["name"] == "orderwatch"]
     [monitor] = of_kind("ServiceMonitor")
     [worker] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "orderwatch"]
     assert service["metadata"]["name"] == "orderwatch", "alerts.yaml expects job=orderwatch"
