@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -136,7 +136,53 @@ def rules_check(
             format_duration(rule.escalate_after) if rule.escalate_after else "never",
             params,
         )
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    _print_tuning(console, catalog)
+    typer.echo(f"rules version {catalog.version}")
+
+
+def _print_tuning(console: Any, catalog: Any) -> None:
+    """The overrides and calendar of a catalog, as ``rules check`` shows them."""
+    from rich.table import Table
+
+    from orderwatch.engine.catalog import format_duration
+
+    table = Table(title="overrides (most specific match wins)")
+    for col in ("rule_id", "line", "when", "sets"):
+        table.add_column(col)
+    for rule in catalog.values():
+        for o in rule.tuning.overrides:
+            sets = []
+            if o.params is not None:
+                base, mine = rule.params.model_dump(), o.params.model_dump()
+                sets += [
+                    f"{k}={format_duration(v) if k in _DURATION_PARAMS else v}"
+                    for k, v in mine.items()
+                    if base.get(k) != v
+                ]
+            sets += [f"{k}={v}" for k in ("severity", "owner") if (v := getattr(o, k))]
+            if o.escalate_after != "keep":
+                esc = o.escalate_after
+                sets.append(f"escalate_after={format_duration(esc) if esc else 'never'}")
+            if o.working_hours is not None:
+                sets.append(f"working_hours={o.working_hours.name}")
+            when = ", ".join(f"{f}={'|'.join(sorted(v))}" for f, v in o.when)
+            table.add_row(rule.rule_id, str(o.line), when, ", ".join(sets))
+    if table.row_count:
+        console.print(table)
+    cal = catalog.calendar
+    for p in cal.periods:
+        scale = ", ".join(f"{r} x{f:g}" for r, f in p.scale) or "(matched by overrides)"
+        console.print(f"period {p.name}: {_iso(p.start)} .. {_iso(p.end)}  {scale}")
+    for h in cal.working_hours.values():
+        console.print(f"working hours {h.name}: {h.time_zone}, {len(h.days)} days a week")
+
+
+def _iso(ts: float) -> str:
+    from orderwatch.engine.lifecycle import iso
+
+    return iso(ts)
 
 
 _DURATION_PARAMS = {"threshold", "grace", "window", "persist_for", "max_account_age", "silence"}

@@ -61,6 +61,10 @@ class _Template(dict[str, Any]):
         return "?"
 
 
+def _as_is(shard: Shard, rule: Rule, at: float) -> Rule:
+    return rule
+
+
 class Lifecycle:
     """Turns rule decisions into exception events and keeps the shards' lifecycle state.
 
@@ -78,6 +82,8 @@ class Lifecycle:
         self._schedule = schedule
         self._unschedule = unschedule
         self.out: list[ExceptionEvent] = []
+        #: the rule as it applies to a shard's subject (overrides, calendars: ``engine.tuning``)
+        self.effective: Callable[[Shard, Rule, float], Rule] = _as_is
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -104,6 +110,9 @@ class Lifecycle:
         key = f"{rule_id}|{subject}"
         if key in shard.open:
             return False
+        rule = self.effective(shard, rule, event_time)
+        if rule.applied:  # the exception says which override and calendar applied
+            values = {**values, **dict(rule.applied)}
         ex_id = exception_id(rule_id, subject, anchor)
         # a notification is never resolved, so it stays "open" for good: at most one per
         # (rule, subject), whatever triggers it later (a second payment, another regression),
@@ -167,7 +176,7 @@ class Lifecycle:
             shard.open = NOTHING_OPEN  # its emptied table would stay allocated
         _mark_done(shard, op.exception_id)
         self._unschedule(shard, ESCALATION + key)
-        rule = self.rules[rule_id]
+        rule = self.effective(shard, self.rules[rule_id], op.event_time)
         merged = dict(op.values)
         merged.update(values or {})
         self._emit(
@@ -192,7 +201,7 @@ class Lifecycle:
         op = shard.open.get(key)
         if op is None:
             return
-        rule = self.rules[op.rule_id]
+        rule = self.effective(shard, self.rules[op.rule_id], op.event_time)
         op.level += 1
         self._emit(
             rule,
