@@ -298,7 +298,7 @@ def calendar_names(rule_id: str, periods: tuple[Period, ...], start: float, end:
     return ", ".join(
         f"{p.name} x{p.factor(rule_id):g}"
         for p in periods
-        if p.factor(rule_id) is not None and p.start <= end and p.end > start
+        if p.factor(rule_id) is not None and p.start < end and p.end > start
     )
 
 
