@@ -31,3 +31,4 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.source_silent.labels(source="oms").set(0)
     metrics.last_event_timestamp.labels(topic="orders").set(1_790_000_000.0)
     metrics.ready.set(1)
+    metrics.rules_version.labels(version="0123456789ab").set(1)

@@ -34,6 +34,8 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_ready": ("gauge", frozenset()),
     # An Info is a gauge named ``<name>_info`` in the text format.
     "orderwatch_build_info": ("gauge", frozenset({"version", "python"})),
+    "orderwatch_rules_version_info": ("gauge", frozenset({"version"})),
+    "orderwatch_rules_reloads": ("counter", frozenset({"result"})),
 }
 
 # Anything that identifies one order or one person must never be a label.

@@ -154,6 +154,8 @@ EXPECTED_ALERTS = {
     "OrderwatchExceptionRateAnomalous",
     "OrderwatchCriticalExceptionsOpen",
     "OrderwatchSourceSilent",
+    "OrderwatchRulesVersionsDiffer",
+    "OrderwatchRulesReloadRefused",
     "OrderwatchNotReady",
 }
 
