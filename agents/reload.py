@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ class RulesReloader:
         self,
         folder: Path | str | None,
         current: Catalog,
-        apply: Callable[[Catalog], None],
+        apply: Callable[[Catalog], Awaitable[None] | None],
         metrics: Metrics,
         interval: float = 5.0,
     ) -> None:
@@ -51,6 +52,7 @@ class RulesReloader:
         #: the last version looked at (applied or refused): a refused set is not retried until
         #: the files change again or SIGHUP asks
         self.seen = current.version
+        self._next = current
         self._wake = asyncio.Event()
         #: set once ``run`` listens for SIGHUP
         self.listening = asyncio.Event()
@@ -62,15 +64,29 @@ class RulesReloader:
         info.labels(version=version).set(1)
 
     def check(self, force: bool = False) -> Outcome:
-        """Look at the directory once; load, validate and apply a changed set."""
+        """Look at the directory once; load, validate and apply a changed set (``apply``
+        must then be synchronous: ``run`` awaits an asynchronous one)."""
+        outcome, pending = self._check(force)
+        if pending is not None:
+            raise TypeError("an asynchronous apply needs run() or check_async()")
+        return outcome
+
+    async def check_async(self, force: bool = False) -> Outcome:
+        outcome, pending = self._check(force)
+        if pending is not None:
+            await pending
+            self._applied()
+        return outcome
+
+    def _check(self, force: bool) -> tuple[Outcome, Awaitable[None] | None]:
         try:
             version = rules_version(self.folder)
         except OSError as exc:  # the directory itself is gone: keep running what we have
             log.error("rules directory unreadable, keeping version %s: %s", self.seen, exc)
             self.metrics.rules_reloads.labels(result="refused").inc()
-            return "refused"
+            return "refused", None
         if version == self.seen and not force:
-            return "unchanged"
+            return "unchanged", None
         self.seen = version
         try:
             catalog = load_catalog(self.folder)
@@ -82,16 +98,23 @@ class RulesReloader:
                 exc,
             )
             self.metrics.rules_reloads.labels(result="refused").inc()
-            return "refused"
+            return "refused", None
         if catalog.version == self.current.version:
-            return "unchanged"
-        self.apply(catalog)
+            return "unchanged", None
+        self._next = catalog
+        result = self.apply(catalog)
+        if inspect.isawaitable(result):
+            return "applied", result
+        self._applied()
+        return "applied", None
+
+    def _applied(self) -> None:
+        catalog = self._next
         log.info("rules version %s applied (was %s)", catalog.version, self.current.version)
         self.current = catalog
         self.seen = catalog.version
         self._show(catalog.version)
         self.metrics.rules_reloads.labels(result="applied").inc()
-        return "applied"
 
     def request(self) -> None:
         """SIGHUP: check now, and retry a set refused before."""
@@ -110,7 +133,7 @@ class RulesReloader:
             forced = self._wake.is_set()
             self._wake.clear()
             try:
-                self.check(force=forced)
+                await self.check_async(force=forced)
             except Exception:  # never let the watcher die: the worker would lose hot reload
                 log.exception("rules reload failed; keeping version %s", self.current.version)
                 self.metrics.rules_reloads.labels(result="refused").inc()
@@ -120,15 +143,20 @@ def for_worker(worker: Any) -> RulesReloader:
     """The reloader of a ``Worker``: a new set goes to every engine it holds, to the engines it
     creates later (a partition assigned after the reload) and to the source-silence monitor."""
 
-    def apply(catalog: Catalog) -> None:
-        worker.catalog = catalog  # the shell's engine factory reads it
+    async def apply(catalog: Catalog) -> None:
+        worker.catalog = catalog  # the shell's engine factory reads it from now on
         rules = dict(catalog)
-        for engine in worker.shell.engines.values():
-            engine.set_rules(rules)
         silence = worker.shell.silence
         if silence is not None:
             silence.rules = rules
             silence.life.rules = rules
+        for partition in list(worker.shell.engines):
+            engine = worker.shell.engines.get(partition)
+            if engine is not None:  # (revoked meanwhile: its next owner builds it anew)
+                engine.set_rules(rules)
+            # one partition at a time, batches in between: re-deriving the deadlines of a
+            # partition's orders costs a few microseconds each (docs/operations.md)
+            await asyncio.sleep(0)
 
     return RulesReloader(
         worker.settings.rules_dir,

@@ -877,15 +877,6 @@ def _tuned_desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
 _CHANNEL, _SOURCE, _COUNTRY, _PROVINCE, _CITY, _CARRIER, _WAREHOUSE, _METHOD = range(
     len(ORDER_FACTS)
 )
-_LOGISTICS = frozenset(
-    (
-        LogisticsShipped,
-        LogisticsScanned,
-        LogisticsOutForDelivery,
-        LogisticsDelivered,
-        LogisticsException,
-    )
-)
 
 
 def note_facts(s: OrderShard, ev: InboundEvent) -> bool:
@@ -893,38 +884,17 @@ def note_facts(s: OrderShard, ev: InboundEvent) -> bool:
     own events, before the handler updates the times compared here; whether they changed.
 
     They are few and repeat across orders (a channel, a carrier, a province), so each distinct
-    combination is one shared tuple: per order, the state holds one reference.
+    combination is one shared tuple (``state.share_facts``): per order, one reference. Most
+    events change nothing and return after a type lookup and a comparison.
     """
-    kind = type(ev)
+    noter = _FACT_NOTERS.get(type(ev))
+    return noter is not None and noter(s, ev)
+
+
+def _with(s: OrderShard, changes: tuple[tuple[int, str | None], ...]) -> bool:
     facts = list(s.facts) if s.facts is not None else list(NO_FACTS)
-    at = ev.occurred_ts
-    if kind is OrderCreated:
-        assert isinstance(ev, OrderCreated)
-        if s.created_eid is not None:
-            return False
-        facts[_CHANNEL], facts[_SOURCE] = ev.channel, ev.source
-        if s.address_at is None or at >= s.address_at:
-            _address_facts(facts, ev.shipping_address)
-    elif kind is OrderAddressChanged:
-        assert isinstance(ev, OrderAddressChanged)
-        if s.address_at is not None and at < s.address_at:
-            return False
-        _address_facts(facts, ev.shipping_address)
-    elif kind in _LOGISTICS:
-        if s.last_logi_at is not None and at <= s.last_logi_at:
-            return False
-        facts[_CARRIER] = ev.carrier  # type: ignore[union-attr]
-    elif kind is InventoryReserved or kind is InventoryReservationFailed:
-        if facts[_WAREHOUSE] is not None:
-            return False
-        facts[_WAREHOUSE] = ev.warehouse_id  # type: ignore[union-attr]
-    elif kind is PaymentSucceeded:
-        assert isinstance(ev, PaymentSucceeded)
-        if facts[_METHOD] is not None or ev.method is None:
-            return False
-        facts[_METHOD] = ev.method
-    else:
-        return False
+    for i, value in changes:
+        facts[i] = value
     new = tuple(facts)
     if s.facts is not None and tuple(s.facts) == new:
         return False
@@ -932,8 +902,59 @@ def note_facts(s: OrderShard, ev: InboundEvent) -> bool:
     return True
 
 
-def _address_facts(facts: list[str | None], addr: Address) -> None:
-    facts[_COUNTRY], facts[_PROVINCE], facts[_CITY] = addr.country, addr.province, addr.city
+def _facts_created(s: OrderShard, ev: OrderCreated) -> bool:
+    if s.created_eid is not None:
+        return False
+    changes: tuple[tuple[int, str | None], ...] = ((_CHANNEL, ev.channel), (_SOURCE, ev.source))
+    if s.address_at is None or ev.occurred_ts >= s.address_at:
+        addr = ev.shipping_address
+        changes += ((_COUNTRY, addr.country), (_PROVINCE, addr.province), (_CITY, addr.city))
+    return _with(s, changes)
+
+
+def _facts_address(s: OrderShard, ev: OrderAddressChanged) -> bool:
+    if s.address_at is not None and ev.occurred_ts < s.address_at:
+        return False
+    addr = ev.shipping_address
+    return _with(s, ((_COUNTRY, addr.country), (_PROVINCE, addr.province), (_CITY, addr.city)))
+
+
+def _facts_carrier(s: OrderShard, ev: Any) -> bool:
+    last = s.last_logi_at
+    if last is not None and ev.occurred_ts <= last:
+        return False
+    facts = s.facts
+    if facts is not None and facts[_CARRIER] == ev.carrier:
+        return False
+    return _with(s, ((_CARRIER, ev.carrier),))
+
+
+def _facts_warehouse(s: OrderShard, ev: InventoryReserved | InventoryReservationFailed) -> bool:
+    facts = s.facts
+    if facts is not None and facts[_WAREHOUSE] is not None:
+        return False
+    return _with(s, ((_WAREHOUSE, ev.warehouse_id),))
+
+
+def _facts_method(s: OrderShard, ev: PaymentSucceeded) -> bool:
+    facts = s.facts
+    if ev.method is None or (facts is not None and facts[_METHOD] is not None):
+        return False
+    return _with(s, ((_METHOD, ev.method),))
+
+
+_FACT_NOTERS: dict[type, Callable[[OrderShard, Any], bool]] = {
+    OrderCreated: _facts_created,
+    OrderAddressChanged: _facts_address,
+    LogisticsShipped: _facts_carrier,
+    LogisticsScanned: _facts_carrier,
+    LogisticsOutForDelivery: _facts_carrier,
+    LogisticsDelivered: _facts_carrier,
+    LogisticsException: _facts_carrier,
+    InventoryReserved: _facts_warehouse,
+    InventoryReservationFailed: _facts_warehouse,
+    PaymentSucceeded: _facts_method,
+}
 
 
 def _evidence(ctx: Engine, s: OrderShard, rule_id: str) -> tuple[str, dict[str, Any]]:
