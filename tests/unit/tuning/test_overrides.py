@@ -130,3 +130,39 @@ def test_escalation_follows_the_overridden_severity(rules: Path) -> None:
 def test_no_overrides_no_trace_in_the_evidence() -> None:
     [raised] = run(_shipped("O1", "carrier-sf"), until=plus(SHIPPED, hours=73)).of(STALE)
     assert "override" not in raised.evidence.values
+
+
+def test_sync_drift_by_warehouse(tmp_path: Path) -> None:
+    """A stock rule matches the sku and warehouse of its key."""
+    from tests.factories import snapshot
+
+    folder = rules_dir(
+        tmp_path,
+        {
+            "inventory.sync_drift": {
+                "overrides": [
+                    {"when": {"warehouse_id": "WH-BIG"}, "params": {"min_difference": 50}}
+                ]
+            }
+        },
+    )
+    events = []
+    for wh in ("WH1", "WH-BIG"):
+        events += [
+            snapshot("SKU-9", "10:00", 100, "wms", warehouse_id=wh),
+            snapshot("SKU-9", "10:01", 80, "erp", warehouse_id=wh),
+        ]
+    result = run(events, until="11:00", rules_dir=folder)
+    assert [e.warehouse_id for e in result.of("inventory.sync_drift")] == ["WH1"]
+
+
+def test_rules_check_lists_the_overrides(rules: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orderwatch.cli import app
+
+    result = CliRunner().invoke(app, ["rules", "check", str(rules)])
+    assert result.exit_code == 0, result.output
+    assert "carrier=carrier-eco|carrier-post" in result.output
+    assert "severity=low, owner=customer_service" in result.output
+    assert "rules version " in result.output
