@@ -273,6 +273,11 @@ def resolve(rule: Rule, facts: Facts, periods: frozenset[str]) -> Rule:
             best = o
     if best is None:
         return rule
+    return with_override(rule, best)
+
+
+def with_override(rule: Rule, best: Override) -> Rule:
+    """The rule with one override's values applied."""
     return replace(
         rule,
         params=best.params if best.params is not None else rule.params,

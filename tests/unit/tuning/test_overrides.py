@@ -166,3 +166,15 @@ def test_rules_check_lists_the_overrides(rules: Path) -> None:
     assert "carrier=carrier-eco|carrier-post" in result.output
     assert "severity=low, owner=customer_service" in result.output
     assert "rules version " in result.output
+
+
+def test_an_exception_keeps_the_override_it_was_raised_with(rules: Path) -> None:
+    """Raised for an economy parcel to Xinjiang (low, customer service); the scan that resolves
+    it comes from another carrier, whose override would say medium: the resolution still says
+    low and customer service, as the raise did."""
+    events = _shipped("O1", "carrier-eco", "Xinjiang")
+    scan = logistics("scanned", "O1", plus(SHIPPED, days=8), carrier="carrier-sf")
+    raised, resolved = run([*events, scan], rules_dir=rules).of(STALE)
+    assert (raised.severity, raised.owner) == ("low", "customer_service")
+    assert (resolved.severity, resolved.owner) == ("low", "customer_service")
+    assert resolved.evidence.values["override"] == "economy to the far west"

@@ -18,7 +18,6 @@ import pytest
 from typer.testing import CliRunner
 
 from orderwatch.cli import app
-from orderwatch.simulate import SimConfig, Simulator, parse_mix, write_file
 from orderwatch.whatif import WhatIf
 from tests.unit.tuning.books import rules_dir
 
@@ -30,8 +29,11 @@ STALE = "logistics.tracking_stale"
 def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     folder = tmp_path_factory.mktemp("whatif")
     path = folder / "day.jsonl"
-    config = SimConfig(seed=3, orders=300, anomalies=10, mix=parse_mix(f"{QUANTITY},{STALE}"))
-    manifest = write_file(Simulator(config), path)
+    args = ["simulate", "--to-file", str(path), "--orders", "300", "--seed", "3"]
+    args += ["--anomalies", "10", "--mix", f"{QUANTITY},{STALE}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest: dict[str, Any] = json.loads(Path(f"{path}.manifest.json").read_text())
     return path, manifest
 
 
