@@ -14,7 +14,7 @@ deadlines in the live worker and in replay (time zones come from ``zoneinfo``; n
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -217,9 +217,13 @@ class Tuning:
     #: every period of the calendar (``period`` matches and time scaling)
     periods: tuple[Period, ...] = ()
 
-    @property
-    def trivial(self) -> bool:
-        return not self.overrides and self.working_hours is None and not self.scales
+    #: no overrides, no working hours, no scaling period: the rule's base values everywhere
+    #: (computed once: asked on every raise and every deadline)
+    trivial: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plain = not self.overrides and self.working_hours is None and not self.scales
+        object.__setattr__(self, "trivial", plain)
 
     @property
     def scales(self) -> tuple[Period, ...]:
