@@ -30,7 +30,7 @@ from faust.sensors import Sensor
 from faust.types import TP
 from mode.services import WaitResults
 
-from orderwatch.agents import envelope
+from orderwatch.agents import envelope, reload
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
@@ -551,4 +551,7 @@ class Worker:
                 )
 
         app.task(serve_metrics)
+        # hot reload of the rules directory (agents/reload.py): applied between batches
+        self.reloader = reload.for_worker(self)
+        app.task(self.reloader.run)
         self._agents = (router, detector, sweep, recovered, revoked, serve_metrics)

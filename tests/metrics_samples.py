@@ -41,3 +41,4 @@ def fill_sample_values(metrics: Metrics) -> None:
     ).observe(3600.0)
     metrics.commands.labels(type="command.acknowledge", result="accepted").inc()
     metrics.commands.labels(type="command.snooze", result="invalid_transition").inc()
+    metrics.rules_version.labels(version="0123456789ab").set(1)

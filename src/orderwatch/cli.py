@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -163,7 +163,107 @@ def rules_check(
             ", ".join(rule.inhibited_by),
             params,
         )
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    _print_tuning(console, catalog)
+    typer.echo(f"rules version {catalog.version}")
+
+
+def _print_tuning(console: Any, catalog: Any) -> None:
+    """The overrides and calendar of a catalog, as ``rules check`` shows them."""
+    from rich.table import Table
+
+    from orderwatch.engine.catalog import format_duration
+
+    table = Table(title="overrides (most specific match wins)")
+    for col in ("rule_id", "line", "when", "sets"):
+        table.add_column(col)
+    for rule in catalog.values():
+        for o in rule.tuning.overrides:
+            sets = []
+            if o.params is not None:
+                base, mine = rule.params.model_dump(), o.params.model_dump()
+                sets += [
+                    f"{k}={format_duration(v) if k in _DURATION_PARAMS else v}"
+                    for k, v in mine.items()
+                    if base.get(k) != v
+                ]
+            sets += [f"{k}={v}" for k in ("severity", "owner") if (v := getattr(o, k))]
+            if o.escalate_after != "keep":
+                esc = o.escalate_after
+                sets.append(f"escalate_after={format_duration(esc) if esc else 'never'}")
+            if o.working_hours is not None:
+                sets.append(f"working_hours={o.working_hours.name}")
+            when = ", ".join(f"{f}={'|'.join(sorted(v))}" for f, v in o.when)
+            table.add_row(rule.rule_id, str(o.line), when, ", ".join(sets))
+    if table.row_count:
+        console.print(table)
+    cal = catalog.calendar
+    for p in cal.periods:
+        scale = ", ".join(f"{r} x{f:g}" for r, f in p.scale) or "(matched by overrides)"
+        console.print(f"period {p.name}: {_iso(p.start)} .. {_iso(p.end)}  {scale}")
+    for h in cal.working_hours.values():
+        console.print(f"working hours {h.name}: {h.time_zone}, {len(h.days)} days a week")
+
+
+def _iso(ts: float) -> str:
+    from orderwatch.engine.lifecycle import iso
+
+    return iso(ts)
+
+
+@rules_app.command("diff")
+def rules_diff(
+    old_dir: Annotated[Path, typer.Argument(help="the rules directory running now")],
+    new_dir: Annotated[Path, typer.Argument(help="the changed rules directory")],
+    events: Annotated[str, typer.Option(help="JSONL file of input events (a day), or -")],
+    until: Annotated[
+        str | None, typer.Option(help="move the clock to this RFC 3339 time at the end")
+    ] = None,
+    resolutions: Annotated[
+        Path | None,
+        typer.Option(help="exception events with operators' resolutions (false positives)"),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the result as JSON here")
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="also write what-if.html into this directory")
+    ] = None,
+) -> None:
+    """Replay the same events with both rule sets: what would be raised in addition, no longer,
+    or with another severity or owner, per rule (and the known false positives avoided)."""
+    from orderwatch.whatif import render_text, run_diff, write_html
+
+    until_at = _parse_until(until)
+    try:
+        stream: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+        verdicts = open(resolutions, "rb") if resolutions is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot read: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        result = run_diff(
+            stream,
+            old_dir,
+            new_dir,
+            until=until_at.timestamp() if until_at else None,
+            resolutions=verdicts,
+            err=sys.stderr,
+        )
+    except RuleFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        if verdicts is not None:
+            verdicts.close()
+    typer.echo(render_text(result), nl=False)
+    if json_out is not None:
+        json_out.write_bytes(result.to_json() + b"\n")
+    if html is not None:
+        typer.echo(f"wrote {write_html(result, html)}", err=True)
 
 
 _DURATION_PARAMS = {"threshold", "grace", "window", "persist_for", "max_account_age", "silence"}
@@ -230,10 +330,24 @@ def report(
     ] = None,
     topic: Annotated[str, typer.Option(help="exceptions topic")] = "order-exceptions",
     top: Annotated[int, typer.Option(min=1, help="rows per breakdown in the HTML")] = 20,
+    what_if: Annotated[
+        Path | None,
+        typer.Option(help="render a `rules diff --json` result as what-if.html instead"),
+    ] = None,
 ) -> None:
     """Weekly review of exceptions: counts, time to resolve, escalation; HTML plus CSV."""
     from orderwatch.report import run_report
 
+    if what_if is not None:
+        from orderwatch.whatif import WhatIf, write_html
+
+        try:
+            page = write_html(WhatIf.from_json(what_if.read_bytes()), out)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            typer.echo(f"orderwatch: cannot read {what_if}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"wrote {page}")
+        return
     if (events is None) == (bootstrap is None):
         raise typer.BadParameter("give either a JSONL file (or -) or --bootstrap, not both")
     try:

@@ -247,6 +247,19 @@ class Metrics:
             ["type", "result"],
             registry=r,
         )
+        self.rules_version = Gauge(
+            "orderwatch_rules_version_info",
+            "1 for the rule set this worker runs, labelled by its version (a hash of the rules "
+            "directory's files); workers that disagree show two versions.",
+            ["version"],
+            registry=r,
+        )
+        self.rules_reloads = Counter(
+            "orderwatch_rules_reloads_total",
+            "Changed rule sets seen: applied, or refused whole (invalid; the old set runs on).",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Info(
             "orderwatch_build",
             "Version of orderwatch and of the Python running it.",
@@ -258,6 +271,8 @@ class Metrics:
             self.detection_latency.labels(kind=kind)
         for shard_kind in STATE_SHARD_KINDS:
             self.state_shards.labels(kind=shard_kind)
+        for result in ("applied", "refused"):
+            self.rules_reloads.labels(result=result)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format, as served on ``/metrics``."""

@@ -7,8 +7,12 @@ as a rule that silently never fires.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,11 +26,55 @@ from orderwatch.engine.catalog import (
     NOT_PER_ORDER,
     RULE_DEFS,
     Rule,
+    RuleDef,
     parse_duration,
 )
 from orderwatch.engine.inhibition import check as check_inhibition
+from orderwatch.engine.orders import TIMEOUTS
+from orderwatch.engine.params import (
+    KEEP,
+    ORDER_FACTS,
+    PERIOD,
+    WEEKDAYS,
+    Override,
+    Period,
+    Tuning,
+    WorkingHours,
+    local_midnight,
+)
 from orderwatch.errors import RuleFileError
 from orderwatch.events.exception import Category, Owner, Severity
+
+
+class OverrideFile(BaseModel):
+    """One ``overrides:`` entry: a condition on the subject's fields and the values it sets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    when: dict[str, str | list[str]] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    severity: Severity | None = None
+    owner: Owner | None = None
+    escalate_after: float | Literal["never"] | None = None
+    working_hours: str | None = None
+
+    @field_validator("escalate_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if value is None or value == "never":
+            return value
+        return parse_duration(value)
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _scalars(cls, value: object) -> object:
+        # YAML reads `warehouse_id: 7` as a number; the events carry text
+        if isinstance(value, dict):
+            return {
+                k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in value.items()
+            }
+        return value
 
 
 class RuleFile(BaseModel):
@@ -49,6 +97,9 @@ class RuleFile(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     summary: str = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
+    #: the working-hours schedule (``calendars.yaml``) this timeout counts in
+    working_hours: str | None = None
+    overrides: list[OverrideFile] = Field(default_factory=list)
 
     @field_validator("escalate_after", "ack_timeout", mode="before")
     @classmethod
@@ -64,6 +115,9 @@ class Catalog(Mapping[str, Rule]):
 
     rules: dict[str, Rule]
     directory: str
+    #: a short hash of every file the catalog was read from: which rule set a worker runs
+    version: str = ""
+    calendar: Calendar = dc_field(default_factory=lambda: Calendar())
 
     def __getitem__(self, rule_id: str) -> Rule:
         return self.rules[rule_id]
@@ -111,7 +165,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
 
 
 def _first_error(
-    exc: ValidationError, root: yaml.Node | None, path: str, prefix: tuple[str, ...] = ()
+    exc: ValidationError, root: yaml.Node | None, path: str, prefix: tuple[str | int, ...] = ()
 ) -> RuleFileError:
     err = exc.errors(include_url=False, include_input=False)[0]
     loc = prefix + tuple(err["loc"])
@@ -119,8 +173,12 @@ def _first_error(
     return RuleFileError(path, _line_of(root, loc), f"{field}: {err['msg']}")
 
 
-def load_rule_file(path: Path) -> Rule:
-    """Parse and validate one file against the schema and the rule's own parameter model."""
+def load_rule_file(path: Path, calendar: Calendar | None = None) -> Rule:
+    """Parse and validate one file against the schema and the rule's own parameter model.
+
+    ``calendar`` holds the periods and working hours the file may refer to (``calendars.yaml``).
+    """
+    calendar = calendar or Calendar()
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -192,6 +250,12 @@ def load_rule_file(path: Path) -> Rule:
         raise RuleFileError(
             name, _line_of(root, ("summary",)), f"bad summary template: {exc}"
         ) from None
+    hours = None
+    if spec.working_hours is not None:
+        hours = _hours_ref(
+            spec.working_hours, spec.rule_id, calendar, name, root, ("working_hours",)
+        )
+    overrides = _overrides(spec, rule_def, params, calendar, name, root)
     return Rule(
         rule_id=spec.rule_id,
         title=spec.title,
@@ -207,6 +271,12 @@ def load_rule_file(path: Path) -> Rule:
         source=name,
         ack_timeout=ack_timeout,
         inhibited_by=inhibited_by,
+        tuning=Tuning(
+            overrides=overrides,
+            working_hours=hours,
+            periods=_relevant_periods(spec.rule_id, overrides, calendar),
+        ),
+        hours=hours,
     )
 
 
@@ -223,6 +293,226 @@ def _inhibition_line(path: str) -> int | None:
     return line if line != _line_of(root, ()) else None
 
 
+def _relevant_periods(
+    rule_id: str, overrides: tuple[Override, ...], calendar: Calendar
+) -> tuple[Period, ...]:
+    """The periods that scale this rule or that one of its overrides matches on."""
+    named = {v for o in overrides for f, values in o.when if f == PERIOD for v in values}
+    return tuple(p for p in calendar.periods if p.factor(rule_id) is not None or p.name in named)
+
+
+def match_fields(rule_id: str) -> tuple[str, ...]:
+    """The fields an override of this rule may match on (besides ``period``).
+
+    Only what the rule's state keeps: an order's facts for the rules judged on the order, the
+    sku and warehouse for ``inventory.sync_drift``. Window, rate and runtime rules span many
+    orders (or none), so they match on the period alone.
+    """
+    if rule_id == "inventory.sync_drift":
+        return ("sku", "warehouse_id")
+    if rule_id in _NO_FACTS:
+        return ()
+    return ORDER_FACTS
+
+
+_NO_FACTS = frozenset(
+    {
+        "payment.success_rate_drop",
+        "order.creation_failure_spike",
+        "order.creation_failed",
+        "fraud.address_cluster",
+        "fraud.new_account_burst",
+        "fraud.shared_phone",
+        "system.source_silent",
+    }
+)
+
+
+def _hours_ref(
+    name: str,
+    rule_id: str,
+    calendar: Calendar,
+    path: str,
+    root: yaml.Node | None,
+    loc: tuple[int | str, ...],
+) -> WorkingHours:
+    if rule_id not in TIMEOUTS:
+        raise RuleFileError(
+            path,
+            _line_of(root, loc),
+            f"working_hours applies to the order timeouts only ({', '.join(TIMEOUTS)})",
+        )
+    hours = calendar.working_hours.get(name)
+    if hours is None:
+        known = ", ".join(sorted(calendar.working_hours)) or "none defined"
+        raise RuleFileError(
+            path,
+            _line_of(root, loc),
+            f"unknown working_hours {name!r} (calendars.yaml defines: {known})",
+        )
+    return hours
+
+
+def _label(entry: OverrideFile) -> str:
+    if entry.name:
+        return entry.name
+    parts = []
+    for field, value in sorted(entry.when.items()):
+        values = value if isinstance(value, list) else [value]
+        parts.append(f"{field}={'|'.join(values)}")
+    return ", ".join(parts)
+
+
+def _overrides(
+    spec: RuleFile,
+    rule_def: RuleDef,
+    base: Any,
+    calendar: Calendar,
+    path: str,
+    root: yaml.Node | None,
+) -> tuple[Override, ...]:
+    """Validate the ``overrides:`` of one file; errors name the entry's line."""
+    allowed = (*match_fields(spec.rule_id), PERIOD)
+    out: list[Override] = []
+    for i, entry in enumerate(spec.overrides):
+        at: tuple[str | int, ...] = ("overrides", i)
+        line = _line_of(root, at)
+        when: list[tuple[str, frozenset[str]]] = []
+        for field, value in entry.when.items():
+            where = _line_of(root, (*at, "when", field))
+            if field not in allowed:
+                raise RuleFileError(
+                    path,
+                    where,
+                    f"overrides[{i}].when: unknown field {field!r} for {spec.rule_id} "
+                    f"(it can match: {', '.join(allowed)})",
+                )
+            values = frozenset(value if isinstance(value, list) else [value])
+            if not values:
+                raise RuleFileError(
+                    path, where, f"overrides[{i}].when.{field}: unreachable, no value given"
+                )
+            if field == PERIOD:
+                unknown = sorted(v for v in values if v not in calendar.period_names)
+                if unknown:
+                    known = ", ".join(sorted(calendar.period_names)) or "none defined"
+                    raise RuleFileError(
+                        path,
+                        where,
+                        f"overrides[{i}].when.period: unknown period {unknown[0]!r} "
+                        f"(calendars.yaml defines: {known})",
+                    )
+            if field == "country":
+                bad = sorted(v for v in values if not (len(v) == 2 and v.isupper()))
+                if bad:
+                    raise RuleFileError(
+                        path,
+                        where,
+                        f"overrides[{i}].when.country: unreachable, {bad[0]!r} never matches "
+                        "(events carry ISO 3166 alpha-2 codes in capitals, e.g. CN)",
+                    )
+            when.append((field, values))
+        params = None
+        if entry.params:
+            try:
+                params = rule_def.params.model_validate({**spec.params, **entry.params})
+            except ValidationError as exc:
+                raise _first_error(exc, root, path, (*at, "params")) from None
+        escalate: Any = KEEP
+        if entry.escalate_after is not None:
+            if not rule_def.resolvable and entry.escalate_after != "never":
+                raise RuleFileError(
+                    path,
+                    _line_of(root, (*at, "escalate_after")),
+                    f"{spec.rule_id} is a notification (no resolving condition) and never "
+                    "escalates",
+                )
+            escalate = None if entry.escalate_after == "never" else entry.escalate_after
+        elif entry.severity is not None and spec.escalate_after is None and rule_def.resolvable:
+            # the base took its severity's default: so does the override's severity
+            escalate = DEFAULT_ESCALATE_AFTER[entry.severity]
+        hours = None
+        if entry.working_hours is not None:
+            hours = _hours_ref(
+                entry.working_hours, spec.rule_id, calendar, path, root, (*at, "working_hours")
+            )
+        if (
+            params is None
+            and entry.severity is None
+            and entry.escalate_after is None
+            and entry.owner is None
+            and escalate == KEEP
+            and hours is None
+        ):
+            raise RuleFileError(
+                path,
+                line,
+                f"overrides[{i}] changes nothing (give params, severity, owner, escalate_after "
+                "or working_hours)",
+            )
+        override = Override(
+            when=tuple(sorted(when)),
+            label=_label(entry),
+            line=line,
+            params=params,
+            severity=entry.severity,
+            owner=entry.owner,
+            escalate_after=escalate,
+            working_hours=hours,
+        )
+        for other in out:
+            if other.when == override.when:
+                raise RuleFileError(
+                    path,
+                    line,
+                    f"overrides[{i}] is unreachable: the override at line {other.line} has the "
+                    "same condition and comes first",
+                )
+        out.append(override)
+    _check_ambiguous(out, path)
+    return tuple(out)
+
+
+def _combined(a: Override, b: Override) -> dict[str, frozenset[str]] | None:
+    """The condition under which both match, or None when they never match together."""
+    both = dict(a.when)
+    for field, values in b.when:
+        if field in both:
+            common = both[field] & values
+            if not common:
+                return None
+            both[field] = common
+        else:
+            both[field] = values
+    return both
+
+
+def _check_ambiguous(overrides: list[Override], path: str) -> None:
+    """Two equally specific overrides that can match one subject need a more specific one that
+    covers every such subject; otherwise which applies would depend on the order in the file."""
+    for i, a in enumerate(overrides):
+        for b in overrides[i + 1 :]:
+            if a.specificity != b.specificity:
+                continue
+            both = _combined(a, b)
+            if both is None:
+                continue
+            covered = any(
+                d.specificity > a.specificity
+                and all(f in both and both[f] <= values for f, values in d.when)
+                for d in overrides
+            )
+            if not covered:
+                example = ", ".join(f"{f}={sorted(v)[0]}" for f, v in sorted(both.items()))
+                raise RuleFileError(
+                    path,
+                    b.line,
+                    f"ambiguous override: this and the override at line {a.line} both match "
+                    f"({example}) with the same specificity; add an override for both "
+                    "conditions or make them exclusive",
+                )
+
+
 class _Probe(dict[str, str]):
     """Accepts any placeholder so a template's syntax can be checked without its values."""
 
@@ -235,9 +525,12 @@ def load_catalog(directory: Path | str | None = None) -> Catalog:
     folder = Path(directory) if directory is not None else default_rules_dir()
     if not folder.is_dir():
         raise RuleFileError(str(folder), None, "rules directory not found")
+    calendar = load_calendar(folder / CALENDAR_FILE)
     rules: dict[str, Rule] = {}
     for path in sorted(folder.glob("*.yaml")):
-        rule = load_rule_file(path)
+        if path.name == CALENDAR_FILE:
+            continue
+        rule = load_rule_file(path, calendar)
         rules[rule.rule_id] = rule
     missing = [r for r in RULE_DEFS if r not in rules]
     if missing:
@@ -249,4 +542,168 @@ def load_catalog(directory: Path | str | None = None) -> Catalog:
         first = rules.get(cycle[0])
         source = first.source if first is not None else str(folder)
         raise RuleFileError(source, _inhibition_line(source), problems[0])
-    return Catalog(rules=rules, directory=str(folder))
+    return Catalog(
+        rules=rules, directory=str(folder), version=rules_version(folder), calendar=calendar
+    )
+
+
+def rules_version(folder: Path) -> str:
+    """A short hash of the directory's YAML files (names and bytes): the rule set's version.
+
+    Two workers with the same files report the same version, whatever their paths or mtimes.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        digest.update(path.name.encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()[:12]
+
+
+# --- calendars.yaml ------------------------------------------------------------------------------
+
+CALENDAR_FILE = "calendars.yaml"
+_HOURS = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The named periods and working-hour schedules rule files may refer to."""
+
+    periods: tuple[Period, ...] = ()
+    working_hours: dict[str, WorkingHours] = dc_field(default_factory=dict)
+
+    @property
+    def period_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.periods)
+
+
+class PeriodFile(BaseModel):
+    """A promotion or holiday: local dates (``end`` inclusive) or local times (``end``
+    exclusive) in a time zone, and how much slower the listed timeouts count inside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: date | datetime
+    end: date | datetime
+    time_zone: str
+    scale: dict[str, float] = Field(default_factory=dict)
+
+
+class HoursFile(BaseModel):
+    """A weekly working-hours schedule, with holidays and extra working days (调休)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_zone: str
+    days: list[str] = Field(min_length=1)
+    hours: list[str] = Field(min_length=1)
+    holidays: list[date] = Field(default_factory=list)
+    workdays: list[date] = Field(default_factory=list)
+
+
+class CalendarFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    periods: dict[str, PeriodFile] = Field(default_factory=dict)
+    working_hours: dict[str, HoursFile] = Field(default_factory=dict)
+
+
+def _zone(name: str, path: str, line: int | None) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RuleFileError(
+            path, line, f"unknown time zone {name!r} (e.g. Asia/Shanghai)"
+        ) from None
+    return name
+
+
+def _instant(value: date | datetime, zone: str, end: bool) -> float:
+    from zoneinfo import ZoneInfo
+
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=ZoneInfo(zone))
+        return value.timestamp()
+    return local_midnight(value + timedelta(days=1) if end else value, zone)
+
+
+def load_calendar(path: Path) -> Calendar:
+    """``calendars.yaml`` of a rules directory (optional: none means no periods, no hours)."""
+    name = str(path)
+    if not path.exists():
+        return Calendar()
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) or {}
+    except OSError as exc:
+        raise RuleFileError(name, None, f"cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise RuleFileError(name, line, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    try:
+        spec = CalendarFile.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, root, name) from None
+    periods = []
+    for pname, p in spec.periods.items():
+        zone = _zone(p.time_zone, name, _line_of(root, ("periods", pname, "time_zone")))
+        start, end = _instant(p.start, zone, False), _instant(p.end, zone, True)
+        if end <= start:
+            raise RuleFileError(
+                name, _line_of(root, ("periods", pname, "end")), f"period {pname}: end before start"
+            )
+        for rule_id, factor in p.scale.items():
+            where = _line_of(root, ("periods", pname, "scale", rule_id))
+            if rule_id not in TIMEOUTS:
+                raise RuleFileError(
+                    name,
+                    where,
+                    f"period {pname}: scale applies to the order timeouts only, not {rule_id!r}",
+                )
+            if not factor > 0:
+                raise RuleFileError(name, where, f"period {pname}: a scale must be above 0")
+        periods.append(Period(pname, start, end, tuple(sorted(p.scale.items()))))
+    hours: dict[str, WorkingHours] = {}
+    for hname, h in spec.working_hours.items():
+        at = ("working_hours", hname)
+        zone = _zone(h.time_zone, name, _line_of(root, (*at, "time_zone")))
+        days = set()
+        for i, day in enumerate(h.days):
+            if day.lower()[:3] not in WEEKDAYS:
+                raise RuleFileError(
+                    name,
+                    _line_of(root, (*at, "days", i)),
+                    f"working_hours {hname}: unknown day {day!r} (mon..sun)",
+                )
+            days.add(WEEKDAYS.index(day.lower()[:3]))
+        ranges = []
+        for i, text in enumerate(h.hours):
+            match = _HOURS.match(text.strip())
+            a = b = -1
+            if match:
+                h1, m1, h2, m2 = (int(g) for g in match.groups())
+                a, b = h1 * 3600 + m1 * 60, h2 * 3600 + m2 * 60
+            if not match or not 0 <= a < b <= 86400 or m1 > 59 or m2 > 59:
+                raise RuleFileError(
+                    name,
+                    _line_of(root, (*at, "hours", i)),
+                    f"working_hours {hname}: hours must look like 09:00-18:00 within one day",
+                )
+            ranges.append((a, b))
+        hours[hname] = WorkingHours(
+            hname,
+            zone,
+            frozenset(days),
+            tuple(sorted(ranges)),
+            frozenset(h.holidays),
+            frozenset(h.workdays),
+        )
+    return Calendar(periods=tuple(periods), working_hours=hours)

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     app_id: str = Field("orderwatch", description="Faust app id: consumer group and table prefix")
     rules_dir: Path | None = Field(None, description="directory of rule files (default: ./rules)")
+    rules_reload_interval: float = Field(
+        5.0, ge=0, description="seconds between checks of the rules directory (0: SIGHUP only)"
+    )
 
     topic_orders: str = Field("orders", description="order events topic")
     topic_payments: str = Field("payment-callbacks", description="payment callback topic")

@@ -43,6 +43,8 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
         frozenset({"rule_id", "owner", "resolved_by"}),
     ),
     "orderwatch_commands": ("counter", frozenset({"type", "result"})),
+    "orderwatch_rules_version_info": ("gauge", frozenset({"version"})),
+    "orderwatch_rules_reloads": ("counter", frozenset({"result"})),
 }
 
 # Anything that identifies one order or one person must never be a label.

@@ -158,6 +158,8 @@ EXPECTED_ALERTS = {
     "OrderwatchExceptionRateAnomalous",
     "OrderwatchCriticalExceptionsOpen",
     "OrderwatchSourceSilent",
+    "OrderwatchRulesVersionsDiffer",
+    "OrderwatchRulesReloadRefused",
     "OrderwatchNotReady",
 }
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from orderwatch.engine.params import NO_TUNING, Tuning, WorkingHours
 from orderwatch.events.exception import Category, Owner, Severity
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -272,3 +273,9 @@ class Rule:
     ack_timeout: float | None = None
     #: v2: the rules whose open exception on the same order explains this one (section 9)
     inhibited_by: tuple[str, ...] = ()
+    #: overrides and calendars of the rule file (``engine.params``)
+    tuning: Tuning = NO_TUNING
+    #: the working-hours schedule its timeout counts in (None: every hour counts)
+    hours: WorkingHours | None = None
+    #: what ``params.resolve`` applied for one subject, as evidence names it (empty: the base)
+    applied: tuple[tuple[str, str], ...] = ()

@@ -39,6 +39,7 @@ from orderwatch.engine.state import (
     new_shard,
     shard_from_dict,
 )
+from orderwatch.engine.tuning import Tuner
 from orderwatch.events.commands import COMMAND_CLASSES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import (
@@ -171,6 +172,7 @@ class Engine:
         #: live: the order's shard may be another partition's) instead of applied at once
         self.forward = False
         self.derived: list[derived.Flag] = []
+        self.tuning = Tuner(self)
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -270,6 +272,7 @@ class Engine:
             self._apply(shard, event, at)
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
+        self.tuning.at = event.occurred_ts
         special = _ANY_SHARD.get(type(event))
         if special is None:
             _APPLY[type(shard)](self, shard, event, at)
@@ -444,6 +447,7 @@ class Engine:
             self._fire(shard, name, due, now)
 
     def _fire(self, shard: Shard, name: str, due: float, now: float) -> None:
+        self.tuning.at = due
         self.unschedule(shard, name)
         if name == EVICT:
             self._evict(shard, now)
@@ -498,8 +502,27 @@ class Engine:
 
     # --- persistence (the Faust shell stores shards in changelog-backed tables) ----------------
 
-    def params(self, rule_id: str) -> Any:
-        return self.rules[rule_id].params
+    def params(self, rule_id: str, shard: Shard | None = None) -> Any:
+        """The rule's parameters for this shard's subject (overrides applied); the base
+        parameters without a shard, or when the rule file has no overrides."""
+        rule = self.rules[rule_id]
+        if not rule.tuning.overrides:
+            return rule.params
+        return self.tuning.effective(shard, rule, self.tuning.at).params
+
+    # --- overrides, calendars, a new rule set (``engine.params``, ``engine.tuning``) ---------
+
+    @property
+    def tuned_timeouts(self) -> frozenset[str]:
+        """The order timeouts whose deadline depends on the subject or the calendar."""
+        return self.tuning.timeouts
+
+    def deadline(self, shard: Shard, rule_id: str, anchor: float) -> float:
+        return self.tuning.deadline(shard, rule_id, anchor)
+
+    def set_rules(self, rules: Mapping[str, Rule]) -> None:
+        """Run another rule set from now on (hot reload, between batches); see ``Tuner.swap``."""
+        self.tuning.swap(rules)
 
     def enabled(self, rule_id: str) -> bool:
         rule = self.rules.get(rule_id)

@@ -69,6 +69,10 @@ class _Template(dict[str, Any]):
         return "?"
 
 
+def _as_is(shard: Shard, rule: Rule, at: float, values: Any = None) -> Rule:
+    return rule
+
+
 class Lifecycle:
     """Turns rule decisions into exception events and keeps the shards' lifecycle state.
 
@@ -92,6 +96,13 @@ class Lifecycle:
         self._unschedule = unschedule
         self.out: list[ExceptionEvent] = []
         self.inhibition = Inhibition(rules)
+        #: the rule as it applies to a shard's subject (overrides, calendars: ``engine.tuning``)
+        self.effective: Callable[..., Rule] = _as_is
+
+    def rule_of(self, op: Open) -> Rule:
+        """The rule as it applies to an open exception: the override it was raised with (named
+        in its evidence, ``engine.tuning``) keeps applying to its later events."""
+        return self.effective(None, self.rules[op.rule_id], op.event_time, op.values)
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -116,6 +127,9 @@ class Lifecycle:
         if rule is None or not rule.enabled:
             return False
         key = f"{rule_id}|{subject}"
+        rule = self.effective(shard, rule, event_time)
+        if rule.applied:  # the exception says which override and calendar applied
+            values = {**values, **dict(rule.applied)}
         ex_id = exception_id(rule_id, subject, anchor)
         current = shard.open.get(key)
         if current is not None:
@@ -218,7 +232,7 @@ class Lifecycle:
     def escalate_later(self, shard: Shard, op: Open, moment: float) -> None:
         """Open again (unacknowledged, snooze over, reopened, released): the next escalation is
         due ``escalate_after`` after ``moment``, at its current level."""
-        rule = self.rules[op.rule_id]
+        rule = self.rule_of(op)
         if rule.escalate_after is not None and op.level < MAX_ESCALATION_LEVEL:
             self._schedule(
                 shard, ESCALATION + f"{op.rule_id}|{op.subject}", moment + rule.escalate_after
@@ -246,7 +260,7 @@ class Lifecycle:
         op = shard.open.get(key)
         if op is None or op.status != "open":
             return
-        rule = self.rules[op.rule_id]
+        rule = self.rule_of(op)
         op.level += 1
         self.emit(op, "escalated", now)
         if op.level < MAX_ESCALATION_LEVEL and rule.escalate_after is not None:
@@ -255,7 +269,7 @@ class Lifecycle:
 
     def emit(self, op: Open, state: State, now: float, note: str | None = None) -> None:
         """Publish the next event of ``op`` (``seq`` + 1) as it now stands."""
-        rule = self.rules[op.rule_id]
+        rule = self.rule_of(op)
         op.seq += 1
         self.out.append(
             ExceptionEvent.model_construct(

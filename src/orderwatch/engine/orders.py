@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine.catalog import Rule, format_duration
 from orderwatch.engine.lifecycle import exception_id, iso
-from orderwatch.engine.state import OrderShard, Payment, Shard
+from orderwatch.engine.params import INF, NO_FACTS, ORDER_FACTS
+from orderwatch.engine.state import OrderShard, Payment, Shard, share_facts
 from orderwatch.events.inbound import (
     PROGRESS,
     TERMINAL,
@@ -73,7 +74,9 @@ TIMEOUTS = (
     LOGISTICS_ORPHAN,
     SHIPPED_UNPAID,
 )
-_TIMEOUT_SET = frozenset(TIMEOUTS)
+_TIMEOUT_SET = TIMEOUT_SET = frozenset(TIMEOUTS)
+#: the timeouts whose parameter is a grace period rather than a threshold
+GRACE = frozenset((PAYMENT_ORPHAN, LOGISTICS_ORPHAN, SHIPPED_UNPAID))
 _CANCELLED = frozenset({"cancelled", "closed"})
 _PAID, _SHIPPED, _DELIVERED = PROGRESS["paid"], PROGRESS["shipped"], PROGRESS["delivered"]
 
@@ -86,10 +89,11 @@ def _money_text(amount: Decimal) -> str:
 
 
 def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
+    noted = note_facts(s, ev)
     handler = _HANDLERS.get(type(ev))
     if handler is not None:
         handler(ctx, s, ev, now)
-    if type(ev) not in _NO_TIMEOUT_INPUT:
+    if type(ev) not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
         _refresh(ctx, s)
 
 
@@ -130,7 +134,7 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     remark = (ev.remark or "").casefold()
     if remark and ctx.enabled("customer.remark_attention"):
         hits = [
-            k for k in ctx.params("customer.remark_attention").keywords if k.casefold() in remark
+            k for k in ctx.params("customer.remark_attention", s).keywords if k.casefold() in remark
         ]
         if hits:
             life.raise_(
@@ -145,7 +149,7 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
                 order_id=oid,
             )
     if ctx.enabled("fraud.abnormal_quantity"):
-        limit = ctx.params("fraud.abnormal_quantity").max_quantity
+        limit = ctx.params("fraud.abnormal_quantity", s).max_quantity
         big = [item for item in ev.items if item.quantity > limit]
         if big:
             worst = max(big, key=lambda item: item.quantity)
@@ -512,7 +516,7 @@ def _check_duplicate(ctx: Engine, s: OrderShard, now: float) -> None:
 def _check_amount(ctx: Engine, s: OrderShard, pid: str, p: Payment, now: float) -> None:
     if s.total is None or p.at is None or p.amount is None or p.event_id is None:
         return
-    tolerance = ctx.params("payment.amount_mismatch").tolerance
+    tolerance = ctx.params("payment.amount_mismatch", s).tolerance
     diff = abs(Decimal(p.amount) - Decimal(s.total))
     if diff > tolerance or p.currency != s.currency:
         oid = s.order_id
@@ -769,7 +773,11 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
 
     Runs after every event, so it computes times only; what a deadline says when it fires
     (evidence event, values) is built by ``_evidence`` from the same fields, and only then.
+    With overrides or calendars on a timeout rule, ``_tuned_desired`` computes the same from
+    ``anchors`` through the engine's parameter resolution.
     """
+    if ctx.tuned_timeouts:
+        return _tuned_desired(ctx, s)
     out: dict[str, float] = {}
     # the time of ``_first_success``, without its tie-break between payments of the same time
     first_at: float | None = None
@@ -814,9 +822,147 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     return out
 
 
+def anchors(s: OrderShard) -> dict[str, float]:
+    """When each due timeout's measured interval started (what ``_desired`` adds its threshold
+    to), in the order of TIMEOUTS; ``logistics.delivery_delayed`` anchors at the shipped time
+    even when a promised date replaces its threshold."""
+    out: dict[str, float] = {}
+    first_at: float | None = None
+    for p in s.payments.values():
+        at = p.at
+        if at is not None and p.event_id is not None and (first_at is None or at < first_at):
+            first_at = at
+    status, paid_status_at = s.status, s.paid_status_at
+    if first_at is None:
+        paid_at = paid_status_at
+    else:
+        if paid_status_at is None or first_at < paid_status_at:
+            paid_at = first_at
+        else:
+            paid_at = paid_status_at
+        if paid_status_at is None:
+            out[PAID_NOT_UPDATED] = first_at
+    if s.failed_at is not None and s.failed_eid and first_at is None and status not in _CANCELLED:
+        out[FAILED_UNPAID] = s.failed_at
+    created = s.created_eid is not None
+    if first_at is not None and not created:
+        out[PAYMENT_ORPHAN] = first_at
+    shipped_at = s.shipped_at
+    if paid_at is not None and shipped_at is None and status not in TERMINAL:
+        out[NOT_SHIPPED] = paid_at
+    if shipped_at is not None and s.delivered_at is None and s.shipped_eid:
+        last = s.last_logi_at or shipped_at
+        out[TRACKING_STALE] = shipped_at if shipped_at > last else last
+        out[DELIVERY_DELAYED] = shipped_at
+    if s.first_logi_at is not None and s.first_logi_eid and not created:
+        out[LOGISTICS_ORPHAN] = s.first_logi_at
+    if s.logi_shipped_at is not None and paid_at is None and s.shipped_eid:
+        out[SHIPPED_UNPAID] = s.logi_shipped_at
+    return out
+
+
+def _tuned_desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for rule_id, anchor in anchors(s).items():
+        if rule_id == DELIVERY_DELAYED and s.promised_by is not None:
+            out[rule_id] = s.promised_by
+            continue
+        due = ctx.deadline(s, rule_id, anchor)
+        if due != INF:  # a schedule with no working time left: it never comes due
+            out[rule_id] = due
+    return out
+
+
+#: positions in ``OrderShard.facts``
+_CHANNEL, _SOURCE, _COUNTRY, _PROVINCE, _CITY, _CARRIER, _WAREHOUSE, _METHOD = range(
+    len(ORDER_FACTS)
+)
+
+
+def note_facts(s: OrderShard, ev: InboundEvent) -> bool:
+    """Keep the fields rule overrides match on (``engine.params.ORDER_FACTS``) from the order's
+    own events, before the handler updates the times compared here; whether they changed.
+
+    They are few and repeat across orders (a channel, a carrier, a province), so each distinct
+    combination is one shared tuple (``state.share_facts``): per order, one reference. Most
+    events change nothing and return after a type lookup and a comparison.
+    """
+    noter = _FACT_NOTERS.get(type(ev))
+    return noter is not None and noter(s, ev)
+
+
+def _with(s: OrderShard, changes: tuple[tuple[int, str | None], ...]) -> bool:
+    facts = list(s.facts) if s.facts is not None else list(NO_FACTS)
+    for i, value in changes:
+        facts[i] = value
+    new = tuple(facts)
+    if s.facts is not None and tuple(s.facts) == new:
+        return False
+    s.facts = share_facts(new)
+    return True
+
+
+def _facts_created(s: OrderShard, ev: OrderCreated) -> bool:
+    if s.created_eid is not None:
+        return False
+    changes: tuple[tuple[int, str | None], ...] = ((_CHANNEL, ev.channel), (_SOURCE, ev.source))
+    if s.address_at is None or ev.occurred_ts >= s.address_at:
+        addr = ev.shipping_address
+        changes += ((_COUNTRY, addr.country), (_PROVINCE, addr.province), (_CITY, addr.city))
+    return _with(s, changes)
+
+
+def _facts_address(s: OrderShard, ev: OrderAddressChanged) -> bool:
+    if s.address_at is not None and ev.occurred_ts < s.address_at:
+        return False
+    addr = ev.shipping_address
+    return _with(s, ((_COUNTRY, addr.country), (_PROVINCE, addr.province), (_CITY, addr.city)))
+
+
+def _facts_carrier(s: OrderShard, ev: Any) -> bool:
+    last = s.last_logi_at
+    if last is not None and ev.occurred_ts <= last:
+        return False
+    facts = s.facts
+    if facts is not None and facts[_CARRIER] == ev.carrier:
+        return False
+    return _with(s, ((_CARRIER, ev.carrier),))
+
+
+def _facts_warehouse(s: OrderShard, ev: InventoryReserved | InventoryReservationFailed) -> bool:
+    facts = s.facts
+    if facts is not None and facts[_WAREHOUSE] is not None:
+        return False
+    return _with(s, ((_WAREHOUSE, ev.warehouse_id),))
+
+
+def _facts_method(s: OrderShard, ev: PaymentSucceeded) -> bool:
+    facts = s.facts
+    if ev.method is None or (facts is not None and facts[_METHOD] is not None):
+        return False
+    return _with(s, ((_METHOD, ev.method),))
+
+
+_FACT_NOTERS: dict[type, Callable[[OrderShard, Any], bool]] = {
+    OrderCreated: _facts_created,
+    OrderAddressChanged: _facts_address,
+    LogisticsShipped: _facts_carrier,
+    LogisticsScanned: _facts_carrier,
+    LogisticsOutForDelivery: _facts_carrier,
+    LogisticsDelivered: _facts_carrier,
+    LogisticsException: _facts_carrier,
+    InventoryReserved: _facts_warehouse,
+    InventoryReservationFailed: _facts_warehouse,
+    PaymentSucceeded: _facts_method,
+}
+
+
 def _evidence(ctx: Engine, s: OrderShard, rule_id: str) -> tuple[str, dict[str, Any]]:
     """The evidence event and values of a timeout that ``_desired`` says is due now."""
-    p = ctx.params
+
+    def p(rule: str) -> Any:
+        return ctx.params(rule, s)
+
     if rule_id in (PAID_NOT_UPDATED, PAYMENT_ORPHAN, NOT_SHIPPED):
         first = _first_success(s)
         if rule_id == NOT_SHIPPED:

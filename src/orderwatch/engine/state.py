@@ -261,6 +261,22 @@ class Shard:
         return self.base_dict()
 
 
+#: one tuple per distinct combination of an order's facts, shared by every order that has it
+_SHARED_FACTS: dict[tuple[str | None, ...], tuple[str | None, ...]] = {}
+
+
+def share_facts(facts: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """The shared copy of an order's facts: a few combinations (channel, carrier, province...)
+    serve a million orders, each holding one reference. Beyond 100,000 combinations the rare
+    ones keep their own."""
+    shared = _SHARED_FACTS.get(facts)
+    if shared is None:
+        shared = facts
+        if len(_SHARED_FACTS) < 100_000:
+            _SHARED_FACTS[facts] = facts
+    return shared
+
+
 @dataclass(slots=True)
 class Payment:
     amount: str | None = None
@@ -318,6 +334,9 @@ class OrderShard(Shard):
     #: sku -> [warehouse_id, event_id, at] of an insufficient_stock failure not yet judged
     #: (None until the first: most orders never have one)
     short_stock: dict[str, list[Any]] | None = None
+    #: the order's match fields for rule overrides (``engine.params.ORDER_FACTS``), one tuple
+    #: shared by every order with the same values (None until the first is known)
+    facts: tuple[str | None, ...] | None = None
 
     _FIELDS = (
         "created_eid",
@@ -347,6 +366,7 @@ class OrderShard(Shard):
         "address_changed_at",
         "unreachable",
         "status_log",
+        "facts",
     )
 
     @property
@@ -389,6 +409,8 @@ class OrderShard(Shard):
                 setattr(shard, name, d[name])
         shard.payments = {pid: Payment(*p) for pid, p in d.get("payments", {}).items()}
         shard.short_stock = d.get("short_stock") or None
+        if shard.facts is not None:
+            shard.facts = share_facts(tuple(shard.facts))
         return shard
 
 

@@ -21,7 +21,7 @@ RULE = "inventory.sync_drift"
 
 def _bound(ctx: Engine, s: StockShard) -> tuple[float, float, float]:
     """The highest and lowest latest snapshot, and the difference allowed between them."""
-    params = ctx.params(RULE)
+    params = ctx.params(RULE, s)
     figures = [v[0] for v in s.latest.values()]
     hi, lo = max(figures), min(figures)
     return hi, lo, max(float(params.min_difference), params.min_ratio * max(abs(hi), abs(lo)))
@@ -44,7 +44,7 @@ def _values(ctx: Engine, s: StockShard) -> dict[str, Any]:
         "sources": ", ".join(f"{src}={s.latest[src][0]}" for src in sorted(s.latest)),
         "difference": hi - lo,
         "allowed_difference": f"{bound:g}",
-        "persist_for": format_duration(ctx.params(RULE).persist_for),
+        "persist_for": format_duration(ctx.params(RULE, s).persist_for),
     }
 
 
@@ -62,7 +62,7 @@ def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
             s.drift_since = max(v[1] for v in s.latest.values())
         s.drift_eids = [v[2] for v in sorted(s.latest.values(), key=lambda v: (v[1], v[2]))]
         if f"{RULE}|{subject}" not in s.open and ctx.enabled(RULE):
-            ctx.schedule(s, RULE, s.drift_since + ctx.params(RULE).persist_for)
+            ctx.schedule(s, RULE, s.drift_since + ctx.params(RULE, s).persist_for)
     else:
         s.drift_since = None
         if s.drift_eids:
