@@ -23,6 +23,7 @@ replay's clock at the end of its input.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -34,7 +35,9 @@ from aiokafka.partitioner import murmur2
 
 from orderwatch.agents import envelope
 from orderwatch.engine import BROADCAST, Engine
+from orderwatch.engine.cache import Loader, ShardCache
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.engine.state import StateFormatError, format_version
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event, encode_exception
 from orderwatch.events.exception import ExceptionEvent
@@ -587,6 +590,8 @@ class Shell:
             value = None if state is None else orjson.dumps(state)
             self.send_changelog(partition, key.encode(), value)
             written += 1
+        if isinstance(engine.shards, ShardCache):
+            engine.shards.flushed()  # the store has every change: dirty shards may leave RAM
         return written
 
     # --- recovery and rebalancing --------------------------------------------------------------
@@ -617,6 +622,50 @@ class Shell:
                 loaded += 1
         for partition in fresh:
             self.engine(partition).take_dirty()  # restored state is already in the changelog
+        return loaded
+
+    def restore_store(
+        self,
+        owned: set[int],
+        scan: Callable[[int], Iterable[tuple[bytes, bytes]]],
+        load: Callable[[int], Loader],
+        capacity: int,
+    ) -> int:
+        """``restore`` for state in a local store: shards stay there, read through a bounded
+        cache (``capacity`` per partition); returns how many shards newly owned partitions hold.
+
+        The deadline index is rebuilt by one streaming pass over each new partition's store:
+        each shard's deadlines are read from its value and the value dropped, so start-up holds
+        the index (one small entry per deadline), not the shards. A value that is not a shard of
+        a known format raises ``StateFormatError`` (the worker then rebuilds from the changelog).
+        """
+        fresh = owned - self.assigned
+        for partition in fresh:
+            self.engines.pop(partition, None)
+        self.assigned |= owned
+        intern = sys.intern
+        loaded = 0
+        for partition in fresh:
+            engine = self.engine(partition)
+            engine.use_store(load(partition), capacity)
+            deadlines: list[tuple[float, str, str]] = []
+            for key_bytes, value in scan(partition):
+                key = key_bytes.decode()
+                try:
+                    data = orjson.loads(value)
+                except orjson.JSONDecodeError as exc:
+                    raise StateFormatError(f"shard {key!r} is not JSON: {exc}") from exc
+                if key.startswith(BROADCAST):
+                    engine.restore(BROADCAST, data)
+                    continue
+                format_version(data)
+                if data["key"] != key:
+                    raise StateFormatError(f"the value stored under {key!r} is {data['key']!r}")
+                loaded += 1
+                for name, due in (data.get("dl") or {}).items():
+                    deadlines.append((float(due), key, intern(name)))
+            engine.index(deadlines)
+            engine.take_dirty()
         return loaded
 
     def revoke(self, partitions: set[int]) -> None:

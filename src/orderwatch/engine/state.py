@@ -26,6 +26,15 @@ GLOBAL = "g:rates"
 FAILURE = "f:"
 #: The deadline every shard has: forget it after the retention period.
 EVICT = "evict"
+#: Version of the serialized shard (``"v"`` in ``to_dict``). Data written before the field
+#: existed has none and reads as version 1. A reader refuses a version it does not know
+#: (``StateFormatError``) rather than guess: wrong state would raise or resolve the wrong
+#: exceptions silently. Bump it when a change is not readable by the previous reader.
+FORMAT_VERSION = 1
+
+
+class StateFormatError(ValueError):
+    """A serialized shard this engine cannot read (another format version, or not a shard)."""
 
 
 @dataclass(slots=True)
@@ -169,7 +178,7 @@ class Shard:
         return dl
 
     def base_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"key": self.key, "at": self.last_at}
+        d: dict[str, Any] = {"v": FORMAT_VERSION, "key": self.key, "at": self.last_at}
         if self.parked:
             # dumped once: an event still waiting at the next write is not dumped again
             parked = self.parked
@@ -437,10 +446,27 @@ def new_shard(key: str) -> Shard:
     return _KINDS[key[:2]](key)
 
 
+def format_version(d: Any) -> int:
+    """The format version of a serialized shard (1 when it predates the field)."""
+    if not isinstance(d, dict) or not isinstance(d.get("key"), str):
+        raise StateFormatError("not a serialized shard")
+    version = d.get("v", 1)
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise StateFormatError(
+            f"shard {d['key']!r} has format version {version!r}; "
+            f"this engine reads 1..{FORMAT_VERSION}"
+        )
+    return version
+
+
 def shard_from_dict(d: dict[str, Any]) -> Shard:
-    """Rebuild a shard from its serialized form (a changelog value)."""
+    """Rebuild a shard from its serialized form (a changelog value); refuses a format version
+    it does not know (``StateFormatError``)."""
+    format_version(d)
     key: str = d["key"]
-    kind: type[Shard] = RateShard if key == GLOBAL else _KINDS[key[:2]]
+    kind: type[Shard] | None = RateShard if key == GLOBAL else _KINDS.get(key[:2])
+    if kind is None:
+        raise StateFormatError(f"unknown shard kind of key {key!r}")
     if kind is Shard:
         shard = Shard(key)
         shard.load_base(d)
