@@ -284,7 +284,9 @@ class Worker:
 
         unmarked: set[int] = set()
         writer = self.writer = (
-            local_store.Writer(table.data, changelog_name) if s.store == "rocksdb" else None
+            local_store.Writer(table.data, changelog_name, self.metrics)
+            if s.store == "rocksdb"
+            else None
         )
         if writer is not None:
             self.state_check = local_store.check_state_dir(
@@ -435,6 +437,8 @@ class Worker:
                 await persist()
             await outbox.drain()
             t.refresh(shell.engines.values(), app.consumer)
+            if writer is not None:
+                writer.report(shell.engines.values())
             t.silence(shell.silence)
             t.stages(shell.counters.queued, shell.counters.processed)
 

@@ -26,12 +26,13 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from faust.types import TP
 
+from orderwatch.engine.cache import ShardCache
 from orderwatch.engine.state import FORMAT_VERSION, StateFormatError
 
 log = logging.getLogger("orderwatch.store")
@@ -147,11 +148,14 @@ def ask_rebuild(tabledir: Path, reason: str) -> None:
 class Writer:
     """Changed shards into the partition databases, and the changelog offsets they reached."""
 
-    def __init__(self, store: Any, changelog: str) -> None:
+    def __init__(self, store: Any, changelog: str, metrics: Any = None) -> None:
         self.store = store
         self.changelog = changelog
+        self.metrics = metrics
         #: partition -> the send future of its last changelog write (the flush's end mark)
         self.pending: dict[int, Any] = {}
+        #: cache lookups already counted in the metrics: (hits, misses)
+        self._counted = (0, 0)
 
     def db(self, partition: int) -> Any:
         return self.store._db_for_partition(partition)
@@ -193,8 +197,30 @@ class Writer:
                 continue
             offset = future.result().offset
             self.store.set_persisted_offset(TP(self.changelog, partition), offset)
+            if self.metrics is not None:
+                self.metrics.state_changelog_offset.labels(partition=str(partition)).set(offset)
             stored += 1
         return stored
+
+    def report(self, engines: Iterable[Any]) -> None:
+        """The cache metrics, summed over the engines (every sweep tick: a few additions)."""
+        if self.metrics is None:
+            return
+        hits = misses = size = 0
+        for engine in engines:
+            cache = engine.shards
+            if isinstance(cache, ShardCache):
+                hits += cache.hits
+                misses += cache.misses
+                size += len(cache)
+        counted_hits, counted_misses = self._counted
+        # engines come and go with partitions: count what grew, never negative
+        if hits > counted_hits:
+            self.metrics.shard_cache_lookups.labels(result="hit").inc(hits - counted_hits)
+        if misses > counted_misses:
+            self.metrics.shard_cache_lookups.labels(result="miss").inc(misses - counted_misses)
+        self._counted = (hits, misses)
+        self.metrics.shard_cache_shards.set(size)
 
 
 def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir: Any) -> int:
@@ -213,7 +239,8 @@ def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir
         ask_rebuild(Path(tabledir), str(exc))
         logging.shutdown()
         os._exit(3)
-    log.info(
-        "deadline index of %d stored shards rebuilt in %.2f s", loaded, time.monotonic() - started
-    )
+    seconds = time.monotonic() - started
+    log.info("deadline index of %d stored shards rebuilt in %.2f s", loaded, seconds)
+    if writer.metrics is not None:
+        writer.metrics.state_restore_seconds.set(seconds)
     return loaded
