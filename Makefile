@@ -47,10 +47,13 @@ bench-engine: $(STAMP) ## decode + engine throughput and memory over a simulated
 bench-pipeline: $(STAMP) ## throughput (aiokafka / bare Faust / worker) and detection latency on Tansu
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_ARGS)
 
+bench-state: $(STAMP) ## state at size: sweep vs open orders; the RocksDB worker with 100k / 250k open orders; 10k-order quick check
+	$(BIN)/python bench/bench_state.py --large 1000000 --store-orders 100000,250000 --quick-orders 10000 $(BENCH_ARGS)
+
 bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~6 min)
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit schemas demo bench-engine bench-pipeline bench clean
+.PHONY: help venv lint fmt test unit schemas demo bench-engine bench-pipeline bench-state bench clean

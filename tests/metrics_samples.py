@@ -31,3 +31,8 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.source_silent.labels(source="oms").set(0)
     metrics.last_event_timestamp.labels(topic="orders").set(1_790_000_000.0)
     metrics.ready.set(1)
+    metrics.shard_cache_lookups.labels(result="hit").inc(9)
+    metrics.shard_cache_lookups.labels(result="miss").inc(1)
+    metrics.shard_cache_shards.set(10)
+    metrics.state_changelog_offset.labels(partition="0").set(1234)
+    metrics.state_restore_seconds.set(0.5)

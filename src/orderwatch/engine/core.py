@@ -478,9 +478,10 @@ class Engine:
         Validated lazily like every entry: when one surfaces, its shard is read and checked.
         """
         heap = self._heap
-        seq = self._seq
         before = len(heap)
-        heap.extend((due, next(seq), key, name) for due, key, name in deadlines)
+        # sequence 0 for all (a cached small int, not 28 bytes per entry): the order among equal
+        # due times of stored deadlines is not known anyway, and ties then go by key and name
+        heap.extend([(due, 0, key, name) for due, key, name in deadlines])
         heapq.heapify(heap)
         return len(heap) - before
 

@@ -179,6 +179,9 @@ class Shard:
 
     def base_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"v": FORMAT_VERSION, "key": self.key, "at": self.last_at}
+        # the deadlines right after: a start-up scan reads them without parsing the rest
+        if self.timers or self.evict_at is not None:
+            d["dl"] = self.deadline_dict()
         if self.parked:
             # dumped once: an event still waiting at the next write is not dumped again
             parked = self.parked
@@ -190,8 +193,6 @@ class Shard:
             d["open"] = [o.to_dict() for o in self.open.values()]
         if self.done:
             d["done"] = sorted(self.done)
-        if self.timers or self.evict_at is not None:
-            d["dl"] = self.deadline_dict()
         return d
 
     def load_base(self, d: dict[str, Any]) -> None:
