@@ -215,7 +215,7 @@ class Worker:
             s.app_id,
             broker=servers,
             broker_credentials=credentials(s),
-            store="rocksdb://" if s.store == "rocksdb" else "memory://",
+            store="orderwatch-rocksdb://" if s.store == "rocksdb" else "memory://",
             topic_partitions=s.partitions,
             topic_replication_factor=1,
             topic_allow_declare=True,
@@ -293,6 +293,7 @@ class Worker:
                 Path(app.conf.tabledir), s.app_id, s.partitions, s.state_mismatch
             )
             app.after_flush = writer.commit_offsets  # type: ignore[attr-defined]
+            app.catch_up_options = local_store.consumer_options(s)  # type: ignore[attr-defined]
 
         def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
             if writer is not None:

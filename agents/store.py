@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from faust.stores import STORES
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from orderwatch.engine.cache import ShardCache
@@ -244,3 +246,135 @@ def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir
     if writer.metrics is not None:
         writer.metrics.state_restore_seconds.set(seconds)
     return loaded
+
+
+# --- a fast changelog catch-up -------------------------------------------------------------------
+
+#: The longest the catch-up waits for a record before it leaves the rest to Faust's recovery.
+CATCH_UP_IDLE = 10.0
+
+
+def consumer_options(settings: Any) -> dict[str, Any]:
+    """aiokafka options of a plain consumer on the worker's brokers and credentials."""
+    import ssl
+
+    options: dict[str, Any] = {
+        "bootstrap_servers": [h.strip() for h in settings.bootstrap_servers.split(",") if h],
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+        if settings.ssl_certfile:
+            context.load_cert_chain(
+                str(settings.ssl_certfile),
+                str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+            )
+        options["ssl_context"] = context
+    if settings.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        options |= {
+            "sasl_mechanism": settings.sasl_mechanism,
+            "sasl_plain_username": settings.sasl_username or "",
+            "sasl_plain_password": password,
+        }
+    return options
+
+
+async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[TP, int]:
+    """Read the changelog of newly assigned active partitions into their databases with a
+    plain consumer, from the offset each holds to the broker's end; returns records per tp.
+
+    Faust's recovery turns every changelog record into a stream event (~4,000 records/s on this
+    2-core machine, a 1M-shard changelog in minutes); a plain fetch applied as RocksDB write
+    batches reads the same records more than ten times as fast. It runs inside Faust's
+    rebalance, before Faust's recovery, which then starts from the offsets stored here and
+    reads what is left (the flush's end mark, or anything a timeout left unread).
+    """
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+    from rocksdict import WriteBatch
+
+    consumer = AIOKafkaConsumer(
+        **options,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    counts = {tp: 0 for tp in tps}
+    try:
+        kafka = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        consumer.assign(list(kafka))
+        ends = await consumer.end_offsets(list(kafka))
+        remaining = set()
+        for ktp, tp in kafka.items():
+            start = store.persisted_offset(tp)
+            start = 0 if start is None else start
+            if ends[ktp] > start:
+                consumer.seek(ktp, start)
+                remaining.add(ktp)
+        idle_since = time.monotonic()
+        while remaining and time.monotonic() - idle_since < CATCH_UP_IDLE:
+            batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
+            if batches:
+                idle_since = time.monotonic()
+            for ktp, records in batches.items():
+                tp = kafka[ktp]
+                batch = WriteBatch(raw_mode=True)
+                for record in records:
+                    if record.key is None or record.key == OFFSET_KEY:
+                        continue
+                    if record.value is None:
+                        batch.delete(record.key)
+                    else:
+                        batch.put(record.key, record.value)
+                store._db_for_partition(tp.partition).write(batch)
+                last = records[-1].offset
+                store.set_persisted_offset(tp, last)
+                counts[tp] += len(records)
+                if last + 1 >= ends[ktp]:
+                    remaining.discard(ktp)
+        if remaining:
+            log.warning("changelog catch-up idle, Faust's recovery reads the rest: %s", remaining)
+    finally:
+        await consumer.stop()
+    return counts
+
+
+class Store(RocksDBStore):
+    """Faust's RocksDB store whose newly assigned active partitions first ``catch_up``."""
+
+    async def on_rebalance(
+        self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+    ) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        options = getattr(self.app, "catch_up_options", None)
+        if options is None:
+            return
+        standbys = self.app.assignor.assigned_standbys()
+        topics = self.table.changelog_topic.topics
+        tps = sorted(tp for tp in newly_assigned if tp.topic in topics and tp not in standbys)
+        if not tps:
+            return
+        started = time.monotonic()
+        try:
+            counts = await catch_up(self, tps, options)
+        except Exception:  # Faust's own recovery still reads the changelog, only slower
+            log.exception("changelog catch-up failed; Faust's recovery reads it")
+            return
+        seconds = time.monotonic() - started
+        total = sum(counts.values())
+        log.info(
+            "changelog catch-up: %d records in %.2f s (%.0f/s) into %s",
+            total,
+            seconds,
+            total / seconds if seconds else 0.0,
+            [tp.partition for tp in tps],
+        )
+
+
+#: ``store="orderwatch-rocksdb://"`` names ``Store`` (Faust resolves stores by URL scheme)
+STORES.aliases["orderwatch-rocksdb"] = f"{__name__}:Store"
