@@ -306,10 +306,10 @@ def store_run(broker: EmbeddedBroker, workdir: Path, n: int) -> dict[str, float]
     figures["failover_ready_s"] = start_timed(failover)
     read = recovery_read_seconds(failover.log())
     figures["failover_faust_tail_s"] = read if read is not None else -1.0
-    records, seconds = catch_up(failover.log())
-    figures["failover_records"] = records
+    caught, seconds = catch_up(failover.log())
+    figures["failover_records"] = caught
     figures["failover_read_s"] = seconds
-    figures["failover_records_per_s"] = records / seconds if seconds else -1.0
+    figures["failover_records_per_s"] = caught / seconds if seconds else -1.0
     figures["failover_index_s"] = index_seconds(failover.log())
     time.sleep(3)
     figures["failover_rss"] = rss(failover.proc.pid)  # type: ignore[union-attr]
