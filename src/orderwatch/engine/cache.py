@@ -27,6 +27,10 @@ from orderwatch.engine.state import Shard, StateFormatError, shard_from_dict
 
 #: Shards kept in memory per engine (one engine per shard partition) unless configured.
 DEFAULT_CAPACITY = 100_000
+#: The smallest capacity: one step holds references to the few shards it touches (an order,
+#: its customer, address and phone, the rate windows) while it loads the next, and a sweep
+#: fires deadline after deadline; the most recently used shards must never be the ones dropped.
+MIN_CAPACITY = 16
 
 Loader = Callable[[str], bytes | None]
 
@@ -46,17 +50,22 @@ def decode_shard(key: str, value: bytes) -> Shard:
 class ShardCache(MutableMapping[str, Shard]):
     """Hot shards in LRU order over a store; see the module docstring.
 
-    ``pinned`` is the engine's ``dirty`` set (shared, not copied): those shards stay.
-    ``values()``/``items()``/``len()`` cover the shards in memory only (the metrics walk).
+    ``pinned`` is the engine's ``dirty`` set (shared, not copied): those shards stay. A pinned
+    shard that reaches the cold end moves aside (``_held``) until the next ``flushed``, so the
+    LRU order is never walked twice; the ``MIN_CAPACITY`` most recently used shards are never
+    dropped (a step may still hold them). ``values()``/``items()``/``len()`` cover the shards in
+    memory only (the metrics walk).
     """
 
     def __init__(self, load: Loader, capacity: int, pinned: set[str]) -> None:
-        if capacity < 1:
-            raise ValueError("a shard cache holds at least one shard")
+        if capacity < MIN_CAPACITY:
+            raise ValueError(f"a shard cache holds at least {MIN_CAPACITY} shards")
         self.load = load
         self.capacity = capacity
         self.pinned = pinned
         self._data: OrderedDict[str, Shard] = OrderedDict()
+        #: changed shards moved out of the LRU order until they are written back
+        self._held: dict[str, Shard] = {}
         #: keys deleted in memory whose deletion the store has not seen yet
         self._deleted: set[str] = set()
         self.hits = 0
@@ -72,6 +81,10 @@ class ShardCache(MutableMapping[str, Shard]):
         if shard is not None:
             self.hits += 1
             data.move_to_end(key)
+            return shard
+        shard = self._held.get(key)
+        if shard is not None:
+            self.hits += 1
             return shard
         self.misses += 1
         if key in self._deleted:
@@ -98,52 +111,59 @@ class ShardCache(MutableMapping[str, Shard]):
 
     def __setitem__(self, key: str, shard: Shard) -> None:
         self._deleted.discard(key)
+        self._held.pop(key, None)
         self._data[key] = shard
         self._data.move_to_end(key)
         self._trim()
 
     def __delitem__(self, key: str) -> None:
-        if self._data.pop(key, None) is None and key in self._deleted:
+        found = self._data.pop(key, None) or self._held.pop(key, None)
+        if found is None and key in self._deleted:
             raise KeyError(key)
         self._deleted.add(key)
 
     def flushed(self) -> None:
         """The shell wrote every change taken from the engine: the store now has the deletions,
-        and shards pinned as dirty may go."""
+        and the shards held as changed may go (they rejoin the LRU order at its cold end)."""
         self._deleted.clear()
+        if self._held:
+            held, self._held = self._held, {}
+            data = self._data
+            for key, shard in held.items():
+                data[key] = shard
+                data.move_to_end(key, last=False)
         self._trim()
 
     def _trim(self) -> None:
         data = self._data
-        excess = len(data) - self.capacity
-        if excess <= 0:
-            return
+        held = self._held
         pinned = self.pinned
-        # oldest first; a dirty shard goes to the back (it was used since its last write-back)
-        for _ in range(len(data)):
-            if excess <= 0:
-                break
+        while len(data) + len(held) > self.capacity and len(data) > MIN_CAPACITY:
             key, shard = data.popitem(last=False)
             if key in pinned:
-                data[key] = shard
-                continue
-            self.evictions += 1
-            excess -= 1
+                held[key] = shard
+            else:
+                self.evictions += 1
 
     # --- the in-memory view ------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
+        return iter([*self._data, *self._held])
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + len(self._held)
 
     def values(self) -> ValuesView[Shard]:
-        return self._data.values()
+        return ValuesView(self._view())
 
     def items(self) -> ItemsView[str, Shard]:
-        return self._data.items()
+        return ItemsView(self._view())
+
+    def _view(self) -> dict[str, Shard]:
+        if not self._held:
+            return self._data
+        return {**self._data, **self._held}
 
     def resident(self, key: str) -> bool:
         """Whether the shard is in memory now (no load)."""
-        return key in self._data
+        return key in self._data or key in self._held
