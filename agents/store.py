@@ -46,8 +46,9 @@ OFFSET_KEY = b"__faust\0offset__"
 
 #: RocksDB options per partition database. Faust's defaults (a 2 GiB block cache and three
 #: 64 MiB memtables per database) are sized for a machine of its own; these bound what a worker
-#: with four partitions can take: 4 x (2 x 16 MiB memtables + the block cache).
-WRITE_BUFFER_SIZE = 16 * 1024 * 1024
+#: with four partitions can take: 4 x (2 x 4 MiB memtables + the block cache). Shards are
+#: ~500 B and written once per commit: small memtables flush often and cost little.
+WRITE_BUFFER_SIZE = 4 * 1024 * 1024
 MAX_WRITE_BUFFER_NUMBER = 2
 
 

@@ -50,10 +50,10 @@ class Settings(BaseSettings):
         "tail) or memory (every shard in RAM, whole changelog read at start)",
     )
     shard_cache: int = Field(
-        100_000, ge=64, description="shards kept in memory per partition (rocksdb store)"
+        20_000, ge=64, description="shards kept in memory per partition (rocksdb store)"
     )
     rocksdb_block_cache_mb: int = Field(
-        16, ge=1, description="RocksDB block cache per partition database, MiB"
+        8, ge=1, description="RocksDB block cache per partition database, MiB"
     )
     state_mismatch: Literal["rebuild", "fail"] = Field(
         "rebuild",

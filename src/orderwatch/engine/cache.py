@@ -26,7 +26,7 @@ import orjson
 from orderwatch.engine.state import Shard, StateFormatError, shard_from_dict
 
 #: Shards kept in memory per engine (one engine per shard partition) unless configured.
-DEFAULT_CAPACITY = 100_000
+DEFAULT_CAPACITY = 20_000
 #: The smallest capacity: one step holds references to the few shards it touches (an order,
 #: its customer, address and phone, the rate windows) while it loads the next, and a sweep
 #: fires deadline after deadline; the most recently used shards must never be the ones dropped.
