@@ -35,6 +35,7 @@ from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine import Engine
 from orderwatch.engine.catalog import parse_duration
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.heap import RELEASE_EVERY, release_memory
 from orderwatch.http import start_http
 from orderwatch.metrics import Metrics
 from orderwatch.rulefiles import load_catalog
@@ -398,6 +399,7 @@ class Worker:
                 await outbox.drain()
 
         flushed = [time.monotonic()]
+        released = [time.monotonic()]
 
         async def persist() -> None:
             """Changed shards to the changelog, then everything pending to the producer.
@@ -440,6 +442,9 @@ class Worker:
             t.refresh(shell.engines.values(), app.consumer)
             if writer is not None:
                 writer.report(shell.engines.values())
+            if time.monotonic() - released[0] >= RELEASE_EVERY:
+                release_memory()
+                released[0] = time.monotonic()
             t.silence(shell.silence)
             t.stages(shell.counters.queued, shell.counters.processed)
 
