@@ -26,7 +26,7 @@ import functools
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -661,31 +661,37 @@ class Shell:
     @staticmethod
     def _stored_deadlines(
         engine: Engine, items: Iterable[tuple[bytes, bytes]], loaded: list[int]
-    ) -> Iterator[tuple[float, str, str]]:
-        """(due, key, name) of every deadline of the stored shards, one shard at a time (a
-        generator: a million shards never sit in a list, only their index entries do)."""
+    ) -> list[tuple[float, str, str]]:
+        """(due, key, name) of every deadline of one partition's stored shards, read one shard
+        at a time: a partition's index entries are in memory, never its shards."""
         intern = sys.intern
+        loads = orjson.loads
         current = f'{{"v":{FORMAT_VERSION},"key":'.encode()
+        deadlines: list[tuple[float, str, str]] = []
+        add = deadlines.append
+        count = 0
         for key_bytes, value in items:
             key = key_bytes.decode()
-            if key.startswith(BROADCAST):
-                engine.restore(BROADCAST, _shard_json(key, value))
-                continue
-            loaded[0] += 1
             # the current format writes "v", "key", "at", then "dl" (flat): read the
             # deadlines alone, not the whole shard (most of a 1M-shard start-up); anything
             # else is parsed whole and checked
             start = value.find(b'"dl":{', 0, 200) if value.startswith(current) else -1
             if start > 0 and value.count(b'"', 0, start) == 8:
-                dl = orjson.loads(value[start + 5 : value.index(b"}", start) + 1])
+                dl = loads(value[start + 5 : value.index(b"}", start) + 1])
+            elif key.startswith(BROADCAST):
+                engine.restore(BROADCAST, _shard_json(key, value))
+                continue
             else:
                 data = _shard_json(key, value)
                 format_version(data)
                 if data["key"] != key:
                     raise StateFormatError(f"the value under {key!r} is {data['key']!r}")
                 dl = data.get("dl") or {}
+            count += 1
             for name, due in dl.items():
-                yield due, key, intern(name)
+                add((due, key, intern(name)))
+        loaded[0] += count
+        return deadlines
 
     def revoke(self, partitions: set[int]) -> None:
         """Drop the engines of partitions this worker no longer owns (their state is in the

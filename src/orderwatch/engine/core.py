@@ -481,7 +481,7 @@ class Engine:
         before = len(heap)
         # sequence 0 for all (a cached small int, not 28 bytes per entry): the order among equal
         # due times of stored deadlines is not known anyway, and ties then go by key and name
-        heap.extend((due, 0, key, name) for due, key, name in deadlines)
+        heap += [(due, 0, key, name) for due, key, name in deadlines]
         heapq.heapify(heap)
         return len(heap) - before
 
