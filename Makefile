@@ -47,8 +47,8 @@ bench-engine: $(STAMP) ## decode + engine throughput and memory over a simulated
 bench-pipeline: $(STAMP) ## throughput (aiokafka / bare Faust / worker) and detection latency on Tansu
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_ARGS)
 
-bench-state: $(STAMP) ## state at size: sweep vs open orders; the RocksDB worker with 100k / 250k open orders; 10k-order quick check
-	$(BIN)/python bench/bench_state.py --large 1000000 --store-orders 100000,250000 --quick-orders 10000 $(BENCH_ARGS)
+bench-state: $(STAMP) ## state at size: sweep vs open orders; the RocksDB worker with 100k and 1M open orders; 10k-order quick check (~25 min)
+	$(BIN)/python bench/bench_state.py --large 1000000 --store-orders 100000,1000000 --quick-orders 10000 $(BENCH_ARGS)
 
 bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~6 min)
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
