@@ -53,10 +53,13 @@ bench-pipeline: $(STAMP) ## throughput (aiokafka / bare Faust / worker) and dete
 bench-console: $(STAMP) ## console: queue page with 100,000 open exceptions, click -> new state round trip
 	$(BIN)/python bench/bench_console.py $(BENCH_ARGS)
 
+bench-state: $(STAMP) ## state at size: sweep vs open orders; the RocksDB worker with 100k and 1M open orders; 10k-order quick check (~25 min)
+	$(BIN)/python bench/bench_state.py --large 1000000 --store-orders 100000,1000000 --quick-orders 10000 $(BENCH_ARGS)
+
 bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~6 min)
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench-console bench clean
+.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench-console bench-state bench clean

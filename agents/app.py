@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -31,11 +32,13 @@ from faust.types import TP
 from mode.services import WaitResults
 
 from orderwatch.agents import envelope, reload
+from orderwatch.agents import store as local_store
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine.catalog import parse_duration
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.heap import RELEASE_EVERY, release_memory
 from orderwatch.http import start_http
 from orderwatch.metrics import Metrics
 from orderwatch.rulefiles import load_catalog
@@ -213,6 +216,9 @@ class TunedApp(faust.App):
             await self.on_agent_error(agent, exc)
         await super()._on_agent_error(agent, exc)
 
+    #: called after each flush: what was sent is on the broker (the store records its offsets)
+    after_flush: Callable[[], object] | None = None
+
     def _new_producer(self) -> Any:
         producer = super()._new_producer()
         flush = producer.flush
@@ -221,6 +227,8 @@ class TunedApp(faust.App):
             if self.before_flush is not None:
                 await self.before_flush()
             await flush()
+            if self.after_flush is not None:
+                self.after_flush()
 
         producer.flush = flush_state_first  # type: ignore[method-assign]
         return producer
@@ -281,7 +289,7 @@ class Worker:
             s.app_id,
             broker=servers,
             broker_credentials=credentials(s),
-            store="memory://",
+            store="orderwatch-rocksdb://" if s.store == "rocksdb" else "memory://",
             topic_partitions=s.partitions,
             topic_replication_factor=1,
             topic_allow_declare=True,
@@ -291,7 +299,7 @@ class Worker:
             broker_heartbeat_interval=s.heartbeat_interval,
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
-            table_standby_replicas=0,
+            table_standby_replicas=s.standby_replicas,
             producer_acks=-1,
             # an envelope (up to envelope.MAX_BYTES) and a batch's changelog writes fit one record
             # batch; Faust's 16 KiB default sent each envelope down the one-message path
@@ -330,6 +338,11 @@ class Worker:
             # is not used by recovery, which would then try to decode our keys as JSON)
             key_type=bytes,
             value_type=bytes,
+            **(
+                {"options": local_store.rocksdb_options(s.rocksdb_block_cache_mb)}
+                if s.store == "rocksdb"
+                else {}
+            ),
         )
         self.table = table
         t = self.telemetry
@@ -345,9 +358,22 @@ class Worker:
             outbox.put(shard_name, key, value, partition, headers)
 
         unmarked: set[int] = set()
+        writer = self.writer = (
+            local_store.Writer(table.data, changelog_name, self.metrics)
+            if s.store == "rocksdb"
+            else None
+        )
+        if writer is not None:
+            self.state_check = local_store.check_state_dir(
+                Path(app.conf.tabledir), s.app_id, s.partitions, s.state_mismatch
+            )
+            app.after_flush = writer.commit_offsets  # type: ignore[attr-defined]
+            app.catch_up_options = local_store.consumer_options(s)  # type: ignore[attr-defined]
 
         def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
-            if value is None:
+            if writer is not None:
+                writer.write(partition, key, value)
+            elif value is None:
                 table.data.pop(key, None)
             else:
                 table.data[key] = value
@@ -455,6 +481,7 @@ class Worker:
                 await outbox.drain()
 
         flushed = [time.monotonic()]
+        released = [time.monotonic()]
 
         async def persist() -> None:
             """Changed shards to the changelog, then everything pending to the producer.
@@ -471,10 +498,16 @@ class Worker:
             flushed[0] = time.monotonic()
             await outbox.drain()
             if unmarked:
-                for partition in sorted(unmarked):
+                marked = sorted(unmarked)
+                for partition in marked:
                     outbox.put(changelog_name, END_MARK, None, partition)
                 unmarked.clear()
                 await outbox.drain()  # a drain of its own: a record batch of its own
+                if writer is not None:
+                    for partition in marked:
+                        sent = outbox.last_sent.get((changelog_name, partition))
+                        if sent is not None:
+                            writer.sent(partition, sent)
 
         # a state write that fails must not let the commit it precedes go through
         app.before_flush = _crash_on_error("state flush", persist)  # type: ignore[attr-defined]
@@ -490,6 +523,11 @@ class Worker:
                 await persist()
             await outbox.drain()
             t.refresh(shell.engines.values(), app.consumer)
+            if writer is not None:
+                writer.report(shell.engines.values())
+            if time.monotonic() - released[0] >= RELEASE_EVERY:
+                release_memory()
+                released[0] = time.monotonic()
             t.silence(shell.silence)
             t.stages(shell.counters.queued, shell.counters.processed)
 
@@ -526,7 +564,10 @@ class Worker:
                 if tp.topic == shard_topic.get_topic_name()
             }
             shell.persist()  # into the table first: the engines are rebuilt from it
-            loaded = shell.restore(list(table.data.items()), owned)
+            if writer is None:
+                loaded = shell.restore(list(table.data.items()), owned)
+            else:
+                loaded = local_store.restore(shell, writer, owned, s.shard_cache, app.conf.tabledir)
             self.ready = True
             self.metrics.rebalances.inc()
             log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))

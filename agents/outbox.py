@@ -27,6 +27,9 @@ class Outbox:
         self._producer = producer
         self.pending: list[Message] = []
         self._partitions: dict[str, int] = {}
+        #: (topic, partition) -> the send future of the last record batch handed to it (the
+        #: worker reads the changelog offset a flush reached from it)
+        self.last_sent: dict[tuple[str, int], Any] = {}
         # the router, the detector, the timer and a commit all drain: one at a time, so two
         # writes of the same key (a changelog shard, a shard-topic envelope) keep their order
         self._lock = asyncio.Lock()
@@ -79,8 +82,7 @@ class Outbox:
             raise
         return len(messages)
 
-    @staticmethod
-    async def _send(producer: Any, topic: str, partition: int, group: list[Message]) -> None:
+    async def _send(self, producer: Any, topic: str, partition: int, group: list[Message]) -> None:
         batch = producer.create_batch()
         for _, key, value, _, headers in group:
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
@@ -93,4 +95,5 @@ class Outbox:
             # larger than a whole batch: the plain path takes any size the broker allows
             await producer.send(topic, value, key=key, partition=partition, headers=headers)
         if batch.record_count():
-            await producer.send_batch(batch, topic, partition=partition)
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            self.last_sent[(topic, partition)] = sent

@@ -143,11 +143,27 @@ def report(f: dict[str, float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--large", type=int, default=1_000_000, help="0: skip the engine part")
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--due", type=int, default=100, help="orders due per sweep")
+    parser.add_argument(
+        "--store-orders",
+        default="",
+        help="comma-separated N: the worker on its RocksDB store with N open orders "
+        "(bench_store.py); empty: skip",
+    )
+    parser.add_argument(
+        "--quick-orders", type=int, default=0, help="the quick check's day of orders (0: skip)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the store runs' directory")
     args = parser.parse_args()
-    report(run(args.large, args.small, args.due))
+    if args.large:
+        report(run(args.large, args.small, args.due))
+    store_orders = [int(n) for n in args.store_orders.split(",") if n.strip()]
+    if store_orders or args.quick_orders:
+        import bench_store
+
+        bench_store.run(store_orders, args.quick_orders, args.keep)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,8 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.commands.labels(type="command.acknowledge", result="accepted").inc()
     metrics.commands.labels(type="command.snooze", result="invalid_transition").inc()
     metrics.rules_version.labels(version="0123456789ab").set(1)
+    metrics.shard_cache_lookups.labels(result="hit").inc(9)
+    metrics.shard_cache_lookups.labels(result="miss").inc(1)
+    metrics.shard_cache_shards.set(10)
+    metrics.state_changelog_offset.labels(partition="0").set(1234)
+    metrics.state_restore_seconds.set(0.5)

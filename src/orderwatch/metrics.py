@@ -260,6 +260,30 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.shard_cache_lookups = Counter(
+            "orderwatch_shard_cache_lookups_total",
+            "Shard reads of the engines' bounded caches (rocksdb store): hit in memory, or miss "
+            "(read from the local store, or not there).",
+            ["result"],
+            registry=r,
+        )
+        self.shard_cache_shards = Gauge(
+            "orderwatch_shard_cache_shards",
+            "Shards held in memory by the engines' bounded caches (rocksdb store).",
+            registry=r,
+        )
+        self.state_changelog_offset = Gauge(
+            "orderwatch_state_changelog_offset",
+            "Changelog offset the local state store holds, per state partition (rocksdb store): "
+            "a restart on the same directory reads the changelog after it.",
+            ["partition"],
+            registry=r,
+        )
+        self.state_restore_seconds = Gauge(
+            "orderwatch_state_restore_seconds",
+            "Seconds the last rebuild of the deadline index from the local store took.",
+            registry=r,
+        )
         self.build_info = Info(
             "orderwatch_build",
             "Version of orderwatch and of the Python running it.",

@@ -59,6 +59,25 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(1.0, description="Kafka consumer heartbeat, seconds")
     data_dir: Path = Field(Path(".orderwatch-data"), description="Faust local data directory")
+    store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb",
+        description="state table store: RocksDB in data_dir (restart reads the changelog's "
+        "tail) or memory (every shard in RAM, whole changelog read at start)",
+    )
+    shard_cache: int = Field(
+        20_000, ge=64, description="shards kept in memory per partition (rocksdb store)"
+    )
+    rocksdb_block_cache_mb: int = Field(
+        8, ge=1, description="RocksDB block cache per partition database, MiB"
+    )
+    state_mismatch: Literal["rebuild", "fail"] = Field(
+        "rebuild",
+        description="a state directory of another app id, shard format or partition count, "
+        "or corrupt: rebuild it from the changelog, or refuse to start",
+    )
+    standby_replicas: int = Field(
+        0, ge=0, description="standby copies of each state partition kept by other workers"
+    )
 
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /healthz")
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0: off)")

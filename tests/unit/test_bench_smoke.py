@@ -82,3 +82,21 @@ def test_console_benchmark_serves_every_queue_variant_from_a_small_projection(
     out = capsys.readouterr().out
     assert "300 exception events applied" in out
     assert "text search" in out and "overview" in out and "worst server p95" in out
+
+
+def test_state_sizes_measure_open_and_finished_orders() -> None:
+    sizes = load("state_sizes").measure(300)
+    assert sizes["finished"]["count"] > 0
+    for kind in sizes.values():
+        assert 0 < kind["zlib"] < kind["json"] < kind["ram"]
+
+
+def test_the_store_bench_seeds_orders_of_the_engines_own_format() -> None:
+    bench_store = load("bench_store")
+    items = list(bench_store.seeded_orders(3, overdue_id=3))
+    assert [key for key, _ in items] == [f"o:SB{i:010d}" for i in range(4)]
+    first = orjson.loads(items[0][1])
+    overdue = orjson.loads(items[-1][1])
+    assert "payment.paid_not_updated" in first["dl"]
+    assert overdue["dl"]["payment.paid_not_updated"] < time.time() < first["dl"]["evict"]
+    assert first["key"] == "o:SB0000000000" and "ORDX" not in items[0][1].decode()

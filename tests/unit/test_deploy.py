@@ -209,9 +209,13 @@ def test_bridge_resolve_timeout_matches_alertmanager() -> None:
 # --- kubernetes ----------------------------------------------------------------------------
 
 
+def workloads() -> list[dict[str, Any]]:
+    return of_kind("Deployment") + of_kind("StatefulSet")
+
+
 def containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Containers of our image (the console's oauth2-proxy sidecar is not ours)."""
-    for deployment in of_kind("Deployment"):
+    for deployment in workloads():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             if container["image"].startswith("orderwatch:"):
                 yield deployment, container
@@ -222,7 +226,7 @@ def test_kustomization_resources_exist() -> None:
     for name in kustomization["resources"]:
         assert (K8S / name).is_file(), name
     kinds = {doc["kind"] for doc in k8s_docs()}
-    assert {"Deployment", "Service", "ServiceMonitor", "ScaledObject"} <= kinds
+    assert {"StatefulSet", "Service", "ServiceMonitor", "ScaledObject"} <= kinds
 
 
 def test_worker_probes_hit_healthz_and_readyz_on_the_metrics_port() -> None:
@@ -259,7 +263,7 @@ def test_pods_run_as_non_root() -> None:
 def test_service_monitor_scrapes_the_worker_service_port() -> None:
     [service] = [s for s in of_kind("Service") if s["metadata"]["name"] == "orderwatch"]
     [monitor] = of_kind("ServiceMonitor")
-    [worker] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "orderwatch"]
+    [worker] = [d for d in workloads() if d["metadata"]["name"] == "orderwatch"]
     assert service["metadata"]["name"] == "orderwatch", "alerts.yaml expects job=orderwatch"
     pod_labels = worker["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -274,12 +278,28 @@ def test_service_monitor_scrapes_the_worker_service_port() -> None:
 
 def test_scaled_object_scales_the_worker_on_its_consumer_group_lag() -> None:
     [scaled] = of_kind("ScaledObject")
-    names = {d["metadata"]["name"] for d in of_kind("Deployment")}
-    assert scaled["spec"]["scaleTargetRef"]["name"] in names
+    names = {(d["kind"], d["metadata"]["name"]) for d in workloads()}
+    target = scaled["spec"]["scaleTargetRef"]
+    assert (target.get("kind", "Deployment"), target["name"]) in names
     [trigger] = scaled["spec"]["triggers"]
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == Settings().app_id
     assert scaled["spec"]["minReplicaCount"] >= 1, "timeouts need a running clock"
+
+
+def test_the_worker_keeps_its_state_directory_on_a_volume() -> None:
+    """RocksDB state on a claim per pod (k8s) and a named volume (compose) at the data dir."""
+    [worker] = [d for d in of_kind("StatefulSet") if d["metadata"]["name"] == "orderwatch"]
+    [container] = worker["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
+    assert env["ORDERWATCH_STORE"] == "rocksdb"
+    assert mounts["data"] == env["ORDERWATCH_DATA_DIR"] and "data" in claims
+    service = compose()["services"]["worker"]
+    volumes = dict(m.split(":")[:2] for m in service["volumes"])
+    assert volumes["orderwatch-data"] == "/app/data", "the image's ORDERWATCH_DATA_DIR"
+    assert "orderwatch-data" in compose()["volumes"]
 
 
 def test_grafana_finds_its_dashboards_and_prometheus_in_compose() -> None:

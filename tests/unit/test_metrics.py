@@ -33,6 +33,10 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_source_silent": ("gauge", frozenset({"source"})),
     "orderwatch_last_event_timestamp_seconds": ("gauge", frozenset({"topic"})),
     "orderwatch_ready": ("gauge", frozenset()),
+    "orderwatch_shard_cache_lookups": ("counter", frozenset({"result"})),
+    "orderwatch_shard_cache_shards": ("gauge", frozenset()),
+    "orderwatch_state_changelog_offset": ("gauge", frozenset({"partition"})),
+    "orderwatch_state_restore_seconds": ("gauge", frozenset()),
     # An Info is a gauge named ``<name>_info`` in the text format.
     "orderwatch_build_info": ("gauge", frozenset({"version", "python"})),
     # v2: the operators' loop

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from orderwatch.engine import derived, fraud, operator, orders, rates, stock
+from orderwatch.engine.cache import Loader, ShardCache
 from orderwatch.engine.catalog import Rule
 from orderwatch.engine.lifecycle import TIMERS, Lifecycle
 from orderwatch.engine.state import (
@@ -552,6 +553,27 @@ class Engine:
         self.shards[key] = shard
         for name, due in shard.deadline_dict().items():  # the timers, then the eviction
             heapq.heappush(self._heap, (due, next(self._seq), key, name))
+
+    def use_store(self, load: Loader, capacity: int) -> ShardCache:
+        """Keep at most ``capacity`` shards in memory and read any other from ``load`` (the live
+        worker on its local store; ``orderwatch.engine.cache``). Call before the first event."""
+        cache = ShardCache(load, capacity, self.dirty)
+        self.shards = cache  # type: ignore[assignment]
+        return cache
+
+    def index(self, deadlines: Iterable[tuple[float, str, str]]) -> int:
+        """Enter ``(due, shard key, name)`` deadlines of shards left in the store (a streaming
+        scan of it at start-up), without loading the shards; returns how many.
+
+        Validated lazily like every entry: when one surfaces, its shard is read and checked.
+        """
+        heap = self._heap
+        before = len(heap)
+        # sequence 0 for all (a cached small int, not 28 bytes per entry): the order among equal
+        # due times of stored deadlines is not known anyway, and ties then go by key and name
+        heap += [(due, 0, key, name) for due, key, name in deadlines]
+        heapq.heapify(heap)
+        return len(heap) - before
 
     def open_count(self) -> int:
         return sum(len(s.open) for s in self.shards.values())

@@ -29,6 +29,17 @@ FAILURE = "f:"
 NOWHERE = "n:"
 #: The deadline every shard has: forget it after the retention period.
 EVICT = "evict"
+#: Version of the serialized shard (``"v"`` in ``to_dict``). Data written before the field
+#: existed has none and reads as version 1. A reader refuses a version it does not know
+#: (``StateFormatError``) rather than guess: wrong state would raise or resolve the wrong
+#: exceptions silently. Bump it when a change is not readable by the previous reader.
+#: Version 2: lifecycle v2 (operators' statuses, ``closed`` occurrences, command replies, open
+#: notifications), which a version-1 reader would drop without a word.
+FORMAT_VERSION = 2
+
+
+class StateFormatError(ValueError):
+    """A serialized shard this engine cannot read (another format version, or not a shard)."""
 
 
 @dataclass(slots=True)
@@ -223,7 +234,10 @@ class Shard:
         return dl
 
     def base_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"key": self.key, "at": self.last_at}
+        d: dict[str, Any] = {"v": FORMAT_VERSION, "key": self.key, "at": self.last_at}
+        # the deadlines right after: a start-up scan reads them without parsing the rest
+        if self.timers or self.evict_at is not None:
+            d["dl"] = self.deadline_dict()
         if self.parked:
             # dumped once: an event still waiting at the next write is not dumped again
             parked = self.parked
@@ -235,8 +249,6 @@ class Shard:
             d["open"] = [o.to_dict() for o in self.open.values()]
         if self.done:
             d["done"] = sorted(self.done)
-        if self.timers or self.evict_at is not None:
-            d["dl"] = self.deadline_dict()
         if self.closed:
             d["closed"] = [o.to_dict() for o in self.closed.values()]
         if self.replies:
@@ -520,10 +532,27 @@ def new_shard(key: str) -> Shard:
     return _KINDS[key[:2]](key)
 
 
+def format_version(d: Any) -> int:
+    """The format version of a serialized shard (1 when it predates the field)."""
+    if not isinstance(d, dict) or not isinstance(d.get("key"), str):
+        raise StateFormatError("not a serialized shard")
+    version = d.get("v", 1)
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise StateFormatError(
+            f"shard {d['key']!r} has format version {version!r}; "
+            f"this engine reads 1..{FORMAT_VERSION}"
+        )
+    return version
+
+
 def shard_from_dict(d: dict[str, Any]) -> Shard:
-    """Rebuild a shard from its serialized form (a changelog value)."""
+    """Rebuild a shard from its serialized form (a changelog value); refuses a format version
+    it does not know (``StateFormatError``)."""
+    format_version(d)
     key: str = d["key"]
-    kind: type[Shard] = RateShard if key == GLOBAL else _KINDS[key[:2]]
+    kind: type[Shard] | None = RateShard if key == GLOBAL else _KINDS.get(key[:2])
+    if kind is None:
+        raise StateFormatError(f"unknown shard kind of key {key!r}")
     if kind is Shard:
         shard = Shard(key)
         shard.load_base(d)
