@@ -1,5 +1,11 @@
 """The Faust application: topics, the state table, two agents and the sweep timer.
 
+``Worker`` builds it like a topology: ``Topology`` (topics and the table), ``Persistence`` (the
+changelog writes at each commit), ``Inputs`` (the router's view of its input partitions),
+``Router`` and ``Detector`` (the two agents), ``Sweeper`` (the timer) and ``Rebalancing``
+(recovery and revocation), each a small object over one ``Shell``. Whatever reaches into Faust
+or aiokafka internals lives in ``faust_internals``.
+
 Stage 1 (``router``) reads the input topics as raw bytes, validates each message inside the agent
 (a decode error in Faust's codec would kill the agent), dead-letters bad ones and repartitions
 good ones by the key their state lives under, one envelope per shard partition per batch (see
@@ -14,7 +20,6 @@ event-time buckets rather than Faust's wall-clock windows.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -27,12 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.sensors import Sensor
 from faust.types import TP
-from mode.services import WaitResults
 
 from orderwatch.agents import envelope, reload
 from orderwatch.agents import store as local_store
+from orderwatch.agents.faust_internals import (
+    TunedApp,
+    aiokafka_producer,
+    direct_delivery,
+    read_offset,
+    shard_first,
+    tune_fetcher,
+)
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
@@ -46,7 +57,7 @@ from orderwatch.settings import Settings
 
 log = logging.getLogger("orderwatch.worker")
 
-#: Key of the tombstone that closes each flush in a changelog partition (see ``persist``).
+#: Key of the tombstone that closes each flush in a changelog partition (``Persistence``).
 END_MARK = b"~end"
 #: Exit status of a worker stopped by an error it could not contain (EX_SOFTWARE)
 EXIT_CRASHED = 70
@@ -108,6 +119,10 @@ def _crash_on_error(
     return guarded
 
 
+#: Faust internals used here and by others (the pipeline bench, tests), from their one module
+__all__ = ["TunedApp", "Worker", "crash", "credentials", "direct_delivery", "shard_first"]
+
+
 def credentials(settings: Settings) -> Any:
     """TLS / SASL credentials for Faust from settings (None for plaintext)."""
     protocol = settings.security_protocol
@@ -135,116 +150,12 @@ def credentials(settings: Settings) -> Any:
     return None
 
 
-def shard_first(fetcher: Any, topic: str) -> Any:
-    """``fetcher.fetched_records`` serving ``topic``'s buffered records before any other's."""
-    original = fetcher.fetched_records
-    buffered = fetcher._records  # an OrderedDict: topic-partition -> records, served in order
-
-    async def fetched_records(*args: Any, **kwargs: Any) -> Any:
-        for tp in [tp for tp in buffered if tp.topic == topic]:
-            buffered.move_to_end(tp, last=False)
-        return await original(*args, **kwargs)
-
-    return fetched_records
-
-
-def direct_delivery(consumer: Any) -> Any:
-    """``consumer.wait_first`` that hands a fetched message to its stream without four tasks.
-
-    Faust's fetch loop delivers each message with ``wait_first(callback(message),
-    suspend_flow.wait())`` so that a rebalance can cut a blocked delivery short. ``wait_first``
-    wraps both in tasks, adds two more for the consumer's stopped and crashed events, and
-    cancels the losers: several event-loop turns per message, the largest part of Faust's
-    per-event cost (profiled). The callback does not block in practice (it decodes and puts
-    without waiting into the stream's queue), so while the flow is not suspended and the consumer
-    neither stopped nor crashed, the callback is awaited directly; any other call goes to Faust's
-    own ``wait_first``. A rebalance that begins during a direct delivery lets that one message
-    through: the stage it reaches handles a message of a just-revoked partition (stage 1 routes
-    it, at least once; stage 2 sends it on to the new owner).
-    """
-    original = consumer.wait_first
-
-    async def wait_first(*coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 (Faust's signature)
-        if len(coros) == 2 and timeout is None:
-            callback, flow = coros
-            frame = getattr(flow, "cr_frame", None)
-            if (
-                frame is not None
-                and frame.f_locals.get("self") is consumer.suspend_flow
-                and not consumer.suspend_flow.is_set()
-                and not consumer._stopped.is_set()
-                and not consumer._crashed.is_set()
-            ):
-                flow.close()  # never started: nothing to cancel
-                return WaitResults([callback], [await callback], False)
-        return await original(*coros, timeout=timeout)
-
-    return wait_first
-
-
 def _stamp(event: Any) -> bytes | None:
     """The router's watermark header of a shard message (event-time mode), if any."""
     for name, value in event.message.headers or ():
         if name == WATERMARK_HEADER:
             return bytes(value)
     return None
-
-
-class TunedApp(faust.App):
-    """Faust's app with the worker's runtime changes (the pipeline bench runs a bare agent on it
-    too, to show what they move on their own).
-
-    - No ``Monitor`` sensor: it keeps per-event statistics for Faust's web ``/stats`` page, which
-      this worker never serves (our metrics are Prometheus, from ``telemetry``), yet it ran on
-      every event of every stream. Faust's direct calls into ``app.monitor`` (commit and
-      end-offset tracking) still work: only the per-event sensor hooks are gone.
-    - ``direct_delivery`` in the consumer's fetch loop.
-    - ``before_flush``, awaited before each flush of the producer.
-    - ``on_agent_error``, awaited when an exception leaves an agent.
-    """
-
-    #: awaited before every flush of Faust's producer, which Faust does right before it commits
-    #: input offsets (and when it stops): the worker writes its changed state there
-    before_flush: Callable[[], Awaitable[None]] | None = None
-    #: awaited when an exception leaves an agent, before Faust's supervisor restarts it: the
-    #: worker ends the process there (``crash``), before the batch's events are acked
-    on_agent_error: Callable[[Any, BaseException], Awaitable[None]] | None = None
-
-    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
-        """Faust passes this method as ``on_error`` to every agent it creates."""
-        if self.on_agent_error is not None:
-            await self.on_agent_error(agent, exc)
-        await super()._on_agent_error(agent, exc)
-
-    #: called after each flush: what was sent is on the broker (the store records its offsets)
-    after_flush: Callable[[], object] | None = None
-
-    def _new_producer(self) -> Any:
-        producer = super()._new_producer()
-        flush = producer.flush
-
-        async def flush_state_first() -> None:
-            if self.before_flush is not None:
-                await self.before_flush()
-            await flush()
-            if self.after_flush is not None:
-                self.after_flush()
-
-        producer.flush = flush_state_first  # type: ignore[method-assign]
-        return producer
-
-    def _new_consumer(self) -> Any:
-        consumer: Any = super()._new_consumer()
-        consumer.wait_first = direct_delivery(consumer)
-        return consumer
-
-    def on_init_dependencies(self) -> Any:
-        dependencies = super().on_init_dependencies()
-        with contextlib.suppress(KeyError):
-            self.sensors.remove(self.monitor)
-        # a sensor whose hooks do nothing: Faust warns about every rebalance without any sensor
-        self.sensors.add(Sensor())
-        return dependencies
 
 
 class Worker:
@@ -285,7 +196,7 @@ class Worker:
     def _make_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{h.strip()}" for h in s.bootstrap_servers.split(",") if h.strip()]
-        return TunedApp(
+        app: faust.App = TunedApp(
             s.app_id,
             broker=servers,
             broker_credentials=credentials(s),
@@ -313,11 +224,105 @@ class Worker:
             # rebalance and crashes recovery. Real Kafka answers correctly either way.
             recovery_consistency_check=False,
         )
+        return app
 
     def _wire(self) -> None:
-        s, app = self.settings, self.app
+        """The topology, object by object (see the module docstring)."""
+        s, app, t = self.settings, self.app, self.telemetry
+        topology = Topology(app, s)
+        self.table = topology.table
+        outbox = self.outbox = Outbox(lambda: aiokafka_producer(app))
+        writer = self.writer = (
+            local_store.Writer(topology.table.data, topology.changelog_name, self.metrics)
+            if s.store == "rocksdb"
+            else None
+        )
+        if writer is not None:
+            self.state_check = local_store.check_state_dir(
+                Path(app.conf.tabledir), s.app_id, s.partitions, s.state_mismatch
+            )
+            app.after_flush = writer.commit_offsets  # type: ignore[attr-defined]
+            app.catch_up_options = local_store.consumer_options(s)  # type: ignore[attr-defined]
+        persistence = Persistence(topology, outbox, writer)
+        self.shell = self._shell(topology, outbox, persistence)
+        persistence.shell = self.shell
+        inputs = Inputs(app, topology.source_names)
+
+        app.on_agent_error = _agent_crashed  # type: ignore[attr-defined]
+        router = Router(app, topology, self.shell, outbox, t, inputs, s)
+        detector = Detector(app, topology, self.shell, outbox, s)
+        # a state write that fails must not let the commit it precedes go through
+        app.before_flush = _crash_on_error("state flush", persistence.persist)  # type: ignore[attr-defined]
+        sweeper = Sweeper(app, self.shell, outbox, persistence, t, inputs, self.metrics, s)
+        rebalancing = Rebalancing(self, topology, self.shell, persistence, t)
+        app.task(self._serve_metrics)
+        self._agents = (router, detector, sweeper, rebalancing)
+        # hot reload of the rules directory (agents/reload.py): applied between batches
+        self.reloader = reload.for_worker(self)
+        app.task(self.reloader.run)
+
+    def _shell(self, topology: Topology, outbox: Outbox, persistence: Persistence) -> Shell:
+        s, t = self.settings, self.telemetry
+        streams = {
+            s.topic_orders: "orders",
+            s.topic_payments: "payments",
+            s.topic_logistics: "logistics",
+            s.topic_inventory: "inventory",
+        }
+        shard_name, dlq = topology.shard_name, topology.dlq
+
+        def send_shard(
+            key: bytes, value: bytes, partition: int | None, headers: Any = None
+        ) -> None:
+            outbox.put(shard_name, key, value, partition, headers)
+
+        return Shell(
+            # t.engine: an Engine that also counts its command replies by type and result
+            lambda: t.engine(self.catalog, retention=self.retention, reorder=s.clock == "event"),
+            s.partitions,
+            clock=s.clock,
+            silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
+            watermark_exempt={s.topic_blacklist},
+            send_shard=send_shard,
+            send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
+            send_exception=lambda key, value, headers: outbox.put(
+                s.topic_exceptions, key, value, None, headers
+            ),
+            send_changelog=persistence.send_changelog,
+            source=f"/orderwatch/{s.app_id}",
+            on_invalid=t.on_invalid,
+            on_event=t.on_event,
+            on_exception=t.on_exception,
+            on_error=s.on_processing_error,
+            on_internal_error=t.on_internal_error,
+            shard_topic=shard_name,
+            send_reply=lambda key, value: outbox.put(s.topic_command_results, key, value),
+        )
+
+    async def _serve_metrics(self) -> None:
+        s = self.settings
+        if s.metrics_port:
+            self._http = await start_http(
+                s.metrics_host, s.metrics_port, self.metrics, lambda: self.ready
+            )
+
+
+class Topology:
+    """What the worker reads, writes and keeps: the input topics (raw bytes: a decode error in
+    Faust's codec would kill the agent), the internal shard topic, the dead-letter topic and the
+    state table, whose changelog the shell writes."""
+
+    def __init__(self, app: faust.App, s: Settings) -> None:
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-        sources = app.topic(
+        self.source_names = {
+            s.topic_orders,
+            s.topic_payments,
+            s.topic_inventory,
+            s.topic_logistics,
+            s.topic_blacklist,
+            s.topic_commands,
+        }
+        self.sources = app.topic(
             s.topic_orders,
             s.topic_payments,
             s.topic_inventory,
@@ -326,11 +331,12 @@ class Worker:
             s.topic_commands,
             **raw,
         )
-        shard_topic = app.topic(
+        self.shard_topic = app.topic(
             f"{s.app_id}-shard-events", partitions=s.partitions, internal=True, **raw
         )
-        dlq = app.topic(s.topic_dlq, **raw)
-        table = app.Table(
+        self.shard_name: str = self.shard_topic.get_topic_name()
+        self.dlq = app.topic(s.topic_dlq, **raw)
+        self.table = app.Table(
             "state",
             partitions=s.partitions,
             default=None,
@@ -344,134 +350,143 @@ class Worker:
                 else {}
             ),
         )
-        self.table = table
-        t = self.telemetry
+        self.changelog_name: str = self.table.changelog_topic.get_topic_name()
 
-        # Faust's own aiokafka producer: the one it flushes before committing offsets
-        outbox = self.outbox = Outbox(lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
-        shard_name = shard_topic.get_topic_name()
-        changelog_name = table.changelog_topic.get_topic_name()
 
-        def send_shard(
-            key: bytes, value: bytes, partition: int | None, headers: Any = None
-        ) -> None:
-            outbox.put(shard_name, key, value, partition, headers)
+class Persistence:
+    """The shell's changed shards to the changelog, right before Faust commits input offsets.
 
-        unmarked: set[int] = set()
-        writer = self.writer = (
-            local_store.Writer(table.data, changelog_name, self.metrics)
-            if s.store == "rocksdb"
-            else None
-        )
-        if writer is not None:
-            self.state_check = local_store.check_state_dir(
-                Path(app.conf.tabledir), s.app_id, s.partitions, s.state_mismatch
-            )
-            app.after_flush = writer.commit_offsets  # type: ignore[attr-defined]
-            app.catch_up_options = local_store.consumer_options(s)  # type: ignore[attr-defined]
+    Each changelog partition written to ends with a record batch of its own holding one
+    tombstone (``END_MARK``). Tansu answers ListOffsets with the *start* of a partition's last
+    record batch, and Faust's recovery reads only up to that offset: the shards of the last
+    batch, all of one flush, were invisible to the next owner (the rebalance test caught a
+    worker that recovered 0 shards of two partitions). With the mark last, only the mark is
+    unseen. On Kafka it costs one small record per partition per commit.
+    """
 
-        def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
-            if writer is not None:
-                writer.write(partition, key, value)
-            elif value is None:
-                table.data.pop(key, None)
-            else:
-                table.data[key] = value
-            outbox.put(changelog_name, key, value, partition)
-            unmarked.add(partition)
+    def __init__(
+        self, topology: Topology, outbox: Outbox, writer: local_store.Writer | None = None
+    ) -> None:
+        self.table = topology.table
+        #: the RocksDB store's writer (``agents/store.py``), or None for the memory store
+        self.writer = writer
+        self.changelog_name = topology.changelog_name
+        self.outbox = outbox
+        self.shell: Shell | None = None
+        #: changelog partitions written since the last end mark
+        self.unmarked: set[int] = set()
+        self.flushed = time.monotonic()
 
-        streams = {
-            s.topic_orders: "orders",
-            s.topic_payments: "payments",
-            s.topic_logistics: "logistics",
-            s.topic_inventory: "inventory",
-        }
-        self.shell = Shell(
-            # t.engine: an Engine that also counts its command replies by type and result
-            lambda: t.engine(self.catalog, retention=self.retention, reorder=s.clock == "event"),
-            s.partitions,
-            clock=s.clock,
-            silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
-            watermark_exempt={s.topic_blacklist},
-            send_shard=send_shard,
-            send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
-            send_exception=lambda key, value, headers: outbox.put(
-                s.topic_exceptions, key, value, None, headers
-            ),
-            send_changelog=send_changelog,
-            source=f"/orderwatch/{s.app_id}",
-            on_invalid=t.on_invalid,
-            on_event=t.on_event,
-            on_exception=t.on_exception,
-            on_error=s.on_processing_error,
-            on_internal_error=t.on_internal_error,
-            shard_topic=shard_name,
-            send_reply=lambda key, value: outbox.put(s.topic_command_results, key, value),
-        )
-        shell = self.shell
+    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """The shell's ``send_changelog``: the table's data and its changelog, together."""
+        if self.writer is not None:
+            self.writer.write(partition, key, value)
+        elif value is None:
+            self.table.data.pop(key, None)
+        else:
+            self.table.data[key] = value
+        self.outbox.put(self.changelog_name, key, value, partition)
+        self.unmarked.add(partition)
 
-        source_topics = {
-            s.topic_orders,
-            s.topic_payments,
-            s.topic_inventory,
-            s.topic_logistics,
-            s.topic_blacklist,
-            s.topic_commands,
-        }
+    async def persist(self) -> None:
+        """Changed shards to the changelog, then everything pending to the producer."""
+        assert self.shell is not None
+        self.shell.persist()
+        self.flushed = time.monotonic()
+        await self.outbox.drain()
+        if self.unmarked:
+            marked = sorted(self.unmarked)
+            for partition in marked:
+                self.outbox.put(self.changelog_name, END_MARK, None, partition)
+            self.unmarked.clear()
+            await self.outbox.drain()  # a drain of its own: a record batch of its own
+            if self.writer is not None:
+                # the store records how far the changelog holds what it wrote
+                for partition in marked:
+                    sent = self.outbox.last_sent.get((self.changelog_name, partition))
+                    if sent is not None:
+                        self.writer.sent(partition, sent)
 
-        def source_partitions() -> list[tuple[str, int]]:
-            return [
-                (tp.topic, tp.partition)
-                for tp in app.consumer.assignment()
-                if tp.topic in source_topics
-            ]
 
-        def all_inputs() -> list[tuple[str, int]] | None:
-            """Every partition of the input topics, from the consumer's metadata."""
-            inputs: list[tuple[str, int]] = []
-            for topic in source_topics:
-                count = app.consumer.topic_partitions(topic)
-                if count is None:
-                    return None
-                inputs.extend((topic, p) for p in range(count))
-            return inputs
+class Inputs:
+    """The router's view of its input partitions: which it reads, how far they go, where it
+    stands in each (the event-time watermark, ``Shell.look``)."""
 
-        def highwater(topic: str, partition: int) -> int | None:
-            try:
-                value = app.consumer.highwater(TP(topic, partition))
-            except Exception:  # not fetched yet
+    def __init__(self, app: faust.App, source_names: set[str]) -> None:
+        self.app = app
+        self.source_names = source_names
+
+    def assigned(self) -> list[tuple[str, int]]:
+        return [
+            (tp.topic, tp.partition)
+            for tp in self.app.consumer.assignment()
+            if tp.topic in self.source_names
+        ]
+
+    def every_partition(self) -> list[tuple[str, int]] | None:
+        """Every partition of the input topics, from the consumer's metadata."""
+        inputs: list[tuple[str, int]] = []
+        for topic in self.source_names:
+            count = self.app.consumer.topic_partitions(topic)
+            if count is None:
                 return None
-            return int(value) if value is not None else None
+            inputs.extend((topic, p) for p in range(count))
+        return inputs
 
-        def position(topic: str, partition: int) -> int | None:
-            """Faust's read offset: the committed offset after a seek, then the last read."""
-            try:
-                value = app.consumer._read_offset.get(TP(topic, partition))  # type: ignore[attr-defined]
-            except Exception:  # a later Faust without it: the watermark waits for a first read
-                return None
-            return int(value) if value is not None else None
+    def highwater(self, topic: str, partition: int) -> int | None:
+        try:
+            value = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not fetched yet
+            return None
+        return int(value) if value is not None else None
 
-        app.on_agent_error = _agent_crashed  # type: ignore[attr-defined]
+    def position(self, topic: str, partition: int) -> int | None:
+        offset: int | None = read_offset(self.app, topic, partition)
+        return offset
 
-        @app.agent(sources, concurrency=1)
+
+class Router:
+    """Stage 1, an agent on the input topics: validate, dead-letter, repartition by shard key
+    into one envelope per shard partition per batch."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        topology: Topology,
+        shell: Shell,
+        outbox: Outbox,
+        telemetry: Telemetry,
+        inputs: Inputs,
+        s: Settings,
+    ) -> None:
+        event_time = s.clock == "event"
+
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
-                if s.clock == "event":
-                    shell.look(source_partitions(), highwater, position)
+                if event_time:
+                    shell.look(inputs.assigned(), inputs.highwater, inputs.position)
                 for event in batch:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
                 shell.flush()
-                t.flush()
+                telemetry.flush()
                 await outbox.drain()
 
+        self.agent = app.agent(topology.sources, concurrency=1)(router)
+
+
+class Detector:
+    """Stage 2, an agent on the shard topic: run each envelope's events through the engines."""
+
+    def __init__(
+        self, app: faust.App, topology: Topology, shell: Shell, outbox: Outbox, s: Settings
+    ) -> None:
         # one detector batch holds about one router batch of events: an envelope carries up to
         # a router batch for its partition, and the detector runs a batch without yielding the
         # loop (500 envelopes at once held the loop for over a second: timers, heartbeats and
         # the router all waited)
         envelopes = max(1, min(4 * s.partitions, s.batch_max))
 
-        @app.agent(shard_topic, concurrency=1)
         async def detector(stream: Any) -> None:
             async for batch in stream.take_events(envelopes, within=s.batch_within):
                 shell.process(
@@ -480,119 +495,93 @@ class Worker:
                 )
                 await outbox.drain()
 
-        flushed = [time.monotonic()]
+        self.agent = app.agent(topology.shard_topic, concurrency=1)(detector)
+
+
+class Sweeper:
+    """The timer on every worker (not leader-only): watermark reports, due deadlines, state
+    written while the inputs are quiet, gauges."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        shell: Shell,
+        outbox: Outbox,
+        persistence: Persistence,
+        telemetry: Telemetry,
+        inputs: Inputs,
+        metrics: Metrics,
+        s: Settings,
+    ) -> None:
+        event_time = s.clock == "event"
         released = [time.monotonic()]
-
-        async def persist() -> None:
-            """Changed shards to the changelog, then everything pending to the producer.
-
-            Each changelog partition written to ends with a record batch of its own holding one
-            tombstone (``END_MARK``). Tansu answers ListOffsets with the *start* of a
-            partition's last record batch, and Faust's recovery reads only up to that offset:
-            the shards of the last batch, all of one flush, were invisible to the next owner
-            (the rebalance test caught a worker that recovered 0 shards of two partitions). With
-            the mark last, only the mark is unseen. On Kafka it costs one small record per
-            partition per commit.
-            """
-            shell.persist()
-            flushed[0] = time.monotonic()
-            await outbox.drain()
-            if unmarked:
-                marked = sorted(unmarked)
-                for partition in marked:
-                    outbox.put(changelog_name, END_MARK, None, partition)
-                unmarked.clear()
-                await outbox.drain()  # a drain of its own: a record batch of its own
-                if writer is not None:
-                    for partition in marked:
-                        sent = outbox.last_sent.get((changelog_name, partition))
-                        if sent is not None:
-                            writer.sent(partition, sent)
-
-        # a state write that fails must not let the commit it precedes go through
-        app.before_flush = _crash_on_error("state flush", persist)  # type: ignore[attr-defined]
+        writer = persistence.writer
 
         async def sweep() -> None:
-            with self.metrics.sweep_duration.time():
-                if s.clock == "event":
-                    shell.send_watermarks(source_partitions(), highwater, all_inputs(), position)
+            with metrics.sweep_duration.time():
+                if event_time:
+                    shell.send_watermarks(
+                        inputs.assigned(),
+                        inputs.highwater,
+                        inputs.every_partition(),
+                        inputs.position,
+                    )
                 shell.sweep()
-            if time.monotonic() - flushed[0] >= app.conf.broker_commit_interval:
+            if time.monotonic() - persistence.flushed >= app.conf.broker_commit_interval:
                 # Faust commits (and so flushes) only after reading something: what timeouts
                 # changed while the inputs are quiet is written here
-                await persist()
+                await persistence.persist()
             await outbox.drain()
-            t.refresh(shell.engines.values(), app.consumer)
+            telemetry.refresh(shell.engines.values(), app.consumer)
+            telemetry.silence(shell.silence)
+            telemetry.stages(shell.counters.queued, shell.counters.processed)
             if writer is not None:
                 writer.report(shell.engines.values())
             if time.monotonic() - released[0] >= RELEASE_EVERY:
                 release_memory()
                 released[0] = time.monotonic()
-            t.silence(shell.silence)
-            t.stages(shell.counters.queued, shell.counters.processed)
 
-        app.timer(s.sweep_interval, on_leader=False)(_crash_on_error("sweep", sweep))
+        self.timer = app.timer(s.sweep_interval, on_leader=False)(_crash_on_error("sweep", sweep))
 
-        def tune_fetcher() -> None:
-            """Two changes to the consumer's fetcher, both on aiokafka internals.
 
-            Faust fixes the fetch wait at 1.5 s; a broker that holds a fetch that long when a
-            partition is quiet (Tansu does) adds it to detection latency.
+class Rebalancing:
+    """Recovery and revocation: engines rebuilt from the recovered table, changed state written
+    before partitions go, readiness for ``/readyz``."""
 
-            The fetcher hands out what it has buffered partition by partition, in the order the
-            fetches came back, and buffers up to 1 MiB per partition: with 20 input partitions
-            behind, the envelopes stage 1 had just written waited behind seconds of input, so the
-            detector fell ever further behind the router while a backlog was read. Stage 2 goes
-            first, so what stage 1 produces is detected as it is read (Flink's downstream-first
-            backpressure); ``broker_max_poll_records`` keeps each hand-out short enough for that
-            to matter.
-            """
-            try:
-                fetcher = app.consumer._thread._ensure_consumer()._fetcher  # type: ignore[attr-defined]
-                fetcher._fetch_max_wait_ms = int(s.fetch_max_wait * 1000)
-                if not getattr(fetcher, "_orderwatch_shard_first", False):
-                    fetcher.fetched_records = shard_first(fetcher, shard_name)
-                    fetcher._orderwatch_shard_first = True
-            except Exception:  # a later Faust or aiokafka without these internals: keep theirs
-                log.warning("could not tune the consumer's fetcher")
+    def __init__(
+        self,
+        worker: Worker,
+        topology: Topology,
+        shell: Shell,
+        persistence: Persistence,
+        telemetry: Telemetry,
+    ) -> None:
+        app, s = worker.app, worker.settings
 
         async def recovered() -> None:
-            tune_fetcher()
+            tune_fetcher(app, s.fetch_max_wait, topology.shard_name)
             owned = {
-                tp.partition
-                for tp in app.consumer.assignment()
-                if tp.topic == shard_topic.get_topic_name()
+                tp.partition for tp in app.consumer.assignment() if tp.topic == topology.shard_name
             }
             shell.persist()  # into the table first: the engines are rebuilt from it
+            writer = persistence.writer
             if writer is None:
-                loaded = shell.restore(list(table.data.items()), owned)
+                loaded = shell.restore(list(topology.table.data.items()), owned)
             else:
                 loaded = local_store.restore(shell, writer, owned, s.shard_cache, app.conf.tabledir)
-            self.ready = True
-            self.metrics.rebalances.inc()
+            worker.ready = True
+            worker.metrics.rebalances.inc()
             log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))
 
-        table.on_recover(_crash_on_error("state recovery", recovered))
-
         async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
-            t.on_revoked((tp.topic, tp.partition) for tp in revoked)
-            name = shard_topic.get_topic_name()
-            gone = {tp.partition for tp in revoked if tp.topic == name}
+            telemetry.on_revoked((tp.topic, tp.partition) for tp in revoked)
+            gone = {tp.partition for tp in revoked if tp.topic == topology.shard_name}
             if gone:
                 shell.revoke(gone)
-                await persist()
-            self.ready = False
+                await persistence.persist()
+            worker.ready = False
 
-        app.on_partitions_revoked.connect(_crash_on_error("revocation", revoked))
-
-        async def serve_metrics() -> None:
-            if s.metrics_port:
-                self._http = await start_http(
-                    s.metrics_host, s.metrics_port, self.metrics, lambda: self.ready
-                )
-
-        app.task(serve_metrics)
-        # hot reload of the rules directory (agents/reload.py): applied between batches
-        self.reloader = reload.for_worker(self)
-        app.task(self.reloader.run)
-        self._agents = (router, detector, sweep, recovered, revoked, serve_metrics)
+        self.recovered = _crash_on_error("state recovery", recovered)
+        self.revoked = _crash_on_error("revocation", revoked)
+        topology.table.on_recover(self.recovered)
+        app.on_partitions_revoked.connect(self.revoked)

@@ -12,7 +12,7 @@ from typing import Any
 
 from mode.utils.locks import Event
 
-from orderwatch.agents.app import direct_delivery
+from orderwatch.agents.faust_internals import direct_delivery
 
 
 class Consumer:

@@ -1,42 +1,86 @@
-"""What the worker leans on inside Faust, checked against the installed version.
+"""What the worker leans on inside Faust and aiokafka (``agents/faust_internals.py``), checked
+against the installed versions.
 
-An upgrade that removes or renames one of these fails here, not silently in production (where
-the worker would fall back, or worse, keep running without the guarantee).
+An upgrade that removes or renames one of these fails here, not silently in production, where
+the worker would fall back to Faust's own behaviour (slower, later detection) or, for the crash
+path, lose the guarantee that an agent's error never commits what it did not process.
 """
 
 from __future__ import annotations
 
 import inspect
 
+import aiokafka
 import faust
+import mode
+from aiokafka.consumer.fetcher import Fetcher
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from orderwatch.agents.app import TunedApp
+from orderwatch.agents import faust_internals
+from orderwatch.agents.faust_internals import TunedApp
+
+
+def source(obj: object) -> str:
+    return inspect.getsource(obj)  # type: ignore[arg-type]
 
 
 def test_faust_hands_every_agent_the_apps_error_handler() -> None:
     """The crash path (``app.crash``) hangs on ``App._on_agent_error``: Faust passes it as each
     agent's ``on_error`` and awaits it before its supervisor restarts the agent."""
-    assert "on_error=self._on_agent_error" in inspect.getsource(faust.App.agent)
+    assert "on_error=self._on_agent_error" in source(faust.App.agent)
     app = TunedApp("internals-test", broker="kafka://127.0.0.1:1", store="memory://")
-    seen: list[BaseException] = []
-
-    async def handler(agent: object, exc: BaseException) -> None:
-        seen.append(exc)
-
-    app.on_agent_error = handler
 
     @app.agent(app.topic("t"))
     async def agent(stream: object) -> None:  # pragma: no cover (never run)
         pass
 
     assert agent._on_error == app._on_agent_error  # type: ignore[attr-defined]
-    source = inspect.getsource(faust.agents.Agent._execute_actor)
-    crashed = source[source.index("except Exception") :]
+    executed = source(faust.agents.Agent._execute_actor)
+    crashed = executed[executed.index("except Exception") :]
     assert "await self._on_error(self, exc)" in crashed
     assert crashed.index("self._on_error") < crashed.index("aref.crash"), "before the restart"
 
 
 def test_take_events_acks_the_whole_batch_when_it_is_left() -> None:
     """Why an exception may never leave an agent: the batch is acked in a ``finally``."""
-    source = inspect.getsource(faust.Stream.take_events)
-    assert "finally:" in source and "await self.ack(event)" in source
+    taken = source(faust.Stream.take_events)
+    assert "finally:" in taken and "await self.ack(event)" in taken
+
+
+def test_the_app_hooks_override_methods_faust_calls() -> None:
+    for name in ("_new_producer", "_new_consumer", "_on_agent_error", "on_init_dependencies"):
+        assert name in vars(faust.App) or any(name in vars(k) for k in faust.App.__mro__[1:]), name
+        assert name in vars(TunedApp), name
+    assert "self.sensors.add(self.monitor)" in source(faust.App), "what TunedApp undoes"
+
+
+def test_the_fetcher_and_the_consumer_still_have_what_the_tweaks_set() -> None:
+    fetcher_init = source(Fetcher.__init__)
+    assert "self._records" in fetcher_init and "self._fetch_max_wait_ms" in fetcher_init
+    assert inspect.iscoroutinefunction(Fetcher.fetched_records)
+    assert "self._fetcher" in source(aiokafka.AIOKafkaConsumer)
+    assert "self._thread" in source(faust_aiokafka.Consumer)
+    assert hasattr(faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer")
+    assert "self._read_offset" in source(faust_consumer.Consumer.__init__)
+    assert hasattr(faust_aiokafka.Producer, "_ensure_producer")
+
+
+def test_direct_delivery_still_matches_faust_s_fetch_loop() -> None:
+    """The loop's call ``wait_first(callback(message), suspend_flow.wait())`` and the events
+    ``direct_delivery`` reads (see ``test_direct_delivery.py`` for its behaviour)."""
+    drain = source(faust_consumer.Consumer._drain_messages)
+    assert "self.suspend_flow.wait()" in drain and "wait_first(" in drain
+    assert "self.suspend_flow" in source(faust_consumer.Consumer.__init__)
+    service_init = source(mode.Service.__init__)
+    assert "self._stopped" in service_init and "self._crashed" in service_init
+
+
+def test_every_internal_is_in_the_one_module() -> None:
+    """``app.py`` builds the topology on public Faust API and ``faust_internals`` only."""
+    from orderwatch.agents import app
+
+    text = inspect.getsource(app)
+    for private in ("._thread", "._fetcher", "._read_offset", "._ensure_producer", "._records"):
+        assert private not in text, private
+    assert faust_internals.read_offset.__module__ == faust_internals.__name__

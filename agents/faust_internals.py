@@ -1,0 +1,176 @@
+"""Every place the worker reaches into Faust's or aiokafka's internals, with its fallback.
+
+Kept in one module so an upgrade of faust-streaming (0.15.3) or aiokafka (0.14.0) has one file
+to review, and ``tests/agents/test_faust_internals.py`` fails when an upgrade removes or changes
+an attribute leaned on here. What each one is for:
+
+- ``TunedApp``: Faust's app without the ``Monitor`` sensor, with ``direct_delivery`` in the
+  consumer, a hook before every producer flush (``before_flush``: the worker writes its state
+  there, right before Faust commits) and a hook when an exception leaves an agent
+  (``on_agent_error``: the worker ends the process there, before Faust acks the batch).
+- ``direct_delivery``: the consumer's ``wait_first`` without four tasks per message.
+- ``tune_fetcher``: aiokafka's fetch wait and the shard topic's records first.
+- ``read_offset``: Faust's read offset of an input partition (the event-time watermark).
+- ``aiokafka_producer``: Faust's own aiokafka producer, for the outbox's record batches.
+
+Fallbacks: a missing attribute leaves Faust's own behaviour (``tune_fetcher``, ``read_offset``
+log or return None); the hooks on the app are methods Faust calls itself, so a rename there is
+what the test catches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from faust.sensors import Sensor
+from faust.types import TP
+from mode.services import WaitResults
+
+log = logging.getLogger("orderwatch.worker")
+
+
+def shard_first(fetcher: Any, topic: str) -> Any:
+    """``fetcher.fetched_records`` serving ``topic``'s buffered records before any other's."""
+    original = fetcher.fetched_records
+    buffered = fetcher._records  # an OrderedDict: topic-partition -> records, served in order
+
+    async def fetched_records(*args: Any, **kwargs: Any) -> Any:
+        for tp in [tp for tp in buffered if tp.topic == topic]:
+            buffered.move_to_end(tp, last=False)
+        return await original(*args, **kwargs)
+
+    return fetched_records
+
+
+def tune_fetcher(app: faust.App, fetch_max_wait: float, shard_topic: str) -> bool:
+    """Two changes to the consumer's fetcher, both on aiokafka internals; False if impossible.
+
+    Faust fixes the fetch wait at 1.5 s; a broker that holds a fetch that long when a
+    partition is quiet (Tansu does) adds it to detection latency.
+
+    The fetcher hands out what it has buffered partition by partition, in the order the
+    fetches came back, and buffers up to 1 MiB per partition: with 20 input partitions
+    behind, the envelopes stage 1 had just written waited behind seconds of input, so the
+    detector fell ever further behind the router while a backlog was read. Stage 2 goes
+    first, so what stage 1 produces is detected as it is read (Flink's downstream-first
+    backpressure); ``broker_max_poll_records`` keeps each hand-out short enough for that
+    to matter.
+    """
+    try:
+        fetcher = app.consumer._thread._ensure_consumer()._fetcher  # type: ignore[attr-defined]
+        fetcher._fetch_max_wait_ms = int(fetch_max_wait * 1000)
+        if not getattr(fetcher, "_orderwatch_shard_first", False):
+            fetcher.fetched_records = shard_first(fetcher, shard_topic)
+            fetcher._orderwatch_shard_first = True
+    except Exception:  # a later Faust or aiokafka without these internals: keep theirs
+        log.warning("could not tune the consumer's fetcher")
+        return False
+    return True
+
+
+def read_offset(app: faust.App, topic: str, partition: int) -> int | None:
+    """Faust's read offset: the committed offset after a seek, then the last read."""
+    try:
+        value = app.consumer._read_offset.get(TP(topic, partition))  # type: ignore[attr-defined]
+    except Exception:  # a later Faust without it: the watermark waits for a first read
+        return None
+    return int(value) if value is not None else None
+
+
+def aiokafka_producer(app: faust.App) -> Any:
+    """Faust's own aiokafka producer: the one Faust flushes before committing offsets."""
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+
+def direct_delivery(consumer: Any) -> Any:
+    """``consumer.wait_first`` that hands a fetched message to its stream without four tasks.
+
+    Faust's fetch loop delivers each message with ``wait_first(callback(message),
+    suspend_flow.wait())`` so that a rebalance can cut a blocked delivery short. ``wait_first``
+    wraps both in tasks, adds two more for the consumer's stopped and crashed events, and
+    cancels the losers: several event-loop turns per message, the largest part of Faust's
+    per-event cost (profiled). The callback does not block in practice (it decodes and puts
+    without waiting into the stream's queue), so while the flow is not suspended and the consumer
+    neither stopped nor crashed, the callback is awaited directly; any other call goes to Faust's
+    own ``wait_first``. A rebalance that begins during a direct delivery lets that one message
+    through: the stage it reaches handles a message of a just-revoked partition (stage 1 routes
+    it, at least once; stage 2 sends it on to the new owner).
+    """
+    original = consumer.wait_first
+
+    async def wait_first(*coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 (Faust's signature)
+        if len(coros) == 2 and timeout is None:
+            callback, flow = coros
+            frame = getattr(flow, "cr_frame", None)
+            if (
+                frame is not None
+                and frame.f_locals.get("self") is consumer.suspend_flow
+                and not consumer.suspend_flow.is_set()
+                and not consumer._stopped.is_set()
+                and not consumer._crashed.is_set()
+            ):
+                flow.close()  # never started: nothing to cancel
+                return WaitResults([callback], [await callback], False)
+        return await original(*coros, timeout=timeout)
+
+    return wait_first
+
+
+class TunedApp(faust.App):
+    """Faust's app with the worker's runtime changes (the pipeline bench runs a bare agent on it
+    too, to show what they move on their own).
+
+    - No ``Monitor`` sensor: it keeps per-event statistics for Faust's web ``/stats`` page, which
+      this worker never serves (our metrics are Prometheus, from ``telemetry``), yet it ran on
+      every event of every stream. Faust's direct calls into ``app.monitor`` (commit and
+      end-offset tracking) still work: only the per-event sensor hooks are gone.
+    - ``direct_delivery`` in the consumer's fetch loop.
+    - ``before_flush``, awaited before each flush of the producer; ``after_flush`` after it.
+    - ``on_agent_error``, awaited when an exception leaves an agent.
+    """
+
+    #: awaited before every flush of Faust's producer, which Faust does right before it commits
+    #: input offsets (and when it stops): the worker writes its changed state there
+    before_flush: Callable[[], Awaitable[None]] | None = None
+    #: called after each flush: what was sent is on the broker (the store records its offsets)
+    after_flush: Callable[[], object] | None = None
+    #: awaited when an exception leaves an agent, before Faust's supervisor restarts it: the
+    #: worker ends the process there (``app.crash``), before the batch's events are acked
+    on_agent_error: Callable[[Any, BaseException], Awaitable[None]] | None = None
+
+    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        """Faust passes this method as ``on_error`` to every agent it creates."""
+        if self.on_agent_error is not None:
+            await self.on_agent_error(agent, exc)
+        await super()._on_agent_error(agent, exc)
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        flush = producer.flush
+
+        async def flush_state_first() -> None:
+            if self.before_flush is not None:
+                await self.before_flush()
+            await flush()
+            if self.after_flush is not None:
+                self.after_flush()
+
+        producer.flush = flush_state_first  # type: ignore[method-assign]
+        return producer
+
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        consumer.wait_first = direct_delivery(consumer)
+        return consumer
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        with contextlib.suppress(KeyError):
+            self.sensors.remove(self.monitor)
+        # a sensor whose hooks do nothing: Faust warns about every rebalance without any sensor
+        self.sensors.add(Sensor())
+        return dependencies
