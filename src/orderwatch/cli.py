@@ -7,6 +7,7 @@ same work is reachable from tests without a subprocess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -413,6 +414,13 @@ def simulate(
     topic_inventory: Annotated[str, typer.Option()] = "inventory",
     topic_logistics: Annotated[str, typer.Option()] = "logistics",
     topic_blacklist: Annotated[str, typer.Option()] = "blacklist",
+    operate_for: Annotated[
+        float,
+        typer.Option(
+            help="with --bootstrap: also play an operator (ack, snooze, resolve) for N seconds, "
+            "through the commands topic (topics from ORDERWATCH_* settings)"
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate realistic order traffic with anomalies of every rule injected, and a manifest."""
     import time as _time
@@ -453,7 +461,10 @@ def simulate(
             "blacklist": topic_blacklist,
         }
         assert bootstrap is not None
-        result = asyncio.run(produce(sim, bootstrap, rate, topics))
+        if operate_for > 0:
+            result = asyncio.run(_produce_and_operate(sim, bootstrap, rate, topics, operate_for))
+        else:
+            result = asyncio.run(produce(sim, bootstrap, rate, topics))
         if manifest is not None:
             manifest.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     typer.echo(
@@ -461,6 +472,29 @@ def simulate(
         f"{result['start']} .. {result['end']}",
         err=True,
     )
+
+
+async def _produce_and_operate(
+    sim: Any, bootstrap: str, rate: float, topics: dict[str, str], seconds: float
+) -> dict[str, Any]:
+    """The traffic, and the simulated operator (sim_operator.py) for ``seconds`` beside it."""
+    from orderwatch.commands_client import Topics
+    from orderwatch.settings import Settings
+    from orderwatch.sim_operator import run_operator
+    from orderwatch.simulate import produce
+
+    stop = asyncio.Event()
+    operating = asyncio.create_task(run_operator(Topics.from_settings(Settings(), bootstrap), stop))
+    started = asyncio.get_running_loop().time()
+    result = await produce(sim, bootstrap, rate, topics)
+    left = seconds - (asyncio.get_running_loop().time() - started)
+    if left > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(operating), left)
+    stop.set()
+    operator = await operating
+    typer.echo(f"operator sent {dict(operator.sent)}", err=True)
+    return result
 
 
 # --- operators' commands (CONTRACT section 8): thin adapters over orderwatch.commands_client ---

@@ -284,6 +284,12 @@ async def test_operators_commands_follow_through_to_alertmanager(
             assert silence["createdBy"] == "orderwatch-alertmanager-bridge"
             assert "alice" in silence["comment"]
 
+            # a restarted bridge finds its silence again and can still remove it
+            stop.set()
+            await asyncio.wait_for(bridge, DEADLINE)
+            stop = asyncio.Event()
+            bridge = asyncio.create_task(run_bridge(config, stop))
+
             await send(v2_exception("unacknowledged", 3, "open", ex_id))
             await wait_for(in_state("active"), "the unacknowledged alert, paging again")
             assert await silences() == [], "the bridge removed its silence"

@@ -141,6 +141,10 @@ def test_a_person_lists_acknowledges_snoozes_and_resolves(
     assert rows_now[q1]["snoozed_until"]
     assert rows_now[r1]["assignee"] == "carol"
     assert [r["exception_id"] for r in cli.rows("--status", "snoozed")] == [q1]
+    table = cli("exceptions")  # for people: a table
+    assert table.returncode == 0 and "2 exceptions" in table.stdout
+    assert q1 in table.stdout and r1 in table.stdout and q2 not in table.stdout
+    assert "alice until" in table.stdout and "carol" in table.stdout
     assert [r["exception_id"] for r in cli.rows("--status", "resolved")] == [q2]
 
     # a resolved one can be reopened; a script retrying with one command id gets one effect
