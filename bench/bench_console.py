@@ -150,7 +150,7 @@ async def queue_page(n_open: int, requests: int) -> None:
                 "(goal: server p95 <= 300 ms)"
             )
             print(f"  {'variant':<26} {'server p50':>10} {'server p95':>10} {'request p95':>11}")
-            worst = 0.0
+            worst = 0.0  # over the queue variants: the goal is the queue page
             for name, path in variants.items():
                 url = base + (path or f"/exceptions/{docs[len(docs) // 2]['exception_id']}")
                 server: list[float] = []
@@ -163,12 +163,15 @@ async def queue_page(n_open: int, requests: int) -> None:
                         timing = r.headers["Server-Timing"]
                     whole.append((time.perf_counter() - t0) * 1000)
                     server.append(float(timing.split("dur=")[1]))
-                worst = max(worst, p(server, 0.95))
+                if path is not None and path.startswith("/queue"):
+                    worst = max(worst, p(server, 0.95))
                 print(
                     f"  {name:<26} {p(server, 0.5):>8.1f}ms {p(server, 0.95):>8.1f}ms "
                     f"{p(whole, 0.95):>9.1f}ms"
                 )
-            print(f"  worst server p95: {worst:.1f} ms = {worst / 300:.2f} of the 300 ms goal")
+            print(
+                f"  worst queue server p95: {worst:.1f} ms = {worst / 300:.2f} of the 300 ms goal"
+            )
         await runner.cleanup()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -235,6 +238,7 @@ async def click_round_trip(clicks: int) -> None:
             f"click -> new state shown, {len(times)} acknowledgements through the live worker "
             "(goal p99 <= 1000 ms)"
         )
+        print("  each, in order (ms): " + " ".join(f"{t:.0f}" for t in times))
         print(
             f"  p50 {statistics.median(times):.0f} ms  p95 {p(times, 0.95):.0f} ms  "
             f"p99 {p(times, 0.99):.0f} ms  max {max(times):.0f} ms  "

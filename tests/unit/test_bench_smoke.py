@@ -81,7 +81,7 @@ def test_console_benchmark_serves_every_queue_variant_from_a_small_projection(
     asyncio.run(load("bench_console").queue_page(300, 2))
     out = capsys.readouterr().out
     assert "300 exception events applied" in out
-    assert "text search" in out and "overview" in out and "worst server p95" in out
+    assert "text search" in out and "overview" in out and "worst queue server p95" in out
 
 
 def test_state_sizes_measure_open_and_finished_orders() -> None:

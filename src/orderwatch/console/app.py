@@ -68,6 +68,8 @@ _DURATION = re.compile(r"^([0-9]+[dhms])+$")
 _PUBLIC = ("/login", "/static/", "/healthz", "/lang/")
 
 CONSOLE_KEY: web.AppKey[Console] = web.AppKey("console")
+USER_KEY: web.RequestKey[User | None] = web.RequestKey("user")
+PRE_KEY: web.RequestKey[str] = web.RequestKey("pre")
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Page:
     def __init__(self, console: Console, request: web.Request) -> None:
         self.console = console
         self.request = request
-        self.user: User | None = request.get("user")
+        self.user: User | None = request.get(USER_KEY)
         self.lang = negotiate(
             request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language")
         )
@@ -154,7 +156,7 @@ class Page:
     def csrf(self) -> str:
         if self.user is not None:
             return self.console.signer.csrf_token(self.user.session_id)
-        return self.console.signer.csrf_token("login:" + self.request.get("pre", ""))
+        return self.console.signer.csrf_token("login:" + self.request.get(PRE_KEY, ""))
 
     def rule_title(self, rule_id: str) -> str:
         if self.lang == "zh-CN" and rule_id in self.console.zh_rules:
@@ -183,6 +185,14 @@ class Page:
             **context,
         )
         return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def _signed_in(request: web.Request) -> User:
+    """The user of a request that passed ``authenticate`` on a page that needs one."""
+    user: User | None = request.get(USER_KEY)
+    if user is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    return user
 
 
 def _console(request: web.Request) -> Console:
@@ -225,8 +235,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         log.warning("console.untrusted_proxy_header", remote=request.remote)
     if user is None:
         user = console.signer.read_session(request.cookies.get(SESSION_COOKIE))
-    request["user"] = user
-    request["pre"] = request.cookies.get(PRE_COOKIE, "")
+    request[USER_KEY] = user
+    request[PRE_KEY] = request.cookies.get(PRE_COOKIE, "")
     if user is None and not request.path.startswith(_PUBLIC):
         if request.method == "GET" and request.path != "/events":
             raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
@@ -239,8 +249,8 @@ async def csrf_check(request: web.Request, handler: Handler) -> web.StreamRespon
     """Every state-changing request carries the token of its session, or is refused here."""
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         console = _console(request)
-        user: User | None = request.get("user")
-        session = user.session_id if user is not None else "login:" + request.get("pre", "")
+        user: User | None = request.get(USER_KEY)
+        session = user.session_id if user is not None else "login:" + request.get(PRE_KEY, "")
         token = request.headers.get("X-CSRF-Token")
         if token is None and request.content_type in (
             "application/x-www-form-urlencoded",
@@ -249,7 +259,7 @@ async def csrf_check(request: web.Request, handler: Handler) -> web.StreamRespon
             form = await request.post()
             value = form.get("csrf_token")
             token = value if isinstance(value, str) else None
-        if (user is None and not request.get("pre")) or not console.signer.check_csrf(
+        if (user is None and not request.get(PRE_KEY)) or not console.signer.check_csrf(
             session, token
         ):
             page = Page(console, request)
@@ -268,10 +278,10 @@ def _safe_next(value: str | None) -> str:
 
 async def login_form(request: web.Request) -> web.StreamResponse:
     console = _console(request)
-    if request.get("user") is not None:
+    if request.get(USER_KEY) is not None:
         raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
-    pre = request.get("pre") or new_session_id()
-    request["pre"] = pre
+    pre = request.get(PRE_KEY) or new_session_id()
+    request[PRE_KEY] = pre
     page = Page(console, request)
     response = page.render(
         "login.html", next=_safe_next(request.query.get("next")), error=None, name=""
@@ -418,7 +428,7 @@ async def detail(request: web.Request) -> web.StreamResponse:
     if exception is None:
         return page.render("error.html", status=404, message=page.tr.t("not_found"))
     values, event_ids = _evidence(exception["doc"])
-    user: User = request["user"]
+    user = _signed_in(request)
     reply = None
     command_id = request.query.get("cmd")
     if command_id:
@@ -480,7 +490,7 @@ def _command_fields(action: str, form: Any, user: User) -> dict[str, Any] | str:
 async def command(request: web.Request) -> web.StreamResponse:
     console = _console(request)
     page = Page(console, request)
-    user: User = request["user"]
+    user = _signed_in(request)
     action = request.match_info["action"]
     if action not in ACTIONS:
         raise web.HTTPNotFound()

@@ -108,7 +108,8 @@ class Projector:
                 bootstrap_servers=self.settings.bootstrap_servers,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                fetch_max_wait_ms=int(self.settings.fetch_max_wait * 1000),
+                # a person waits on each hop (reply, then the event): fetch at least every 50 ms
+                fetch_max_wait_ms=min(int(self.settings.fetch_max_wait * 1000), 50),
                 **security,
             )
             try:
