@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orderwatch.engine.catalog import MAX_ESCALATION_LEVEL, Rule
+from orderwatch.engine.params import as_raised
 from orderwatch.engine.state import NOTHING_OPEN, Open, Shard, open_mapping
 from orderwatch.events.exception import Evidence, ExceptionEvent, State
 
@@ -61,7 +62,7 @@ class _Template(dict[str, Any]):
         return "?"
 
 
-def _as_is(shard: Shard, rule: Rule, at: float, values: Any = None) -> Rule:
+def _as_is(shard: Shard, rule: Rule, at: float) -> Rule:
     return rule
 
 
@@ -83,7 +84,7 @@ class Lifecycle:
         self._unschedule = unschedule
         self.out: list[ExceptionEvent] = []
         #: the rule as it applies to a shard's subject (overrides, calendars: ``engine.tuning``)
-        self.effective: Callable[..., Rule] = _as_is
+        self.effective: Callable[[Shard, Rule, float], Rule] = _as_is
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -176,7 +177,7 @@ class Lifecycle:
             shard.open = NOTHING_OPEN  # its emptied table would stay allocated
         _mark_done(shard, op.exception_id)
         self._unschedule(shard, ESCALATION + key)
-        rule = self.effective(shard, self.rules[rule_id], op.event_time, op.values)
+        rule = as_raised(self.rules[rule_id], op.values)
         merged = dict(op.values)
         merged.update(values or {})
         self._emit(
@@ -201,7 +202,7 @@ class Lifecycle:
         op = shard.open.get(key)
         if op is None:
             return
-        rule = self.effective(shard, self.rules[op.rule_id], op.event_time, op.values)
+        rule = as_raised(self.rules[op.rule_id], op.values)
         op.level += 1
         self._emit(
             rule,

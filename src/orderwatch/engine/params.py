@@ -14,6 +14,7 @@ deadlines in the live worker and in replay (time zones come from ``zoneinfo``; n
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -278,6 +279,22 @@ def resolve(rule: Rule, facts: Facts, periods: frozenset[str]) -> Rule:
     if best is None:
         return rule
     return with_override(rule, best)
+
+
+def as_raised(rule: Rule, values: Mapping[str, Any]) -> Rule:
+    """The rule for the later events of an exception raised with these evidence ``values``.
+
+    The override it was raised with (named in ``values["override"]``) keeps applying while the
+    rule set has one of that name or condition, so an exception's severity and owner do not
+    change because its order changed carrier; else the rule's base values. Needs no shard: an
+    open exception carries its evidence.
+    """
+    label = values.get("override")
+    if label is not None:
+        for o in rule.tuning.overrides:
+            if o.label == label:
+                return with_override(rule, o)
+    return rule
 
 
 def with_override(rule: Rule, best: Override) -> Rule:
