@@ -183,6 +183,7 @@ class Worker:
                 settings.topic_inventory,
                 settings.topic_logistics,
                 settings.topic_blacklist,
+                settings.topic_commands,
                 f"{settings.app_id}-shard-events",
             },
         )
@@ -243,6 +244,7 @@ class Worker:
             s.topic_inventory,
             s.topic_logistics,
             s.topic_blacklist,
+            s.topic_commands,
             **raw,
         )
         shard_topic = app.topic(
@@ -303,6 +305,7 @@ class Worker:
             on_invalid=t.on_invalid,
             on_event=t.on_event,
             on_exception=t.on_exception,
+            send_reply=lambda key, value: outbox.put(s.topic_command_results, key, value),
         )
         shell = self.shell
 
@@ -312,6 +315,7 @@ class Worker:
             s.topic_inventory,
             s.topic_logistics,
             s.topic_blacklist,
+            s.topic_commands,
         }
 
         def source_partitions() -> list[tuple[str, int]]:

@@ -33,10 +33,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from orderwatch.agents import envelope
-from orderwatch.engine import BROADCAST, Engine
+from orderwatch.engine import BROADCAST, Engine, derived
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.errors import EventValidationError
-from orderwatch.events.codec import decode_event, encode_exception
+from orderwatch.events.codec import decode_event, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
 
@@ -149,6 +149,7 @@ class Shell:
         on_invalid: Callable[[str, str], None] | None = None,
         on_event: Callable[[str, Any, float], None] | None = None,
         on_exception: Callable[[ExceptionEvent, float | None], None] | None = None,
+        send_reply: Send | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -163,6 +164,8 @@ class Shell:
         self.on_invalid = on_invalid
         self.on_event = on_event
         self.on_exception = on_exception
+        #: ``send_reply(key, value)``: a command's reply (CONTRACT section 8), keyed by exception_id
+        self.send_reply = send_reply
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -201,6 +204,8 @@ class Shell:
         if engine is None:
             engine = self.engines[partition] = self.new_engine()
             engine.hold(self.held)
+            # a fraud window's flag for an order goes to the partition that owns the order
+            engine.forward = True
         return engine
 
     def now(self, partition: int) -> float:
@@ -332,7 +337,9 @@ class Shell:
                 self._heard(partition, stamp, raw if key_bytes == report else None)
         for partition in touched:
             if self.clock == "event":
-                self._publish(self.engine(partition).sweep(self.now(partition)))
+                engine = self.engine(partition)
+                self._publish(engine.sweep(self.now(partition)))
+                self._hand_on(engine)
             if len(self.engines[partition].dirty) >= DIRTY_LIMIT:
                 self._persist(partition)
 
@@ -349,7 +356,8 @@ class Shell:
         try:
             return decode_event(raw)
         except EventValidationError:
-            return None
+            # a fraud window's flag for an order (``_hand_on``), or a foreign writer's bytes
+            return derived.decode(raw)  # type: ignore[return-value]
 
     def _step(self, key: str, raw: bytes, partition: int, arrival: float | None) -> None:
         event = self._decode_routed(raw)
@@ -360,8 +368,23 @@ class Shell:
         self, key: str, event: InboundEvent, partition: int, arrival: float | None, now: float
     ) -> None:
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
-        self._publish(self.engine(partition).step(event, now, only), arrival)
+        engine = self.engine(partition)
+        self._publish(engine.step(event, now, only), arrival)
+        if engine.replies or engine.derived:
+            self._hand_on(engine)
         self.counters.processed += 1
+
+    def _hand_on(self, engine: Engine) -> None:
+        """What an engine produced besides exceptions: command replies to their topic, and
+        flags for orders' shards to the shard topic partition that owns each order (Kafka
+        Streams' repartition of a derived record; replay applies them at once, see
+        ``engine/derived.py``). Sent one by one: both are rare next to events."""
+        for reply in engine.take_replies():
+            if self.send_reply is not None:
+                self.send_reply(reply.exception_id.encode(), encode_reply(reply))
+        for flag in engine.take_derived():
+            key = f"o:{flag.order_id}".encode()
+            self.send_shard(key, flag.to_bytes(), partition_for(key, self.partitions), None)
 
     def _step_stamped(
         self,
@@ -405,6 +428,8 @@ class Shell:
                     engine.hold(held)
         for partition, engine in self.engines.items():
             self._publish(engine.sweep(self.now(partition)))
+            if engine.replies or engine.derived:
+                self._hand_on(engine)
 
     # --- the event-time watermark ------------------------------------------------------------
 

@@ -48,6 +48,9 @@ def replay(
         str | None, typer.Option(help="move the clock to this RFC 3339 time at the end")
     ] = None,
     rules: Annotated[Path | None, typer.Option(help="rules directory")] = None,
+    replies: Annotated[
+        Path | None, typer.Option(help="write the replies to the file's commands here (JSONL)")
+    ] = None,
     progress_bar: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar on a terminal")
     ] = True,
@@ -82,13 +85,25 @@ def replay(
         task = progress.add_task("replay", total=os.fstat(stream.fileno()).st_size)
         lines = _counting(stream, lambda n: progress.advance(task, n))
     try:
+        replies_out = open(replies, "wb") if replies is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot write {replies}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
         run_replay(
-            lines, Engine(catalog, track_dirty=False), sys.stdout.buffer, sys.stderr, until_at
+            lines,
+            Engine(catalog, track_dirty=False),
+            sys.stdout.buffer,
+            sys.stderr,
+            until_at,
+            replies=replies_out,
         )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     finally:
+        if replies_out is not None:
+            replies_out.close()
         if progress is not None:
             progress.stop()
         sys.stdout.flush()
@@ -120,7 +135,7 @@ def rules_check(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     table = Table(title=f"{len(catalog)} rules from {catalog.directory}")
-    for col in ("rule_id", "on", "severity", "owner", "escalate", "params"):
+    for col in ("rule_id", "on", "severity", "owner", "escalate", "ack", "inhibited by", "params"):
         table.add_column(col)
     for rule in catalog.values():
         params = ", ".join(
@@ -134,6 +149,8 @@ def rules_check(
             rule.severity,
             rule.owner,
             format_duration(rule.escalate_after) if rule.escalate_after else "never",
+            format_duration(rule.ack_timeout) if rule.ack_timeout else "never",
+            ", ".join(rule.inhibited_by),
             params,
         )
     console = Console(width=160)

@@ -216,6 +216,8 @@ def main() -> None:
             settings.topic_blacklist,
             settings.topic_exceptions,
             settings.topic_dlq,
+            settings.topic_commands,
+            settings.topic_command_results,
         ]
         asyncio.run(create_topics(broker.bootstrap, dict.fromkeys(topics, settings.partitions)))
         metrics_port = free_port()

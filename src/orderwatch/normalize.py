@@ -126,6 +126,21 @@ def is_valid_address(address: Address) -> bool:
     return not (country == "CN" and postal and _CN_POSTAL.fullmatch(postal) is None)
 
 
+#: Phone numbers inside free text (an operator's note): a CN mobile however it is spaced, an
+#: international number with its ``+``, or any run of 7 or more digits. Dates (``2026-11-20``) and
+#: short numbers are left alone.
+_PHONE_IN_TEXT = re.compile(
+    r"(?<![0-9])(?:(?:\+|00)?86[ -]?)?1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}(?![0-9])"
+    r"|\+[0-9][0-9 -]{6,18}[0-9]"
+    r"|(?<![0-9])[0-9]{7,}(?![0-9])"
+)
+
+
+def mask_text(text: str) -> str:
+    """Free text with every phone-like number in it masked as ``mask_phone`` does."""
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
+
+
 def mask_phone(phone: str | None) -> str:
     """Keep the last four digits only: enough for an agent to confirm with the customer."""
     if not phone:

@@ -13,7 +13,7 @@ from typing import BinaryIO, TextIO
 
 from orderwatch.engine import Engine, ReplayClock
 from orderwatch.errors import EventValidationError
-from orderwatch.events.codec import decode_event, encode_exception
+from orderwatch.events.codec import decode_event, encode_exception, encode_reply
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ReplayStats:
     events: int = 0
     invalid: int = 0
     exceptions: int = 0
+    replies: int = 0
 
 
 def replay(
@@ -30,8 +31,13 @@ def replay(
     out: BinaryIO,
     err: TextIO,
     until: datetime | None = None,
+    replies: BinaryIO | None = None,
 ) -> ReplayStats:
-    """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped."""
+    """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped.
+
+    The file may mix input events and operators' commands (CONTRACT section 7): each command's
+    reply goes to ``replies`` when given (``--replies``), in the order produced.
+    """
     stats = ReplayStats()
     clock = ReplayClock()
     write = out.write
@@ -52,6 +58,11 @@ def replay(
         for exc_event in engine.step(event, clock.observe(event.occurred_ts)):
             write(encode_exception(exc_event) + b"\n")
             stats.exceptions += 1
+        if engine.replies:
+            for reply in engine.take_replies():
+                if replies is not None:
+                    replies.write(encode_reply(reply) + b"\n")
+                stats.replies += 1
     for exc_event in engine.sweep(clock.finish(until)):
         write(encode_exception(exc_event) + b"\n")
         stats.exceptions += 1

@@ -20,12 +20,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orderwatch.engine.catalog import (
+    DEFAULT_ACK_TIMEOUT,
     DEFAULT_ESCALATE_AFTER,
+    DEFAULT_INHIBITED_BY,
+    NOT_PER_ORDER,
     RULE_DEFS,
     Rule,
     RuleDef,
     parse_duration,
 )
+from orderwatch.engine.inhibition import check as check_inhibition
 from orderwatch.engine.orders import TIMEOUTS
 from orderwatch.engine.params import (
     KEEP,
@@ -86,6 +90,10 @@ class RuleFile(BaseModel):
     severity: Severity
     owner: Owner
     escalate_after: float | Literal["never"] | None = None
+    #: v2: acknowledged this long without a resolve, it is open again (default by severity)
+    ack_timeout: float | Literal["never"] | None = None
+    #: v2: rules whose open exception on the same order explains this one (CONTRACT section 9)
+    inhibited_by: list[str] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     summary: str = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
@@ -93,7 +101,7 @@ class RuleFile(BaseModel):
     working_hours: str | None = None
     overrides: list[OverrideFile] = Field(default_factory=list)
 
-    @field_validator("escalate_after", mode="before")
+    @field_validator("escalate_after", "ack_timeout", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         if value is None or value == "never":
@@ -218,6 +226,24 @@ def load_rule_file(path: Path, calendar: Calendar | None = None) -> Rule:
         escalate = DEFAULT_ESCALATE_AFTER[spec.severity]
     else:
         escalate = spec.escalate_after
+    if spec.ack_timeout == "never":
+        ack_timeout: float | None = None
+    elif spec.ack_timeout is None:
+        ack_timeout = DEFAULT_ACK_TIMEOUT[spec.severity]
+    else:
+        ack_timeout = spec.ack_timeout
+    if spec.inhibited_by is None:
+        inhibited_by = DEFAULT_INHIBITED_BY.get(spec.rule_id, ())
+    else:
+        inhibited_by = tuple(spec.inhibited_by)
+        own: dict[str, tuple[str, ...]] = {i: () for i in inhibited_by if i in RULE_DEFS}
+        own[spec.rule_id] = inhibited_by
+        problems = check_inhibition(own, _PER_ORDER)
+        unknown = [i for i in inhibited_by if i not in RULE_DEFS]
+        if unknown:
+            problems.insert(0, f"inhibited_by names an unknown rule {unknown[0]!r}")
+        if problems:
+            raise RuleFileError(name, _line_of(root, ("inhibited_by",)), problems[0])
     try:
         spec.summary.format_map(_Probe())
     except (ValueError, IndexError) as exc:
@@ -249,6 +275,8 @@ def load_rule_file(path: Path, calendar: Calendar | None = None) -> Rule:
             periods=_relevant_periods(spec.rule_id, overrides, calendar),
         ),
         hours=hours,
+        ack_timeout=ack_timeout,
+        inhibited_by=inhibited_by,
     )
 
 
@@ -472,6 +500,19 @@ def _check_ambiguous(overrides: list[Override], path: str) -> None:
                 )
 
 
+_PER_ORDER = frozenset(r for r in RULE_DEFS if r not in NOT_PER_ORDER)
+
+
+def _inhibition_line(path: str) -> int | None:
+    """The line of ``inhibited_by`` in a rule file (None where the rule takes the default)."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    line = _line_of(root, ("inhibited_by",))
+    return line if line != _line_of(root, ()) else None
+
+
 class _Probe(dict[str, str]):
     """Accepts any placeholder so a template's syntax can be checked without its values."""
 
@@ -494,6 +535,13 @@ def load_catalog(directory: Path | str | None = None) -> Catalog:
     missing = [r for r in RULE_DEFS if r not in rules]
     if missing:
         raise RuleFileError(str(folder), None, f"no rule file for: {', '.join(missing)}")
+    # across files: a cycle of inhibitions would leave each rule waiting for the other
+    problems = check_inhibition({r.rule_id: r.inhibited_by for r in rules.values()}, _PER_ORDER)
+    if problems:
+        cycle = problems[0].rpartition(": ")[2].split(" -> ")
+        first = rules.get(cycle[0])
+        source = first.source if first is not None else str(folder)
+        raise RuleFileError(source, _inhibition_line(source), problems[0])
     return Catalog(
         rules=rules, directory=str(folder), version=rules_version(folder), calendar=calendar
     )

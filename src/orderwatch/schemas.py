@@ -16,6 +16,7 @@ import orjson
 import yaml
 from pydantic import TypeAdapter
 
+from orderwatch.events.commands import CommandReply
 from orderwatch.events.exception import Evidence, ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
 from orderwatch.settings import Settings
@@ -23,6 +24,7 @@ from orderwatch.settings import Settings
 INPUT_SCHEMA = "input-event.schema.json"
 EXCEPTION_SCHEMA = "exception-event.schema.json"
 ASYNCAPI = "asyncapi.yaml"
+REPLY_SCHEMA = "command-reply.schema.json"
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -31,8 +33,9 @@ def generate() -> dict[str, dict[str, Any]]:
     inbound = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "orderwatch input event",
-        "description": "One message on the orders, payment-callbacks, inventory, logistics or "
-        "blacklist topics (CONTRACT section 1). Unknown fields are allowed and ignored.",
+        "description": "One message on the orders, payment-callbacks, inventory, logistics, "
+        "blacklist or order-exception-commands topics (CONTRACT sections 1 and 8). Unknown "
+        "fields are allowed and ignored.",
         **inbound,
     }
     exception = ExceptionEvent.model_json_schema(mode="serialization")
@@ -42,9 +45,17 @@ def generate() -> dict[str, dict[str, Any]]:
         "(CONTRACT section 2).",
         **exception,
     }
+    reply = CommandReply.model_json_schema(mode="serialization")
+    reply = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "The reply to one operator command on order-exception-command-results, "
+        "keyed by exception_id (CONTRACT section 8). A command read again gets the same reply.",
+        **reply,
+    }
     return {
         INPUT_SCHEMA: inbound,
         EXCEPTION_SCHEMA: exception,
+        REPLY_SCHEMA: reply,
         ASYNCAPI: asyncapi(),
     }
 
@@ -80,6 +91,7 @@ STREAMS: dict[str, tuple[str, str, str]] = {
     "inventory.": ("inventory", "topic_inventory", "sku"),
     "logistics.": ("logistics", "topic_logistics", "order_id"),
     "blacklist.": ("blacklist", "topic_blacklist", "the entry value (compacted topic)"),
+    "command.": ("operatorCommands", "topic_commands", "exception_id"),
 }
 
 #: Header meanings; generation fails on a header the worker sets that is not described here.
@@ -94,8 +106,9 @@ HEADER_DOCS: dict[str, str] = {
     "orderwatch.error.original_size": "size in bytes of the original message (decimal); the "
     "payload may be truncated",
     "ce_specversion": "CloudEvents spec version, 1.0",
-    "ce_id": "id of this state change (exception_id:state:escalation_level): a dedupe key",
-    "ce_type": "com.orderwatch.exception.raised, .escalated or .resolved",
+    "ce_id": "id of this state change (exception_id:state:escalation_level:seq): a dedupe key",
+    "ce_type": "com.orderwatch.exception.<state>: raised, escalated, resolved, and (v2) "
+    "inhibited, acknowledged, unacknowledged, assigned, snoozed, commented, reopened",
     "ce_source": "the detector instance that published it",
     "ce_subject": "the exception's subject (also the Kafka key)",
     "ce_time": "detected_at, RFC 3339",
@@ -201,6 +214,19 @@ def asyncapi() -> dict[str, Any]:
         "ORDERWATCH_TOPIC_DLQ.",
         "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
     }
+    channels["commandResults"] = {
+        "address": defaults.topic_command_results,
+        "title": "command replies",
+        "description": "Output: one reply per operator command (accepted, or the reason it was "
+        "rejected, and the exception's status after it), keyed by exception_id (CONTRACT "
+        "section 8). Topic name is configurable: ORDERWATCH_TOPIC_COMMAND_RESULTS.",
+        "messages": {"CommandReply": {"$ref": "#/components/messages/CommandReply"}},
+    }
+    operations["sendCommandReplies"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/commandResults"},
+        "messages": [{"$ref": "#/channels/commandResults/messages/CommandReply"}],
+    }
     operations["sendExceptions"] = {
         "action": "send",
         "channel": {"$ref": "#/channels/orderExceptions"},
@@ -226,6 +252,16 @@ def asyncapi() -> dict[str, Any]:
                 "kafka": {"key": {"type": "string", "description": "the exception's subject"}}
             },
         },
+        "CommandReply": {
+            "name": "command-reply",
+            "title": "command reply",
+            "contentType": "application/json",
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-2020-12",
+                "schema": {"$ref": f"./{REPLY_SCHEMA}"},
+            },
+            "bindings": {"kafka": {"key": {"type": "string", "description": "exception_id"}}},
+        },
         "DeadLetter": {
             "name": "dead-letter",
             "title": "dead letter",
@@ -245,7 +281,8 @@ def asyncapi() -> dict[str, Any]:
             "title": "orderwatch",
             "version": _package_version(),
             "description": "Streaming detector of e-commerce order exceptions: reads order, "
-            "payment, inventory, logistics and blacklist events, publishes exception events. "
+            "payment, inventory, logistics and blacklist events and operators' commands, "
+            "publishes exception events and command replies. "
             "Generated from the models by `orderwatch schemas`; do not edit.",
         },
         "defaultContentType": "application/json",

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     topic_blacklist: str = Field("blacklist", description="blacklist topic")
     topic_exceptions: str = Field("order-exceptions", description="where exceptions go")
     topic_dlq: str = Field("orderwatch-dlq", description="dead-letter topic for bad input")
+    topic_commands: str = Field(
+        "order-exception-commands", description="operator commands (acknowledge, resolve ...)"
+    )
+    topic_command_results: str = Field(
+        "order-exception-command-results", description="one reply per operator command"
+    )
     partitions: int = Field(4, ge=1, description="partitions of internal topics and tables")
 
     clock: Literal["wall", "event"] = Field(

@@ -35,11 +35,14 @@ def topic_for(event: dict[str, Any]) -> str:
         "inventory": "inventory",
         "logistics": "logistics",
         "blacklist": "blacklist",
+        "command": "order-exception-commands",
     }[prefix]
 
 
 def key_for(event: dict[str, Any]) -> bytes | None:
-    key = event.get("order_id") or event.get("sku") or event.get("value")
+    key = (
+        event.get("order_id") or event.get("sku") or event.get("value") or event.get("exception_id")
+    )
     return str(key).encode() if key else None
 
 
@@ -60,6 +63,14 @@ class Topics:
     def dlq(self) -> str:
         return self.name("orderwatch-dlq")
 
+    @property
+    def commands(self) -> str:
+        return self.name("order-exception-commands")
+
+    @property
+    def replies(self) -> str:
+        return self.name("order-exception-command-results")
+
     def env(self) -> dict[str, str]:
         return {
             "ORDERWATCH_APP_ID": f"ow-{self.prefix}",
@@ -70,12 +81,19 @@ class Topics:
             "ORDERWATCH_TOPIC_BLACKLIST": self.name("blacklist"),
             "ORDERWATCH_TOPIC_EXCEPTIONS": self.exceptions,
             "ORDERWATCH_TOPIC_DLQ": self.dlq,
+            "ORDERWATCH_TOPIC_COMMANDS": self.commands,
+            "ORDERWATCH_TOPIC_COMMAND_RESULTS": self.replies,
         }
 
     async def create(
         self, bootstrap: str, partitions: int = 4, security: dict[str, Any] | None = None
     ) -> None:
-        names = [self.name(s) for s in STREAMS] + [self.exceptions, self.dlq]
+        names = [self.name(s) for s in STREAMS] + [
+            self.exceptions,
+            self.dlq,
+            self.commands,
+            self.replies,
+        ]
         await create_topics(bootstrap, dict.fromkeys(names, partitions), security)
 
 

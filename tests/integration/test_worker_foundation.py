@@ -133,7 +133,7 @@ async def test_paid_not_updated_live_lifecycle_dlq_and_replay_agree(
         body = orjson.loads(record.value)
         assert (
             headers["ce_id"].decode()
-            == f"{body['exception_id']}:{body['state']}:{body['escalation_level']}"
+            == f"{body['exception_id']}:{body['state']}:{body['escalation_level']}:{body['seq']}"
         )
         assert record.key.decode() == body["subject"]
 

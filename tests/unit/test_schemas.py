@@ -9,6 +9,7 @@ import orjson
 import pytest
 import yaml
 
+from orderwatch.events.commands import COMMAND_TYPES
 from orderwatch.events.inbound import EVENT_TYPES
 from orderwatch.schemas import ASYNCAPI, generate, render_file
 
@@ -76,14 +77,17 @@ def test_asyncapi_covers_every_topic_and_event_type() -> None:
         "blacklist",
         "order-exceptions",
         "orderwatch-dlq",
+        "order-exception-commands",
+        "order-exception-command-results",
     }
     names = {m["name"] for m in doc["components"]["messages"].values()}
     assert set(EVENT_TYPES) <= names
+    assert set(COMMAND_TYPES) <= names
     messages = doc["components"]["messages"]
     for channel in doc["channels"].values():
         for ref in channel["messages"].values():
             name = messages[ref["$ref"].rsplit("/", 1)[1]]["name"]
-            if name in EVENT_TYPES:
+            if name in EVENT_TYPES or name in COMMAND_TYPES:
                 assert channel["title"].startswith(name.split(".")[0] + "."), (name, channel)
 
 

@@ -222,6 +222,36 @@ DEFAULT_ESCALATE_AFTER: dict[str, float | None] = {
 
 MAX_ESCALATION_LEVEL = 3
 
+#: v2: acknowledgement timeout defaults by severity (CONTRACT section 8); ``None`` means never.
+DEFAULT_ACK_TIMEOUT: dict[str, float | None] = {
+    "critical": 30 * 60.0,
+    "high": 2 * 3600.0,
+    "medium": 8 * 3600.0,
+    "low": None,
+}
+
+#: v2: the default inhibitions of CONTRACT section 9, target -> the rules that explain it. Every
+#: rule here keeps its exceptions on the order's shard (subject = order_id), which is what lets
+#: the engine judge a pair within one shard.
+DEFAULT_INHIBITED_BY: dict[str, tuple[str, ...]] = {
+    "payment.paid_not_updated": ("payment.orphan",),
+    "logistics.tracking_stale": ("logistics.lost_or_damaged",),
+    "logistics.delivery_delayed": ("logistics.lost_or_damaged",),
+    "logistics.not_shipped": ("inventory.oversold",),
+}
+
+#: v2: rules whose exceptions live elsewhere than on an order's shard (subject not an order_id):
+#: they can neither inhibit nor be inhibited (inhibition is judged per order_id).
+NOT_PER_ORDER: frozenset[str] = frozenset(
+    {
+        "inventory.sync_drift",
+        "payment.success_rate_drop",
+        "order.creation_failure_spike",
+        "order.creation_failed",
+        "system.source_silent",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -245,3 +275,7 @@ class Rule:
     hours: WorkingHours | None = None
     #: what ``params.resolve`` applied for one subject, as evidence names it (empty: the base)
     applied: tuple[tuple[str, str], ...] = ()
+    #: v2: acknowledged this long without a resolve, it is open again (None: never)
+    ack_timeout: float | None = None
+    #: v2: the rules whose open exception on the same order explains this one (section 9)
+    inhibited_by: tuple[str, ...] = ()

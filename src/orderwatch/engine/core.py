@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from orderwatch.engine import fraud, orders, rates, stock
+from orderwatch.engine import derived, fraud, operator, orders, rates, stock
 from orderwatch.engine.catalog import Rule
-from orderwatch.engine.lifecycle import ESCALATION, Lifecycle
+from orderwatch.engine.lifecycle import TIMERS, Lifecycle
 from orderwatch.engine.state import (
     ADDRESS,
     CUSTOMER,
@@ -27,6 +27,7 @@ from orderwatch.engine.state import (
     FAILURE,
     GLOBAL,
     NO_TIMERS,
+    NOWHERE,
     ORDER,
     PHONE,
     STOCK,
@@ -39,6 +40,7 @@ from orderwatch.engine.state import (
     shard_from_dict,
 )
 from orderwatch.engine.tuning import Tuner
+from orderwatch.events.commands import COMMAND_CLASSES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import (
     EVENT_ADAPTER,
@@ -94,6 +96,14 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
     StockShard: stock.apply,
     WindowShard: fraud.apply,
     Shard: orders.creation_failed,
+}
+
+
+#: Inputs applied the same way on every kind of shard, by their exact class: operator commands
+#: (section 8) and the flags fraud windows derive for an order's shard (``derived.py``).
+_ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
+    **dict.fromkeys(COMMAND_CLASSES, operator.apply),
+    derived.Flag: fraud.apply_flag,
 }
 
 
@@ -156,6 +166,12 @@ class Engine:
         #: read after every order event: the thresholds and switches of the order timeouts
         self.timeout_limits = orders.timeout_limits(self.rules)
         self.enabled_timeouts = frozenset(r for r in orders.TIMEOUTS if self.enabled(r))
+        #: v2: replies to the commands applied since the last ``take_replies``
+        self.replies: list[CommandReply] = []
+        #: v2: whether a fraud window's flag for an order is handed to the shell (``forward``,
+        #: live: the order's shard may be another partition's) instead of applied at once
+        self.forward = False
+        self.derived: list[derived.Flag] = []
         self.tuning = Tuner(self)
 
     # --- routing -------------------------------------------------------------------------------
@@ -181,10 +197,15 @@ class Engine:
         if kind is PaymentSucceeded or kind is PaymentFailed:
             return (ORDER + event.order_id, GLOBAL)  # type: ignore[union-attr,operator]
         if isinstance(event, OrderCreationFailed):
-            first = ORDER + event.order_id if event.order_id else FAILURE + event.event_id
-            return (first, GLOBAL)
+            # v2: on a shard of its subject (its order_id, else its event_id), so that a command
+            # naming the rule and the subject finds it (an order_id alone could be either)
+            return (FAILURE + (event.order_id or event.event_id), GLOBAL)
         if kind is BlacklistAdded or kind is BlacklistRemoved:
             return (BROADCAST,)
+        if kind in COMMAND_CLASSES:
+            return (operator.route(event),)  # type: ignore[arg-type]
+        if kind is derived.Flag:  # type: ignore[comparison-overlap]
+            return (ORDER + event.order_id,)  # type: ignore[union-attr]
         return (ORDER + event.order_id,)  # type: ignore[union-attr]
 
     # --- the two entry points ------------------------------------------------------------------
@@ -241,6 +262,9 @@ class Engine:
             if shard is None:
                 if key[:2] in _WINDOWS and not fraud.admits(self, key, event):
                     continue  # it would hold an empty window and nothing else
+                if key[:2] == NOWHERE:
+                    operator.apply(self, None, event, at)  # type: ignore[arg-type]
+                    continue
                 shard = shards[key] = new_shard(key)
             if occurred > t and self._must_wait(shard, t, occurred):
                 self._park(shard, event, occurred)
@@ -249,7 +273,11 @@ class Engine:
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
         self.tuning.at = event.occurred_ts
-        _APPLY[type(shard)](self, shard, event, at)
+        special = _ANY_SHARD.get(type(event))
+        if special is None:
+            _APPLY[type(shard)](self, shard, event, at)
+        else:
+            special(self, shard, event, at)
         occurred = event.occurred_ts
         if occurred > shard.last_at:
             shard.last_at = occurred
@@ -291,7 +319,13 @@ class Engine:
             shard.parked = None
         if data is None:
             return
-        event = EVENT_ADAPTER.validate_python(data) if isinstance(data, dict) else data
+        if isinstance(data, dict):
+            if data.get("type") == derived.FLAG:
+                event: Any = derived.Flag.model_validate(data)
+            else:
+                event = EVENT_ADAPTER.validate_python(data)
+        else:
+            event = data
         self._apply(shard, event, max(now, event.occurred_ts))
 
     def sweep(self, now: datetime | float) -> list[ExceptionEvent]:
@@ -304,6 +338,28 @@ class Engine:
     def take_output(self) -> list[ExceptionEvent]:
         out, self.life.out = self.life.out, []
         return out
+
+    def take_replies(self) -> list[CommandReply]:
+        """The replies to the commands applied since the last call, in the order applied."""
+        replies, self.replies = self.replies, []
+        return replies
+
+    def take_derived(self) -> list[derived.Flag]:
+        """Flags for orders' shards derived since the last call (only with ``forward``)."""
+        flags, self.derived = self.derived, []
+        return flags
+
+    def flag(self, record: derived.Flag) -> None:
+        """A fraud window flags an order: applied on the order's shard now (replay, which holds
+        every shard), or handed to the shell to send to the partition that owns it (live)."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        key = ORDER + record.order_id
+        shard = self.shards.get(key)
+        if shard is None:
+            shard = self.shards[key] = OrderShard(key)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
 
     # --- deadlines -----------------------------------------------------------------------------
 
@@ -397,8 +453,8 @@ class Engine:
             self._evict(shard, now)
         elif name.startswith(PARK):
             self._unpark(shard, name, now)
-        elif name.startswith(ESCALATION):
-            self.life.escalate(shard, name[len(ESCALATION) :], now)
+        elif name.startswith(TIMERS):
+            self.life.on_timer(shard, name, due, now)
         else:
             self._on_deadline(shard, name, due, now)
 
@@ -408,10 +464,21 @@ class Engine:
         One eviction deadline per shard, pushed back here when the shard saw events since; this
         keeps the heap at one entry per shard instead of one per event.
         """
-        if shard.open or shard.timers or shard.last_at + self.retention >= now:
+        if shard.timers or shard.last_at + self.retention >= now or self._holds(shard):
             self.schedule(shard, EVICT, max(shard.last_at, now) + self.retention)
             return
         del self.shards[shard.key]
+
+    def _holds(self, shard: Shard) -> bool:
+        """Whether an open exception keeps a quiet shard: one its rule may still resolve.
+
+        A notification is open until a person resolves it (v2), possibly never: one left open
+        for the whole retention period is forgotten with its shard, as resolved ones are.
+        """
+        rules = self.rules
+        return any(
+            op.rule_id in rules and rules[op.rule_id].resolvable for op in shard.open.values()
+        )
 
     # --- dispatch ---------------------------------------------------------------------------
 

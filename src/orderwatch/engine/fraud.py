@@ -3,6 +3,10 @@
 Each is a sliding event-time window kept in its own shard (keyed by address hash, phone hash or
 customer id), so a hot key costs only its own entries. When a window satisfies the rule every order
 in it is flagged, and so is each later order that keeps the window satisfied; each order once.
+
+v2: a window does not raise on its own shard. It derives a flag that the order's shard applies
+(``derived.py``): the exception is the order's, where an operator's command and inhibition find it.
+The window remembers which orders it flagged (in ``done``), so each is sent once.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import bisect
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from orderwatch.engine import derived
 from orderwatch.engine.catalog import format_duration
-from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, WindowEntry, WindowShard
+from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, OrderShard, WindowEntry, WindowShard
 from orderwatch.events.inbound import InboundEvent, OrderCreated
 from orderwatch.normalize import mask_phone, normalize_address
 
@@ -138,10 +143,29 @@ def _flag(
         values["address_hash"] = s.key[2:]
     eids = [e[3] for e in members[:20]]
     for at, order_id, _customer, eid in members:
+        sent = f"{rule_id}|{order_id}"
+        if s.done is not None and sent in s.done:
+            continue
+        if s.done is None:
+            s.done = set()
+        s.done.add(sent)
         own = eids if eid in eids else [*eids, eid]
-        ctx.life.raise_(
-            s, rule_id, order_id, "", max(at, became), now, own, values, order_id=order_id
-        )
+        ctx.flag(derived.flag(rule_id, order_id, max(at, became), now, own, values))
+
+
+def apply_flag(ctx: Engine, s: OrderShard, flag: derived.Flag, now: float) -> None:
+    """On the order's shard: raise what a window decided (once per rule and order)."""
+    ctx.life.raise_(
+        s,
+        flag.rule_id,
+        flag.order_id,
+        "",
+        flag.event_time,
+        now,
+        list(flag.event_ids),
+        dict(flag.values),
+        order_id=flag.order_id,
+    )
 
 
 def on_deadline(ctx: Engine, s: WindowShard, name: str, due: float, now: float) -> None:

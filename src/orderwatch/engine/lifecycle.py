@@ -38,8 +38,16 @@ def iso(ts: float) -> str:
     return text.replace("+00:00", "Z")
 
 
-#: Notifications the contract raises for each triggering event rather than once per subject.
+#: Notifications whose anchor is the triggering event itself (a new occurrence after a resolve).
 EACH_EVENT = frozenset({"order.creation_failed"})
+
+#: Deadline name prefixes of the lifecycle's own timers (``rule_id|subject`` follows):
+#: escalation, the acknowledgement timeout and the end of a snooze.
+ACK_TIMEOUT = "ack|"
+SNOOZE_END = "snz|"
+TIMERS = (ESCALATION, ACK_TIMEOUT, SNOOZE_END)
+#: Resolved exceptions kept per shard for a comment or a reopen; beyond it the oldest go.
+MAX_CLOSED = 50
 
 
 def _mark_done(shard: Shard, ex_id: str) -> None:
@@ -70,7 +78,10 @@ class Lifecycle:
     """Turns rule decisions into exception events and keeps the shards' lifecycle state.
 
     ``schedule`` is the engine's deadline index: the lifecycle registers escalation deadlines in
-    it exactly as rules register timeouts, so one sweep serves both.
+    it exactly as rules register timeouts, so one sweep serves both. v2 adds the operators'
+    statuses (``engine/operator.py`` applies their commands through the methods below) and
+    inhibition (``engine/inhibition.py``): an exception is open in ``Shard.open`` whatever its
+    status until it is resolved, then kept in ``Shard.closed``.
     """
 
     def __init__(
@@ -79,12 +90,15 @@ class Lifecycle:
         schedule: Callable[[Shard, str, float], None],
         unschedule: Callable[[Shard, str], None],
     ) -> None:
+        from orderwatch.engine.inhibition import Inhibition
+
         self.rules = rules
         self._schedule = schedule
         self._unschedule = unschedule
         self.out: list[ExceptionEvent] = []
         #: the rule as it applies to a shard's subject (overrides, calendars: ``engine.tuning``)
         self.effective: Callable[[Shard, Rule, float], Rule] = _as_is
+        self.inhibition = Inhibition(rules)
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -109,45 +123,33 @@ class Lifecycle:
         if rule is None or not rule.enabled:
             return False
         key = f"{rule_id}|{subject}"
-        if key in shard.open:
+        ex_id = exception_id(rule_id, subject, anchor)
+        current = shard.open.get(key)
+        if current is not None:
+            # one open occurrence per (rule, subject): this trigger raises nothing. A
+            # notification's trigger is remembered, so that read again after a person resolved
+            # the open one (a re-delivery) it cannot start a new occurrence: only a trigger never
+            # read before does (CONTRACT section 8). Rules with a resolving condition re-judge
+            # their state instead (a second late payment is raised once the first is refunded)
+            if (
+                not rule.resolvable
+                and current.exception_id != ex_id
+                and not (shard.done and ex_id in shard.done)
+            ):
+                _mark_done(shard, ex_id)
+            return False
+        if shard.done and ex_id in shard.done:
             return False
         rule = self.effective(shard, rule, event_time)
         if rule.applied:  # the exception says which override and calendar applied
             values = {**values, **dict(rule.applied)}
-        ex_id = exception_id(rule_id, subject, anchor)
-        # a notification is never resolved, so it stays "open" for good: at most one per
-        # (rule, subject), whatever triggers it later (a second payment, another regression),
-        # except the rules the contract raises for each event
-        once = not rule.resolvable and rule_id not in EACH_EVENT
-        if shard.done and (ex_id in shard.done or (once and key in shard.done)):
-            return False
         summary = rule.summary.format_map(_Template(values, subject=subject, order_id=order_id))
-        if rule.resolvable:
-            open_mapping(shard)[key] = Open(
-                ex_id,
-                rule_id,
-                subject,
-                event_time,
-                0,
-                summary,
-                event_ids,
-                values,
-                order_id,
-                sku,
-                warehouse_id,
-            )
-            if rule.escalate_after is not None:
-                self._schedule(shard, ESCALATION + key, event_time + rule.escalate_after)
-        else:
-            _mark_done(shard, key if once else ex_id)
-        self._emit(
-            rule,
+        op = Open(
             ex_id,
-            "raised",
-            0,
+            rule_id,
             subject,
             event_time,
-            now,
+            0,
             summary,
             event_ids,
             values,
@@ -155,6 +157,18 @@ class Lifecycle:
             sku,
             warehouse_id,
         )
+        # notifications too: open until a person resolves them (v2), never escalated
+        open_mapping(shard)[key] = op
+        inhibitor = self.inhibition.inhibitor_of(shard, op)
+        if inhibitor is not None:
+            op.status, op.inhibited_by = "inhibited", inhibitor.exception_id
+            self.emit(op, "inhibited", now)
+            self.inhibition.opened(self, shard, op, now)  # inhibited is open: a chain holds
+            return True
+        if rule.escalate_after is not None:
+            self._schedule(shard, ESCALATION + key, event_time + rule.escalate_after)
+        self.emit(op, "raised", now)
+        self.inhibition.opened(self, shard, op, now)
         return True
 
     def resolve(
@@ -170,93 +184,117 @@ class Lifecycle:
         if not shard.open:
             return False  # the common case, decided before building the key
         key = f"{rule_id}|{subject}"
-        op = shard.open.pop(key, None)
-        if op is None:
+        op = shard.open.get(key)
+        if op is None or self.rules.get(rule_id) is None or not self.rules[rule_id].resolvable:
             return False
+        if values:
+            op.values = {**op.values, **values}
+        op.event_ids = op.event_ids + [e for e in event_ids if e not in op.event_ids]
+        self.close(shard, op, "rule", None, now)
+        return True
+
+    def close(
+        self,
+        shard: Shard,
+        op: Open,
+        by: str,
+        resolution: str | None,
+        now: float,
+        note: str | None = None,
+    ) -> None:
+        """Resolve ``op`` (by its rule or by an operator): publish it, keep it in ``closed``."""
+        key = f"{op.rule_id}|{op.subject}"
+        del shard.open[key]
         if not shard.open:
             shard.open = NOTHING_OPEN  # its emptied table would stay allocated
         _mark_done(shard, op.exception_id)
-        self._unschedule(shard, ESCALATION + key)
-        rule = as_raised(self.rules[rule_id], op.values)
-        merged = dict(op.values)
-        merged.update(values or {})
-        self._emit(
-            rule,
-            op.exception_id,
-            "resolved",
-            op.level,
-            op.subject,
-            op.event_time,
-            now,
-            op.summary,
-            op.event_ids + [e for e in event_ids if e not in op.event_ids],
-            merged,
-            op.order_id,
-            op.sku,
-            op.warehouse_id,
-        )
-        return True
+        self.stop_timers(shard, key)
+        op.status, op.resolved_by, op.resolution = "resolved", by, resolution
+        op.acked_by = op.snoozed_until = None
+        if shard.closed is None:
+            shard.closed = {}
+        closed = shard.closed
+        closed.pop(op.exception_id, None)  # a reopened one goes to the end again
+        closed[op.exception_id] = op
+        if len(closed) > MAX_CLOSED:
+            del closed[next(iter(closed))]
+        self.emit(op, "resolved", now, note)
+        self.inhibition.closed(self, shard, op, now)
 
-    def escalate(self, shard: Shard, key: str, now: float) -> None:
-        """An escalation deadline passed while the exception is still open: one level up."""
+    def stop_timers(self, shard: Shard, key: str) -> None:
+        for prefix in TIMERS:
+            self._unschedule(shard, prefix + key)
+
+    def escalate_later(self, shard: Shard, op: Open, moment: float) -> None:
+        """Open again (unacknowledged, snooze over, reopened, released): the next escalation is
+        due ``escalate_after`` after ``moment``, at its current level."""
+        rule = as_raised(self.rules[op.rule_id], op.values)
+        if rule.escalate_after is not None and op.level < MAX_ESCALATION_LEVEL:
+            self._schedule(
+                shard, ESCALATION + f"{op.rule_id}|{op.subject}", moment + rule.escalate_after
+            )
+
+    def on_timer(self, shard: Shard, name: str, due: float, now: float) -> None:
+        """One of the lifecycle's own deadlines passed (``TIMERS``)."""
+        prefix, key = name[:4], name[4:]
         op = shard.open.get(key)
         if op is None:
             return
+        if prefix == ESCALATION:
+            self.escalate(shard, key, now, due)
+        elif prefix == ACK_TIMEOUT and op.status == "acknowledged":
+            op.status, op.acked_by = "open", None
+            self.emit(op, "unacknowledged", now)
+            self.escalate_later(shard, op, due)
+        elif prefix == SNOOZE_END and op.status == "snoozed":
+            op.status, op.acked_by, op.snoozed_until = "open", None, None
+            self.emit(op, "unacknowledged", now)
+            self.escalate_later(shard, op, due)
+
+    def escalate(self, shard: Shard, key: str, now: float, due: float | None = None) -> None:
+        """An escalation deadline passed while the exception is still open: one level up."""
+        op = shard.open.get(key)
+        if op is None or op.status != "open":
+            return
         rule = as_raised(self.rules[op.rule_id], op.values)
         op.level += 1
-        self._emit(
-            rule,
-            op.exception_id,
-            "escalated",
-            op.level,
-            op.subject,
-            op.event_time,
-            now,
-            op.summary,
-            op.event_ids,
-            op.values,
-            op.order_id,
-            op.sku,
-            op.warehouse_id,
-        )
+        self.emit(op, "escalated", now)
         if op.level < MAX_ESCALATION_LEVEL and rule.escalate_after is not None:
-            self._schedule(
-                shard, ESCALATION + key, op.event_time + (op.level + 1) * rule.escalate_after
-            )
+            last = op.event_time + op.level * rule.escalate_after if due is None else due
+            self._schedule(shard, ESCALATION + key, last + rule.escalate_after)
 
-    def _emit(
-        self,
-        rule: Rule,
-        ex_id: str,
-        state: State,
-        level: int,
-        subject: str,
-        event_time: float,
-        now: float,
-        summary: str,
-        event_ids: list[str],
-        values: dict[str, Any],
-        order_id: str | None,
-        sku: str | None,
-        warehouse_id: str | None,
-    ) -> None:
+    def emit(self, op: Open, state: State, now: float, note: str | None = None) -> None:
+        """Publish the next event of ``op`` (``seq`` + 1) as it now stands."""
+        rule = as_raised(self.rules[op.rule_id], op.values)
+        op.seq += 1
         self.out.append(
             ExceptionEvent.model_construct(
-                exception_id=ex_id,
+                exception_id=op.exception_id,
                 rule_id=rule.rule_id,
                 category=rule.category,
                 severity=rule.severity,
                 state=state,
-                subject=subject,
-                order_id=order_id,
-                sku=sku,
-                warehouse_id=warehouse_id,
+                subject=op.subject,
+                order_id=op.order_id,
+                sku=op.sku,
+                warehouse_id=op.warehouse_id,
                 detected_at=to_datetime(now),
-                event_time=to_datetime(event_time),
-                summary=summary,
-                evidence=Evidence.model_construct(event_ids=list(event_ids), values=dict(values)),
+                event_time=to_datetime(op.event_time),
+                summary=op.summary,
+                evidence=Evidence.model_construct(
+                    event_ids=list(op.event_ids), values=dict(op.values)
+                ),
                 owner=rule.owner,
                 actions=list(rule.actions),
-                escalation_level=level,
+                escalation_level=op.level,
+                seq=op.seq,
+                status=op.status,  # type: ignore[arg-type]
+                assignee=op.assignee,
+                acknowledged_by=op.acked_by,
+                snoozed_until=None if op.snoozed_until is None else to_datetime(op.snoozed_until),
+                resolved_by=op.resolved_by,  # type: ignore[arg-type]
+                resolution=op.resolution,  # type: ignore[arg-type]
+                note=note,
+                inhibited_by=op.inhibited_by,
             )
         )

@@ -1056,10 +1056,26 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
     if _desired(ctx, s).get(name) == due:
+        _inhibitors_first(ctx, s, name, due, now)
         eid, values = _evidence(ctx, s, name)
         oid = s.order_id
         ctx.life.raise_(s, name, oid, iso(due), due, now, [eid], values, order_id=oid)
     _refresh(ctx, s)
+
+
+def _inhibitors_first(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
+    """Judge the timeouts that explain ``name`` (section 9) before it, when they are due at the
+    same time or earlier: the target is then raised ``inhibited`` at once, not raised and then
+    inhibited. (The default pair payment.orphan / paid_not_updated falls due at the same time.)
+    """
+    explaining = ctx.life.inhibition.inhibitors.get(name)
+    if not explaining:
+        return
+    for rule_id in explaining:
+        other = s.timers.get(rule_id)
+        if other is not None and other <= due and rule_id in _TIMEOUT_SET:
+            ctx.unschedule(s, rule_id)
+            on_deadline(ctx, s, rule_id, other, now)
 
 
 _HANDLERS: dict[type, Any] = {

@@ -121,4 +121,4 @@ class SilenceMonitor:
             )
         elif self.life.is_open(self.shard, RULE, subject):
             self.life.resolve(self.shard, RULE, subject, now, [], {"traffic_returned_at": iso(now)})
-            self.shard.done = None
+            self.shard.done = self.shard.closed = None

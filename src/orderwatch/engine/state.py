@@ -24,13 +24,18 @@ PHONE = "p:"
 CUSTOMER = "c:"
 GLOBAL = "g:rates"
 FAILURE = "f:"
+#: v2: where a command goes that names no shard (an unknown rule, no subject): nothing lives
+#: there, so it is answered ``unknown_exception``
+NOWHERE = "n:"
 #: The deadline every shard has: forget it after the retention period.
 EVICT = "evict"
 
 
 @dataclass(slots=True)
 class Open:
-    """An open exception: enough to escalate and resolve it without the triggering events."""
+    """An exception the shard owns: enough to escalate, resolve and command it without the
+    triggering events. Open ones sit in ``Shard.open``; resolved ones in ``Shard.closed``, so a
+    comment or a reopen still finds them (CONTRACT section 8)."""
 
     exception_id: str
     rule_id: str
@@ -43,9 +48,19 @@ class Open:
     order_id: str | None = None
     sku: str | None = None
     warehouse_id: str | None = None
+    #: v2: the ``seq`` of the last event published for it (kept so a re-publication after a
+    #: restart is byte-identical), its status and the operators' fields
+    seq: int = 0
+    status: str = "open"
+    assignee: str | None = None
+    acked_by: str | None = None
+    snoozed_until: float | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+    inhibited_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "id": self.exception_id,
             "r": self.rule_id,
             "s": self.subject,
@@ -57,12 +72,45 @@ class Open:
             "o": self.order_id,
             "k": self.sku,
             "w": self.warehouse_id,
+            "q": self.seq,
         }
+        # the operators' fields only when set: most exceptions never see a command
+        for key, value in (
+            ("st", None if self.status == "open" else self.status),
+            ("as", self.assignee),
+            ("ab", self.acked_by),
+            ("su", self.snoozed_until),
+            ("rb", self.resolved_by),
+            ("rs", self.resolution),
+            ("ib", self.inhibited_by),
+        ):
+            if value is not None:
+                d[key] = value
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Open:
         return cls(
-            d["id"], d["r"], d["s"], d["t"], d["l"], d["m"], d["e"], d["v"], d["o"], d["k"], d["w"]
+            d["id"],
+            d["r"],
+            d["s"],
+            d["t"],
+            d["l"],
+            d["m"],
+            d["e"],
+            d["v"],
+            d["o"],
+            d["k"],
+            d["w"],
+            # state written before v2: a raise and one event per escalation were published
+            d.get("q", d["l"] + 1),
+            d.get("st", "open"),
+            d.get("as"),
+            d.get("ab"),
+            d.get("su"),
+            d.get("rb"),
+            d.get("rs"),
+            d.get("ib"),
         )
 
 
@@ -153,6 +201,12 @@ class Shard:
     #: events read ahead of the clock, waiting for it (live, event time): event_id -> the event
     #: (its JSON form when restored from the changelog)
     parked: dict[str, Any] | None = None
+    #: v2: resolved exceptions, by exception_id, in the order they closed (a comment or a reopen
+    #: must find them); None until the first
+    closed: dict[str, Open] | None = None
+    #: v2: command_id -> [exception_id, accepted, reason, status] of every command applied here,
+    #: so a command read again gets the same reply and has no second effect; None until the first
+    replies: dict[str, list[Any]] | None = None
 
     @property
     def deadlines(self) -> Mapping[str, float]:
@@ -183,6 +237,10 @@ class Shard:
             d["done"] = sorted(self.done)
         if self.timers or self.evict_at is not None:
             d["dl"] = self.deadline_dict()
+        if self.closed:
+            d["closed"] = [o.to_dict() for o in self.closed.values()]
+        if self.replies:
+            d["replies"] = self.replies
         return d
 
     def load_base(self, d: dict[str, Any]) -> None:
@@ -195,6 +253,9 @@ class Shard:
         self.evict_at = timers.pop(EVICT, None)
         self.timers = timers or NO_TIMERS
         self.parked = d.get("parked") or None
+        closed = [Open.from_dict(o) for o in d.get("closed", ())]
+        self.closed = {o.exception_id: o for o in closed} or None
+        self.replies = dict(d["replies"]) if d.get("replies") else None
 
     def to_dict(self) -> dict[str, Any]:
         return self.base_dict()

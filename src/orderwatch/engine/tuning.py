@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import orders, stock
 from orderwatch.engine.catalog import Rule
+from orderwatch.engine.inhibition import Inhibition
 from orderwatch.engine.lifecycle import ESCALATION
 from orderwatch.engine.params import (
     INF,
@@ -186,6 +187,8 @@ class Tuner:
                     plans.append((shard, op.rule_id, name, due, was))
         engine.rules = new
         engine.life.rules = new
+        # v2 inhibition pairs: the new set's apply to what is raised or closed from now on
+        engine.life.inhibition = Inhibition(new)
         engine.timeout_limits = orders.timeout_limits(new)
         engine.enabled_timeouts = frozenset(r for r in orders.TIMEOUTS if engine.enabled(r))
         self._reset()

@@ -12,13 +12,14 @@ import orjson
 from pydantic import ValidationError
 
 from orderwatch.errors import EventValidationError
+from orderwatch.events.commands import COMMAND_TYPES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import EVENT_ADAPTER, EVENT_TYPES, InboundEvent
 
 #: Larger messages are refused before parsing; the contract's events are a few KiB at most.
 MAX_EVENT_BYTES = 256 * 1024
 
-_KNOWN_TYPES = frozenset(EVENT_TYPES)
+_KNOWN_TYPES = frozenset(EVENT_TYPES) | frozenset(COMMAND_TYPES)
 
 
 def decode_event(raw: bytes | str) -> InboundEvent:
@@ -61,3 +62,8 @@ def _classify(raw: bytes, exc: ValidationError) -> EventValidationError:
 def encode_exception(event: ExceptionEvent) -> bytes:
     """The JSON body published to the exceptions topic and printed by ``orderwatch replay``."""
     return orjson.dumps(event.model_dump(mode="json"))
+
+
+def encode_reply(reply: CommandReply) -> bytes:
+    """The JSON body of a command reply (CONTRACT section 8), on its topic and in replay."""
+    return orjson.dumps(reply.model_dump(mode="json"))

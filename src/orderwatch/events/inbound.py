@@ -287,6 +287,20 @@ class BlacklistRemoved(_Blacklist):
     type: Literal["blacklist.removed"]
 
 
+# commands (section 8) build on the envelope above; imported here, once it exists, so that they
+# join the one discriminated union every input is decoded with
+from orderwatch.events.commands import (  # noqa: E402
+    CommandAcknowledge,
+    CommandApprove,
+    CommandAssign,
+    CommandComment,
+    CommandReject,
+    CommandReopen,
+    CommandResolve,
+    CommandSnooze,
+    CommandUnacknowledge,
+)
+
 InboundEvent: TypeAlias = Annotated[
     OrderCreated
     | OrderStatusChanged
@@ -305,7 +319,16 @@ InboundEvent: TypeAlias = Annotated[
     | LogisticsDelivered
     | LogisticsException
     | BlacklistAdded
-    | BlacklistRemoved,
+    | BlacklistRemoved
+    | CommandAcknowledge
+    | CommandUnacknowledge
+    | CommandAssign
+    | CommandSnooze
+    | CommandComment
+    | CommandResolve
+    | CommandReopen
+    | CommandApprove
+    | CommandReject,
     Field(discriminator="type"),
 ]
 

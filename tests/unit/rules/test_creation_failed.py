@@ -23,15 +23,19 @@ def test_a_failure_without_an_order_id_is_about_its_event() -> None:
     assert (raised.subject, raised.order_id) == ("cf-42", None)
 
 
-def test_each_failure_is_its_own_exception() -> None:
+def test_each_failure_is_its_own_exception_unless_one_of_its_subject_is_open() -> None:
+    # v2 (CONTRACT section 8): a notification is open until a person resolves it, and while it
+    # is open further triggers for its (rule_id, subject) raise nothing new
     events = [
         creation_failed("10:00", order_id="O1"),
         creation_failed("10:01", order_id="O1"),
         creation_failed("10:02"),
+        creation_failed("10:03"),
     ]
     result = run(events).of(RULE)
-    assert len(result) == 3
+    assert [e.subject for e in result] == ["O1", events[2]["event_id"], events[3]["event_id"]]
     assert len({e.exception_id for e in result}) == 3
+    assert {e.status for e in result} == {"open"}
 
 
 def test_a_redelivered_failure_is_one_exception() -> None:

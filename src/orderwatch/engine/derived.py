@@ -1,0 +1,74 @@
+"""Records one shard derives for another: a fraud window's flag for an order.
+
+The fraud windows (``fraud.py``) live on shards keyed by an address hash, a phone hash or a
+customer (``a:``, ``p:``, ``c:``), while what they flag is an order, and an operator's command for
+that exception names only its rule and subject (the order_id). So a window does not raise on its
+own shard: it derives a ``Flag`` that is applied on the order's shard ``o:<order_id>``, where the
+exception then lives beside the order's other exceptions (commands find it, inhibition could pair
+it). This is Kafka Streams' repartition of a derived record: replay holds every shard and applies
+the flag at once, inline; the live worker holds one partition per engine and sends the flag
+through the shard topic to the partition that owns the order (``Engine.forward``), where it is
+read like any routed event. Either way the order's shard applies the same raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+#: ``type`` of a flag on the shard topic: not a contract type, so no input can be one (stage 1
+#: dead-letters unknown types; only stage 2 reads these).
+FLAG: Literal["orderwatch.flag"] = "orderwatch.flag"
+_MARK = b'{"type":"orderwatch.flag"'
+
+
+class Flag(BaseModel):
+    """A window's decision that an order is flagged by a fraud rule: the raise, as data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["orderwatch.flag"] = FLAG
+    event_id: str
+    rule_id: str
+    order_id: str
+    event_time: float
+    #: the window's clock when it decided (the ``detected_at`` of the raise in replay); read as
+    #: the record's time, so a worker on event time applies it no earlier than that
+    occurred_ts: float
+    event_ids: list[str]
+    values: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+
+def flag(
+    rule_id: str,
+    order_id: str,
+    event_time: float,
+    at: float,
+    event_ids: list[str],
+    values: dict[str, Any],
+) -> Flag:
+    return Flag.model_construct(
+        type=FLAG,
+        event_id=f"{FLAG}|{rule_id}|{order_id}",
+        rule_id=rule_id,
+        order_id=order_id,
+        event_time=event_time,
+        occurred_ts=at,
+        event_ids=event_ids,
+        values=values,
+    )
+
+
+def decode(raw: bytes) -> Flag | None:
+    """A flag read back from the shard topic, or None if the bytes are not one."""
+    if not raw.startswith(_MARK):
+        return None
+    try:
+        return Flag.model_validate_json(raw)
+    except ValidationError:
+        return None
