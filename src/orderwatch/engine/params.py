@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -241,13 +241,6 @@ class Facts:
     fields: tuple[str | None, ...] = NO_FACTS
     extra: tuple[tuple[str, str], ...] = ()
 
-    @classmethod
-    def of(cls, **values: str | None) -> Facts:
-        """Facts by name (tests, tools): order fields go to their slots, others to ``extra``."""
-        fields = [values.pop(name, None) for name in ORDER_FACTS]
-        extra = tuple(sorted((k, v) for k, v in values.items() if v is not None))
-        return cls(tuple(fields), extra)
-
     def get(self, key: str) -> str | None:
         i = FACT_INDEX.get(key)
         if i is not None and i < len(self.fields) and self.fields[i] is not None:
@@ -326,10 +319,6 @@ def calendar_names(rule_id: str, periods: tuple[Period, ...], start: float, end:
         for p in periods
         if p.factor(rule_id) is not None and p.start < end and p.end > start
     )
-
-
-def to_utc(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
 
 
 WEEKDAYS = _WEEKDAYS
