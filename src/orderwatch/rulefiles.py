@@ -269,28 +269,15 @@ def load_rule_file(path: Path, calendar: Calendar | None = None) -> Rule:
         actions=tuple(spec.actions),
         params=params,
         source=name,
-        ack_timeout=ack_timeout,
-        inhibited_by=inhibited_by,
         tuning=Tuning(
             overrides=overrides,
             working_hours=hours,
             periods=_relevant_periods(spec.rule_id, overrides, calendar),
         ),
         hours=hours,
+        ack_timeout=ack_timeout,
+        inhibited_by=inhibited_by,
     )
-
-
-_PER_ORDER = frozenset(r for r in RULE_DEFS if r not in NOT_PER_ORDER)
-
-
-def _inhibition_line(path: str) -> int | None:
-    """The line of ``inhibited_by`` in a rule file (None where the rule takes the default)."""
-    try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
-        return None
-    line = _line_of(root, ("inhibited_by",))
-    return line if line != _line_of(root, ()) else None
 
 
 def _relevant_periods(
@@ -511,6 +498,19 @@ def _check_ambiguous(overrides: list[Override], path: str) -> None:
                     f"({example}) with the same specificity; add an override for both "
                     "conditions or make them exclusive",
                 )
+
+
+_PER_ORDER = frozenset(r for r in RULE_DEFS if r not in NOT_PER_ORDER)
+
+
+def _inhibition_line(path: str) -> int | None:
+    """The line of ``inhibited_by`` in a rule file (None where the rule takes the default)."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    line = _line_of(root, ("inhibited_by",))
+    return line if line != _line_of(root, ()) else None
 
 
 class _Probe(dict[str, str]):

@@ -269,13 +269,13 @@ class Rule:
     actions: tuple[str, ...]
     params: Any
     source: str = "<builtin>"
-    #: v2: acknowledged this long without a resolve, it is open again (None: never)
-    ack_timeout: float | None = None
-    #: v2: the rules whose open exception on the same order explains this one (section 9)
-    inhibited_by: tuple[str, ...] = ()
     #: overrides and calendars of the rule file (``engine.params``)
     tuning: Tuning = NO_TUNING
     #: the working-hours schedule its timeout counts in (None: every hour counts)
     hours: WorkingHours | None = None
     #: what ``params.resolve`` applied for one subject, as evidence names it (empty: the base)
     applied: tuple[tuple[str, str], ...] = ()
+    #: v2: acknowledged this long without a resolve, it is open again (None: never)
+    ack_timeout: float | None = None
+    #: v2: the rules whose open exception on the same order explains this one (section 9)
+    inhibited_by: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orderwatch.engine.catalog import MAX_ESCALATION_LEVEL, Rule
+from orderwatch.engine.params import as_raised
 from orderwatch.engine.state import NOTHING_OPEN, Open, Shard, open_mapping
 from orderwatch.events.exception import Evidence, ExceptionEvent, State
 
@@ -69,7 +70,7 @@ class _Template(dict[str, Any]):
         return "?"
 
 
-def _as_is(shard: Shard, rule: Rule, at: float, values: Any = None) -> Rule:
+def _as_is(shard: Shard, rule: Rule, at: float) -> Rule:
     return rule
 
 
@@ -95,14 +96,9 @@ class Lifecycle:
         self._schedule = schedule
         self._unschedule = unschedule
         self.out: list[ExceptionEvent] = []
-        self.inhibition = Inhibition(rules)
         #: the rule as it applies to a shard's subject (overrides, calendars: ``engine.tuning``)
-        self.effective: Callable[..., Rule] = _as_is
-
-    def rule_of(self, op: Open) -> Rule:
-        """The rule as it applies to an open exception: the override it was raised with (named
-        in its evidence, ``engine.tuning``) keeps applying to its later events."""
-        return self.effective(None, self.rules[op.rule_id], op.event_time, op.values)
+        self.effective: Callable[[Shard, Rule, float], Rule] = _as_is
+        self.inhibition = Inhibition(rules)
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -127,9 +123,6 @@ class Lifecycle:
         if rule is None or not rule.enabled:
             return False
         key = f"{rule_id}|{subject}"
-        rule = self.effective(shard, rule, event_time)
-        if rule.applied:  # the exception says which override and calendar applied
-            values = {**values, **dict(rule.applied)}
         ex_id = exception_id(rule_id, subject, anchor)
         current = shard.open.get(key)
         if current is not None:
@@ -147,6 +140,9 @@ class Lifecycle:
             return False
         if shard.done and ex_id in shard.done:
             return False
+        rule = self.effective(shard, rule, event_time)
+        if rule.applied:  # the exception says which override and calendar applied
+            values = {**values, **dict(rule.applied)}
         summary = rule.summary.format_map(_Template(values, subject=subject, order_id=order_id))
         op = Open(
             ex_id,
@@ -232,7 +228,7 @@ class Lifecycle:
     def escalate_later(self, shard: Shard, op: Open, moment: float) -> None:
         """Open again (unacknowledged, snooze over, reopened, released): the next escalation is
         due ``escalate_after`` after ``moment``, at its current level."""
-        rule = self.rule_of(op)
+        rule = as_raised(self.rules[op.rule_id], op.values)
         if rule.escalate_after is not None and op.level < MAX_ESCALATION_LEVEL:
             self._schedule(
                 shard, ESCALATION + f"{op.rule_id}|{op.subject}", moment + rule.escalate_after
@@ -260,7 +256,7 @@ class Lifecycle:
         op = shard.open.get(key)
         if op is None or op.status != "open":
             return
-        rule = self.rule_of(op)
+        rule = as_raised(self.rules[op.rule_id], op.values)
         op.level += 1
         self.emit(op, "escalated", now)
         if op.level < MAX_ESCALATION_LEVEL and rule.escalate_after is not None:
@@ -269,7 +265,7 @@ class Lifecycle:
 
     def emit(self, op: Open, state: State, now: float, note: str | None = None) -> None:
         """Publish the next event of ``op`` (``seq`` + 1) as it now stands."""
-        rule = self.rule_of(op)
+        rule = as_raised(self.rules[op.rule_id], op.values)
         op.seq += 1
         self.out.append(
             ExceptionEvent.model_construct(

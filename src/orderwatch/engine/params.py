@@ -14,8 +14,9 @@ deadlines in the live worker and in replay (time zones come from ``zoneinfo``; n
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -240,13 +241,6 @@ class Facts:
     fields: tuple[str | None, ...] = NO_FACTS
     extra: tuple[tuple[str, str], ...] = ()
 
-    @classmethod
-    def of(cls, **values: str | None) -> Facts:
-        """Facts by name (tests, tools): order fields go to their slots, others to ``extra``."""
-        fields = [values.pop(name, None) for name in ORDER_FACTS]
-        extra = tuple(sorted((k, v) for k, v in values.items() if v is not None))
-        return cls(tuple(fields), extra)
-
     def get(self, key: str) -> str | None:
         i = FACT_INDEX.get(key)
         if i is not None and i < len(self.fields) and self.fields[i] is not None:
@@ -280,6 +274,22 @@ def resolve(rule: Rule, facts: Facts, periods: frozenset[str]) -> Rule:
     return with_override(rule, best)
 
 
+def as_raised(rule: Rule, values: Mapping[str, Any]) -> Rule:
+    """The rule for the later events of an exception raised with these evidence ``values``.
+
+    The override it was raised with (named in ``values["override"]``) keeps applying while the
+    rule set has one of that name or condition, so an exception's severity and owner do not
+    change because its order changed carrier; else the rule's base values. Needs no shard: an
+    open exception carries its evidence.
+    """
+    label = values.get("override")
+    if label is not None:
+        for o in rule.tuning.overrides:
+            if o.label == label:
+                return with_override(rule, o)
+    return rule
+
+
 def with_override(rule: Rule, best: Override) -> Rule:
     """The rule with one override's values applied."""
     return replace(
@@ -309,10 +319,6 @@ def calendar_names(rule_id: str, periods: tuple[Period, ...], start: float, end:
         for p in periods
         if p.factor(rule_id) is not None and p.start < end and p.end > start
     )
-
-
-def to_utc(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
 
 
 WEEKDAYS = _WEEKDAYS

@@ -23,10 +23,10 @@ from orderwatch.engine.params import (
     WorkingHours,
     active_periods,
     advance,
+    as_raised,
     calendar_names,
     resolve,
     scales_for,
-    with_override,
 )
 from orderwatch.engine.state import OrderShard, Shard, StockShard
 
@@ -90,30 +90,17 @@ class Tuner:
             self._resolved_cache[key] = hit
         return hit
 
-    def effective(
-        self,
-        shard: Shard | None,
-        rule: Rule,
-        at: float,
-        values: Mapping[str, Any] | None = None,
-    ) -> Rule:
+    def effective(self, shard: Shard | None, rule: Rule, at: float) -> Rule:
         """The rule as it applies to this shard's subject for a condition that became true at
         ``at``; its ``applied`` names the override, working hours and calendar periods used.
 
         An order timeout is judged at the start of its measured interval (its anchor), the
         moment its deadline was computed from, so the evidence says what the deadline used.
-        ``values`` are an open exception's evidence: the override it was raised with (by name
-        or condition) keeps applying to its later events while the rule set has it, so an
-        exception does not change severity or owner because its order changed carrier.
+        (An open exception's later events use ``params.as_raised`` instead.)
         """
         tuning = rule.tuning
         if tuning.trivial:
             return rule
-        label = values.get("override") if values is not None else None
-        if label is not None:
-            for o in tuning.overrides:
-                if o.label == label:
-                    return with_override(rule, o)
         rule_id = rule.rule_id
         anchor = at
         timeout = type(shard) is OrderShard and rule_id in orders.TIMEOUT_SET
@@ -196,11 +183,11 @@ class Tuner:
                 due = shard.timers.get(name)
                 rule = old.get(op.rule_id)
                 if due is not None and rule is not None and op.rule_id in escalating:
-                    was = self.effective(shard, rule, op.event_time, op.values).escalate_after
+                    was = as_raised(rule, op.values).escalate_after
                     plans.append((shard, op.rule_id, name, due, was))
         engine.rules = new
         engine.life.rules = new
-        # v2: who inhibits whom comes from the rule files too (section 9)
+        # v2 inhibition pairs: the new set's apply to what is raised or closed from now on
         engine.life.inhibition = Inhibition(new)
         engine.timeout_limits = orders.timeout_limits(new)
         engine.enabled_timeouts = frozenset(r for r in orders.TIMEOUTS if engine.enabled(r))
@@ -210,7 +197,7 @@ class Tuner:
             still = shard.open.get(name[len(ESCALATION) :])
             if rule is None or still is None:
                 continue
-            now_every = self.effective(shard, rule, still.event_time, still.values).escalate_after
+            now_every = as_raised(rule, still.values).escalate_after
             if now_every is None or not rule.enabled or was is None:
                 engine.unschedule(shard, name)
             elif now_every != was:

@@ -177,3 +177,32 @@ def test_no_calendar_no_change() -> None:
     [raised] = run(_shipped_at(shipped), until=plus(shipped, hours=72, seconds=1)).of(STALE)
     assert raised.event_time == datetime.fromisoformat(plus(shipped, hours=72))
     assert "calendar" not in raised.evidence.values
+
+
+def test_working_hours_for_the_whole_rule_and_a_period_on_an_order_rule(tmp_path: Path) -> None:
+    """``working_hours`` at the top of a rule file applies to every order; a ``period`` override
+    of a rule judged on an event (abnormal quantity) is judged at the event's time."""
+    folder = rules_dir(
+        tmp_path,
+        {
+            NOT_SHIPPED: {"working_hours": "shanghai", "params": {"threshold": "4h"}},
+            "fraud.abnormal_quantity": {
+                "overrides": [{"when": {"period": "double11"}, "params": {"max_quantity": 50}}]
+            },
+        },
+        CALENDAR,
+    )
+    events = [created("O1", "2026-10-19T18:00:00Z"), paid("O1", "2026-10-19T19:00:00Z")]
+    [raised] = _fires_at(events, NOT_SHIPPED, "2026-10-20T06:00:00Z", folder)
+    assert raised.evidence.values["working_hours"] == "shanghai"  # type: ignore[attr-defined]
+    assert "override" not in raised.evidence.values  # type: ignore[attr-defined]
+
+    def big(order: str, at: str) -> dict[str, object]:
+        items = [{"sku": "SKU-1", "quantity": 30, "unit_price": "1.00"}]
+        return created(order, at, items=items, total="30.00")
+
+    result = run(
+        [big("IN", plus(D11_START, seconds=1)), big("OUT", plus(D11_START, seconds=-1))],
+        rules_dir=folder,
+    )
+    assert [e.order_id for e in result.of("fraud.abnormal_quantity")] == ["OUT"]
