@@ -202,9 +202,7 @@ class Engine:
             return (BROADCAST,)
         if kind in COMMAND_CLASSES:
             return (operator.route(event),)  # type: ignore[arg-type]
-        if kind is derived.Flag:  # type: ignore[comparison-overlap]
-            return (ORDER + event.order_id,)  # type: ignore[union-attr]
-        return (ORDER + event.order_id,)  # type: ignore[union-attr]
+        return (ORDER + event.order_id,)  # type: ignore[union-attr]  # (and a derived Flag)
 
     # --- the two entry points ------------------------------------------------------------------
 
