@@ -85,9 +85,17 @@ def to_alert(event: ExceptionEvent, ends_at: datetime, level: int | None = None)
     ``endsAt`` is never before ``startsAt``: Alertmanager rejects such an alert outright.
     """
     ends_at = max(ends_at, event.event_time)
+    annotations = {"summary": event.summary, "actions": "\n".join(event.actions)}
+    # v2: who is on it, for the on-call engineer looking at a silenced alert
+    for name in ("acknowledged_by", "assignee"):
+        value = getattr(event, name)
+        if value:
+            annotations[name] = value
+    if event.snoozed_until is not None:
+        annotations["snoozed_until"] = rfc3339(event.snoozed_until)
     return {
         "labels": labels_for(event, level),
-        "annotations": {"summary": event.summary, "actions": "\n".join(event.actions)},
+        "annotations": annotations,
         "startsAt": rfc3339(event.event_time),
         "endsAt": rfc3339(ends_at),
     }

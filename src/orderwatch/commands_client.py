@@ -290,8 +290,8 @@ async def send_command(
             for tp in tps:
                 await consumer.position(tp)  # resolve "end" now, not at the first fetch
         producer = AIOKafkaProducer(bootstrap_servers=topics.bootstrap, acks="all", **topics.kafka)
-        await producer.start()
         try:
+            await producer.start()
             await producer.send_and_wait(
                 topics.commands,
                 orjson.dumps(dict(command)),

@@ -481,6 +481,7 @@ async def read_topic(
     try:
         await consumer.start()
     except KafkaError as exc:
+        await consumer.stop()  # closes what start() opened before it failed
         raise ReportError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
     events: list[ExceptionEvent] = []
     try:

@@ -283,6 +283,7 @@ async def test_operators_commands_follow_through_to_alertmanager(
             assert alert["status"]["silencedBy"] == [silence["id"]]
             assert silence["createdBy"] == "orderwatch-alertmanager-bridge"
             assert "alice" in silence["comment"]
+            assert alert["annotations"]["acknowledged_by"] == "alice"
 
             # a restarted bridge finds its silence again and can still remove it
             stop.set()

@@ -199,6 +199,7 @@ def test_acknowledged_keeps_the_alert_under_a_silence_until_unacknowledged() -> 
     assert state.take_silences() == []
     [alert] = state.apply(v2("acknowledged", 2, "acknowledged", acknowledged_by="alice"), T0)
     assert alert["labels"]["exception_id"] == "ex-1" and "ex-1" in state
+    assert alert["annotations"]["acknowledged_by"] == "alice", "who is on it, in the alert"
     [op] = state.take_silences()
     assert op == SilenceOp("ex-1", T0 + timedelta(hours=24), "acknowledged by alice (orderwatch)")
     body = silence_body(op, T0, "sil-1")
