@@ -383,7 +383,7 @@ class Shell:
             if self.send_reply is not None:
                 self.send_reply(reply.exception_id.encode(), encode_reply(reply))
         for flag in engine.take_derived():
-            key = f"o:{flag.order_id}".encode()
+            key = flag.shard_key.encode()
             self.send_shard(key, flag.to_bytes(), partition_for(key, self.partitions), None)
 
     def _step_stamped(

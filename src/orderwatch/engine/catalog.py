@@ -145,6 +145,20 @@ class SharedPhone(Params):
     min_customers: int = Field(default=3, ge=2)
 
 
+class FrequentRefunds(Params):
+    """v2 (section 11): N orders of one customer first refunded within D."""
+
+    window: Duration = parse_duration("30d")
+    min_orders: int = Field(default=3, ge=1)
+
+
+class RepeatedRejections(Params):
+    """v2 (section 11): N orders of one customer whose delivery was first rejected within D."""
+
+    window: Duration = parse_duration("30d")
+    min_orders: int = Field(default=2, ge=1)
+
+
 class SourceSilent(Params):
     silence: Duration = parse_duration("15m")
 
@@ -204,6 +218,8 @@ RULE_DEFS: dict[str, RuleDef] = {
         _d("fraud.abnormal_quantity", "fraud/medium/risk", AbnormalQuantity, False),
         _d("fraud.shared_phone", "fraud/medium/risk", SharedPhone, False),
         _d("fraud.blacklisted", "fraud/critical/risk", NoParams, False),
+        _d("fraud.frequent_refunds", "fraud/medium/risk", FrequentRefunds, False),
+        _d("logistics.repeated_rejections", "fraud/medium/risk", RepeatedRejections, False),
         _d("system.source_silent", "system/high/tech", SourceSilent, True),
     )
 }

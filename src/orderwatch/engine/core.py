@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from orderwatch.engine import derived, fraud, operator, orders, rates, stock
+from orderwatch.engine import behaviour, derived, fraud, operator, orders, rates, stock
 from orderwatch.engine.catalog import Rule
 from orderwatch.engine.lifecycle import TIMERS, Lifecycle
 from orderwatch.engine.state import (
@@ -103,6 +103,7 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
 _ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
     **dict.fromkeys(COMMAND_CLASSES, operator.apply),
     derived.Flag: fraud.apply_flag,
+    derived.Mark: behaviour.apply_mark,
 }
 
 
@@ -170,7 +171,7 @@ class Engine:
         #: v2: whether a fraud window's flag for an order is handed to the shell (``forward``,
         #: live: the order's shard may be another partition's) instead of applied at once
         self.forward = False
-        self.derived: list[derived.Flag] = []
+        self.derived: list[derived.Flag | derived.Mark] = []
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -204,6 +205,8 @@ class Engine:
             return (operator.route(event),)  # type: ignore[arg-type]
         if kind is derived.Flag:  # type: ignore[comparison-overlap]
             return (ORDER + event.order_id,)  # type: ignore[union-attr]
+        if kind is derived.Mark:  # type: ignore[comparison-overlap]
+            return (CUSTOMER + event.customer_id,)  # type: ignore[union-attr]
         return (ORDER + event.order_id,)  # type: ignore[union-attr]
 
     # --- the two entry points ------------------------------------------------------------------
@@ -317,9 +320,8 @@ class Engine:
         if data is None:
             return
         if isinstance(data, dict):
-            if data.get("type") == derived.FLAG:
-                event: Any = derived.Flag.model_validate(data)
-            else:
+            event: Any = derived.from_dict(data)
+            if event is None:
                 event = EVENT_ADAPTER.validate_python(data)
         else:
             event = data
@@ -341,7 +343,7 @@ class Engine:
         replies, self.replies = self.replies, []
         return replies
 
-    def take_derived(self) -> list[derived.Flag]:
+    def take_derived(self) -> list[derived.Flag | derived.Mark]:
         """Flags for orders' shards derived since the last call (only with ``forward``)."""
         flags, self.derived = self.derived, []
         return flags
@@ -356,6 +358,18 @@ class Engine:
         shard = self.shards.get(key)
         if shard is None:
             shard = self.shards[key] = OrderShard(key)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
+
+    def derive(self, record: derived.Mark) -> None:
+        """An order's shard tells its customer's shard of a first refund or rejection (v2,
+        ``behaviour.py``): applied now (replay), or handed to the shell (live), as ``flag``."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        key = record.shard_key
+        shard = self.shards.get(key)
+        if shard is None:
+            shard = self.shards[key] = new_shard(key)
         self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
 
     # --- deadlines -----------------------------------------------------------------------------

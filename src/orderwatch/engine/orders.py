@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from orderwatch.engine import behaviour
 from orderwatch.engine.catalog import Rule, format_duration
 from orderwatch.engine.lifecycle import exception_id, iso
 from orderwatch.engine.state import OrderShard, Payment, Shard
@@ -91,6 +92,8 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
         handler(ctx, s, ev, now)
     if type(ev) not in _NO_TIMEOUT_INPUT:
         _refresh(ctx, s)
+    if type(ev) in behaviour.WATCHED:  # v2: refunds and rejections counted per customer
+        behaviour.observe(ctx, s, ev, now)
 
 
 #: Events whose handlers change nothing a timeout is derived from (``_desired``'s fields, or an

@@ -318,6 +318,12 @@ class OrderShard(Shard):
     #: sku -> [warehouse_id, event_id, at] of an insufficient_stock failure not yet judged
     #: (None until the first: most orders never have one)
     short_stock: dict[str, list[Any]] | None = None
+    #: v2 (section 11): the customer of its ``order.created`` (the key of the customer shard that
+    #: counts refunds and rejections), and ``[occurred_at, event_id, sent]`` of the first refund
+    #: and the first rejected delivery read (None for nearly every order)
+    customer_id: str | None = None
+    first_refund: list[Any] | None = None
+    first_reject: list[Any] | None = None
 
     _FIELDS = (
         "created_eid",
@@ -347,6 +353,9 @@ class OrderShard(Shard):
         "address_changed_at",
         "unreachable",
         "status_log",
+        "customer_id",
+        "first_refund",
+        "first_reject",
     )
 
     @property
@@ -433,10 +442,15 @@ class WindowShard(Shard):
 
     #: tuples, not lists: smaller, and the collector stops tracking them (lists on the wire)
     entries: tuple[WindowEntry, ...] = ()
+    #: v2 (customer shards, section 11): rule_id -> ``[at, order_id, event_id]`` of each order's
+    #: first refund or rejection, in time order (``engine/behaviour.py``); None for most customers
+    marks: dict[str, list[list[Any]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.base_dict()
         d["entries"] = [list(e) for e in self.entries]
+        if self.marks:
+            d["marks"] = self.marks
         return d
 
     @classmethod
@@ -444,6 +458,7 @@ class WindowShard(Shard):
         shard = cls(d["key"])
         shard.load_base(d)
         shard.entries = tuple(tuple(e) for e in d.get("entries", ()))
+        shard.marks = d.get("marks") or None
         return shard
 
 
