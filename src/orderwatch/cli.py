@@ -135,7 +135,7 @@ def rules_check(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     table = Table(title=f"{len(catalog)} rules from {catalog.directory}")
-    for col in ("rule_id", "on", "severity", "owner", "escalate", "params"):
+    for col in ("rule_id", "on", "severity", "owner", "escalate", "params", "actions"):
         table.add_column(col)
     for rule in catalog.values():
         params = ", ".join(
@@ -150,6 +150,7 @@ def rules_check(
             rule.owner,
             format_duration(rule.escalate_after) if rule.escalate_after else "never",
             params,
+            ", ".join(f"{p.type}:{p.mode}" for p in rule.remediation),
         )
     Console(width=160).print(table)
 

@@ -25,6 +25,7 @@ from orderwatch.engine.catalog import (
     parse_duration,
 )
 from orderwatch.engine.inhibition import check as check_inhibition
+from orderwatch.engine.policy import PolicyFile, build, defaults, problem
 from orderwatch.errors import RuleFileError
 from orderwatch.events.exception import Category, Owner, Severity
 
@@ -49,6 +50,8 @@ class RuleFile(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     summary: str = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
+    #: v2: remediation actions (CONTRACT section 10); absent: the contract's defaults
+    remediation: list[PolicyFile] | None = None
 
     @field_validator("escalate_after", "ack_timeout", mode="before")
     @classmethod
@@ -192,6 +195,7 @@ def load_rule_file(path: Path) -> Rule:
         raise RuleFileError(
             name, _line_of(root, ("summary",)), f"bad summary template: {exc}"
         ) from None
+    remediation = _remediation(spec, root, name)
     return Rule(
         rule_id=spec.rule_id,
         title=spec.title,
@@ -207,7 +211,30 @@ def load_rule_file(path: Path) -> Rule:
         source=name,
         ack_timeout=ack_timeout,
         inhibited_by=inhibited_by,
+        remediation=remediation,
     )
+
+
+def _remediation(spec: RuleFile, root: yaml.Node | None, name: str) -> tuple[Any, ...]:
+    """The rule's action policies (section 10), each checked against what the rule can serve."""
+    if spec.remediation is None:
+        return defaults(spec.rule_id)
+    seen: set[str] = set()
+    out = []
+    for i, entry in enumerate(spec.remediation):
+        found = problem(spec.rule_id, entry)
+        if found is not None:
+            where, message = found
+            raise RuleFileError(name, _line_of(root, ("remediation", i, where)), message)
+        if entry.type in seen:
+            raise RuleFileError(
+                name,
+                _line_of(root, ("remediation", i, "type")),
+                f"{entry.type} is listed twice (one action of a type per exception and target)",
+            )
+        seen.add(entry.type)
+        out.append(build(spec.rule_id, entry))
+    return tuple(out)
 
 
 _PER_ORDER = frozenset(r for r in RULE_DEFS if r not in NOT_PER_ORDER)

@@ -288,3 +288,5 @@ class Rule:
     ack_timeout: float | None = None
     #: v2: the rules whose open exception on the same order explains this one (section 9)
     inhibited_by: tuple[str, ...] = ()
+    #: v2: the remediation actions it requests (section 10): ``policy.ActionPolicy``s
+    remediation: tuple[Any, ...] = ()
