@@ -51,6 +51,9 @@ def replay(
     replies: Annotated[
         Path | None, typer.Option(help="write the replies to the file's commands here (JSONL)")
     ] = None,
+    actions: Annotated[
+        Path | None, typer.Option(help="write the action events (section 10) here (JSONL)")
+    ] = None,
     progress_bar: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar on a terminal")
     ] = True,
@@ -90,6 +93,11 @@ def replay(
         typer.echo(f"orderwatch: cannot write {replies}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     try:
+        actions_out = open(actions, "wb") if actions is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot write {actions}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
         run_replay(
             lines,
             Engine(catalog, track_dirty=False),
@@ -97,6 +105,7 @@ def replay(
             sys.stderr,
             until_at,
             replies=replies_out,
+            actions=actions_out,
         )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
@@ -104,6 +113,8 @@ def replay(
     finally:
         if replies_out is not None:
             replies_out.close()
+        if actions_out is not None:
+            actions_out.close()
         if progress is not None:
             progress.stop()
         sys.stdout.flush()

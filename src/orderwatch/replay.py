@@ -13,7 +13,7 @@ from typing import BinaryIO, TextIO
 
 from orderwatch.engine import Engine, ReplayClock
 from orderwatch.errors import EventValidationError
-from orderwatch.events.codec import decode_event, encode_exception, encode_reply
+from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ReplayStats:
     invalid: int = 0
     exceptions: int = 0
     replies: int = 0
+    actions: int = 0
 
 
 def replay(
@@ -32,11 +33,13 @@ def replay(
     err: TextIO,
     until: datetime | None = None,
     replies: BinaryIO | None = None,
+    actions: BinaryIO | None = None,
 ) -> ReplayStats:
     """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped.
 
     The file may mix input events and operators' commands (CONTRACT section 7): each command's
-    reply goes to ``replies`` when given (``--replies``), in the order produced.
+    reply goes to ``replies`` when given (``--replies``), in the order produced; v2 action
+    events (section 10) go to ``actions`` (``--actions``).
     """
     stats = ReplayStats()
     clock = ReplayClock()
@@ -63,7 +66,17 @@ def replay(
                 if replies is not None:
                     replies.write(encode_reply(reply) + b"\n")
                 stats.replies += 1
+        if engine.action_events:
+            _write_actions(engine, actions, stats)
     for exc_event in engine.sweep(clock.finish(until)):
         write(encode_exception(exc_event) + b"\n")
         stats.exceptions += 1
+    _write_actions(engine, actions, stats)
     return stats
+
+
+def _write_actions(engine: Engine, out: BinaryIO | None, stats: ReplayStats) -> None:
+    for action in engine.take_actions():
+        if out is not None:
+            out.write(encode_action(action) + b"\n")
+        stats.actions += 1

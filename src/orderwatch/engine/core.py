@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from orderwatch.engine import behaviour, derived, fraud, operator, orders, rates, stock
+from orderwatch.engine import actions, behaviour, derived, fraud, operator, orders, rates, stock
 from orderwatch.engine.catalog import Rule
 from orderwatch.engine.lifecycle import TIMERS, Lifecycle
 from orderwatch.engine.state import (
+    ACTIONS,
     ADDRESS,
     CUSTOMER,
     EVICT,
@@ -31,6 +32,7 @@ from orderwatch.engine.state import (
     ORDER,
     PHONE,
     STOCK,
+    ActionShard,
     OrderShard,
     RateShard,
     Shard,
@@ -39,6 +41,7 @@ from orderwatch.engine.state import (
     new_shard,
     shard_from_dict,
 )
+from orderwatch.events.actions import ActionEvent, ActionFailed, ActionSucceeded
 from orderwatch.events.commands import COMMAND_CLASSES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import (
@@ -95,6 +98,7 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
     StockShard: stock.apply,
     WindowShard: fraud.apply,
     Shard: orders.creation_failed,
+    ActionShard: lambda ctx, shard, ev, at: None,  # v2: reached only by _ANY_SHARD's inputs
 }
 
 
@@ -104,6 +108,9 @@ _ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
     **dict.fromkeys(COMMAND_CLASSES, operator.apply),
     derived.Flag: fraud.apply_flag,
     derived.Mark: behaviour.apply_mark,
+    derived.Intent: actions.apply_intent,
+    ActionSucceeded: actions.apply_result,
+    ActionFailed: actions.apply_result,
 }
 
 
@@ -117,6 +124,7 @@ _ON_DEADLINE: dict[type[Shard], Callable[[Engine, Any, str, float, float], None]
     StockShard: stock.on_deadline,
     WindowShard: fraud.on_deadline,
     Shard: _no_deadlines,
+    ActionShard: actions.on_deadline,
 }
 
 
@@ -171,7 +179,12 @@ class Engine:
         #: v2: whether a fraud window's flag for an order is handed to the shell (``forward``,
         #: live: the order's shard may be another partition's) instead of applied at once
         self.forward = False
-        self.derived: list[derived.Flag | derived.Mark] = []
+        self.derived: list[derived.Flag | derived.Mark | derived.Intent] = []
+        #: v2 (section 10): action events produced since the last ``take_actions``, and the
+        #: rules whose exceptions request actions
+        self.action_events: list[ActionEvent] = []
+        self.remediating = frozenset(r for r, rule in self.rules.items() if rule.remediation)
+        self._remediated = 0
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -205,6 +218,8 @@ class Engine:
             return (operator.route(event),)  # type: ignore[arg-type]
         if kind is derived.Flag:  # type: ignore[comparison-overlap]
             return (ORDER + event.order_id,)  # type: ignore[union-attr]
+        if kind in actions.RESULTS or kind is derived.Intent:  # type: ignore[comparison-overlap]
+            return (ACTIONS,)
         if kind is derived.Mark:  # type: ignore[comparison-overlap]
             return (CUSTOMER + event.customer_id,)  # type: ignore[union-attr]
         return (ORDER + event.order_id,)  # type: ignore[union-attr]
@@ -224,6 +239,8 @@ class Engine:
         heap = self._heap
         if heap and heap[0][0] < t:
             self._sweep(t)
+            if self.remediating and self.life.out:
+                self._remediate()  # what fired before the event is asked for before it is read
         occurred = event.occurred_ts
         shards = self.shards
         if only is None and type(event) in _ORDER_ONLY:
@@ -244,7 +261,10 @@ class Engine:
             self.dirty.clear()
         out = self.life.out
         if out:
+            if self.remediating:
+                self._remediate()
             self.life.out = []
+            self._remediated = 0
             return out
         return []
 
@@ -335,15 +355,42 @@ class Engine:
         return self.take_output()
 
     def take_output(self) -> list[ExceptionEvent]:
+        if self.life.out and self.remediating:
+            self._remediate()
         out, self.life.out = self.life.out, []
+        self._remediated = 0
         return out
+
+    def _remediate(self) -> None:
+        """Actions for the exception events produced since the last look (section 10)."""
+        out = self.life.out
+        if len(out) > self._remediated:
+            new = out[self._remediated :]
+            self._remediated = len(out)
+            actions.remediate(self, new)
+
+    def take_actions(self) -> list[ActionEvent]:
+        """The action events (section 10) produced since the last call, in the order produced."""
+        events, self.action_events = self.action_events, []
+        return events
+
+    def send_intent(self, record: derived.Intent) -> None:
+        """An exception's shard tells the action shard (``actions.py``): applied now (replay),
+        or handed to the shell for the partition that owns ``g:actions`` (live)."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        shard = self.shards.get(ACTIONS)
+        if shard is None:
+            shard = self.shards[ACTIONS] = new_shard(ACTIONS)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
 
     def take_replies(self) -> list[CommandReply]:
         """The replies to the commands applied since the last call, in the order applied."""
         replies, self.replies = self.replies, []
         return replies
 
-    def take_derived(self) -> list[derived.Flag | derived.Mark]:
+    def take_derived(self) -> list[derived.Flag | derived.Mark | derived.Intent]:
         """Flags for orders' shards derived since the last call (only with ``forward``)."""
         flags, self.derived = self.derived, []
         return flags

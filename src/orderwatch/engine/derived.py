@@ -82,6 +82,37 @@ class Mark(BaseModel):
         return "c:" + self.customer_id
 
 
+#: v2 (section 10): what an order's shard asks of the action shard (``engine/actions.py``)
+INTENT: Literal["orderwatch.action"] = "orderwatch.action"
+_INTENT_MARK = b'{"type":"orderwatch.action"'
+
+
+class Intent(BaseModel):
+    """A request for an action, an exception resolved, or an operator's decision on an action:
+    sent by the shard that owns the exception to the one action shard ``g:actions``, which keeps
+    every action's status and the limits the actions of a type share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["orderwatch.action"] = INTENT
+    event_id: str
+    kind: Literal["request", "resolved", "decide"]
+    exception_id: str
+    order_id: str | None
+    #: the order shard's clock when it decided (the record's time)
+    occurred_ts: float
+    #: request: the action (its event's fields, ``approval_ttl`` and ``max_per_hour``);
+    #: decide: ``command_id``, ``action_id``, ``approve``, the exception's ``status``
+    data: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @property
+    def shard_key(self) -> str:
+        return "g:actions"
+
+
 def mark(
     rule_id: str, order_id: str, customer_id: str, at: float, source_event_id: str, now: float
 ) -> Mark:
@@ -117,22 +148,26 @@ def flag(
     )
 
 
-def decode(raw: bytes) -> Flag | Mark | None:
+def decode(raw: bytes) -> Flag | Mark | Intent | None:
     """A flag or a mark read back from the shard topic, or None if the bytes are not one."""
     try:
         if raw.startswith(_MARK):
             return Flag.model_validate_json(raw)
         if raw.startswith(_MARK_MARK):
             return Mark.model_validate_json(raw)
+        if raw.startswith(_INTENT_MARK):
+            return Intent.model_validate_json(raw)
     except ValidationError:
         return None
     return None
 
 
-def from_dict(data: dict[str, Any]) -> Flag | Mark | None:
+def from_dict(data: dict[str, Any]) -> Flag | Mark | Intent | None:
     """A flag or mark parked in a shard and restored from its changelog form."""
     if data.get("type") == FLAG:
         return Flag.model_validate(data)
     if data.get("type") == MARK:
         return Mark.model_validate(data)
+    if data.get("type") == INTENT:
+        return Intent.model_validate(data)
     return None

@@ -23,6 +23,8 @@ ADDRESS = "a:"
 PHONE = "p:"
 CUSTOMER = "c:"
 GLOBAL = "g:rates"
+#: v2: the one shard every remediation action passes through (section 10, ``engine/actions.py``)
+ACTIONS = "g:actions"
 FAILURE = "f:"
 #: v2: where a command goes that names no shard (an unknown rule, no subject): nothing lives
 #: there, so it is answered ``unknown_exception``
@@ -496,6 +498,41 @@ class RateShard(Shard):
         return shard
 
 
+@dataclass(slots=True)
+class ActionShard(Shard):
+    """Every remediation action and the per-type limits they share (``engine/actions.py``).
+
+    ``actions``: action_id -> its record (the fields of its events, and its status), oldest
+    first; ``by_exception``: exception_id -> its action_ids; ``holds``: order_id ->
+    exception_id -> [hold action_id, still open]; ``requested``: type -> times it reached
+    ``requested`` in the last hour; ``results``: type -> the last 20 results (1 = failed);
+    ``paused_until``: type -> the end of its breaker pause.
+    """
+
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_exception: dict[str, list[str]] = field(default_factory=dict)
+    holds: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    requested: dict[str, list[float]] = field(default_factory=dict)
+    results: dict[str, list[int]] = field(default_factory=dict)
+    paused_until: dict[str, float] = field(default_factory=dict)
+
+    _FIELDS = ("actions", "by_exception", "holds", "requested", "results", "paused_until")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        for name in self._FIELDS:
+            d[name] = getattr(self, name)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ActionShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        for name in cls._FIELDS:
+            setattr(shard, name, dict(d.get(name, {})))
+        return shard
+
+
 _KINDS: dict[str, type[Shard]] = {
     ORDER: OrderShard,
     STOCK: StockShard,
@@ -510,13 +547,17 @@ def new_shard(key: str) -> Shard:
     """An empty shard of the kind the key's prefix names."""
     if key == GLOBAL:
         return RateShard(key)
+    if key == ACTIONS:
+        return ActionShard(key)
     return _KINDS[key[:2]](key)
 
 
 def shard_from_dict(d: dict[str, Any]) -> Shard:
     """Rebuild a shard from its serialized form (a changelog value)."""
     key: str = d["key"]
-    kind: type[Shard] = RateShard if key == GLOBAL else _KINDS[key[:2]]
+    kind: type[Shard] = (
+        RateShard if key == GLOBAL else ActionShard if key == ACTIONS else _KINDS[key[:2]]
+    )
     if kind is Shard:
         shard = Shard(key)
         shard.load_base(d)

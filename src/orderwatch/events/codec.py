@@ -12,6 +12,7 @@ import orjson
 from pydantic import ValidationError
 
 from orderwatch.errors import EventValidationError
+from orderwatch.events.actions import ACTION_RESULT_TYPES, ActionEvent
 from orderwatch.events.commands import COMMAND_TYPES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import EVENT_ADAPTER, EVENT_TYPES, InboundEvent
@@ -19,7 +20,7 @@ from orderwatch.events.inbound import EVENT_ADAPTER, EVENT_TYPES, InboundEvent
 #: Larger messages are refused before parsing; the contract's events are a few KiB at most.
 MAX_EVENT_BYTES = 256 * 1024
 
-_KNOWN_TYPES = frozenset(EVENT_TYPES) | frozenset(COMMAND_TYPES)
+_KNOWN_TYPES = frozenset(EVENT_TYPES) | frozenset(COMMAND_TYPES) | frozenset(ACTION_RESULT_TYPES)
 
 
 def decode_event(raw: bytes | str) -> InboundEvent:
@@ -67,3 +68,8 @@ def encode_exception(event: ExceptionEvent) -> bytes:
 def encode_reply(reply: CommandReply) -> bytes:
     """The JSON body of a command reply (CONTRACT section 8), on its topic and in replay."""
     return orjson.dumps(reply.model_dump(mode="json"))
+
+
+def encode_action(event: ActionEvent) -> bytes:
+    """The JSON body of an action event (CONTRACT section 10), on its topic and in replay."""
+    return orjson.dumps(event.model_dump(mode="json"))
