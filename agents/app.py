@@ -184,6 +184,7 @@ class Worker:
                 settings.topic_logistics,
                 settings.topic_blacklist,
                 settings.topic_commands,
+                settings.topic_action_results,
                 f"{settings.app_id}-shard-events",
             },
         )
@@ -245,6 +246,7 @@ class Worker:
             s.topic_logistics,
             s.topic_blacklist,
             s.topic_commands,
+            s.topic_action_results,
             **raw,
         )
         shard_topic = app.topic(
@@ -306,6 +308,9 @@ class Worker:
             on_event=t.on_event,
             on_exception=t.on_exception,
             send_reply=lambda key, value: outbox.put(s.topic_command_results, key, value),
+            send_action=lambda key, value: outbox.put(s.topic_actions, key, value),
+            on_action=lambda a: self.metrics.action_events.labels(a.type, a.status).inc(),
+            on_paused=self.metrics.set_paused,
         )
         shell = self.shell
 
@@ -316,6 +321,7 @@ class Worker:
             s.topic_logistics,
             s.topic_blacklist,
             s.topic_commands,
+            s.topic_action_results,
         }
 
         def source_partitions() -> list[tuple[str, int]]:

@@ -34,9 +34,11 @@ from aiokafka.partitioner import murmur2
 
 from orderwatch.agents import envelope
 from orderwatch.engine import BROADCAST, Engine, derived
+from orderwatch.engine.actions import paused_types
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.engine.state import ACTIONS
 from orderwatch.errors import EventValidationError
-from orderwatch.events.codec import decode_event, encode_exception, encode_reply
+from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
 
@@ -150,6 +152,9 @@ class Shell:
         on_event: Callable[[str, Any, float], None] | None = None,
         on_exception: Callable[[ExceptionEvent, float | None], None] | None = None,
         send_reply: Send | None = None,
+        send_action: Send | None = None,
+        on_action: Callable[[Any], None] | None = None,
+        on_paused: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -166,6 +171,12 @@ class Shell:
         self.on_exception = on_exception
         #: ``send_reply(key, value)``: a command's reply (CONTRACT section 8), keyed by exception_id
         self.send_reply = send_reply
+        #: v2: ``send_action(key, value)``: an action event (section 10), keyed by order_id;
+        #: ``on_action(event)`` counts it; ``on_paused(types)`` each sweep of the partition that
+        #: holds the action shard: the types whose circuit breaker is open
+        self.send_action = send_action
+        self.on_action = on_action
+        self.on_paused = on_paused
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -370,7 +381,7 @@ class Shell:
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
         engine = self.engine(partition)
         self._publish(engine.step(event, now, only), arrival)
-        if engine.replies or engine.derived:
+        if engine.replies or engine.derived or engine.action_events:
             self._hand_on(engine)
         self.counters.processed += 1
 
@@ -382,6 +393,12 @@ class Shell:
         for reply in engine.take_replies():
             if self.send_reply is not None:
                 self.send_reply(reply.exception_id.encode(), encode_reply(reply))
+        if engine.action_events:
+            for action in engine.take_actions():
+                if self.send_action is not None:
+                    self.send_action((action.order_id or "").encode(), encode_action(action))
+                if self.on_action is not None:
+                    self.on_action(action)
         for flag in engine.take_derived():
             key = flag.shard_key.encode()
             self.send_shard(key, flag.to_bytes(), partition_for(key, self.partitions), None)
@@ -428,8 +445,10 @@ class Shell:
                     engine.hold(held)
         for partition, engine in self.engines.items():
             self._publish(engine.sweep(self.now(partition)))
-            if engine.replies or engine.derived:
+            if engine.replies or engine.derived or engine.action_events:
                 self._hand_on(engine)
+            if self.on_paused is not None and ACTIONS in engine.shards:
+                self.on_paused(paused_types(engine.shards.get(ACTIONS), self.now(partition)))
 
     # --- the event-time watermark ------------------------------------------------------------
 

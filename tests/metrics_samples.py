@@ -31,3 +31,5 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.source_silent.labels(source="oms").set(0)
     metrics.last_event_timestamp.labels(topic="orders").set(1_790_000_000.0)
     metrics.ready.set(1)
+    metrics.action_events.labels(type="order.resync_status", status="planned").inc()
+    metrics.set_paused(["payment.refund"])

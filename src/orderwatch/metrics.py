@@ -22,6 +22,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from orderwatch import __version__
 
+#: v2: the action types of CONTRACT section 10 (pre-created: a paused-type alert needs a series)
+ACTION_TYPES: Final = (
+    "order.resync_status",
+    "payment.refund",
+    "fulfillment.hold",
+    "fulfillment.release",
+    "customer.notify",
+    "carrier.claim",
+    "blacklist.suggest",
+)
+
 #: The kinds of keyed state the worker keeps (one Faust table each); pre-created so the
 #: dashboard shows 0 rather than "no data" before the first report.
 STATE_SHARD_KINDS: Final = ("order", "stock", "address", "phone", "customer", "rates")
@@ -186,6 +197,19 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.action_events = Counter(
+            "orderwatch_action_events_total",
+            "Remediation action events published (CONTRACT section 10), by type and status.",
+            ["type", "status"],
+            registry=r,
+        )
+        self.action_type_paused = Gauge(
+            "orderwatch_action_type_paused",
+            "1 while the circuit breaker of an action type is open (11 of its last 20 results "
+            "failed; paused 10 minutes), else 0.",
+            ["type"],
+            registry=r,
+        )
         self.ready = Gauge(
             "orderwatch_ready",
             "1 when partitions are assigned and tables recovered, else 0.",
@@ -202,6 +226,13 @@ class Metrics:
             self.detection_latency.labels(kind=kind)
         for shard_kind in STATE_SHARD_KINDS:
             self.state_shards.labels(kind=shard_kind)
+        for action_type in ACTION_TYPES:
+            self.action_type_paused.labels(type=action_type).set(0)
+
+    def set_paused(self, types: list[str]) -> None:
+        """The action types whose breaker is open now: 1 for those, 0 for the rest."""
+        for action_type in ACTION_TYPES:
+            self.action_type_paused.labels(type=action_type).set(1 if action_type in types else 0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format, as served on ``/metrics``."""

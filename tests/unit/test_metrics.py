@@ -32,6 +32,8 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_source_silent": ("gauge", frozenset({"source"})),
     "orderwatch_last_event_timestamp_seconds": ("gauge", frozenset({"topic"})),
     "orderwatch_ready": ("gauge", frozenset()),
+    "orderwatch_action_events": ("counter", frozenset({"type", "status"})),
+    "orderwatch_action_type_paused": ("gauge", frozenset({"type"})),
     # An Info is a gauge named ``<name>_info`` in the text format.
     "orderwatch_build_info": ("gauge", frozenset({"version", "python"})),
 }

@@ -155,6 +155,7 @@ EXPECTED_ALERTS = {
     "OrderwatchCriticalExceptionsOpen",
     "OrderwatchSourceSilent",
     "OrderwatchNotReady",
+    "OrderwatchActionTypePaused",
 }
 
 
