@@ -208,6 +208,10 @@ def decide(ctx: Engine, cmd: Any, status: str, at: float) -> None:
 
 
 def apply_intent(ctx: Engine, s: ActionShard, intent: derived.Intent, now: float) -> None:
+    """Apply at the time the exception's shard decided, not at this shard's clock: live, the
+    action shard is another partition whose clock may be ahead of the sender's when the intent
+    arrives, and the action's ``at`` must be what replay gives (which applies it at once)."""
+    now = intent.occurred_ts
     if intent.kind == "request":
         _on_request(ctx, s, dict(intent.data), now)
     elif intent.kind == "resolved":
