@@ -154,7 +154,9 @@ async def test_actions_through_the_worker_give_what_replay_gives(
             want = {_key(x) for x in offline(sent, rules)}
             try:
                 await out.wait_for(
-                    lambda _: {_key(r.value) for r in out.records} >= want, 60, "live ⊇ replay's"
+                    lambda _, w=want: {_key(r.value) for r in out.records} >= w,
+                    60,
+                    "live ⊇ replay's",
                 )
             except AssertionError as err:
                 got = {_key(r.value) for r in out.records}
