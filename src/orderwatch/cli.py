@@ -54,6 +54,9 @@ def replay(
     actions: Annotated[
         Path | None, typer.Option(help="write the action events (section 10) here (JSONL)")
     ] = None,
+    kpis: Annotated[
+        Path | None, typer.Option(help="write the hourly KPI records (section 11) here (JSONL)")
+    ] = None,
     progress_bar: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar on a terminal")
     ] = True,
@@ -98,6 +101,11 @@ def replay(
         typer.echo(f"orderwatch: cannot write {actions}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     try:
+        kpis_out = open(kpis, "wb") if kpis is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot write {kpis}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
         run_replay(
             lines,
             Engine(catalog, track_dirty=False),
@@ -106,6 +114,7 @@ def replay(
             until_at,
             replies=replies_out,
             actions=actions_out,
+            kpis=kpis_out,
         )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
@@ -115,6 +124,8 @@ def replay(
             replies_out.close()
         if actions_out is not None:
             actions_out.close()
+        if kpis_out is not None:
+            kpis_out.close()
         if progress is not None:
             progress.stop()
         sys.stdout.flush()

@@ -14,6 +14,7 @@ from typing import BinaryIO, TextIO
 from orderwatch.engine import Engine, ReplayClock
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
+from orderwatch.events.kpis import encode_kpi
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ReplayStats:
     exceptions: int = 0
     replies: int = 0
     actions: int = 0
+    kpis: int = 0
 
 
 def replay(
@@ -34,12 +36,13 @@ def replay(
     until: datetime | None = None,
     replies: BinaryIO | None = None,
     actions: BinaryIO | None = None,
+    kpis: BinaryIO | None = None,
 ) -> ReplayStats:
     """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped.
 
     The file may mix input events and operators' commands (CONTRACT section 7): each command's
     reply goes to ``replies`` when given (``--replies``), in the order produced; v2 action
-    events (section 10) go to ``actions`` (``--actions``).
+    events (section 10) go to ``actions`` (``--actions``), KPI records (section 11) to ``kpis``.
     """
     stats = ReplayStats()
     clock = ReplayClock()
@@ -68,11 +71,21 @@ def replay(
                 stats.replies += 1
         if engine.action_events:
             _write_actions(engine, actions, stats)
+        if engine.kpi_records:
+            _write_kpis(engine, kpis, stats)
     for exc_event in engine.sweep(clock.finish(until)):
         write(encode_exception(exc_event) + b"\n")
         stats.exceptions += 1
     _write_actions(engine, actions, stats)
+    _write_kpis(engine, kpis, stats)
     return stats
+
+
+def _write_kpis(engine: Engine, out: BinaryIO | None, stats: ReplayStats) -> None:
+    for record in engine.take_kpis():
+        if out is not None:
+            out.write(encode_kpi(record) + b"\n")
+        stats.kpis += 1
 
 
 def _write_actions(engine: Engine, out: BinaryIO | None, stats: ReplayStats) -> None:

@@ -17,7 +17,17 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from orderwatch.engine import actions, behaviour, derived, fraud, operator, orders, rates, stock
+from orderwatch.engine import (
+    actions,
+    behaviour,
+    derived,
+    fraud,
+    kpi,
+    operator,
+    orders,
+    rates,
+    stock,
+)
 from orderwatch.engine.catalog import Rule
 from orderwatch.engine.lifecycle import TIMERS, Lifecycle
 from orderwatch.engine.state import (
@@ -27,12 +37,14 @@ from orderwatch.engine.state import (
     EVICT,
     FAILURE,
     GLOBAL,
+    KPIS,
     NO_TIMERS,
     NOWHERE,
     ORDER,
     PHONE,
     STOCK,
     ActionShard,
+    KpiShard,
     OrderShard,
     RateShard,
     Shard,
@@ -66,6 +78,7 @@ from orderwatch.events.inbound import (
     PaymentRefunded,
     PaymentSucceeded,
 )
+from orderwatch.events.kpis import KpiRecord
 from orderwatch.normalize import address_hash, normalize_address, normalize_phone, phone_hash
 
 #: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
@@ -99,6 +112,7 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
     WindowShard: fraud.apply,
     Shard: orders.creation_failed,
     ActionShard: lambda ctx, shard, ev, at: None,  # v2: reached only by _ANY_SHARD's inputs
+    KpiShard: kpi.apply_payment,  # v2: payment events (section 11)
 }
 
 
@@ -109,6 +123,7 @@ _ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
     derived.Flag: fraud.apply_flag,
     derived.Mark: behaviour.apply_mark,
     derived.Intent: actions.apply_intent,
+    derived.Contribution: kpi.apply_contribution,
     ActionSucceeded: actions.apply_result,
     ActionFailed: actions.apply_result,
 }
@@ -125,7 +140,11 @@ _ON_DEADLINE: dict[type[Shard], Callable[[Engine, Any, str, float, float], None]
     WindowShard: fraud.on_deadline,
     Shard: _no_deadlines,
     ActionShard: actions.on_deadline,
+    KpiShard: kpi.on_close,
 }
+
+
+_KPI_DEADLINES = frozenset({kpi.NOT_SHIPPED, kpi.DELIVERY_DELAYED})
 
 
 def _ts(now: datetime | float) -> float:
@@ -179,12 +198,14 @@ class Engine:
         #: v2: whether a fraud window's flag for an order is handed to the shell (``forward``,
         #: live: the order's shard may be another partition's) instead of applied at once
         self.forward = False
-        self.derived: list[derived.Flag | derived.Mark | derived.Intent] = []
+        self.derived: list[derived.Flag | derived.Mark | derived.Intent | derived.Contribution] = []
         #: v2 (section 10): action events produced since the last ``take_actions``, and the
         #: rules whose exceptions request actions
         self.action_events: list[ActionEvent] = []
         self.remediating = frozenset(r for r, rule in self.rules.items() if rule.remediation)
         self._remediated = 0
+        #: v2 (section 11): KPI records published since the last ``take_kpis``
+        self.kpi_records: list[KpiRecord] = []
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -207,7 +228,7 @@ class Engine:
                 keys.append(PHONE + phone_hash(addr.phone))
             return tuple(keys)
         if kind is PaymentSucceeded or kind is PaymentFailed:
-            return (ORDER + event.order_id, GLOBAL)  # type: ignore[union-attr,operator]
+            return (ORDER + event.order_id, GLOBAL, KPIS)  # type: ignore[union-attr,operator]
         if isinstance(event, OrderCreationFailed):
             # v2: on a shard of its subject (its order_id, else its event_id), so that a command
             # naming the rule and the subject finds it (an order_id alone could be either)
@@ -220,6 +241,8 @@ class Engine:
             return (ORDER + event.order_id,)  # type: ignore[union-attr]
         if kind in actions.RESULTS or kind is derived.Intent:  # type: ignore[comparison-overlap]
             return (ACTIONS,)
+        if kind is derived.Contribution:  # type: ignore[comparison-overlap]
+            return (KPIS,)
         if kind is derived.Mark:  # type: ignore[comparison-overlap]
             return (CUSTOMER + event.customer_id,)  # type: ignore[union-attr]
         return (ORDER + event.order_id,)  # type: ignore[union-attr]
@@ -374,6 +397,21 @@ class Engine:
         events, self.action_events = self.action_events, []
         return events
 
+    def take_kpis(self) -> list[KpiRecord]:
+        """The KPI records (section 11) published since the last call."""
+        records, self.kpi_records = self.kpi_records, []
+        return records
+
+    def send_contribution(self, record: derived.Contribution) -> None:
+        """An order's judgement for an indicator, to the KPI shard (as ``send_intent``)."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        shard = self.shards.get(KPIS)
+        if shard is None:
+            shard = self.shards[KPIS] = new_shard(KPIS)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
+
     def send_intent(self, record: derived.Intent) -> None:
         """An exception's shard tells the action shard (``actions.py``): applied now (replay),
         or handed to the shell for the partition that owns ``g:actions`` (live)."""
@@ -390,7 +428,9 @@ class Engine:
         replies, self.replies = self.replies, []
         return replies
 
-    def take_derived(self) -> list[derived.Flag | derived.Mark | derived.Intent]:
+    def take_derived(
+        self,
+    ) -> list[derived.Flag | derived.Mark | derived.Intent | derived.Contribution]:
         """Flags for orders' shards derived since the last call (only with ``forward``)."""
         flags, self.derived = self.derived, []
         return flags
@@ -541,6 +581,8 @@ class Engine:
 
     def _on_deadline(self, shard: Shard, name: str, due: float, now: float) -> None:
         _ON_DEADLINE[type(shard)](self, shard, name, due, now)
+        if name in _KPI_DEADLINES and type(shard) is OrderShard:
+            kpi.on_deadline(self, shard, name, due, now)  # v2: late shipment or delivery
 
     def _apply_blacklist(self, event: InboundEvent) -> None:
         assert isinstance(event, BlacklistAdded | BlacklistRemoved)

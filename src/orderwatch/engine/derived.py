@@ -113,6 +113,33 @@ class Intent(BaseModel):
         return "g:actions"
 
 
+#: v2 (section 11): an order's judgement for an hourly indicator, for the KPI shard
+CONTRIBUTION: Literal["orderwatch.kpi"] = "orderwatch.kpi"
+_CONTRIBUTION_MARK = b'{"type":"orderwatch.kpi"'
+
+
+class Contribution(BaseModel):
+    """One order counted in an indicator's hour (``engine/kpi.py``): on time (``hit`` 1) or not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["orderwatch.kpi"] = CONTRIBUTION
+    event_id: str
+    kpi: str
+    window_start: float
+    dimension: str
+    item: str
+    hit: int
+    occurred_ts: float
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @property
+    def shard_key(self) -> str:
+        return "g:kpis"
+
+
 def mark(
     rule_id: str, order_id: str, customer_id: str, at: float, source_event_id: str, now: float
 ) -> Mark:
@@ -148,7 +175,7 @@ def flag(
     )
 
 
-def decode(raw: bytes) -> Flag | Mark | Intent | None:
+def decode(raw: bytes) -> Flag | Mark | Intent | Contribution | None:
     """A flag or a mark read back from the shard topic, or None if the bytes are not one."""
     try:
         if raw.startswith(_MARK):
@@ -157,12 +184,14 @@ def decode(raw: bytes) -> Flag | Mark | Intent | None:
             return Mark.model_validate_json(raw)
         if raw.startswith(_INTENT_MARK):
             return Intent.model_validate_json(raw)
+        if raw.startswith(_CONTRIBUTION_MARK):
+            return Contribution.model_validate_json(raw)
     except ValidationError:
         return None
     return None
 
 
-def from_dict(data: dict[str, Any]) -> Flag | Mark | Intent | None:
+def from_dict(data: dict[str, Any]) -> Flag | Mark | Intent | Contribution | None:
     """A flag or mark parked in a shard and restored from its changelog form."""
     if data.get("type") == FLAG:
         return Flag.model_validate(data)
@@ -170,4 +199,6 @@ def from_dict(data: dict[str, Any]) -> Flag | Mark | Intent | None:
         return Mark.model_validate(data)
     if data.get("type") == INTENT:
         return Intent.model_validate(data)
+    if data.get("type") == CONTRIBUTION:
+        return Contribution.model_validate(data)
     return None

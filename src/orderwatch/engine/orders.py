@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from orderwatch.engine import behaviour
+from orderwatch.engine import behaviour, kpi
 from orderwatch.engine.catalog import Rule, format_duration
 from orderwatch.engine.lifecycle import exception_id, iso
 from orderwatch.engine.state import OrderShard, Payment, Shard
@@ -94,6 +94,8 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
         _refresh(ctx, s)
     if type(ev) in behaviour.WATCHED:  # v2: refunds and rejections counted per customer
         behaviour.observe(ctx, s, ev, now)
+    if type(ev) in kpi.WATCHED:  # v2: on-time shipment and delivery (section 11)
+        kpi.observe(ctx, s, ev, now)
 
 
 #: Events whose handlers change nothing a timeout is derived from (``_desired``'s fields, or an

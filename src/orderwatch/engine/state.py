@@ -25,6 +25,8 @@ CUSTOMER = "c:"
 GLOBAL = "g:rates"
 #: v2: the one shard every remediation action passes through (section 10, ``engine/actions.py``)
 ACTIONS = "g:actions"
+#: v2: the one shard that counts the hourly indicators (section 11, ``engine/kpi.py``)
+KPIS = "g:kpis"
 FAILURE = "f:"
 #: v2: where a command goes that names no shard (an unknown rule, no subject): nothing lives
 #: there, so it is answered ``unknown_exception``
@@ -326,6 +328,11 @@ class OrderShard(Shard):
     customer_id: str | None = None
     first_refund: list[Any] | None = None
     first_reject: list[Any] | None = None
+    #: v2 (section 11, ``engine/kpi.py``): the warehouse of its first ``inventory.reserved``, the
+    #: carrier of its ``logistics.shipped``, and which indicators judged it (bits; None: none)
+    warehouse_id: str | None = None
+    carrier: str | None = None
+    kpi_done: int | None = None
 
     _FIELDS = (
         "created_eid",
@@ -358,6 +365,9 @@ class OrderShard(Shard):
         "customer_id",
         "first_refund",
         "first_reject",
+        "warehouse_id",
+        "carrier",
+        "kpi_done",
     )
 
     @property
@@ -533,6 +543,33 @@ class ActionShard(Shard):
         return shard
 
 
+@dataclass(slots=True)
+class KpiShard(Shard):
+    """The hourly indicators being counted (``engine/kpi.py``): ``windows``: "kpi|start" ->
+    item (order_id) -> [dimension value, hit]; ``payments``: payment_id -> [start, method, ok];
+    ``closed_until``: per kpi, the end of the last hour published."""
+
+    windows: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    payments: dict[str, list[Any]] = field(default_factory=dict)
+    closed_until: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        d["windows"] = self.windows
+        d["payments"] = self.payments
+        d["closed_until"] = self.closed_until
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KpiShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        shard.windows = dict(d.get("windows", {}))
+        shard.payments = dict(d.get("payments", {}))
+        shard.closed_until = dict(d.get("closed_until", {}))
+        return shard
+
+
 _KINDS: dict[str, type[Shard]] = {
     ORDER: OrderShard,
     STOCK: StockShard,
@@ -549,6 +586,8 @@ def new_shard(key: str) -> Shard:
         return RateShard(key)
     if key == ACTIONS:
         return ActionShard(key)
+    if key == KPIS:
+        return KpiShard(key)
     return _KINDS[key[:2]](key)
 
 
@@ -556,7 +595,13 @@ def shard_from_dict(d: dict[str, Any]) -> Shard:
     """Rebuild a shard from its serialized form (a changelog value)."""
     key: str = d["key"]
     kind: type[Shard] = (
-        RateShard if key == GLOBAL else ActionShard if key == ACTIONS else _KINDS[key[:2]]
+        RateShard
+        if key == GLOBAL
+        else ActionShard
+        if key == ACTIONS
+        else KpiShard
+        if key == KPIS
+        else _KINDS[key[:2]]
     )
     if kind is Shard:
         shard = Shard(key)
