@@ -311,6 +311,8 @@ class Worker:
             send_action=lambda key, value: outbox.put(s.topic_actions, key, value),
             on_action=lambda a: self.metrics.action_events.labels(a.type, a.status).inc(),
             on_paused=self.metrics.set_paused,
+            send_kpi=lambda key, value: outbox.put(s.topic_kpis, key, value),
+            on_kpi=self.metrics.count_kpi,
         )
         shell = self.shell
 

@@ -41,6 +41,7 @@ from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.kpis import encode_kpi
 
 #: A DLQ copy keeps at most this much of a bad message (the reason headers say how big it was).
 DLQ_MAX_BYTES = 64 * 1024
@@ -155,6 +156,8 @@ class Shell:
         send_action: Send | None = None,
         on_action: Callable[[Any], None] | None = None,
         on_paused: Callable[[list[str]], None] | None = None,
+        send_kpi: Send | None = None,
+        on_kpi: Callable[[Any], None] | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -177,6 +180,10 @@ class Shell:
         self.send_action = send_action
         self.on_action = on_action
         self.on_paused = on_paused
+        #: v2: ``send_kpi(key, value)``: an hourly KPI record (section 11), keyed by its kpi;
+        #: ``on_kpi(record)`` adds it to the KPI counters
+        self.send_kpi = send_kpi
+        self.on_kpi = on_kpi
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -381,7 +388,7 @@ class Shell:
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
         engine = self.engine(partition)
         self._publish(engine.step(event, now, only), arrival)
-        if engine.replies or engine.derived or engine.action_events:
+        if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
             self._hand_on(engine)
         self.counters.processed += 1
 
@@ -399,6 +406,12 @@ class Shell:
                     self.send_action((action.order_id or "").encode(), encode_action(action))
                 if self.on_action is not None:
                     self.on_action(action)
+        if engine.kpi_records:
+            for record in engine.take_kpis():
+                if self.send_kpi is not None:
+                    self.send_kpi(record.kpi.encode(), encode_kpi(record))
+                if self.on_kpi is not None:
+                    self.on_kpi(record)
         for flag in engine.take_derived():
             key = flag.shard_key.encode()
             self.send_shard(key, flag.to_bytes(), partition_for(key, self.partitions), None)
@@ -445,7 +458,7 @@ class Shell:
                     engine.hold(held)
         for partition, engine in self.engines.items():
             self._publish(engine.sweep(self.now(partition)))
-            if engine.replies or engine.derived or engine.action_events:
+            if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
                 self._hand_on(engine)
             if self.on_paused is not None and ACTIONS in engine.shards:
                 self.on_paused(paused_types(engine.shards.get(ACTIONS), self.now(partition)))

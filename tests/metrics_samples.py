@@ -33,3 +33,5 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.ready.set(1)
     metrics.action_events.labels(type="order.resync_status", status="planned").inc()
     metrics.set_paused(["payment.refund"])
+    metrics.kpi_total.labels(kpi="payment_success_rate", dimension="alipay").inc(10)
+    metrics.kpi_successes.labels(kpi="payment_success_rate", dimension="alipay").inc(9)

@@ -20,6 +20,7 @@ from orderwatch.events.actions import ActionEvent
 from orderwatch.events.commands import CommandReply
 from orderwatch.events.exception import Evidence, ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.kpis import KpiRecord
 from orderwatch.settings import Settings
 
 INPUT_SCHEMA = "input-event.schema.json"
@@ -27,6 +28,7 @@ EXCEPTION_SCHEMA = "exception-event.schema.json"
 ASYNCAPI = "asyncapi.yaml"
 REPLY_SCHEMA = "command-reply.schema.json"
 ACTION_SCHEMA = "action-event.schema.json"
+KPI_SCHEMA = "kpi-record.schema.json"
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -62,8 +64,17 @@ def generate() -> dict[str, dict[str, Any]]:
         "order_id (CONTRACT section 10). Pass idempotency_key on to the executing API.",
         **action,
     }
+    kpi = KpiRecord.model_json_schema(mode="serialization")
+    kpi = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "One hourly KPI record on order-kpis (CONTRACT section 11): the numerator "
+        "and denominator of one indicator for one value of its dimension (only that dimension's "
+        "field is present).",
+        **kpi,
+    }
     return {
         INPUT_SCHEMA: inbound,
+        KPI_SCHEMA: kpi,
         EXCEPTION_SCHEMA: exception,
         REPLY_SCHEMA: reply,
         ACTION_SCHEMA: action,
@@ -247,6 +258,19 @@ def asyncapi() -> dict[str, Any]:
         "configurable: ORDERWATCH_TOPIC_ACTIONS.",
         "messages": {"ActionEvent": {"$ref": "#/components/messages/ActionEvent"}},
     }
+    channels["orderKpis"] = {
+        "address": defaults.topic_kpis,
+        "title": "KPI records",
+        "description": "Output: one record per key indicator, event-time UTC hour and dimension "
+        "value, when the detector's clock passes the hour (CONTRACT section 11), keyed by kpi. "
+        "Topic name is configurable: ORDERWATCH_TOPIC_KPIS.",
+        "messages": {"KpiRecord": {"$ref": "#/components/messages/KpiRecord"}},
+    }
+    operations["sendKpis"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/orderKpis"},
+        "messages": [{"$ref": "#/channels/orderKpis/messages/KpiRecord"}],
+    }
     operations["sendActions"] = {
         "action": "send",
         "channel": {"$ref": "#/channels/orderActions"},
@@ -286,6 +310,16 @@ def asyncapi() -> dict[str, Any]:
                 "schema": {"$ref": f"./{REPLY_SCHEMA}"},
             },
             "bindings": {"kafka": {"key": {"type": "string", "description": "exception_id"}}},
+        },
+        "KpiRecord": {
+            "name": "kpi-record",
+            "title": "KPI record",
+            "contentType": "application/json",
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-2020-12",
+                "schema": {"$ref": f"./{KPI_SCHEMA}"},
+            },
+            "bindings": {"kafka": {"key": {"type": "string", "description": "kpi"}}},
         },
         "ActionEvent": {
             "name": "action",

@@ -156,6 +156,8 @@ EXPECTED_ALERTS = {
     "OrderwatchSourceSilent",
     "OrderwatchNotReady",
     "OrderwatchActionTypePaused",
+    "OrderwatchKpiBelowThreshold",
+    "OrderwatchKpiWeekOverWeekDrop",
 }
 
 
