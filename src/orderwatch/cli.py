@@ -241,6 +241,9 @@ def report(
     ] = None,
     topic: Annotated[str, typer.Option(help="exceptions topic")] = "order-exceptions",
     top: Annotated[int, typer.Option(min=1, help="rows per breakdown in the HTML")] = 20,
+    kpis: Annotated[
+        Path | None, typer.Option(help="KPI records (replay --kpis, or order-kpis) to add")
+    ] = None,
 ) -> None:
     """Weekly review of exceptions: counts, time to resolve, escalation; HTML plus CSV."""
     from orderwatch.report import run_report
@@ -254,6 +257,17 @@ def report(
     except OrderwatchError as exc:
         typer.echo(f"orderwatch: {exc}", err=True)
         raise typer.Exit(1) from None
+    if kpis is not None:  # v2: the key indicators section (CONTRACT section 11)
+        from orderwatch.kpireport import add_to_report
+
+        try:
+            csv_path, skipped = add_to_report(paths[0], kpis)
+        except OSError as exc:
+            typer.echo(f"orderwatch: cannot read {kpis}: {exc.strerror}", err=True)
+            raise typer.Exit(1) from None
+        paths.append(csv_path)
+        if skipped:
+            typer.echo(f"orderwatch report: skipped {skipped} invalid KPI record(s)", err=True)
     typer.echo(f"{result.exceptions} exceptions; wrote {paths[0]} and {len(paths) - 1} CSV files")
 
 
