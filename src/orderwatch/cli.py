@@ -374,6 +374,27 @@ def simulate(
     )
 
 
+@app.command("sim-executor")
+def sim_executor(
+    bootstrap: Annotated[str, typer.Option(help="Kafka host:port")] = "127.0.0.1:9092",
+    fail_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of actions to fail (breaker demo)")
+    ] = 0.0,
+) -> None:
+    """Demo only: a pretend OMS/payment service answering order-actions (not the detector)."""
+    from orderwatch.settings import Settings
+    from orderwatch.sim_executor import run
+
+    s = Settings()
+    topics = {
+        "actions": s.topic_actions,
+        "results": s.topic_action_results,
+        "orders": s.topic_orders,
+        "payments": s.topic_payments,
+    }
+    asyncio.run(run(bootstrap, topics, fail_rate=fail_rate))
+
+
 def main() -> None:
     app()
 
