@@ -174,6 +174,7 @@ class Worker:
                 settings.topic_logistics,
                 settings.topic_blacklist,
                 settings.topic_commands,
+                settings.topic_action_results,
                 f"{settings.app_id}-shard-events",
             },
         )
@@ -297,6 +298,11 @@ class Worker:
             on_internal_error=t.on_internal_error,
             shard_topic=shard_name,
             send_reply=lambda key, value: outbox.put(s.topic_command_results, key, value),
+            send_action=lambda key, value: outbox.put(s.topic_actions, key, value),
+            on_action=lambda a: self.metrics.action_events.labels(a.type, a.status).inc(),
+            on_paused=self.metrics.set_paused,
+            send_kpi=lambda key, value: outbox.put(s.topic_kpis, key, value),
+            on_kpi=self.metrics.count_kpi,
         )
 
     async def _serve_metrics(self) -> None:
@@ -321,6 +327,7 @@ class Topology:
             s.topic_logistics,
             s.topic_blacklist,
             s.topic_commands,
+            s.topic_action_results,
         }
         self.sources = app.topic(
             s.topic_orders,

@@ -37,13 +37,15 @@ from aiokafka.partitioner import murmur2
 
 from orderwatch.agents import envelope
 from orderwatch.engine import BROADCAST, Engine, atomic, derived
+from orderwatch.engine.actions import paused_types
 from orderwatch.engine.cache import Loader, ShardCache
 from orderwatch.engine.silence import SilenceMonitor
-from orderwatch.engine.state import FORMAT_VERSION, StateFormatError, format_version
+from orderwatch.engine.state import ACTIONS, FORMAT_VERSION, StateFormatError, format_version
 from orderwatch.errors import EventValidationError, error_text
-from orderwatch.events.codec import decode_event, encode_exception, encode_reply
+from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.kpis import encode_kpi
 
 log = logging.getLogger("orderwatch.worker")
 
@@ -196,6 +198,11 @@ class Shell:
         on_internal_error: Callable[[str, str], None] | None = None,
         shard_topic: str = "shard-events",
         send_reply: Send | None = None,
+        send_action: Send | None = None,
+        on_action: Callable[[Any], None] | None = None,
+        on_paused: Callable[[list[str]], None] | None = None,
+        send_kpi: Send | None = None,
+        on_kpi: Callable[[Any], None] | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -217,6 +224,16 @@ class Shell:
         self.shard_topic = shard_topic
         #: ``send_reply(key, value)``: a command's reply (CONTRACT section 8), keyed by exception_id
         self.send_reply = send_reply
+        #: v2: ``send_action(key, value)``: an action event (section 10), keyed by order_id;
+        #: ``on_action(event)`` counts it; ``on_paused(types)`` each sweep of the partition that
+        #: holds the action shard: the types whose circuit breaker is open
+        self.send_action = send_action
+        self.on_action = on_action
+        self.on_paused = on_paused
+        #: v2: ``send_kpi(key, value)``: an hourly KPI record (section 11), keyed by its kpi;
+        #: ``on_kpi(record)`` adds it to the KPI counters
+        self.send_kpi = send_kpi
+        self.on_kpi = on_kpi
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -447,7 +464,7 @@ class Shell:
         engine = self.engine(partition)
         if not self.contain:
             self._publish(engine.step(event, now, only), arrival)
-            if engine.replies or engine.derived:
+            if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
                 self._hand_on(engine)
             self.counters.processed += 1
             return
@@ -460,7 +477,7 @@ class Shell:
             self._failed(raw, failed.error, "detect", self.shard_topic, partition, -1)
             return
         self._send_encoded(sends, arrival)
-        if engine.replies or engine.derived:
+        if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
             self._hand_on(engine)
         self.counters.processed += 1
 
@@ -527,8 +544,20 @@ class Shell:
         for reply in engine.take_replies():
             if self.send_reply is not None:
                 self.send_reply(reply.exception_id.encode(), encode_reply(reply))
+        if engine.action_events:
+            for action in engine.take_actions():
+                if self.send_action is not None:
+                    self.send_action((action.order_id or "").encode(), encode_action(action))
+                if self.on_action is not None:
+                    self.on_action(action)
+        if engine.kpi_records:
+            for record in engine.take_kpis():
+                if self.send_kpi is not None:
+                    self.send_kpi(record.kpi.encode(), encode_kpi(record))
+                if self.on_kpi is not None:
+                    self.on_kpi(record)
         for flag in engine.take_derived():
-            key = f"o:{flag.order_id}".encode()
+            key = flag.shard_key.encode()
             self.send_shard(key, flag.to_bytes(), partition_for(key, self.partitions), None)
 
     def _step_stamped(
@@ -578,8 +607,10 @@ class Shell:
                     engine.hold(held)
         for partition, engine in self.engines.items():
             self._publish(engine.sweep(self.now(partition)))
-            if engine.replies or engine.derived:
+            if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
                 self._hand_on(engine)
+            if self.on_paused is not None and ACTIONS in engine.shards:
+                self.on_paused(paused_types(engine.shards.get(ACTIONS), self.now(partition)))
 
     # --- the event-time watermark ------------------------------------------------------------
 

@@ -47,3 +47,7 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.shard_cache_shards.set(10)
     metrics.state_changelog_offset.labels(partition="0").set(1234)
     metrics.state_restore_seconds.set(0.5)
+    metrics.action_events.labels(type="order.resync_status", status="planned").inc()
+    metrics.set_paused(["payment.refund"])
+    metrics.kpi_total.labels(kpi="payment_success_rate", dimension="alipay").inc(10)
+    metrics.kpi_successes.labels(kpi="payment_success_rate", dimension="alipay").inc(9)

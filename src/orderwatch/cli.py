@@ -62,6 +62,12 @@ def replay(
     replies: Annotated[
         Path | None, typer.Option(help="write the replies to the file's commands here (JSONL)")
     ] = None,
+    actions: Annotated[
+        Path | None, typer.Option(help="write the action events (section 10) here (JSONL)")
+    ] = None,
+    kpis: Annotated[
+        Path | None, typer.Option(help="write the hourly KPI records (section 11) here (JSONL)")
+    ] = None,
     progress_bar: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar on a terminal")
     ] = True,
@@ -101,6 +107,16 @@ def replay(
         typer.echo(f"orderwatch: cannot write {replies}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     try:
+        actions_out = open(actions, "wb") if actions is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot write {actions}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        kpis_out = open(kpis, "wb") if kpis is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot write {kpis}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
         run_replay(
             lines,
             Engine(catalog, track_dirty=False),
@@ -108,6 +124,8 @@ def replay(
             sys.stderr,
             until_at,
             replies=replies_out,
+            actions=actions_out,
+            kpis=kpis_out,
         )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
@@ -115,6 +133,10 @@ def replay(
     finally:
         if replies_out is not None:
             replies_out.close()
+        if actions_out is not None:
+            actions_out.close()
+        if kpis_out is not None:
+            kpis_out.close()
         if progress is not None:
             progress.stop()
         sys.stdout.flush()
@@ -146,7 +168,17 @@ def rules_check(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     table = Table(title=f"{len(catalog)} rules from {catalog.directory}")
-    for col in ("rule_id", "on", "severity", "owner", "escalate", "ack", "inhibited by", "params"):
+    for col in (
+        "rule_id",
+        "on",
+        "severity",
+        "owner",
+        "escalate",
+        "ack",
+        "inhibited by",
+        "params",
+        "actions",
+    ):
         table.add_column(col)
     for rule in catalog.values():
         params = ", ".join(
@@ -163,6 +195,7 @@ def rules_check(
             format_duration(rule.ack_timeout) if rule.ack_timeout else "never",
             ", ".join(rule.inhibited_by),
             params,
+            ", ".join(f"{p.type}:{p.mode}" for p in rule.remediation),
         )
     console = Console(width=160)
     console.print(table)
@@ -335,6 +368,9 @@ def report(
         Path | None,
         typer.Option(help="render a `rules diff --json` result as what-if.html instead"),
     ] = None,
+    kpis: Annotated[
+        Path | None, typer.Option(help="KPI records (replay --kpis, or order-kpis) to add")
+    ] = None,
 ) -> None:
     """Weekly review of exceptions: counts, time to resolve, escalation; HTML plus CSV."""
     from orderwatch.report import run_report
@@ -358,6 +394,17 @@ def report(
     except OrderwatchError as exc:
         typer.echo(f"orderwatch: {exc}", err=True)
         raise typer.Exit(1) from None
+    if kpis is not None:  # v2: the key indicators section (CONTRACT section 11)
+        from orderwatch.kpireport import add_to_report
+
+        try:
+            csv_path, skipped = add_to_report(paths[0], kpis)
+        except OSError as exc:
+            typer.echo(f"orderwatch: cannot read {kpis}: {exc.strerror}", err=True)
+            raise typer.Exit(1) from None
+        paths.append(csv_path)
+        if skipped:
+            typer.echo(f"orderwatch report: skipped {skipped} invalid KPI record(s)", err=True)
     typer.echo(f"{result.exceptions} exceptions; wrote {paths[0]} and {len(paths) - 1} CSV files")
 
 
@@ -825,6 +872,27 @@ def exceptions(
             str(r["escalation_level"]), r["owner"], who,
         )  # fmt: skip
     Console(width=200).print(table)
+
+
+@app.command("sim-executor")
+def sim_executor(
+    bootstrap: Annotated[str, typer.Option(help="Kafka host:port")] = "127.0.0.1:9092",
+    fail_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of actions to fail (breaker demo)")
+    ] = 0.0,
+) -> None:
+    """Demo only: a pretend OMS/payment service answering order-actions (not the detector)."""
+    from orderwatch.settings import Settings
+    from orderwatch.sim_executor import run
+
+    s = Settings()
+    topics = {
+        "actions": s.topic_actions,
+        "results": s.topic_action_results,
+        "orders": s.topic_orders,
+        "payments": s.topic_payments,
+    }
+    asyncio.run(run(bootstrap, topics, fail_rate=fail_rate))
 
 
 def main() -> None:

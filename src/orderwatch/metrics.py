@@ -21,6 +21,19 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from orderwatch import __version__
+from orderwatch.events.kpis import KpiRecord
+
+#: v2: the action types of CONTRACT section 10 (pre-created: a paused-type alert needs a series)
+KPIS: Final = ("payment_success_rate", "on_time_shipment_rate", "on_time_delivery_rate")
+ACTION_TYPES: Final = (
+    "order.resync_status",
+    "payment.refund",
+    "fulfillment.hold",
+    "fulfillment.release",
+    "customer.notify",
+    "carrier.claim",
+    "blacklist.suggest",
+)
 
 #: The kinds of keyed state the worker keeps (one Faust table each); pre-created so the
 #: dashboard shows 0 rather than "no data" before the first report.
@@ -213,6 +226,33 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.action_events = Counter(
+            "orderwatch_action_events_total",
+            "Remediation action events published (CONTRACT section 10), by type and status.",
+            ["type", "status"],
+            registry=r,
+        )
+        self.kpi_total = Counter(
+            "orderwatch_kpi_total",
+            "Denominators of the hourly KPIs (section 11), added when an hour is published: "
+            "payments attempted, orders due to ship, orders due to be delivered.",
+            ["kpi", "dimension"],
+            registry=r,
+        )
+        self.kpi_successes = Counter(
+            "orderwatch_kpi_successes_total",
+            "Numerators of the hourly KPIs: payments succeeded, orders shipped or delivered on "
+            "time. Rates are successes / total over a range (recording rules), never exported.",
+            ["kpi", "dimension"],
+            registry=r,
+        )
+        self.action_type_paused = Gauge(
+            "orderwatch_action_type_paused",
+            "1 while the circuit breaker of an action type is open (11 of its last 20 results "
+            "failed; paused 10 minutes), else 0.",
+            ["type"],
+            registry=r,
+        )
         self.ready = Gauge(
             "orderwatch_ready",
             "1 when partitions are assigned and tables recovered, else 0.",
@@ -297,6 +337,22 @@ class Metrics:
             self.state_shards.labels(kind=shard_kind)
         for result in ("applied", "refused"):
             self.rules_reloads.labels(result=result)
+        for action_type in ACTION_TYPES:
+            self.action_type_paused.labels(type=action_type).set(0)
+        for kpi in KPIS:  # a series per indicator from the start: rules and panels need one
+            self.kpi_total.labels(kpi, "unknown")
+            self.kpi_successes.labels(kpi, "unknown")
+
+    def count_kpi(self, record: KpiRecord) -> None:
+        """One published KPI record into the totals and successes counters."""
+        dim = record.method or record.warehouse_id or record.carrier or "unknown"
+        self.kpi_total.labels(record.kpi, dim).inc(record.denominator)
+        self.kpi_successes.labels(record.kpi, dim).inc(record.numerator)
+
+    def set_paused(self, types: list[str]) -> None:
+        """The action types whose breaker is open now: 1 for those, 0 for the rest."""
+        for action_type in ACTION_TYPES:
+            self.action_type_paused.labels(type=action_type).set(1 if action_type in types else 0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format, as served on ``/metrics``."""

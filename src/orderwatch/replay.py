@@ -13,8 +13,9 @@ from typing import BinaryIO, TextIO
 
 from orderwatch.engine import Engine, ReplayClock, atomic
 from orderwatch.errors import EventValidationError, error_text
-from orderwatch.events.codec import decode_event, encode_exception, encode_reply
+from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
+from orderwatch.events.kpis import encode_kpi
 
 #: Reason printed for a line whose processing raised unexpectedly (the worker's dead-letter
 #: reason for the same case)
@@ -30,6 +31,8 @@ class ReplayStats:
     failed: int = 0
     exceptions: int = 0
     replies: int = 0
+    actions: int = 0
+    kpis: int = 0
 
 
 def _encode(exceptions: list[ExceptionEvent]) -> list[bytes]:
@@ -43,6 +46,8 @@ def replay(
     err: TextIO,
     until: datetime | None = None,
     replies: BinaryIO | None = None,
+    actions: BinaryIO | None = None,
+    kpis: BinaryIO | None = None,
 ) -> ReplayStats:
     """Feed every line to the engine in file order; bad lines go to ``err`` and are skipped.
 
@@ -51,7 +56,8 @@ def replay(
     what the live worker does by default, so both still give the same exceptions.
 
     The file may mix input events and operators' commands (CONTRACT section 7): each command's
-    reply goes to ``replies`` when given (``--replies``), in the order produced.
+    reply goes to ``replies`` when given (``--replies``), in the order produced; v2 action
+    events (section 10) go to ``actions`` (``--actions``), KPI records (section 11) to ``kpis``.
     """
     stats = ReplayStats()
     clock = ReplayClock()
@@ -86,7 +92,27 @@ def replay(
                 if replies is not None:
                     replies.write(encode_reply(reply) + b"\n")
                 stats.replies += 1
+        if engine.action_events:
+            _write_actions(engine, actions, stats)
+        if engine.kpi_records:
+            _write_kpis(engine, kpis, stats)
     for exc_event in engine.sweep(clock.finish(until)):
         write(encode_exception(exc_event) + b"\n")
         stats.exceptions += 1
+    _write_actions(engine, actions, stats)
+    _write_kpis(engine, kpis, stats)
     return stats
+
+
+def _write_kpis(engine: Engine, out: BinaryIO | None, stats: ReplayStats) -> None:
+    for record in engine.take_kpis():
+        if out is not None:
+            out.write(encode_kpi(record) + b"\n")
+        stats.kpis += 1
+
+
+def _write_actions(engine: Engine, out: BinaryIO | None, stats: ReplayStats) -> None:
+    for action in engine.take_actions():
+        if out is not None:
+            out.write(encode_action(action) + b"\n")
+        stats.actions += 1

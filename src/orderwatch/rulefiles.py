@@ -42,6 +42,7 @@ from orderwatch.engine.params import (
     WorkingHours,
     local_midnight,
 )
+from orderwatch.engine.policy import PolicyFile, build, defaults, problem
 from orderwatch.errors import RuleFileError
 from orderwatch.events.exception import Category, Owner, Severity
 
@@ -100,6 +101,8 @@ class RuleFile(BaseModel):
     #: the working-hours schedule (``calendars.yaml``) this timeout counts in
     working_hours: str | None = None
     overrides: list[OverrideFile] = Field(default_factory=list)
+    #: v2: remediation actions (CONTRACT section 10); absent: the contract's defaults
+    remediation: list[PolicyFile] | None = None
 
     @field_validator("escalate_after", "ack_timeout", mode="before")
     @classmethod
@@ -256,6 +259,7 @@ def load_rule_file(path: Path, calendar: Calendar | None = None) -> Rule:
             spec.working_hours, spec.rule_id, calendar, name, root, ("working_hours",)
         )
     overrides = _overrides(spec, rule_def, params, calendar, name, root)
+    remediation = _remediation(spec, root, name)
     return Rule(
         rule_id=spec.rule_id,
         title=spec.title,
@@ -277,6 +281,7 @@ def load_rule_file(path: Path, calendar: Calendar | None = None) -> Rule:
         hours=hours,
         ack_timeout=ack_timeout,
         inhibited_by=inhibited_by,
+        remediation=remediation,
     )
 
 
@@ -498,6 +503,28 @@ def _check_ambiguous(overrides: list[Override], path: str) -> None:
                     f"({example}) with the same specificity; add an override for both "
                     "conditions or make them exclusive",
                 )
+
+
+def _remediation(spec: RuleFile, root: yaml.Node | None, name: str) -> tuple[Any, ...]:
+    """The rule's action policies (section 10), each checked against what the rule can serve."""
+    if spec.remediation is None:
+        return defaults(spec.rule_id)
+    seen: set[str] = set()
+    out = []
+    for i, entry in enumerate(spec.remediation):
+        found = problem(spec.rule_id, entry)
+        if found is not None:
+            where, message = found
+            raise RuleFileError(name, _line_of(root, ("remediation", i, where)), message)
+        if entry.type in seen:
+            raise RuleFileError(
+                name,
+                _line_of(root, ("remediation", i, "type")),
+                f"{entry.type} is listed twice (one action of a type per exception and target)",
+            )
+        seen.add(entry.type)
+        out.append(build(spec.rule_id, entry))
+    return tuple(out)
 
 
 _PER_ORDER = frozenset(r for r in RULE_DEFS if r not in NOT_PER_ORDER)

@@ -16,15 +16,19 @@ import orjson
 import yaml
 from pydantic import TypeAdapter
 
+from orderwatch.events.actions import ActionEvent
 from orderwatch.events.commands import CommandReply
 from orderwatch.events.exception import Evidence, ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.kpis import KpiRecord
 from orderwatch.settings import Settings
 
 INPUT_SCHEMA = "input-event.schema.json"
 EXCEPTION_SCHEMA = "exception-event.schema.json"
 ASYNCAPI = "asyncapi.yaml"
 REPLY_SCHEMA = "command-reply.schema.json"
+ACTION_SCHEMA = "action-event.schema.json"
+KPI_SCHEMA = "kpi-record.schema.json"
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -34,7 +38,8 @@ def generate() -> dict[str, dict[str, Any]]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "orderwatch input event",
         "description": "One message on the orders, payment-callbacks, inventory, logistics, "
-        "blacklist or order-exception-commands topics (CONTRACT sections 1 and 8). Unknown "
+        "blacklist, order-exception-commands or order-action-results topics (CONTRACT sections "
+        "1, 8 and 10). Unknown "
         "fields are allowed and ignored.",
         **inbound,
     }
@@ -52,10 +57,27 @@ def generate() -> dict[str, dict[str, Any]]:
         "keyed by exception_id (CONTRACT section 8). A command read again gets the same reply.",
         **reply,
     }
+    action = ActionEvent.model_json_schema(mode="serialization")
+    action = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "One status change of a remediation action on order-actions, keyed by "
+        "order_id (CONTRACT section 10). Pass idempotency_key on to the executing API.",
+        **action,
+    }
+    kpi = KpiRecord.model_json_schema(mode="serialization")
+    kpi = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "One hourly KPI record on order-kpis (CONTRACT section 11): the numerator "
+        "and denominator of one indicator for one value of its dimension (only that dimension's "
+        "field is present).",
+        **kpi,
+    }
     return {
         INPUT_SCHEMA: inbound,
+        KPI_SCHEMA: kpi,
         EXCEPTION_SCHEMA: exception,
         REPLY_SCHEMA: reply,
+        ACTION_SCHEMA: action,
         ASYNCAPI: asyncapi(),
     }
 
@@ -92,6 +114,7 @@ STREAMS: dict[str, tuple[str, str, str]] = {
     "logistics.": ("logistics", "topic_logistics", "order_id"),
     "blacklist.": ("blacklist", "topic_blacklist", "the entry value (compacted topic)"),
     "command.": ("operatorCommands", "topic_commands", "exception_id"),
+    "action.": ("actionResults", "topic_action_results", "order_id"),
 }
 
 #: Header meanings; generation fails on a header the worker sets that is not described here.
@@ -227,6 +250,32 @@ def asyncapi() -> dict[str, Any]:
         "channel": {"$ref": "#/channels/commandResults"},
         "messages": [{"$ref": "#/channels/commandResults/messages/CommandReply"}],
     }
+    channels["orderActions"] = {
+        "address": defaults.topic_actions,
+        "title": "remediation actions",
+        "description": "Output: one message per status change of a remediation action, keyed "
+        "by order_id (CONTRACT section 10); executors act on status requested. Topic name is "
+        "configurable: ORDERWATCH_TOPIC_ACTIONS.",
+        "messages": {"ActionEvent": {"$ref": "#/components/messages/ActionEvent"}},
+    }
+    channels["orderKpis"] = {
+        "address": defaults.topic_kpis,
+        "title": "KPI records",
+        "description": "Output: one record per key indicator, event-time UTC hour and dimension "
+        "value, when the detector's clock passes the hour (CONTRACT section 11), keyed by kpi. "
+        "Topic name is configurable: ORDERWATCH_TOPIC_KPIS.",
+        "messages": {"KpiRecord": {"$ref": "#/components/messages/KpiRecord"}},
+    }
+    operations["sendKpis"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/orderKpis"},
+        "messages": [{"$ref": "#/channels/orderKpis/messages/KpiRecord"}],
+    }
+    operations["sendActions"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/orderActions"},
+        "messages": [{"$ref": "#/channels/orderActions/messages/ActionEvent"}],
+    }
     operations["sendExceptions"] = {
         "action": "send",
         "channel": {"$ref": "#/channels/orderExceptions"},
@@ -261,6 +310,26 @@ def asyncapi() -> dict[str, Any]:
                 "schema": {"$ref": f"./{REPLY_SCHEMA}"},
             },
             "bindings": {"kafka": {"key": {"type": "string", "description": "exception_id"}}},
+        },
+        "KpiRecord": {
+            "name": "kpi-record",
+            "title": "KPI record",
+            "contentType": "application/json",
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-2020-12",
+                "schema": {"$ref": f"./{KPI_SCHEMA}"},
+            },
+            "bindings": {"kafka": {"key": {"type": "string", "description": "kpi"}}},
+        },
+        "ActionEvent": {
+            "name": "action",
+            "title": "action event",
+            "contentType": "application/json",
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-2020-12",
+                "schema": {"$ref": f"./{ACTION_SCHEMA}"},
+            },
+            "bindings": {"kafka": {"key": {"type": "string", "description": "order_id"}}},
         },
         "DeadLetter": {
             "name": "dead-letter",

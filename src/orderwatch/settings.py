@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     topic_command_results: str = Field(
         "order-exception-command-results", description="one reply per operator command"
     )
+    topic_actions: str = Field(
+        "order-actions", description="remediation action events, for the executing systems"
+    )
+    topic_action_results: str = Field(
+        "order-action-results", description="action.succeeded / action.failed from executors"
+    )
+    topic_kpis: str = Field("order-kpis", description="hourly KPI records (numerator, denominator)")
     partitions: int = Field(4, ge=1, description="partitions of internal topics and tables")
 
     clock: Literal["wall", "event"] = Field(

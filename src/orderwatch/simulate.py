@@ -434,6 +434,9 @@ class Simulator:
         if rule in ("fraud.address_cluster", "fraud.shared_phone", "fraud.new_account_burst"):
             self._inject_group(rule, at)
             return
+        if rule in ("fraud.frequent_refunds", "logistics.repeated_rejections"):
+            self._inject_behaviour(rule, at)
+            return
         c = fresh(at)
         o = self._new_order(at, c, twist=rule, variant=r.randrange(4), cancel=None)
         o.fail_first = False
@@ -513,6 +516,27 @@ class Simulator:
         for o in orders:
             o.cancel, o.fail_first = None, False
             self._expect(rule, o.order_id)
+            self._arrive(o.at, partial(self._order, o))
+
+    def _inject_behaviour(self, rule: str, at: float) -> None:
+        """v2 (section 11): one customer's orders refunded (cancelled after payment) three times
+        in a day and a half, or two deliveries rejected eight days apart; spaced so that the
+        order judged last (by the time of its refund or rejection) is the last one placed."""
+        r = self.rng
+        c = self._fresh_customer(at, cn=True)
+        refunds = rule == "fraud.frequent_refunds"
+        count, gap = (3, 12 * HOUR) if refunds else (2, 8 * DAY)
+        for k in range(count):
+            t = at + k * gap
+            if refunds:
+                o = self._new_order(t, c, cancel="paid")
+            else:
+                o = self._new_order(t, c, twist="logistics.rejected", variant=r.randrange(4))
+                o.cancel = None
+                self._expect("logistics.rejected", o.order_id, rule)
+            o.fail_first, o.promise = False, False
+            if k == count - 1:
+                self._expect(rule, o.order_id)
             self._arrive(o.at, partial(self._order, o))
 
     @staticmethod

@@ -36,6 +36,7 @@ def topic_for(event: dict[str, Any]) -> str:
         "logistics": "logistics",
         "blacklist": "blacklist",
         "command": "order-exception-commands",
+        "action": "order-action-results",
     }[prefix]
 
 
@@ -71,6 +72,14 @@ class Topics:
     def replies(self) -> str:
         return self.name("order-exception-command-results")
 
+    @property
+    def actions(self) -> str:
+        return self.name("order-actions")
+
+    @property
+    def action_results(self) -> str:
+        return self.name("order-action-results")
+
     def env(self) -> dict[str, str]:
         return {
             "ORDERWATCH_APP_ID": f"ow-{self.prefix}",
@@ -83,6 +92,8 @@ class Topics:
             "ORDERWATCH_TOPIC_DLQ": self.dlq,
             "ORDERWATCH_TOPIC_COMMANDS": self.commands,
             "ORDERWATCH_TOPIC_COMMAND_RESULTS": self.replies,
+            "ORDERWATCH_TOPIC_ACTIONS": self.actions,
+            "ORDERWATCH_TOPIC_ACTION_RESULTS": self.action_results,
         }
 
     async def create(
@@ -93,6 +104,8 @@ class Topics:
             self.dlq,
             self.commands,
             self.replies,
+            self.actions,
+            self.action_results,
         ]
         await create_topics(bootstrap, dict.fromkeys(names, partitions), security)
 

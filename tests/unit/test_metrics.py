@@ -37,6 +37,10 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_shard_cache_shards": ("gauge", frozenset()),
     "orderwatch_state_changelog_offset": ("gauge", frozenset({"partition"})),
     "orderwatch_state_restore_seconds": ("gauge", frozenset()),
+    "orderwatch_action_events": ("counter", frozenset({"type", "status"})),
+    "orderwatch_action_type_paused": ("gauge", frozenset({"type"})),
+    "orderwatch_kpi": ("counter", frozenset({"kpi", "dimension"})),
+    "orderwatch_kpi_successes": ("counter", frozenset({"kpi", "dimension"})),
     # An Info is a gauge named ``<name>_info`` in the text format.
     "orderwatch_build_info": ("gauge", frozenset({"version", "python"})),
     # v2: the operators' loop

@@ -161,6 +161,9 @@ EXPECTED_ALERTS = {
     "OrderwatchRulesVersionsDiffer",
     "OrderwatchRulesReloadRefused",
     "OrderwatchNotReady",
+    "OrderwatchActionTypePaused",
+    "OrderwatchKpiBelowThreshold",
+    "OrderwatchKpiWeekOverWeekDrop",
 }
 
 

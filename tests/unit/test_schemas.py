@@ -9,6 +9,7 @@ import orjson
 import pytest
 import yaml
 
+from orderwatch.events.actions import ACTION_RESULT_TYPES
 from orderwatch.events.commands import COMMAND_TYPES
 from orderwatch.events.inbound import EVENT_TYPES
 from orderwatch.schemas import ASYNCAPI, generate, render_file
@@ -79,15 +80,19 @@ def test_asyncapi_covers_every_topic_and_event_type() -> None:
         "orderwatch-dlq",
         "order-exception-commands",
         "order-exception-command-results",
+        "order-actions",
+        "order-action-results",
+        "order-kpis",
     }
     names = {m["name"] for m in doc["components"]["messages"].values()}
     assert set(EVENT_TYPES) <= names
     assert set(COMMAND_TYPES) <= names
+    assert set(ACTION_RESULT_TYPES) <= names
     messages = doc["components"]["messages"]
     for channel in doc["channels"].values():
         for ref in channel["messages"].values():
             name = messages[ref["$ref"].rsplit("/", 1)[1]]["name"]
-            if name in EVENT_TYPES or name in COMMAND_TYPES:
+            if name in EVENT_TYPES or name in COMMAND_TYPES or name in ACTION_RESULT_TYPES:
                 assert channel["title"].startswith(name.split(".")[0] + "."), (name, channel)
 
 

@@ -64,10 +64,12 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
         was_dirty = shard.key in engine.dirty
         out = engine.life.out
         produced = len(out)
+        marks = _marks(engine)
         try:
             fire(shard, name, due, now)
         except Exception as exc:
             del out[produced:]
+            _truncate(engine, marks)
             restored = engine.shards[shard.key] = saved.build()
             for deadline, at in restored.deadline_dict().items():
                 heapq.heappush(engine._heap, (at, next(engine._seq), shard.key, deadline))
@@ -125,15 +127,34 @@ def step(
         raise StepFailed(due, exc) from exc
     # what the engine hands on besides exceptions (command replies, flags for other shards):
     # a failed step's part of them is dropped with its state changes
-    replies, flags = len(engine.replies), len(engine.derived)
+    marks = _marks(engine)
     try:
         out = engine.step(event, t, only)
         return then(due + out if due else out)
     except Exception as exc:
         _restore(engine, saved)
-        del engine.replies[replies:]
-        del engine.derived[flags:]
+        _truncate(engine, marks)
         raise StepFailed(due, exc) from exc
+
+
+def _marks(engine: Engine) -> tuple[int, int, int, int]:
+    """How much the engine holds to hand on besides exceptions (command replies, derived
+    records for other shards, action events, KPI records) before a step or a deadline."""
+    return (
+        len(engine.replies),
+        len(engine.derived),
+        len(engine.action_events),
+        len(engine.kpi_records),
+    )
+
+
+def _truncate(engine: Engine, marks: tuple[int, int, int, int]) -> None:
+    """Drop what a failed step or deadline added to those outputs: never published."""
+    replies, derived, actions, kpis = marks
+    del engine.replies[replies:]
+    del engine.derived[derived:]
+    del engine.action_events[actions:]
+    del engine.kpi_records[kpis:]
 
 
 Saved = tuple[list[tuple[str, Any, bool]], Any]

@@ -146,6 +146,20 @@ class SharedPhone(Params):
     min_customers: int = Field(default=3, ge=2)
 
 
+class FrequentRefunds(Params):
+    """v2 (section 11): N orders of one customer first refunded within D."""
+
+    window: Duration = parse_duration("30d")
+    min_orders: int = Field(default=3, ge=1)
+
+
+class RepeatedRejections(Params):
+    """v2 (section 11): N orders of one customer whose delivery was first rejected within D."""
+
+    window: Duration = parse_duration("30d")
+    min_orders: int = Field(default=2, ge=1)
+
+
 class SourceSilent(Params):
     silence: Duration = parse_duration("15m")
 
@@ -205,6 +219,8 @@ RULE_DEFS: dict[str, RuleDef] = {
         _d("fraud.abnormal_quantity", "fraud/medium/risk", AbnormalQuantity, False),
         _d("fraud.shared_phone", "fraud/medium/risk", SharedPhone, False),
         _d("fraud.blacklisted", "fraud/critical/risk", NoParams, False),
+        _d("fraud.frequent_refunds", "fraud/medium/risk", FrequentRefunds, False),
+        _d("logistics.repeated_rejections", "fraud/medium/risk", RepeatedRejections, False),
         _d("system.source_silent", "system/high/tech", SourceSilent, True),
     )
 }
@@ -279,3 +295,5 @@ class Rule:
     ack_timeout: float | None = None
     #: v2: the rules whose open exception on the same order explains this one (section 9)
     inhibited_by: tuple[str, ...] = ()
+    #: v2: the remediation actions it requests (section 10): ``policy.ActionPolicy``s
+    remediation: tuple[Any, ...] = ()

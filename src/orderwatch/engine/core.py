@@ -17,21 +17,35 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from orderwatch.engine import derived, fraud, operator, orders, rates, stock
+from orderwatch.engine import (
+    actions,
+    behaviour,
+    derived,
+    fraud,
+    kpi,
+    operator,
+    orders,
+    rates,
+    stock,
+)
 from orderwatch.engine.cache import Loader, ShardCache
 from orderwatch.engine.catalog import Rule
 from orderwatch.engine.lifecycle import TIMERS, Lifecycle
 from orderwatch.engine.state import (
+    ACTIONS,
     ADDRESS,
     CUSTOMER,
     EVICT,
     FAILURE,
     GLOBAL,
+    KPIS,
     NO_TIMERS,
     NOWHERE,
     ORDER,
     PHONE,
     STOCK,
+    ActionShard,
+    KpiShard,
     OrderShard,
     RateShard,
     Shard,
@@ -41,6 +55,7 @@ from orderwatch.engine.state import (
     shard_from_dict,
 )
 from orderwatch.engine.tuning import Tuner
+from orderwatch.events.actions import ActionEvent, ActionFailed, ActionSucceeded
 from orderwatch.events.commands import COMMAND_CLASSES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import (
@@ -65,6 +80,7 @@ from orderwatch.events.inbound import (
     PaymentRefunded,
     PaymentSucceeded,
 )
+from orderwatch.events.kpis import KpiRecord
 from orderwatch.normalize import address_hash, normalize_address, normalize_phone, phone_hash
 
 #: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
@@ -97,6 +113,8 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
     StockShard: stock.apply,
     WindowShard: fraud.apply,
     Shard: orders.creation_failed,
+    ActionShard: lambda ctx, shard, ev, at: None,  # v2: reached only by _ANY_SHARD's inputs
+    KpiShard: kpi.apply_payment,  # v2: payment events (section 11)
 }
 
 
@@ -105,6 +123,11 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
 _ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
     **dict.fromkeys(COMMAND_CLASSES, operator.apply),
     derived.Flag: fraud.apply_flag,
+    derived.Mark: behaviour.apply_mark,
+    derived.Intent: actions.apply_intent,
+    derived.Contribution: kpi.apply_contribution,
+    ActionSucceeded: actions.apply_result,
+    ActionFailed: actions.apply_result,
 }
 
 
@@ -118,7 +141,12 @@ _ON_DEADLINE: dict[type[Shard], Callable[[Engine, Any, str, float, float], None]
     StockShard: stock.on_deadline,
     WindowShard: fraud.on_deadline,
     Shard: _no_deadlines,
+    ActionShard: actions.on_deadline,
+    KpiShard: kpi.on_close,
 }
+
+
+_KPI_DEADLINES = frozenset({kpi.NOT_SHIPPED, kpi.DELIVERY_DELAYED})
 
 
 def _ts(now: datetime | float) -> float:
@@ -172,8 +200,15 @@ class Engine:
         #: v2: whether a fraud window's flag for an order is handed to the shell (``forward``,
         #: live: the order's shard may be another partition's) instead of applied at once
         self.forward = False
-        self.derived: list[derived.Flag] = []
+        self.derived: list[derived.Flag | derived.Mark | derived.Intent | derived.Contribution] = []
         self.tuning = Tuner(self)
+        #: v2 (section 10): action events produced since the last ``take_actions``, and the
+        #: rules whose exceptions request actions
+        self.action_events: list[ActionEvent] = []
+        self.remediating = frozenset(r for r, rule in self.rules.items() if rule.remediation)
+        self._remediated = 0
+        #: v2 (section 11): KPI records published since the last ``take_kpis``
+        self.kpi_records: list[KpiRecord] = []
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -196,7 +231,7 @@ class Engine:
                 keys.append(PHONE + phone_hash(addr.phone))
             return tuple(keys)
         if kind is PaymentSucceeded or kind is PaymentFailed:
-            return (ORDER + event.order_id, GLOBAL)  # type: ignore[union-attr,operator]
+            return (ORDER + event.order_id, GLOBAL, KPIS)  # type: ignore[union-attr,operator]
         if isinstance(event, OrderCreationFailed):
             # v2: on a shard of its subject (its order_id, else its event_id), so that a command
             # naming the rule and the subject finds it (an order_id alone could be either)
@@ -205,7 +240,15 @@ class Engine:
             return (BROADCAST,)
         if kind in COMMAND_CLASSES:
             return (operator.route(event),)  # type: ignore[arg-type]
-        return (ORDER + event.order_id,)  # type: ignore[union-attr]  # (and a derived Flag)
+        if kind is derived.Flag:  # type: ignore[comparison-overlap]
+            return (ORDER + event.order_id,)  # type: ignore[union-attr]
+        if kind in actions.RESULTS or kind is derived.Intent:  # type: ignore[comparison-overlap]
+            return (ACTIONS,)
+        if kind is derived.Contribution:  # type: ignore[comparison-overlap]
+            return (KPIS,)
+        if kind is derived.Mark:  # type: ignore[comparison-overlap]
+            return (CUSTOMER + event.customer_id,)  # type: ignore[union-attr]
+        return (ORDER + event.order_id,)  # type: ignore[union-attr]
 
     # --- the two entry points ------------------------------------------------------------------
 
@@ -222,6 +265,8 @@ class Engine:
         heap = self._heap
         if heap and heap[0][0] < t:
             self._sweep(t)
+            if self.remediating and self.life.out:
+                self._remediate()  # what fired before the event is asked for before it is read
         occurred = event.occurred_ts
         shards = self.shards
         if only is None and type(event) in _ORDER_ONLY:
@@ -242,7 +287,10 @@ class Engine:
             self.dirty.clear()
         out = self.life.out
         if out:
+            if self.remediating:
+                self._remediate()
             self.life.out = []
+            self._remediated = 0
             return out
         return []
 
@@ -319,9 +367,8 @@ class Engine:
         if data is None:
             return
         if isinstance(data, dict):
-            if data.get("type") == derived.FLAG:
-                event: Any = derived.Flag.model_validate(data)
-            else:
+            event: Any = derived.from_dict(data)
+            if event is None:
                 event = EVENT_ADAPTER.validate_python(data)
         else:
             event = data
@@ -335,15 +382,59 @@ class Engine:
         return self.take_output()
 
     def take_output(self) -> list[ExceptionEvent]:
+        if self.life.out and self.remediating:
+            self._remediate()
         out, self.life.out = self.life.out, []
+        self._remediated = 0
         return out
+
+    def _remediate(self) -> None:
+        """Actions for the exception events produced since the last look (section 10)."""
+        out = self.life.out
+        if len(out) > self._remediated:
+            new = out[self._remediated :]
+            self._remediated = len(out)
+            actions.remediate(self, new)
+
+    def take_actions(self) -> list[ActionEvent]:
+        """The action events (section 10) produced since the last call, in the order produced."""
+        events, self.action_events = self.action_events, []
+        return events
+
+    def take_kpis(self) -> list[KpiRecord]:
+        """The KPI records (section 11) published since the last call."""
+        records, self.kpi_records = self.kpi_records, []
+        return records
+
+    def send_contribution(self, record: derived.Contribution) -> None:
+        """An order's judgement for an indicator, to the KPI shard (as ``send_intent``)."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        shard = self.shards.get(KPIS)
+        if shard is None:
+            shard = self.shards[KPIS] = new_shard(KPIS)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
+
+    def send_intent(self, record: derived.Intent) -> None:
+        """An exception's shard tells the action shard (``actions.py``): applied now (replay),
+        or handed to the shell for the partition that owns ``g:actions`` (live)."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        shard = self.shards.get(ACTIONS)
+        if shard is None:
+            shard = self.shards[ACTIONS] = new_shard(ACTIONS)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
 
     def take_replies(self) -> list[CommandReply]:
         """The replies to the commands applied since the last call, in the order applied."""
         replies, self.replies = self.replies, []
         return replies
 
-    def take_derived(self) -> list[derived.Flag]:
+    def take_derived(
+        self,
+    ) -> list[derived.Flag | derived.Mark | derived.Intent | derived.Contribution]:
         """Flags for orders' shards derived since the last call (only with ``forward``)."""
         flags, self.derived = self.derived, []
         return flags
@@ -358,6 +449,18 @@ class Engine:
         shard = self.shards.get(key)
         if shard is None:
             shard = self.shards[key] = OrderShard(key)
+        self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
+
+    def derive(self, record: derived.Mark) -> None:
+        """An order's shard tells its customer's shard of a first refund or rejection (v2,
+        ``behaviour.py``): applied now (replay), or handed to the shell (live), as ``flag``."""
+        if self.forward:
+            self.derived.append(record)
+            return
+        key = record.shard_key
+        shard = self.shards.get(key)
+        if shard is None:
+            shard = self.shards[key] = new_shard(key)
         self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
 
     # --- deadlines -----------------------------------------------------------------------------
@@ -483,6 +586,8 @@ class Engine:
 
     def _on_deadline(self, shard: Shard, name: str, due: float, now: float) -> None:
         _ON_DEADLINE[type(shard)](self, shard, name, due, now)
+        if name in _KPI_DEADLINES and type(shard) is OrderShard:
+            kpi.on_deadline(self, shard, name, due, now)  # v2: late shipment or delivery
 
     def _apply_blacklist(self, event: InboundEvent) -> None:
         assert isinstance(event, BlacklistAdded | BlacklistRemoved)

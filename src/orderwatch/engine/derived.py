@@ -43,6 +43,117 @@ class Flag(BaseModel):
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump())
 
+    @property
+    def shard_key(self) -> str:
+        """The shard that applies it: the order's."""
+        return "o:" + self.order_id
+
+
+#: v2 (section 11): an order's first refund or rejection, for its customer's shard to count
+MARK: Literal["orderwatch.mark"] = "orderwatch.mark"
+_MARK_MARK = b'{"type":"orderwatch.mark"'
+
+
+class Mark(BaseModel):
+    """An order's shard tells its customer's shard (``c:``) that the order was first refunded
+    (or first rejected a delivery) at ``at``: the reverse of a ``Flag`` (``engine/behaviour.py``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["orderwatch.mark"] = MARK
+    event_id: str
+    rule_id: str
+    order_id: str
+    customer_id: str
+    #: the occurred_at of the refund (rejection): the time the rule's window counts
+    at: float
+    #: the refund's (rejection's) event_id, for evidence
+    source_event_id: str
+    #: the order shard's clock when it sent the mark (the record's time, as for ``Flag``)
+    occurred_ts: float
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @property
+    def shard_key(self) -> str:
+        """The shard that applies it: the customer's."""
+        return "c:" + self.customer_id
+
+
+#: v2 (section 10): what an order's shard asks of the action shard (``engine/actions.py``)
+INTENT: Literal["orderwatch.action"] = "orderwatch.action"
+_INTENT_MARK = b'{"type":"orderwatch.action"'
+
+
+class Intent(BaseModel):
+    """A request for an action, an exception resolved, or an operator's decision on an action:
+    sent by the shard that owns the exception to the one action shard ``g:actions``, which keeps
+    every action's status and the limits the actions of a type share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["orderwatch.action"] = INTENT
+    event_id: str
+    kind: Literal["request", "resolved", "decide"]
+    exception_id: str
+    order_id: str | None
+    #: the order shard's clock when it decided (the record's time)
+    occurred_ts: float
+    #: request: the action (its event's fields, ``approval_ttl`` and ``max_per_hour``);
+    #: decide: ``command_id``, ``action_id``, ``approve``, the exception's ``status``
+    data: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @property
+    def shard_key(self) -> str:
+        return "g:actions"
+
+
+#: v2 (section 11): an order's judgement for an hourly indicator, for the KPI shard
+CONTRIBUTION: Literal["orderwatch.kpi"] = "orderwatch.kpi"
+_CONTRIBUTION_MARK = b'{"type":"orderwatch.kpi"'
+
+
+class Contribution(BaseModel):
+    """One order counted in an indicator's hour (``engine/kpi.py``): on time (``hit`` 1) or not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["orderwatch.kpi"] = CONTRIBUTION
+    event_id: str
+    kpi: str
+    window_start: float
+    dimension: str
+    item: str
+    hit: int
+    occurred_ts: float
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @property
+    def shard_key(self) -> str:
+        return "g:kpis"
+
+
+def mark(
+    rule_id: str, order_id: str, customer_id: str, at: float, source_event_id: str, now: float
+) -> Mark:
+    return Mark.model_construct(
+        type=MARK,
+        event_id=f"{MARK}|{rule_id}|{order_id}",
+        rule_id=rule_id,
+        order_id=order_id,
+        customer_id=customer_id,
+        at=at,
+        source_event_id=source_event_id,
+        occurred_ts=now,
+    )
+
 
 def flag(
     rule_id: str,
@@ -64,11 +175,30 @@ def flag(
     )
 
 
-def decode(raw: bytes) -> Flag | None:
-    """A flag read back from the shard topic, or None if the bytes are not one."""
-    if not raw.startswith(_MARK):
-        return None
+def decode(raw: bytes) -> Flag | Mark | Intent | Contribution | None:
+    """A flag or a mark read back from the shard topic, or None if the bytes are not one."""
     try:
-        return Flag.model_validate_json(raw)
+        if raw.startswith(_MARK):
+            return Flag.model_validate_json(raw)
+        if raw.startswith(_MARK_MARK):
+            return Mark.model_validate_json(raw)
+        if raw.startswith(_INTENT_MARK):
+            return Intent.model_validate_json(raw)
+        if raw.startswith(_CONTRIBUTION_MARK):
+            return Contribution.model_validate_json(raw)
     except ValidationError:
         return None
+    return None
+
+
+def from_dict(data: dict[str, Any]) -> Flag | Mark | Intent | Contribution | None:
+    """A flag or mark parked in a shard and restored from its changelog form."""
+    if data.get("type") == FLAG:
+        return Flag.model_validate(data)
+    if data.get("type") == MARK:
+        return Mark.model_validate(data)
+    if data.get("type") == INTENT:
+        return Intent.model_validate(data)
+    if data.get("type") == CONTRIBUTION:
+        return Contribution.model_validate(data)
+    return None

@@ -39,6 +39,8 @@ def admits(ctx: Engine, key: str, ev: InboundEvent) -> bool:
     The engine asks before creating a window shard: an order of an established account or of a
     blank address would only leave an empty window behind, one per order.
     """
+    if type(ev) is derived.Mark:  # type: ignore[comparison-overlap]
+        return True  # v2: a customer's refunds and rejections (``behaviour.py``)
     if not isinstance(ev, OrderCreated):
         return False
     rule_id = _RULE[key[:2]]

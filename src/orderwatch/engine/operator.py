@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orderwatch.engine.actions import DECISIONS, decide
 from orderwatch.engine.catalog import NOT_PER_ORDER, RULE_DEFS
 from orderwatch.engine.lifecycle import ACK_TIMEOUT, ESCALATION, SNOOZE_END
 from orderwatch.engine.state import (
@@ -107,6 +108,10 @@ def apply(ctx: Engine, shard: Shard | None, cmd: Command, at: float) -> None:
     else:
         assert shard is not None
         reason = _judge(shard, op, cmd, at)
+        if reason == "invalid_transition" and type(cmd) in DECISIONS:
+            # v2: whether its action awaits approval is the action shard's to say; it replies
+            decide(ctx, cmd, op.status, at)
+            return
         if reason is None:
             _effect(ctx, shard, op, cmd, at)
         reply = [cmd.exception_id, reason is None, reason, op.status]

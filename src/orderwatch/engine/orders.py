@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from orderwatch.engine import behaviour, kpi
 from orderwatch.engine.catalog import Rule, format_duration
 from orderwatch.engine.lifecycle import exception_id, iso
 from orderwatch.engine.params import INF, NO_FACTS, ORDER_FACTS
@@ -95,6 +96,10 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
         handler(ctx, s, ev, now)
     if type(ev) not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
         _refresh(ctx, s)
+    if type(ev) in behaviour.WATCHED:  # v2: refunds and rejections counted per customer
+        behaviour.observe(ctx, s, ev, now)
+    if type(ev) in kpi.WATCHED:  # v2: on-time shipment and delivery (section 11)
+        kpi.observe(ctx, s, ev, now)
 
 
 #: Events whose handlers change nothing a timeout is derived from (``_desired``'s fields, or an

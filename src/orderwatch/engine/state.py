@@ -23,6 +23,10 @@ ADDRESS = "a:"
 PHONE = "p:"
 CUSTOMER = "c:"
 GLOBAL = "g:rates"
+#: v2: the one shard every remediation action passes through (section 10, ``engine/actions.py``)
+ACTIONS = "g:actions"
+#: v2: the one shard that counts the hourly indicators (section 11, ``engine/kpi.py``)
+KPIS = "g:kpis"
 FAILURE = "f:"
 #: v2: where a command goes that names no shard (an unknown rule, no subject): nothing lives
 #: there, so it is answered ``unknown_exception``
@@ -349,6 +353,17 @@ class OrderShard(Shard):
     #: the order's match fields for rule overrides (``engine.params.ORDER_FACTS``), one tuple
     #: shared by every order with the same values (None until the first is known)
     facts: tuple[str | None, ...] | None = None
+    #: v2 (section 11): the customer of its ``order.created`` (the key of the customer shard that
+    #: counts refunds and rejections), and ``[occurred_at, event_id, sent]`` of the first refund
+    #: and the first rejected delivery read (None for nearly every order)
+    customer_id: str | None = None
+    first_refund: list[Any] | None = None
+    first_reject: list[Any] | None = None
+    #: v2 (section 11, ``engine/kpi.py``): the warehouse of its first ``inventory.reserved``, the
+    #: carrier of its ``logistics.shipped``, and which indicators judged it (bits; None: none)
+    warehouse_id: str | None = None
+    carrier: str | None = None
+    kpi_done: int | None = None
 
     _FIELDS = (
         "created_eid",
@@ -379,6 +394,12 @@ class OrderShard(Shard):
         "unreachable",
         "status_log",
         "facts",
+        "customer_id",
+        "first_refund",
+        "first_reject",
+        "warehouse_id",
+        "carrier",
+        "kpi_done",
     )
 
     @property
@@ -467,10 +488,15 @@ class WindowShard(Shard):
 
     #: tuples, not lists: smaller, and the collector stops tracking them (lists on the wire)
     entries: tuple[WindowEntry, ...] = ()
+    #: v2 (customer shards, section 11): rule_id -> ``[at, order_id, event_id]`` of each order's
+    #: first refund or rejection, in time order (``engine/behaviour.py``); None for most customers
+    marks: dict[str, list[list[Any]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.base_dict()
         d["entries"] = [list(e) for e in self.entries]
+        if self.marks:
+            d["marks"] = self.marks
         return d
 
     @classmethod
@@ -478,6 +504,7 @@ class WindowShard(Shard):
         shard = cls(d["key"])
         shard.load_base(d)
         shard.entries = tuple(tuple(e) for e in d.get("entries", ()))
+        shard.marks = d.get("marks") or None
         return shard
 
 
@@ -515,6 +542,68 @@ class RateShard(Shard):
         return shard
 
 
+@dataclass(slots=True)
+class ActionShard(Shard):
+    """Every remediation action and the per-type limits they share (``engine/actions.py``).
+
+    ``actions``: action_id -> its record (the fields of its events, and its status), oldest
+    first; ``by_exception``: exception_id -> its action_ids; ``holds``: order_id ->
+    exception_id -> [hold action_id, still open]; ``requested``: type -> times it reached
+    ``requested`` in the last hour; ``results``: type -> the last 20 results (1 = failed);
+    ``paused_until``: type -> the end of its breaker pause.
+    """
+
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_exception: dict[str, list[str]] = field(default_factory=dict)
+    holds: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    requested: dict[str, list[float]] = field(default_factory=dict)
+    results: dict[str, list[int]] = field(default_factory=dict)
+    paused_until: dict[str, float] = field(default_factory=dict)
+
+    _FIELDS = ("actions", "by_exception", "holds", "requested", "results", "paused_until")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        for name in self._FIELDS:
+            d[name] = getattr(self, name)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ActionShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        for name in cls._FIELDS:
+            setattr(shard, name, dict(d.get(name, {})))
+        return shard
+
+
+@dataclass(slots=True)
+class KpiShard(Shard):
+    """The hourly indicators being counted (``engine/kpi.py``): ``windows``: "kpi|start" ->
+    item (order_id) -> [dimension value, hit]; ``payments``: payment_id -> [start, method, ok];
+    ``closed_until``: per kpi, the end of the last hour published."""
+
+    windows: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    payments: dict[str, list[Any]] = field(default_factory=dict)
+    closed_until: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        d["windows"] = self.windows
+        d["payments"] = self.payments
+        d["closed_until"] = self.closed_until
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KpiShard:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        shard.windows = dict(d.get("windows", {}))
+        shard.payments = dict(d.get("payments", {}))
+        shard.closed_until = dict(d.get("closed_until", {}))
+        return shard
+
+
 _KINDS: dict[str, type[Shard]] = {
     ORDER: OrderShard,
     STOCK: StockShard,
@@ -529,6 +618,10 @@ def new_shard(key: str) -> Shard:
     """An empty shard of the kind the key's prefix names."""
     if key == GLOBAL:
         return RateShard(key)
+    if key == ACTIONS:
+        return ActionShard(key)
+    if key == KPIS:
+        return KpiShard(key)
     return _KINDS[key[:2]](key)
 
 
@@ -550,7 +643,15 @@ def shard_from_dict(d: dict[str, Any]) -> Shard:
     it does not know (``StateFormatError``)."""
     format_version(d)
     key: str = d["key"]
-    kind: type[Shard] | None = RateShard if key == GLOBAL else _KINDS.get(key[:2])
+    kind: type[Shard] | None = (
+        RateShard
+        if key == GLOBAL
+        else ActionShard
+        if key == ACTIONS
+        else KpiShard
+        if key == KPIS
+        else _KINDS.get(key[:2])
+    )
     if kind is None:
         raise StateFormatError(f"unknown shard kind of key {key!r}")
     if kind is Shard:

@@ -189,6 +189,8 @@ class Tuner:
         engine.life.rules = new
         # v2 inhibition pairs: the new set's apply to what is raised or closed from now on
         engine.life.inhibition = Inhibition(new)
+        # v2 remediation (section 10): the rules whose exceptions request actions
+        engine.remediating = frozenset(r for r, rule in new.items() if rule.remediation)
         engine.timeout_limits = orders.timeout_limits(new)
         engine.enabled_timeouts = frozenset(r for r in orders.TIMEOUTS if engine.enabled(r))
         self._reset()

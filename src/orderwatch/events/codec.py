@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from orderwatch.errors import EventValidationError
+from orderwatch.events.actions import ACTION_RESULT_TYPES, ActionEvent
 from orderwatch.events.commands import COMMAND_TYPES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import EVENT_ADAPTER, EVENT_TYPES, InboundEvent
@@ -39,7 +40,7 @@ MAX_EVENT_BYTES = 256 * 1024
 #: Reason of a decoder failure nobody foresaw: a bug of ours, never a verdict on the message.
 INTERNAL = "internal_decode_error"
 
-_KNOWN_TYPES = frozenset(EVENT_TYPES) | frozenset(COMMAND_TYPES)
+_KNOWN_TYPES = frozenset(EVENT_TYPES) | frozenset(COMMAND_TYPES) | frozenset(ACTION_RESULT_TYPES)
 _BOM = b"\xef\xbb\xbf"
 _JSON_TYPES = {
     dict: "an object",
@@ -143,3 +144,8 @@ def encode_exception(event: ExceptionEvent) -> bytes:
 def encode_reply(reply: CommandReply) -> bytes:
     """The JSON body of a command reply (CONTRACT section 8), on its topic and in replay."""
     return orjson.dumps(reply.model_dump(mode="json"))
+
+
+def encode_action(event: ActionEvent) -> bytes:
+    """The JSON body of an action event (CONTRACT section 10), on its topic and in replay."""
+    return orjson.dumps(event.model_dump(mode="json"))

@@ -307,6 +307,8 @@ class BlacklistRemoved(_Blacklist):
 
 # commands (section 8) build on the envelope above; imported here, once it exists, so that they
 # join the one discriminated union every input is decoded with
+# v2: the results of remediation actions (section 10), the ``action.*`` stream
+from orderwatch.events.actions import ActionFailed, ActionSucceeded  # noqa: E402
 from orderwatch.events.commands import (  # noqa: E402
     CommandAcknowledge,
     CommandApprove,
@@ -346,7 +348,9 @@ InboundEvent: TypeAlias = Annotated[
     | CommandResolve
     | CommandReopen
     | CommandApprove
-    | CommandReject,
+    | CommandReject
+    | ActionSucceeded
+    | ActionFailed,
     Field(discriminator="type"),
 ]
 
