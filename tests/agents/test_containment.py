@@ -15,6 +15,7 @@ import pytest
 from orderwatch.agents.shell import INTERNAL_ERROR
 from orderwatch.engine import Engine
 from orderwatch.engine.state import Shard
+from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
 from tests.agents.test_shell import Recorder, feed, keyset, make_shell, scenario
 from tests.factories import paid, run, status
@@ -53,10 +54,12 @@ def test_a_failing_step_is_dead_lettered_and_leaves_the_state_as_it_was() -> Non
     shell.sweep()
     assert sorted(set(keyset(rec.exceptions))) == expected, "exactly the valid events' exceptions"
 
-    # one dead letter per shard the event failed on: the payment's order and the rate windows
-    assert len(rec.dlq) == 3 and shell.counters.failed == 3
+    # one dead letter per shard the event failed on: the status change's order; the payment's
+    # order, the rate windows and the KPI shard
+    routes = len(Engine.route(decode_event(orjson.dumps(paid("O-new", "10:06")))))
+    assert len(rec.dlq) == 1 + routes and shell.counters.failed == 1 + routes
     bodies = sorted(orjson.loads(body)["event_id"] for body, _ in rec.dlq)
-    assert bodies == [f"{MARKER}1", f"{MARKER}2", f"{MARKER}2"], "the message itself"
+    assert bodies == [f"{MARKER}1"] + [f"{MARKER}2"] * routes, "the message itself"
     headers = dict(rec.dlq[0][1])
     assert headers["orderwatch.error.reason"] == INTERNAL_ERROR.encode()
     assert headers["__connect.errors.exception.class.name"] == b"KeyError"
