@@ -80,13 +80,18 @@ phones = st.one_of(cn_mobiles(), cn_mobiles(), invalid_phones)
 # --- an order's life ---------------------------------------------------------------------------
 
 
+_BURSTER = "C9"  # not one of the pool's C0..C5
+
+
 @st.composite
 def order_lives(draw: st.DrawFn, n: int, pool: dict[str, Any], burst: bool = False) -> list[Event]:
     """One order with a random subset of its life, drawing people from shared pools so that
     addresses, phones and new accounts repeat across customers (the fraud rules see them)."""
     oid = f"O{n}"
     if burst:  # a new account's shopping spree: same customer, within the hour
-        start, customer = draw(st.integers(0, 50)), "C0"
+        # its own account, outside the pool: a pool customer's order days later would push the
+        # spree out of the window's two-window history whenever it is read first
+        start, customer = draw(st.integers(0, 50)), _BURSTER
     else:
         start = draw(st.one_of(st.integers(0, 50), st.integers(0, 3 * 24 * 60)))
         customer = draw(st.sampled_from(pool["customers"]))
@@ -145,7 +150,7 @@ def order_lives(draw: st.DrawFn, n: int, pool: dict[str, Any], burst: bool = Fal
 def histories(draw: st.DrawFn) -> tuple[list[Event], dict[str, Any]]:
     pool: dict[str, Any] = {
         "customers": [f"C{i}" for i in range(draw(st.integers(2, 6)))],
-        "young": {"C0", "C2"},
+        "young": {"C0", "C2", _BURSTER},
         "names": draw(st.lists(names, min_size=1, max_size=4, unique=True)),
         "phones": draw(st.lists(phones, min_size=1, max_size=3, unique=True)),
         "streets": draw(st.lists(streets, min_size=1, max_size=3, unique=True)),
@@ -247,7 +252,12 @@ def test_no_phone_street_or_name_appears_in_clear(
 
 
 def test_the_generated_histories_do_trigger_the_customer_and_fraud_rules() -> None:
-    """Guard against a property that passes because nothing ever fires."""
+    """Guard against a property that passes because nothing ever fires.
+
+    ``derandomize`` does not pin the examples: Hypothesis also draws constants found in every
+    local module imported so far, so the stream depends on which tests ran before. Each rule
+    must therefore fire in many examples, not in one lucky stretch of one stream.
+    """
     seen: set[str] = set()
 
     @settings(max_examples=60, deadline=None, database=None, derandomize=True)
