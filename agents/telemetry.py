@@ -13,6 +13,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 from typing import Any
 
+from orderwatch.agents.faust_internals import read_offsets
 from orderwatch.engine import Engine
 from orderwatch.engine.orders import TIMEOUTS
 from orderwatch.engine.silence import SilenceMonitor
@@ -146,7 +147,7 @@ class Telemetry:
     def _consumer_lag(self, consumer: Any) -> None:
         try:
             assignment = consumer.assignment()
-            read = consumer._read_offset
+            read = read_offsets(consumer)
             for tp in assignment:
                 if tp.topic not in self.lag_topics:
                     continue
