@@ -39,8 +39,8 @@ from orderwatch.agents import store as local_store
 from orderwatch.agents.faust_internals import (
     TunedApp,
     aiokafka_producer,
+    committed_offset,
     direct_delivery,
-    read_offset,
     shard_first,
     tune_fetcher,
 )
@@ -448,7 +448,7 @@ class Inputs:
         return int(value) if value is not None else None
 
     def position(self, topic: str, partition: int) -> int | None:
-        offset: int | None = read_offset(self.app, topic, partition)
+        offset: int | None = committed_offset(self.app, topic, partition)
         return offset
 
 

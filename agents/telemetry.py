@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from orderwatch.agents.faust_internals import read_offsets
 from orderwatch.engine import Engine
 from orderwatch.engine.orders import TIMEOUTS
 from orderwatch.engine.silence import SilenceMonitor
@@ -216,7 +217,7 @@ class Telemetry:
     def _consumer_lag(self, consumer: Any) -> None:
         try:
             assignment = consumer.assignment()
-            read = consumer._read_offset
+            read = read_offsets(consumer)
             for tp in assignment:
                 if tp.topic not in self.lag_topics:
                     continue

@@ -62,7 +62,9 @@ def test_the_fetcher_and_the_consumer_still_have_what_the_tweaks_set() -> None:
     assert "self._fetcher" in source(aiokafka.AIOKafkaConsumer)
     assert "self._thread" in source(faust_aiokafka.Consumer)
     assert hasattr(faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer")
+    assert "self._committed_offset" in source(faust_consumer.Consumer.__init__)
     assert "self._read_offset" in source(faust_consumer.Consumer.__init__)
+    assert "self._committed_offset.update(" in source(faust_consumer.Consumer.perform_seek)
     assert hasattr(faust_aiokafka.Producer, "_ensure_producer")
 
 
@@ -78,9 +80,10 @@ def test_direct_delivery_still_matches_faust_s_fetch_loop() -> None:
 
 def test_every_internal_is_in_the_one_module() -> None:
     """``app.py`` builds the topology on public Faust API and ``faust_internals`` only."""
-    from orderwatch.agents import app
+    from orderwatch.agents import app, shell, telemetry
 
-    text = inspect.getsource(app)
-    for private in ("._thread", "._fetcher", "._read_offset", "._ensure_producer", "._records"):
-        assert private not in text, private
-    assert faust_internals.read_offset.__module__ == faust_internals.__name__
+    for module in (app, shell, telemetry):
+        text = inspect.getsource(module)
+        for private in ("._thread", "._fetcher", "_offset.", "._ensure_producer", "._records"):
+            assert private not in text, (module.__name__, private)
+    assert faust_internals.committed_offset.__module__ == faust_internals.__name__
