@@ -294,12 +294,49 @@ def to_jsonl(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
 
 
+def command(
+    kind: str,
+    exception: ExceptionEvent | dict[str, Any],
+    at: str,
+    *,
+    actor: str | None = "alice",
+    event_id: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An operator's ``command.<kind>`` about ``exception`` (its id, rule and subject copied, as
+    the contract asks), sent by ``actor``; ``fields`` are the command's own (``for_``: ``for``).
+    """
+    ex = exception if isinstance(exception, dict) else exception.model_dump(mode="json")
+    if "for_" in fields:
+        fields["for"] = fields.pop("for_")
+    return _event(
+        f"command.{kind}",
+        at,
+        "cli",
+        event_id,
+        exception_id=ex["exception_id"],
+        rule_id=ex["rule_id"],
+        subject=ex["subject"],
+        actor=actor,
+        **fields,
+    )
+
+
 class Run:
     """The result of running events through the engine exactly as ``orderwatch replay`` does."""
 
-    def __init__(self, exceptions: list[ExceptionEvent], stderr: str) -> None:
+    def __init__(
+        self, exceptions: list[ExceptionEvent], stderr: str, replies: list[bytes] | None = None
+    ) -> None:
         self.exceptions = exceptions
         self.stderr = stderr
+        #: the replies to the commands in the input (``--replies``), as bytes, in order
+        self.replies = replies or []
+
+    def reply(self, command_id: str) -> dict[str, Any]:
+        """The (last) reply to a command, as a dict."""
+        [*_, last] = [r for r in map(orjson.loads, self.replies) if r["command_id"] == command_id]
+        return last  # type: ignore[no-any-return]
 
     def of(self, rule_id: str, state: str | None = None) -> list[ExceptionEvent]:
         return [
@@ -326,17 +363,17 @@ def run(events: list[dict[str, Any]], until: str | None = None, rules_dir: Any =
     """Replay ``events`` (in list order) through a fresh engine; ``until`` as ``--until``."""
     import io
 
-    out, err = io.BytesIO(), io.StringIO()
+    out, err, replies = io.BytesIO(), io.StringIO(), io.BytesIO()
     engine = Engine(_catalog(None if rules_dir is None else str(rules_dir)))
     until_at = datetime.fromisoformat(ts(until).replace("Z", "+00:00")) if until else None
-    replay(io.BytesIO(to_jsonl(events)).readlines(), engine, out, err, until_at)
+    replay(io.BytesIO(to_jsonl(events)).readlines(), engine, out, err, until_at, replies)
     parsed = [
         ExceptionEvent.model_validate_json(line) for line in out.getvalue().splitlines() if line
     ]
     # every exception must survive the wire format unchanged
     for e in parsed:
         assert ExceptionEvent.model_validate_json(encode_exception(e)) == e
-    return Run(parsed, err.getvalue())
+    return Run(parsed, err.getvalue(), replies.getvalue().splitlines())
 
 
 __all__ = ["decode_event"]

@@ -169,6 +169,10 @@ class OpenAlerts:
             return [to_alert(event, event.detected_at)]
         if ex_id in self._closed:
             return []  # a re-delivered raise or escalation of something already resolved
+        if event.state == "inhibited":
+            # v2 (CONTRACT section 9): never sent to alerting; an alert already firing for it
+            # ends now. Released later, it comes back as a raise and is posted again.
+            return [to_alert(event, event.detected_at)] if self._open.pop(ex_id, None) else []
         tracked = self._open.get(ex_id)
         if tracked is not None and tracked.level > event.escalation_level:
             return []  # an older state re-delivered after a newer one

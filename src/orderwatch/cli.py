@@ -157,7 +157,17 @@ def rules_check(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     table = Table(title=f"{len(catalog)} rules from {catalog.directory}")
-    for col in ("rule_id", "on", "severity", "owner", "escalate", "params", "actions"):
+    for col in (
+        "rule_id",
+        "on",
+        "severity",
+        "owner",
+        "escalate",
+        "ack",
+        "inhibited by",
+        "params",
+        "actions",
+    ):
         table.add_column(col)
     for rule in catalog.values():
         params = ", ".join(
@@ -171,6 +181,8 @@ def rules_check(
             rule.severity,
             rule.owner,
             format_duration(rule.escalate_after) if rule.escalate_after else "never",
+            format_duration(rule.ack_timeout) if rule.ack_timeout else "never",
+            ", ".join(rule.inhibited_by),
             params,
             ", ".join(f"{p.type}:{p.mode}" for p in rule.remediation),
         )

@@ -109,7 +109,8 @@ class _Exception:
     values: dict[str, object] = field(default_factory=dict)
 
 
-_STATE_ORDER = {"raised": 0, "escalated": 1, "resolved": 2}
+#: v2 states other than these (acknowledged, commented ...) sort with the escalations
+_STATE_ORDER = {"raised": 0, "inhibited": 0, "escalated": 1, "resolved": 2}
 
 
 def _fold(events: Iterable[ExceptionEvent]) -> dict[str, _Exception]:
@@ -120,7 +121,7 @@ def _fold(events: Iterable[ExceptionEvent]) -> dict[str, _Exception]:
     finally shipped), which describe the fix rather than the problem.
     """
     folded: dict[str, _Exception] = {}
-    ordered = sorted(events, key=lambda e: (_STATE_ORDER[e.state], e.escalation_level))
+    ordered = sorted(events, key=lambda e: (_STATE_ORDER.get(e.state, 1), e.escalation_level))
     for ev in ordered:
         ex = folded.get(ev.exception_id)
         if ex is None:

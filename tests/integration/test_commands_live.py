@@ -240,3 +240,49 @@ async def test_kill_9_between_commands_and_their_effects_loses_nothing(
         # what is read again after the restart publishes the same events (same seq) and the
         # same replies: the sets are exactly replay's
         await converge(out, replies, first + commands, 120)
+
+
+async def test_on_the_wall_clock_an_acknowledgement_gets_its_reply_and_event(
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """The default clock, as a console or a chat bot meets it: raise, acknowledge, reply."""
+    from datetime import UTC, datetime, timedelta
+
+    def iso(dt: datetime) -> str:
+        return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    workers.append(WorkerProcess(broker.bootstrap, topics, tmp_path).start())
+    paid_at = datetime.now(UTC) - timedelta(minutes=10) + timedelta(seconds=2)
+    async with (
+        Collector(broker.bootstrap, topics.exceptions) as out,
+        Collector(broker.bootstrap, topics.replies) as replies,
+    ):
+        await produce(
+            broker.bootstrap,
+            topics,
+            [created("W1", iso(paid_at - timedelta(minutes=1))), paid("W1", iso(paid_at))],
+        )
+        [raised] = await out.wait_for(lambda r: len(r) >= 1, 30, "raised")
+        ex = orjson.loads(raised.value)
+        ack = command("acknowledge", "w-ack", iso(datetime.now(UTC)), ex["exception_id"], PNU, "W1")
+        ack["expected_status"] = "open"
+        await produce(broker.bootstrap, topics, [ack, ack])  # sent twice: one effect
+        await replies.wait_for(lambda r: len(r) >= 2, 30, "two replies")
+        first, second = (r.value for r in replies.records)
+        assert first == second
+        assert orjson.loads(first) == {
+            "command_id": "w-ack",
+            "exception_id": ex["exception_id"],
+            "accepted": True,
+            "reason": None,
+            "status": "acknowledged",
+        }
+        await out.wait_for(lambda r: len(r) >= 2, 10, "the acknowledged event")
+        states = [orjson.loads(r.value)["state"] for r in out.records]
+        assert states == ["raised", "acknowledged"]
+        acked = orjson.loads(out.records[1].value)
+        assert (acked["seq"], acked["acknowledged_by"], acked["status"]) == (
+            2,
+            "alice",
+            "acknowledged",
+        )

@@ -23,6 +23,7 @@ from tests.factories import (
     address,
     address_changed,
     blacklist,
+    command,
     created,
     logistics,
     paid,
@@ -268,3 +269,73 @@ def test_the_generated_histories_do_trigger_the_customer_and_fraud_rules() -> No
         "logistics.not_shipped",
     }
     assert expected <= seen, expected - seen
+
+
+# --- (c) v2: commands are re-delivered too ----------------------------------------------------
+
+_KINDS = ["acknowledge", "unacknowledge", "assign", "snooze", "comment", "resolve", "reopen"]
+
+
+@st.composite
+def with_commands(draw: st.DrawFn) -> list[Event]:
+    """A history with operators' commands slipped in: on exceptions it raises (or on none),
+    at some minutes after each was detected, with fields right or wrong for their type."""
+    events, _ = draw(histories())
+    raised = [orjson.loads(line) for line in _output(events)]
+    raised = [e for e in raised if e["state"] in ("raised", "inhibited")]
+    if not raised:
+        return events
+    mixed = list(events)
+    for n in range(draw(st.integers(1, 12))):
+        target = draw(st.sampled_from(raised))
+        if draw(st.integers(0, 9)) == 0:
+            target = {**target, "exception_id": "no-such-exception"}
+        kind = draw(st.sampled_from(_KINDS))
+        fields: dict[str, Any] = {}
+        if kind == "assign":
+            fields["assignee"] = draw(st.sampled_from(["bob", "", None]))
+        elif kind == "snooze":
+            fields["for"] = draw(st.sampled_from(["30m", "2h", "1d", "soon"]))
+        elif kind == "comment":
+            fields["note"] = draw(st.sampled_from(["call 13812345678", "ok", ""]))
+        elif kind == "resolve":
+            fields["resolution"] = draw(st.sampled_from(["fixed", "false_positive", "nope"]))
+        if draw(st.booleans()):
+            fields["expected_status"] = draw(st.sampled_from(["open", "acknowledged"]))
+        when = plus(target["detected_at"], minutes=draw(st.integers(0, 600)))
+        # mostly after the history (its exceptions exist by then), sometimes anywhere in it
+        slot = len(mixed) if draw(st.integers(0, 3)) else draw(st.integers(0, len(mixed)))
+        mixed.insert(slot, command(kind, target, when, event_id=f"cmd-{n}", **fields))
+    return mixed
+
+
+def _with_replies(events: list[Event]) -> tuple[list[bytes], dict[bytes, set[bytes]]]:
+    """Exception lines, and every distinct reply each command got (one each, if idempotent)."""
+    out, err, replies = io.BytesIO(), io.StringIO(), io.BytesIO()
+    until = datetime.fromisoformat(UNTIL)
+    replay(io.BytesIO(to_jsonl(events)).readlines(), Engine(_CATALOG), out, err, until, replies)
+    assert err.getvalue() == ""
+    by_command: dict[bytes, set[bytes]] = {}
+    for line in replies.getvalue().splitlines():
+        by_command.setdefault(orjson.loads(line)["command_id"].encode(), set()).add(line)
+    return out.getvalue().splitlines(), by_command
+
+
+@PROPERTY
+@given(data=st.data(), events=with_commands())
+def test_redelivering_events_and_commands_interleaved_changes_nothing(
+    data: st.DataObject, events: list[Event]
+) -> None:
+    redelivered = list(events)
+    picks = data.draw(
+        st.lists(st.integers(0, len(events) - 1), max_size=len(events)), label="copies of"
+    )
+    for index in picks:
+        original = redelivered.index(events[index])
+        slot = data.draw(st.integers(original + 1, len(redelivered)), label="slot")
+        redelivered.insert(slot, events[index])
+    once, replies = _with_replies(events)
+    again, replies_again = _with_replies(redelivered)
+    assert again == once
+    assert replies_again == replies
+    assert all(len(r) == 1 for r in replies.values()), "a command read again: the same reply"

@@ -45,6 +45,8 @@ EACH_EVENT = frozenset({"order.creation_failed"})
 ACK_TIMEOUT = "ack|"
 SNOOZE_END = "snz|"
 TIMERS = (ESCALATION, ACK_TIMEOUT, SNOOZE_END)
+#: Resolved exceptions kept per shard for a comment or a reopen; beyond it the oldest go.
+MAX_CLOSED = 50
 
 
 def _mark_done(shard: Shard, ex_id: str) -> None:
@@ -151,6 +153,7 @@ class Lifecycle:
         if inhibitor is not None:
             op.status, op.inhibited_by = "inhibited", inhibitor.exception_id
             self.emit(op, "inhibited", now)
+            self.inhibition.opened(self, shard, op, now)  # inhibited is open: a chain holds
             return True
         if rule.escalate_after is not None:
             self._schedule(shard, ESCALATION + key, event_time + rule.escalate_after)
@@ -200,8 +203,11 @@ class Lifecycle:
         op.acked_by = op.snoozed_until = None
         if shard.closed is None:
             shard.closed = {}
-        shard.closed.pop(op.exception_id, None)  # a reopened one goes to the end again
-        shard.closed[op.exception_id] = op
+        closed = shard.closed
+        closed.pop(op.exception_id, None)  # a reopened one goes to the end again
+        closed[op.exception_id] = op
+        if len(closed) > MAX_CLOSED:
+            del closed[next(iter(closed))]
         self.emit(op, "resolved", now, note)
         self.inhibition.closed(self, shard, op, now)
 

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 #: Replies kept per shard; beyond it the oldest go (a client retrying that late gets
 #: ``unknown_exception`` or a fresh judgement; a re-delivery comes within seconds).
 MAX_REPLIES = 500
-#: Resolved exceptions kept per shard for comments and reopens; beyond it the oldest go.
-MAX_CLOSED = 50
 
 _GLOBAL_RULES = frozenset({"payment.success_rate_drop", "order.creation_failure_spike"})
 
@@ -222,7 +220,6 @@ def _comment(ctx: Engine, shard: Shard, op: Open, cmd: Any, at: float) -> State:
 
 def _resolve(ctx: Engine, shard: Shard, op: Open, cmd: Any, at: float) -> State:
     ctx.life.close(shard, op, "operator", cmd.resolution, at, _note(cmd))
-    _trim_closed(shard)
     return "resolved"
 
 
@@ -244,12 +241,6 @@ def _reopen(ctx: Engine, shard: Shard, op: Open, cmd: Any, at: float) -> State:
     else:
         ctx.life.inhibition.opened(ctx.life, shard, op, at)
     return "reopened"
-
-
-def _trim_closed(shard: Shard) -> None:
-    closed = shard.closed
-    if closed is not None and len(closed) > MAX_CLOSED:
-        del closed[next(iter(closed))]
 
 
 #: command class -> its effect; returns the state to publish (resolve and reopen publish
