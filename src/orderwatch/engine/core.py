@@ -319,7 +319,7 @@ class Engine:
             self._apply(shard, event, at)
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
-        self.tuning.at = event.occurred_ts
+        self.tuning.at = self.life.at = event.occurred_ts
         special = _ANY_SHARD.get(type(event))
         if special is None:
             _APPLY[type(shard)](self, shard, event, at)
@@ -549,7 +549,7 @@ class Engine:
             self._fire(shard, name, due, now)
 
     def _fire(self, shard: Shard, name: str, due: float, now: float) -> None:
-        self.tuning.at = due
+        self.tuning.at = self.life.at = due
         self.unschedule(shard, name)
         if name == EVICT:
             self._evict(shard, now)

@@ -99,6 +99,9 @@ class Lifecycle:
         #: the rule as it applies to a shard's subject (overrides, calendars: ``engine.tuning``)
         self.effective: Callable[[Shard, Rule, float], Rule] = _as_is
         self.inhibition = Inhibition(rules)
+        #: the time of the input being applied (an event's ``occurred_at``, a deadline's due
+        #: time), set by the engine: a reopened exception is resolved only by a later one
+        self.at = float("-inf")
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -131,12 +134,15 @@ class Lifecycle:
             # the open one (a re-delivery) it cannot start a new occurrence: only a trigger never
             # read before does (CONTRACT section 8). Rules with a resolving condition re-judge
             # their state instead (a second late payment is raised once the first is refunded)
-            if (
-                not rule.resolvable
-                and current.exception_id != ex_id
-                and not (shard.done and ex_id in shard.done)
-            ):
-                _mark_done(shard, ex_id)
+            if current.exception_id != ex_id and not (shard.done and ex_id in shard.done):
+                if not rule.resolvable:
+                    _mark_done(shard, ex_id)
+                elif current.absorbed is None:
+                    # kept with the open one: done if a person resolves it (the condition may
+                    # still hold then, and a re-delivery of this trigger must raise nothing)
+                    current.absorbed = [ex_id]
+                elif ex_id not in current.absorbed:
+                    current.absorbed.append(ex_id)
             return False
         if shard.done and ex_id in shard.done:
             return False
@@ -187,6 +193,10 @@ class Lifecycle:
         op = shard.open.get(key)
         if op is None or self.rules.get(rule_id) is None or not self.rules[rule_id].resolvable:
             return False
+        if op.reopened_after is not None and self.at <= op.reopened_after:
+            # reopened by a person: only an event later than all its shard had read then
+            # establishes the condition anew; an earlier one (a re-delivery) changes nothing
+            return False
         if values:
             op.values = {**op.values, **values}
         op.event_ids = op.event_ids + [e for e in event_ids if e not in op.event_ids]
@@ -208,6 +218,10 @@ class Lifecycle:
         if not shard.open:
             shard.open = NOTHING_OPEN  # its emptied table would stay allocated
         _mark_done(shard, op.exception_id)
+        if by == "operator" and op.absorbed:
+            for absorbed in op.absorbed:
+                _mark_done(shard, absorbed)
+        op.absorbed = None
         self.stop_timers(shard, key)
         op.status, op.resolved_by, op.resolution = "resolved", by, resolution
         op.acked_by = op.snoozed_until = None

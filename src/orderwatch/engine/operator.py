@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orderwatch.engine import orders
 from orderwatch.engine.actions import DECISIONS, decide
 from orderwatch.engine.catalog import NOT_PER_ORDER, RULE_DEFS
 from orderwatch.engine.lifecycle import ACK_TIMEOUT, ESCALATION, SNOOZE_END
@@ -23,6 +24,7 @@ from orderwatch.engine.state import (
     ORDER,
     STOCK,
     Open,
+    OrderShard,
     Shard,
     open_mapping,
 )
@@ -229,6 +231,8 @@ def _reopen(ctx: Engine, shard: Shard, op: Open, cmd: Any, at: float) -> State:
     if not shard.closed:
         shard.closed = None
     op.status, op.resolved_by, op.resolution = "open", None, None
+    # every event its shard has read was judged already: only a later one resolves it again
+    op.reopened_after = shard.last_at
     open_mapping(shard)[_key(op)] = op
     ctx.life.escalate_later(shard, op, at)
     ctx.life.emit(op, "reopened", at, _note(cmd))
@@ -261,5 +265,10 @@ def _effect(ctx: Engine, shard: Shard, op: Open, cmd: Command, at: float) -> Non
     state = _EFFECTS[type(cmd)](ctx, shard, op, cmd, at)
     if type(cmd) not in _PUBLISHES_ITSELF:
         ctx.life.emit(op, state, at, _note(cmd))
+    if type(shard) is OrderShard:
+        # a resolve or reopen changes what the order's timeouts derive from (an open or done
+        # exception): re-derive them now, not at whichever event comes next (a re-delivered one
+        # would then raise what the first reading left waiting)
+        orders.refresh(ctx, shard)
     if ctx.track_dirty:
         ctx.dirty.add(shard.key)

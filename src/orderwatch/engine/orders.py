@@ -1059,6 +1059,11 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
             ctx.unschedule(s, name)
 
 
+def refresh(ctx: Engine, s: OrderShard) -> None:
+    """``_refresh`` for a change made outside the order's own events (an operator's command)."""
+    _refresh(ctx, s)
+
+
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
     if _desired(ctx, s).get(name) == due:
         _inhibitors_first(ctx, s, name, due, now)

@@ -73,6 +73,12 @@ class Open:
     resolved_by: str | None = None
     resolution: str | None = None
     inhibited_by: str | None = None
+    #: the ids other triggers of its rule and subject would have raised while it was open
+    #: (absorbed by it): done once a person resolves it, so a re-delivered one raises nothing
+    absorbed: list[str] | None = None
+    #: after a reopen, the latest event time its shard had read then: only an event later than
+    #: that resolves it again (an earlier one was judged already, or is a re-delivery)
+    reopened_after: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -98,6 +104,8 @@ class Open:
             ("rb", self.resolved_by),
             ("rs", self.resolution),
             ("ib", self.inhibited_by),
+            ("ax", self.absorbed),
+            ("ra", self.reopened_after),
         ):
             if value is not None:
                 d[key] = value
@@ -126,6 +134,8 @@ class Open:
             d.get("rb"),
             d.get("rs"),
             d.get("ib"),
+            d.get("ax"),
+            d.get("ra"),
         )
 
 
