@@ -329,15 +329,9 @@ class Topology:
             s.topic_commands,
             s.topic_action_results,
         }
-        self.sources = app.topic(
-            s.topic_orders,
-            s.topic_payments,
-            s.topic_inventory,
-            s.topic_logistics,
-            s.topic_blacklist,
-            s.topic_commands,
-            **raw,
-        )
+        # from ``source_names``: the router reads exactly the topics ``Inputs`` (the event-time
+        # watermark) counts as inputs; a topic in one and not the other goes unread
+        self.sources = app.topic(*sorted(self.source_names), **raw)
         self.shard_topic = app.topic(
             f"{s.app_id}-shard-events", partitions=s.partitions, internal=True, **raw
         )
