@@ -270,7 +270,7 @@ class Worker:
             s.topic_logistics: "logistics",
             s.topic_inventory: "inventory",
         }
-        shard_name, dlq = topology.shard_name, topology.dlq
+        shard_name = topology.shard_name
 
         def send_shard(
             key: bytes, value: bytes, partition: int | None, headers: Any = None
@@ -285,7 +285,11 @@ class Worker:
             silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
             watermark_exempt={s.topic_blacklist},
             send_shard=send_shard,
-            send_dlq=lambda value, headers: dlq.send_soon(value=value, headers=headers),
+            # through the outbox like every other output: drained after each batch and tick and
+            # before each commit. Faust's send_soon left a burst of dead letters from a sweep
+            # (parked events failing when the clock reached them) unsent until the next commit,
+            # which only new input brings, so a kill could lose them after their input was read
+            send_dlq=lambda value, headers: outbox.put(s.topic_dlq, None, value, None, headers),
             send_exception=lambda key, value, headers: outbox.put(
                 s.topic_exceptions, key, value, None, headers
             ),
