@@ -13,6 +13,9 @@ an attribute leaned on here. What each one is for:
 - ``committed_offset``: Faust's committed offset of an input partition (the watermark).
 - ``read_offsets``: how far the fetcher has delivered each partition (the lag gauge).
 - ``aiokafka_producer``: Faust's own aiokafka producer, for the outbox's record batches.
+- ``rocksdb_partition``, ``register_store``: one partition's database of Faust's RocksDB store
+  and the store's URL scheme, for the local state store (``agents/store.py``; its ``Store``
+  subclass overrides ``on_rebalance``, a public hook).
 
 Fallbacks: a missing attribute leaves Faust's own behaviour (``tune_fetcher``, ``committed_offset``
 log or return None); the hooks on the app are methods Faust calls itself, so a rename there is
@@ -96,6 +99,21 @@ def read_offsets(consumer: Any) -> Any:
     """How far Faust's fetcher has delivered each partition (the consumer-lag gauge); an empty
     mapping on a Faust without it (the gauge then shows the whole partition as lag)."""
     return getattr(consumer, "_read_offset", {})
+
+
+def rocksdb_partition(store: Any, partition: int) -> Any:
+    """The rocksdict database of one partition of Faust's RocksDB store: the local state store
+    (``agents/store.py``) writes shards and its changelog catch-up batches straight into it.
+    Faust keeps it behind ``Store._db_for_partition``; no public accessor exists."""
+    return store._db_for_partition(partition)
+
+
+def register_store(scheme: str, target: str) -> None:
+    """Make ``store="<scheme>://"`` resolve to ``target`` ("module:Class"): Faust resolves
+    stores by URL scheme through ``faust.stores.STORES``' alias table."""
+    from faust.stores import STORES
+
+    STORES.aliases[scheme] = target
 
 
 def aiokafka_producer(app: faust.App) -> Any:

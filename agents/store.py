@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
+from orderwatch.agents.faust_internals import register_store, rocksdb_partition
 from orderwatch.engine.cache import ShardCache
 from orderwatch.engine.state import FORMAT_VERSION, StateFormatError
 
@@ -161,7 +161,7 @@ class Writer:
         self._counted = (0, 0)
 
     def db(self, partition: int) -> Any:
-        return self.store._db_for_partition(partition)
+        return rocksdb_partition(self.store, partition)
 
     def write(self, partition: int, key: bytes, value: bytes | None) -> None:
         db = self.db(partition)
@@ -332,7 +332,7 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
                         batch.delete(record.key)
                     else:
                         batch.put(record.key, record.value)
-                store._db_for_partition(tp.partition).write(batch)
+                rocksdb_partition(store, tp.partition).write(batch)
                 last = records[-1].offset
                 store.set_persisted_offset(tp, last)
                 counts[tp] += len(records)
@@ -378,4 +378,4 @@ class Store(RocksDBStore):
 
 
 #: ``store="orderwatch-rocksdb://"`` names ``Store`` (Faust resolves stores by URL scheme)
-STORES.aliases["orderwatch-rocksdb"] = f"{__name__}:Store"
+register_store("orderwatch-rocksdb", f"{__name__}:Store")

@@ -80,10 +80,29 @@ def test_direct_delivery_still_matches_faust_s_fetch_loop() -> None:
 
 def test_every_internal_is_in_the_one_module() -> None:
     """``app.py`` builds the topology on public Faust API and ``faust_internals`` only."""
-    from orderwatch.agents import app, shell, telemetry
+    from orderwatch.agents import app, shell, store, telemetry
 
-    for module in (app, shell, telemetry):
+    for module in (app, shell, store, telemetry):
         text = inspect.getsource(module)
-        for private in ("._thread", "._fetcher", "_offset.", "._ensure_producer", "._records"):
+        for private in (
+            "._thread",
+            "._fetcher",
+            "._read_offset",
+            "._committed_offset",
+            "._ensure_producer",
+            "._records",
+            "._db_for_partition",
+            "STORES.",
+        ):
             assert private not in text, (module.__name__, private)
     assert faust_internals.committed_offset.__module__ == faust_internals.__name__
+
+
+def test_the_rocksdb_store_still_has_what_the_local_state_store_uses() -> None:
+    """``rocksdb_partition`` and ``register_store`` (the RocksDB state store, agents/store.py)."""
+    from faust.stores import STORES
+    from faust.stores.rocksdb import Store
+
+    assert "def _db_for_partition" in source(Store)
+    assert isinstance(STORES.aliases, dict)
+    assert "rocksdb" in STORES.aliases
