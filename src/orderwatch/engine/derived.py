@@ -21,13 +21,19 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 #: ``type`` of a flag on the shard topic: not a contract type, so no input can be one (stage 1
 #: dead-letters unknown types; only stage 2 reads these).
 FLAG: Literal["orderwatch.flag"] = "orderwatch.flag"
-_MARK = b'{"type":"orderwatch.flag"'
 
 
-class Flag(BaseModel):
-    """A window's decision that an order is flagged by a fraud rule: the raise, as data."""
+class _Derived(BaseModel):
+    """What every derived record shares: frozen, strict, written to the shard topic as JSON."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+
+class Flag(_Derived):
+    """A window's decision that an order is flagged by a fraud rule: the raise, as data."""
 
     type: Literal["orderwatch.flag"] = FLAG
     event_id: str
@@ -40,9 +46,6 @@ class Flag(BaseModel):
     event_ids: list[str]
     values: dict[str, Any]
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump())
-
     @property
     def shard_key(self) -> str:
         """The shard that applies it: the order's."""
@@ -51,15 +54,12 @@ class Flag(BaseModel):
 
 #: v2 (section 11): an order's first refund or rejection, for its customer's shard to count
 MARK: Literal["orderwatch.mark"] = "orderwatch.mark"
-_MARK_MARK = b'{"type":"orderwatch.mark"'
 
 
-class Mark(BaseModel):
+class Mark(_Derived):
     """An order's shard tells its customer's shard (``c:``) that the order was first refunded
     (or first rejected a delivery) at ``at``: the reverse of a ``Flag`` (``engine/behaviour.py``).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["orderwatch.mark"] = MARK
     event_id: str
@@ -73,9 +73,6 @@ class Mark(BaseModel):
     #: the order shard's clock when it sent the mark (the record's time, as for ``Flag``)
     occurred_ts: float
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump())
-
     @property
     def shard_key(self) -> str:
         """The shard that applies it: the customer's."""
@@ -84,15 +81,12 @@ class Mark(BaseModel):
 
 #: v2 (section 10): what an order's shard asks of the action shard (``engine/actions.py``)
 INTENT: Literal["orderwatch.action"] = "orderwatch.action"
-_INTENT_MARK = b'{"type":"orderwatch.action"'
 
 
-class Intent(BaseModel):
+class Intent(_Derived):
     """A request for an action, an exception resolved, or an operator's decision on an action:
     sent by the shard that owns the exception to the one action shard ``g:actions``, which keeps
     every action's status and the limits the actions of a type share."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["orderwatch.action"] = INTENT
     event_id: str
@@ -105,9 +99,6 @@ class Intent(BaseModel):
     #: decide: ``command_id``, ``action_id``, ``approve``, the exception's ``status``
     data: dict[str, Any]
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump())
-
     @property
     def shard_key(self) -> str:
         return "g:actions"
@@ -115,13 +106,10 @@ class Intent(BaseModel):
 
 #: v2 (section 11): an order's judgement for an hourly indicator, for the KPI shard
 CONTRIBUTION: Literal["orderwatch.kpi"] = "orderwatch.kpi"
-_CONTRIBUTION_MARK = b'{"type":"orderwatch.kpi"'
 
 
-class Contribution(BaseModel):
+class Contribution(_Derived):
     """One order counted in an indicator's hour (``engine/kpi.py``): on time (``hit`` 1) or not."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["orderwatch.kpi"] = CONTRIBUTION
     event_id: str
@@ -131,9 +119,6 @@ class Contribution(BaseModel):
     item: str
     hit: int
     occurred_ts: float
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump())
 
     @property
     def shard_key(self) -> str:
@@ -175,30 +160,29 @@ def flag(
     )
 
 
-def decode(raw: bytes) -> Flag | Mark | Intent | Contribution | None:
-    """A flag or a mark read back from the shard topic, or None if the bytes are not one."""
-    try:
-        if raw.startswith(_MARK):
-            return Flag.model_validate_json(raw)
-        if raw.startswith(_MARK_MARK):
-            return Mark.model_validate_json(raw)
-        if raw.startswith(_INTENT_MARK):
-            return Intent.model_validate_json(raw)
-        if raw.startswith(_CONTRIBUTION_MARK):
-            return Contribution.model_validate_json(raw)
-    except ValidationError:
-        return None
+Derived = Flag | Mark | Intent | Contribution
+#: every derived record's class by its ``type``, and how its JSON starts on the shard topic
+_KINDS: dict[str, type[Derived]] = {
+    FLAG: Flag,
+    MARK: Mark,
+    INTENT: Intent,
+    CONTRIBUTION: Contribution,
+}
+_PREFIXES = [(b'{"type":"' + name.encode() + b'"', kind) for name, kind in _KINDS.items()]
+
+
+def decode(raw: bytes) -> Derived | None:
+    """A derived record read back from the shard topic, or None if the bytes are not one."""
+    for prefix, kind in _PREFIXES:
+        if raw.startswith(prefix):
+            try:
+                return kind.model_validate_json(raw)
+            except ValidationError:
+                return None
     return None
 
 
-def from_dict(data: dict[str, Any]) -> Flag | Mark | Intent | Contribution | None:
-    """A flag or mark parked in a shard and restored from its changelog form."""
-    if data.get("type") == FLAG:
-        return Flag.model_validate(data)
-    if data.get("type") == MARK:
-        return Mark.model_validate(data)
-    if data.get("type") == INTENT:
-        return Intent.model_validate(data)
-    if data.get("type") == CONTRIBUTION:
-        return Contribution.model_validate(data)
-    return None
+def from_dict(data: dict[str, Any]) -> Derived | None:
+    """A derived record parked in a shard and restored from its changelog form."""
+    kind = _KINDS.get(data.get("type"))  # type: ignore[arg-type]
+    return None if kind is None else kind.model_validate(data)
