@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from orderwatch.engine import Engine
 from orderwatch.errors import EventValidationError
+from orderwatch.events.actions import ACTION_RESULT_TYPES
 from orderwatch.events.codec import decode_event, encode_exception
 from orderwatch.events.commands import COMMAND_TYPES
 from orderwatch.events.inbound import EVENT_TYPES
@@ -65,7 +66,8 @@ REASONS = {"invalid_json", "invalid_utf8", "schema", "too_large", "unknown_type"
 _EXC = {"exception_id": "3f1c0c5e-1d2b-5c7a-9d41-0a1b2c3d4e5f", "rule_id": "payment.duplicate"}
 _EXC["subject"] = "O1"
 
-#: One valid event of every input type, the ``command.*`` types of section 8 included.
+#: One valid event of every input type, the ``command.*`` (section 8) and ``action.*`` (section
+#: 10) types included.
 SEEDS: list[dict[str, Any]] = [
     created(
         "O1",
@@ -124,6 +126,8 @@ SEEDS: list[dict[str, Any]] = [
     command("reopen", _EXC, "16:06", note="came back"),
     command("approve", _EXC, "16:07", action_id="a1"),
     command("reject", _EXC, "16:08", action_id="a1"),
+    _event("action.succeeded", "16:09", "oms", None, action_id="a1", order_id="O1"),
+    _event("action.failed", "16:10", "oms", None, action_id="a1", order_id="O1", detail="503"),
 ]
 
 EXAMPLES = int(os.environ.get("ORDERWATCH_FUZZ_EXAMPLES", "300"))
@@ -319,7 +323,9 @@ def check(raw: bytes) -> bool:
 
 
 def test_the_seeds_cover_every_input_type_and_are_valid() -> None:
-    assert {s["type"] for s in SEEDS} >= set(EVENT_TYPES) | set(COMMAND_TYPES)
+    assert {s["type"] for s in SEEDS} >= set(EVENT_TYPES) | set(COMMAND_TYPES) | set(
+        ACTION_RESULT_TYPES
+    )
     for seed in SEEDS:
         assert check(orjson.dumps(seed)), seed["type"]
         assert dump(tree(seed)) == orjson.dumps(seed), "the fuzz writes JSON as orjson does"
