@@ -944,7 +944,11 @@ class Simulator:
             yield self._status(o, t, "cancelled", "pending_payment")
             t += r.uniform(60, 600)
             pid = f"PAY{o.n:09d}0"
-            yield self._payment(o, t, True, pid)  # the customer paid in a tab left open
+            pay = self._payment(o, t, True, pid)  # the customer paid in a tab left open
+            # the demo dates this history into the past (the cancel before the payment, both
+            # before now) instead of emitting it at sim time, which runs ahead of the wall clock
+            pay[1][_DUE] = t + 10 * MINUTE
+            yield pay
             yield self._refund(o, t + r.uniform(20, 60) * MINUTE, pid)
             return
         if tw == "payment.orphan":

@@ -133,6 +133,29 @@ def test_demo_backdates_a_timeout_so_its_deadline_is_seconds_away() -> None:
     assert emitted == pytest.approx(1_000_000.0 - trigger[AGO], abs=0.001) and AGO not in line
 
 
+def test_demo_dates_a_paid_after_cancel_history_into_the_past() -> None:
+    """The cancel and the late payment are emitted dated before now, never at sim time ahead."""
+    sim = Simulator(
+        SimConfig(seed=3, orders=5, anomalies=1, mix={"payment.after_cancel": 1}, demo=True)
+    )
+    events = list(sim.events())
+    [pay] = [e for e in events if e["type"] == "payment.succeeded" and AGO in e]
+    [cancel] = [
+        e
+        for e in events
+        if e["type"] == "order.status_changed"
+        and e["status"] == "cancelled"
+        and e["order_id"] == pay["order_id"]
+    ]
+    now = 1_000_000.0
+
+    def emitted(e: dict[str, Any]) -> float:
+        stamp = orjson.loads(_finish(dict(e), lambda: now))["occurred_at"]
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    assert emitted(cancel) < emitted(pay) <= now, "cancelled before the payment, both in the past"
+
+
 def test_kafka_keys_follow_the_contract_topic_table() -> None:
     sim = Simulator(SimConfig(seed=6, orders=40, anomaly_rate=0.5, duration=3 * 3600.0))
     seen: dict[str, str] = {}
