@@ -272,6 +272,8 @@ def apply_intent(ctx: Engine, s: ActionShard, intent: derived.Intent, now: float
     action shard is another partition whose clock may be ahead of the sender's when the intent
     arrives, and the action's ``at`` must be what replay gives (which applies it at once)."""
     now = intent.occurred_ts
+    if s.legacy is not None:
+        migrate(ctx, s)
     if intent.kind == "request":
         _on_request(ctx, s, dict(intent.data), now)
     elif intent.kind == "resolved":
@@ -412,6 +414,9 @@ def _on_decide(ctx: Engine, s: ActionShard, intent: derived.Intent, now: float) 
     if r.replies and command_id in r.replies:
         _reply(ctx, command_id, r.replies[command_id])
         return
+    if s.replies and command_id in s.replies:  # decided under the earlier layout
+        _reply(ctx, command_id, s.replies[command_id])
+        return
     rec = r.actions.get(data["action_id"])
     status = data["status"]
     if (
@@ -453,6 +458,8 @@ def apply_result(ctx: Engine, s: Shard, ev: ActionSucceeded | ActionFailed, now:
     found under the result's ``order_id`` (the action event's, which the executor echoes)."""
     if not isinstance(s, ActionShard):
         return
+    if s.legacy is not None:
+        migrate(ctx, s)
     r = _records(ctx, ev.order_id, "", now, create=False)
     rec = None if r is None else r.actions.get(ev.action_id)
     if r is None or rec is None or rec["status"] != "requested":
@@ -472,12 +479,43 @@ def on_deadline(ctx: Engine, s: Shard, name: str, due: float, now: float) -> Non
         rec = s.actions.get(name[len(EXPIRY) :])
         if rec is not None and rec["status"] == "awaiting_approval":
             _set(ctx, s, rec, "expired", due)
+    elif isinstance(s, ActionShard) and name.startswith(EXPIRY):
+        # an expiry of the earlier layout, scheduled on g:actions: its record moves, then expires
+        rec = (s.legacy or {}).get("actions", {}).get(name[len(EXPIRY) :])
+        migrate(ctx, s)
+        if rec is not None:
+            r = _records(ctx, rec["order_id"], rec["exception_id"], due)
+            assert r is not None
+            on_deadline(ctx, r, name, due, now)
     elif isinstance(s, ActionShard) and name.startswith(BREAKER):
         # closed again: the pause is over, and its failures are not held against the next ones
         kind = name[len(BREAKER) :]
         s.paused_until.pop(kind, None)
         s.results.pop(kind, None)
         ctx.dirty.add(s.key)
+
+
+def migrate(ctx: Engine, s: ActionShard) -> None:
+    """Move the records of a ``g:actions`` written by the earlier layout (every action in it)
+    to their orders' records, with their expiry timers and holds, once: an upgrade keeps every
+    action's status, so none is requested twice. Idempotent (a failed step repeats it)."""
+    legacy, s.legacy = s.legacy, None
+    ctx.dirty.add(s.key)
+    if not legacy:
+        return
+    for aid, rec in legacy["actions"].items():
+        r = _records(ctx, rec.get("order_id"), rec["exception_id"], float(rec.get("at") or 0.0))
+        assert r is not None
+        r.actions.setdefault(aid, rec)
+        due = s.timers.get(EXPIRY + aid)
+        if due is not None:
+            ctx.unschedule(s, EXPIRY + aid)
+            ctx.schedule(r, EXPIRY + aid, due)
+    for order_id, holds in legacy["holds"].items():
+        r = _records(ctx, order_id, "", 0.0)
+        assert r is not None
+        for exception_id, hold in holds.items():
+            r.holds.setdefault(exception_id, list(hold))
 
 
 def paused_types(s: Shard | None, now: float) -> list[str]:

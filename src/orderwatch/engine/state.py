@@ -565,6 +565,10 @@ class ActionShard(Shard):
     requested: dict[str, list[float]] = field(default_factory=dict)
     results: dict[str, list[int]] = field(default_factory=dict)
     paused_until: dict[str, float] = field(default_factory=dict)
+    #: the earlier layout's every action (action_id -> record) and holds (order_id ->
+    #: exception_id -> [action_id, still]), read from a shard written before the records moved
+    #: to their orders: moved there by the next step of this shard (``actions.migrate``)
+    legacy: dict[str, Any] | None = None
 
     _FIELDS = ("requested", "results", "paused_until")
 
@@ -572,6 +576,9 @@ class ActionShard(Shard):
         d = self.base_dict()
         for name in self._FIELDS:
             d[name] = getattr(self, name)
+        if self.legacy is not None:
+            d["actions"] = self.legacy["actions"]
+            d["holds"] = self.legacy["holds"]
         return d
 
     @classmethod
@@ -580,6 +587,8 @@ class ActionShard(Shard):
         shard.load_base(d)
         for name in cls._FIELDS:
             setattr(shard, name, dict(d.get(name, {})))
+        if d.get("actions") or d.get("holds"):
+            shard.legacy = {"actions": dict(d.get("actions", {})), "holds": d.get("holds", {})}
         return shard
 
 

@@ -92,3 +92,51 @@ def test_an_action_awaiting_approval_keeps_its_records_until_it_expires() -> Non
     assert shard.actions["act-1"]["status"] == "awaiting_approval"
     engine.sweep(DAY0 + 3601)
     assert [a.status for a in engine.take_actions()] == ["expired"]
+
+
+def test_state_of_the_earlier_layout_is_moved_to_the_orders_and_keeps_working() -> None:
+    """A ``g:actions`` written when every action was kept in it: after an upgrade the actions
+    keep their status (nothing requested twice), an approval and an expiry still work."""
+    old = Engine(CATALOG)
+    waiting = {**_request(1, DAY0, "approval").data, "status": "awaiting_approval", "at": DAY0}
+    planned = {**_request(2, DAY0).data, "status": "planned", "at": DAY0}
+    expiring = {**_request(3, DAY0, "approval").data, "status": "awaiting_approval", "at": DAY0}
+    legacy: dict[str, Any] = {
+        "v": 2,
+        "key": ACTIONS,
+        "at": DAY0,
+        "dl": {"exp|act-1": DAY0 + 3600, "exp|act-3": DAY0 + 3600, "evict": DAY0 + 14 * 86400},
+        "actions": {"act-1": waiting, "act-2": planned, "act-3": expiring},
+        "by_exception": {"ex-1": ["act-1"], "ex-2": ["act-2"], "ex-3": ["act-3"]},
+        "holds": {"O2": {"ex-2": ["act-2", True]}},
+        "requested": {},
+        "results": {},
+        "paused_until": {},
+    }
+    old.restore(ACTIONS, orjson.loads(orjson.dumps(legacy)))
+    # the same request read again (a re-delivery after the upgrade): nothing new
+    old.step(_request(2, DAY0 + 60), DAY0 + 60)  # type: ignore[arg-type]
+    assert old.take_actions() == []
+    assert "actions" not in old.shards[ACTIONS].to_dict()
+    assert old.shards[records_key("O2", "")].holds == {"ex-2": ["act-2", True]}  # type: ignore[attr-defined]
+    decide = derived.Intent.model_construct(
+        type=derived.INTENT,
+        event_id=f"{derived.INTENT}|decide|c1",
+        kind="decide",
+        exception_id="ex-1",
+        order_id="O1",
+        occurred_ts=DAY0 + 120,
+        data={"command_id": "c1", "action_id": "act-1", "approve": True, "status": "open"},
+    )
+    old.step(decide, DAY0 + 120)  # type: ignore[arg-type]
+    assert [(a.action_id, a.status) for a in old.take_actions()] == [("act-1", "requested")]
+    old.sweep(DAY0 + 3601)
+    assert [(a.action_id, a.status) for a in old.take_actions()] == [("act-3", "expired")]
+    # an expiry of the earlier layout firing before any step moved the records
+    fresh = Engine(CATALOG)
+    fresh.restore(ACTIONS, orjson.loads(orjson.dumps(legacy)))
+    fresh.sweep(DAY0 + 3601)
+    assert sorted((a.action_id, a.status) for a in fresh.take_actions()) == [
+        ("act-1", "expired"),
+        ("act-3", "expired"),
+    ]
