@@ -65,10 +65,6 @@ BREAKER = "brk|"
 HOLD = "fulfillment.hold"
 RELEASE = "fulfillment.release"
 SUGGEST = "blacklist.suggest"
-#: statuses after which nothing more happens to an action but its result
-FINAL = frozenset(
-    {"planned", "rejected", "expired", "cancelled", "throttled", "paused", "succeeded", "failed"}
-)
 #: a hold reaching these statuses holds its order (section 10: "a hold planned or requested")
 HOLDING = frozenset({"planned", "requested"})
 DECISIONS: frozenset[type] = frozenset({CommandApprove, CommandReject})
