@@ -56,10 +56,13 @@ bench-console: $(STAMP) ## console: queue page with 100,000 open exceptions, cli
 bench-state: $(STAMP) ## state at size: sweep vs open orders; the RocksDB worker with 100k and 1M open orders; 10k-order quick check (~25 min)
 	$(BIN)/python bench/bench_state.py --large 1000000 --store-orders 100000,1000000 --quick-orders 10000 $(BENCH_ARGS)
 
+bench-actions: $(STAMP) ## the action partition: step and commit cost, state size as 100k actions accumulate (~15 s)
+	$(BIN)/python bench/bench_actions.py $(BENCH_ARGS)
+
 bench: $(STAMP) ## every benchmark (engine, pipeline, sweep, memory, restart) and one table (~6 min)
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .orderwatch-data
 
-.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench-console bench-state bench clean
+.PHONY: help venv lint fmt test unit fuzz schemas demo bench-engine bench-pipeline bench-console bench-state bench-actions bench clean

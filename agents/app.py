@@ -307,6 +307,7 @@ class Worker:
             on_paused=self.metrics.set_paused,
             send_kpi=lambda key, value: outbox.put(s.topic_kpis, key, value),
             on_kpi=self.metrics.count_kpi,
+            send_blacklist=lambda key, value: outbox.put(s.topic_blacklist, key, value),
         )
 
     async def _serve_metrics(self) -> None:

@@ -40,8 +40,15 @@ from orderwatch.engine import BROADCAST, Engine, atomic, derived
 from orderwatch.engine.actions import paused_types
 from orderwatch.engine.cache import Loader, ShardCache
 from orderwatch.engine.silence import SilenceMonitor
-from orderwatch.engine.state import ACTIONS, FORMAT_VERSION, StateFormatError, format_version
+from orderwatch.engine.state import (
+    ACTIONS,
+    FORMAT_VERSION,
+    StateFormatError,
+    format_version,
+    home_key,
+)
 from orderwatch.errors import EventValidationError, error_text
+from orderwatch.events.actions import encode_entry
 from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
@@ -203,6 +210,7 @@ class Shell:
         on_paused: Callable[[list[str]], None] | None = None,
         send_kpi: Send | None = None,
         on_kpi: Callable[[Any], None] | None = None,
+        send_blacklist: Send | None = None,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -234,6 +242,9 @@ class Shell:
         #: ``on_kpi(record)`` adds it to the KPI counters
         self.send_kpi = send_kpi
         self.on_kpi = on_kpi
+        #: v2: ``send_blacklist(key, value)``: a ``blacklist.added`` of an approved
+        #: ``blacklist.suggest`` (section 10), keyed by the entry's value
+        self.send_blacklist = send_blacklist
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -550,6 +561,11 @@ class Shell:
                     self.send_action((action.order_id or "").encode(), encode_action(action))
                 if self.on_action is not None:
                     self.on_action(action)
+            # an approved blacklist.suggest's entry (always made with its action's events):
+            # to the blacklist topic, keyed by the value; every partition reads it back
+            for entry in engine.take_blacklist():
+                if self.send_blacklist is not None:
+                    self.send_blacklist(entry.value.encode(), encode_entry(entry))
         if engine.kpi_records:
             for record in engine.take_kpis():
                 if self.send_kpi is not None:
@@ -832,7 +848,8 @@ class Shell:
                 if partition in fresh:
                     self.engine(partition).restore(BROADCAST, orjson.loads(value))
                 continue
-            partition = partition_for(key_bytes, self.partitions)
+            # an order's action records live beside g:actions, not where their key hashes
+            partition = partition_for(home_key(key).encode(), self.partitions)
             if partition in fresh:
                 self.engine(partition).restore(key, orjson.loads(value))
                 loaded += 1

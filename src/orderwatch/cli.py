@@ -68,6 +68,10 @@ def replay(
     kpis: Annotated[
         Path | None, typer.Option(help="write the hourly KPI records (section 11) here (JSONL)")
     ] = None,
+    blacklist: Annotated[
+        Path | None,
+        typer.Option(help="write the blacklist entries of approved blacklist.suggest here (JSONL)"),
+    ] = None,
     progress_bar: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar on a terminal")
     ] = True,
@@ -117,6 +121,11 @@ def replay(
         typer.echo(f"orderwatch: cannot write {kpis}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     try:
+        blacklist_out = open(blacklist, "wb") if blacklist is not None else None  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"orderwatch: cannot write {blacklist}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
         run_replay(
             lines,
             Engine(catalog, track_dirty=False),
@@ -126,6 +135,7 @@ def replay(
             replies=replies_out,
             actions=actions_out,
             kpis=kpis_out,
+            blacklist=blacklist_out,
         )
     except OSError as exc:
         typer.echo(f"orderwatch: cannot read {events}: {exc.strerror}", err=True)
@@ -137,6 +147,8 @@ def replay(
             actions_out.close()
         if kpis_out is not None:
             kpis_out.close()
+        if blacklist_out is not None:
+            blacklist_out.close()
         if progress is not None:
             progress.stop()
         sys.stdout.flush()

@@ -80,6 +80,14 @@ class Topics:
     def action_results(self) -> str:
         return self.name("order-action-results")
 
+    @property
+    def kpis(self) -> str:
+        return self.name("order-kpis")
+
+    @property
+    def blacklist(self) -> str:
+        return self.name("blacklist")
+
     def env(self) -> dict[str, str]:
         return {
             "ORDERWATCH_APP_ID": f"ow-{self.prefix}",
@@ -94,6 +102,7 @@ class Topics:
             "ORDERWATCH_TOPIC_COMMAND_RESULTS": self.replies,
             "ORDERWATCH_TOPIC_ACTIONS": self.actions,
             "ORDERWATCH_TOPIC_ACTION_RESULTS": self.action_results,
+            "ORDERWATCH_TOPIC_KPIS": self.kpis,
         }
 
     async def create(
@@ -106,6 +115,7 @@ class Topics:
             self.replies,
             self.actions,
             self.action_results,
+            self.kpis,
         ]
         await create_topics(bootstrap, dict.fromkeys(names, partitions), security)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import orjson
+import pytest
 
 from orderwatch.events.codec import decode_event
 from orderwatch.simulate import AGO, SimConfig, Simulator
@@ -115,3 +116,18 @@ def test_the_store_bench_seeds_orders_of_the_engines_own_format() -> None:
     assert "payment.paid_not_updated" in first["dl"]
     assert overdue["dl"]["payment.paid_not_updated"] < time.time() < first["dl"]["evict"]
     assert first["key"] == "o:SB0000000000" and "ORDX" not in items[0][1].decode()
+
+
+def test_action_state_benchmark_runs_and_keeps_g_actions_small(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = load("bench_actions")
+    sys.argv = ["bench_actions.py", "--actions", "1000", "--commit-every", "50"]
+    try:
+        bench.main()
+    finally:
+        sys.argv = sys.argv[:1]
+    out = capsys.readouterr().out
+    [row] = [line.split() for line in out.splitlines() if line.strip().startswith("1000")]
+    # actions, us/step, bytes/commit, g:actions bytes, all action state bytes
+    assert int(row[3].replace(",", "")) < 5_000 < int(row[4].replace(",", ""))

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from orderwatch.engine import actions
 from orderwatch.engine.core import BROADCAST, PARK, Engine
 from orderwatch.engine.state import Shard
 from orderwatch.events.exception import ExceptionEvent
@@ -122,6 +123,7 @@ def step(
     due = engine.sweep(t) if heap and heap[0][0] < t else []
     try:
         keys = tuple(Engine.route(event) if only is None else only)
+        keys += actions.companions(event)  # v2: an action's record, beside ``g:actions``
         saved = _save(engine, keys)
     except Exception as exc:  # nothing changed yet
         raise StepFailed(due, exc) from exc
@@ -137,24 +139,27 @@ def step(
         raise StepFailed(due, exc) from exc
 
 
-def _marks(engine: Engine) -> tuple[int, int, int, int]:
+def _marks(engine: Engine) -> tuple[int, int, int, int, int]:
     """How much the engine holds to hand on besides exceptions (command replies, derived
-    records for other shards, action events, KPI records) before a step or a deadline."""
+    records for other shards, action events, KPI records, blacklist entries) before a step or
+    a deadline."""
     return (
         len(engine.replies),
         len(engine.derived),
         len(engine.action_events),
         len(engine.kpi_records),
+        len(engine.blacklist_records),
     )
 
 
-def _truncate(engine: Engine, marks: tuple[int, int, int, int]) -> None:
+def _truncate(engine: Engine, marks: tuple[int, int, int, int, int]) -> None:
     """Drop what a failed step or deadline added to those outputs: never published."""
-    replies, derived, actions, kpis = marks
+    replies, derived, action_events, kpis, entries = marks
     del engine.replies[replies:]
     del engine.derived[derived:]
-    del engine.action_events[actions:]
+    del engine.action_events[action_events:]
     del engine.kpi_records[kpis:]
+    del engine.blacklist_records[entries:]
 
 
 Saved = tuple[list[tuple[str, Any, bool]], Any]

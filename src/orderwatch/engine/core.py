@@ -44,6 +44,7 @@ from orderwatch.engine.state import (
     ORDER,
     PHONE,
     STOCK,
+    ActionRecords,
     ActionShard,
     KpiShard,
     OrderShard,
@@ -114,6 +115,7 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
     WindowShard: fraud.apply,
     Shard: orders.creation_failed,
     ActionShard: lambda ctx, shard, ev, at: None,  # v2: reached only by _ANY_SHARD's inputs
+    ActionRecords: lambda ctx, shard, ev, at: None,  # v2: never routed to (``home_key``)
     KpiShard: kpi.apply_payment,  # v2: payment events (section 11)
 }
 
@@ -142,6 +144,7 @@ _ON_DEADLINE: dict[type[Shard], Callable[[Engine, Any, str, float, float], None]
     WindowShard: fraud.on_deadline,
     Shard: _no_deadlines,
     ActionShard: actions.on_deadline,
+    ActionRecords: actions.on_deadline,
     KpiShard: kpi.on_close,
 }
 
@@ -209,6 +212,9 @@ class Engine:
         self._remediated = 0
         #: v2 (section 11): KPI records published since the last ``take_kpis``
         self.kpi_records: list[KpiRecord] = []
+        #: v2 (section 10): blacklist entries of approved ``blacklist.suggest`` actions since
+        #: the last ``take_blacklist``, for the blacklist topic (``--blacklist`` in replay)
+        self.blacklist_records: list[BlacklistAdded] = []
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -400,6 +406,14 @@ class Engine:
         """The action events (section 10) produced since the last call, in the order produced."""
         events, self.action_events = self.action_events, []
         return events
+
+    def take_blacklist(self) -> list[BlacklistAdded]:
+        """The blacklist entries (section 10's ``blacklist.suggest``) made since the last call.
+
+        Not applied here: like any blacklist change they take effect when read back as input
+        (the worker from the blacklist topic, replay right after the step that made them)."""
+        records, self.blacklist_records = self.blacklist_records, []
+        return records
 
     def take_kpis(self) -> list[KpiRecord]:
         """The KPI records (section 11) published since the last call."""

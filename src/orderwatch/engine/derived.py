@@ -85,8 +85,9 @@ INTENT: Literal["orderwatch.action"] = "orderwatch.action"
 
 class Intent(_Derived):
     """A request for an action, an exception resolved, or an operator's decision on an action:
-    sent by the shard that owns the exception to the one action shard ``g:actions``, which keeps
-    every action's status and the limits the actions of a type share."""
+    sent by the shard that owns the exception to the one action shard ``g:actions``, whose
+    engine keeps every action's status (in the order's ``g:actions/<order_id>``) and the limits
+    the actions of a type share."""
 
     type: Literal["orderwatch.action"] = INTENT
     event_id: str

@@ -112,7 +112,7 @@ def apply(ctx: Engine, shard: Shard | None, cmd: Command, at: float) -> None:
         reason = _judge(shard, op, cmd, at)
         if reason == "invalid_transition" and type(cmd) in DECISIONS:
             # v2: whether its action awaits approval is the action shard's to say; it replies
-            decide(ctx, cmd, op.status, at)
+            decide(ctx, cmd, op.status, at, op.order_id)
             return
         if reason is None:
             _effect(ctx, shard, op, cmd, at)

@@ -554,28 +554,31 @@ class RateShard(Shard):
 
 @dataclass(slots=True)
 class ActionShard(Shard):
-    """Every remediation action and the per-type limits they share (``engine/actions.py``).
+    """What the remediation actions of a type share (``engine/actions.py``): small and bounded
+    whatever the number of actions (each action's record is in its order's ``ActionRecords``).
 
-    ``actions``: action_id -> its record (the fields of its events, and its status), oldest
-    first; ``by_exception``: exception_id -> its action_ids; ``holds``: order_id ->
-    exception_id -> [hold action_id, still open]; ``requested``: type -> times it reached
-    ``requested`` in the last hour; ``results``: type -> the last 20 results (1 = failed);
-    ``paused_until``: type -> the end of its breaker pause.
+    ``requested``: type -> times it reached ``requested`` in the last hour (at most the type's
+    ``max_per_hour``); ``results``: type -> the last 20 results (1 = failed); ``paused_until``:
+    type -> the end of its breaker pause.
     """
 
-    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    by_exception: dict[str, list[str]] = field(default_factory=dict)
-    holds: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     requested: dict[str, list[float]] = field(default_factory=dict)
     results: dict[str, list[int]] = field(default_factory=dict)
     paused_until: dict[str, float] = field(default_factory=dict)
+    #: the earlier layout's every action (action_id -> record) and holds (order_id ->
+    #: exception_id -> [action_id, still]), read from a shard written before the records moved
+    #: to their orders: moved there by the next step of this shard (``actions.migrate``)
+    legacy: dict[str, Any] | None = None
 
-    _FIELDS = ("actions", "by_exception", "holds", "requested", "results", "paused_until")
+    _FIELDS = ("requested", "results", "paused_until")
 
     def to_dict(self) -> dict[str, Any]:
         d = self.base_dict()
         for name in self._FIELDS:
             d[name] = getattr(self, name)
+        if self.legacy is not None:
+            d["actions"] = self.legacy["actions"]
+            d["holds"] = self.legacy["holds"]
         return d
 
     @classmethod
@@ -584,6 +587,48 @@ class ActionShard(Shard):
         shard.load_base(d)
         for name in cls._FIELDS:
             setattr(shard, name, dict(d.get(name, {})))
+        if d.get("actions") or d.get("holds"):
+            shard.legacy = {"actions": dict(d.get("actions", {})), "holds": d.get("holds", {})}
+        return shard
+
+
+#: v2: the action records of one order, ``g:actions/<order_id>``: kept by the engine that owns
+#: ``g:actions`` (its partition), never routed to by the shell (``home_key``)
+ACTION_RECORDS = ACTIONS + "/"
+
+
+def home_key(key: str) -> str:
+    """The shard key whose partition holds ``key``: its own, except an order's action records,
+    which live beside ``g:actions`` (the one engine that reads and writes them)."""
+    return ACTIONS if key.startswith(ACTION_RECORDS) else key
+
+
+@dataclass(slots=True)
+class ActionRecords(Shard):
+    """One order's remediation actions (``engine/actions.py``), beside ``g:actions``.
+
+    ``actions``: action_id -> its record (the fields of its events, its status, and what only
+    the engine needs: limits, the blacklist value of a ``blacklist.suggest``, the approver);
+    ``holds``: exception_id -> [its hold's action_id, still holding]. Forgotten like any shard
+    after the retention period once nothing is pending (an expiry timer keeps it).
+    """
+
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    holds: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base_dict()
+        d["actions"] = self.actions
+        if self.holds:
+            d["holds"] = self.holds
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ActionRecords:
+        shard = cls(d["key"])
+        shard.load_base(d)
+        shard.actions = dict(d.get("actions", {}))
+        shard.holds = dict(d.get("holds", {}))
         return shard
 
 
@@ -632,6 +677,8 @@ def new_shard(key: str) -> Shard:
         return ActionShard(key)
     if key == KPIS:
         return KpiShard(key)
+    if key.startswith(ACTION_RECORDS):
+        return ActionRecords(key)
     return _KINDS[key[:2]](key)
 
 
@@ -660,6 +707,8 @@ def shard_from_dict(d: dict[str, Any]) -> Shard:
         if key == ACTIONS
         else KpiShard
         if key == KPIS
+        else ActionRecords
+        if key.startswith(ACTION_RECORDS)
         else _KINDS.get(key[:2])
     )
     if kind is None:

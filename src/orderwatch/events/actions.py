@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from orderwatch.events.inbound import EventId, NonEmpty, _Event
@@ -75,6 +76,12 @@ class ActionEvent(BaseModel):
     idempotency_key: str = Field(description="= action_id: pass it on to the executing API")
 
 
+def encode_entry(entry: BaseModel) -> bytes:
+    """The JSON body of a ``blacklist.added`` an approved ``blacklist.suggest`` makes: an input
+    event of the blacklist stream (CONTRACT section 1), keyed there by its value."""
+    return orjson.dumps(entry.model_dump(mode="json"))
+
+
 __all__ = [
     "ACTION_RESULT_TYPES",
     "ActionEvent",
@@ -83,4 +90,5 @@ __all__ = [
     "ActionStatus",
     "ActionSucceeded",
     "ActionType",
+    "encode_entry",
 ]

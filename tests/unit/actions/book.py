@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from orderwatch.engine import Engine
 from orderwatch.events.actions import ActionEvent
 from orderwatch.events.commands import CommandReply
@@ -26,6 +28,8 @@ class Result:
     exceptions: list[ExceptionEvent]
     replies: list[CommandReply]
     actions: list[ActionEvent]
+    #: the ``blacklist.added`` entries approved suggestions made (``replay --blacklist``)
+    blacklist: list[dict[str, Any]]
 
     def of(self, kind: str) -> list[ActionEvent]:
         return [a for a in self.actions if a.type == kind]
@@ -41,6 +45,7 @@ def run(
     events: list[dict[str, Any]], until: str | None = None, rules: Path | None = None
 ) -> Result:
     out, err, replies, actions = io.BytesIO(), io.StringIO(), io.BytesIO(), io.BytesIO()
+    entries = io.BytesIO()
     engine = Engine(load_catalog(rules))
     until_at = datetime.fromisoformat(ts(until)) if until else None
     replay(
@@ -51,12 +56,14 @@ def run(
         until_at,
         replies=replies,
         actions=actions,
+        blacklist=entries,
     )
     assert err.getvalue() == "", err.getvalue()
     return Result(
         [ExceptionEvent.model_validate_json(x) for x in out.getvalue().splitlines()],
         [CommandReply.model_validate_json(x) for x in replies.getvalue().splitlines()],
         [ActionEvent.model_validate_json(x) for x in actions.getvalue().splitlines()],
+        [orjson.loads(x) for x in entries.getvalue().splitlines()],
     )
 
 
