@@ -23,15 +23,18 @@
     return false;
   }
 
+  // the queue's table, or the approvals list's
+  function liveTable() { return document.querySelector("[data-live=refresh]"); }
+
   function refreshQueue() {
-    var table = document.getElementById("queue-table");
-    if (!table || pending) return;
+    var table = liveTable();
+    if (!table || pending || dirty(table)) return;
     var wait = Math.max(0, 1000 - (Date.now() - last));
     pending = true;
     setTimeout(function () {
       pending = false;
       last = Date.now();
-      var current = document.getElementById("queue-table");
+      var current = liveTable();
       if (current && window.htmx) window.htmx.trigger(current, "ow-refresh");
     }, wait);
   }
