@@ -112,21 +112,34 @@ def test_unknown_rule_takes_the_contract_default_ttl(store: Store) -> None:
     assert row["expires_at"] == ts(T0) + 86400.0
 
 
-def test_target_params_and_reject_note_are_masked(store: Store) -> None:
+def test_free_text_and_phones_are_masked_identifiers_kept(store: Store) -> None:
     store.apply(
         actions=[
             action(
                 "awaiting_approval",
-                type="customer.notify",
-                target="call 13812345678",
-                params={"template": "delay", "note": ["ring +86 138 1234 5678"]},
+                type="carrier.claim",
+                target="PAY0000000789",
+                params={
+                    "reason": "customer 13812345678 called",
+                    "contact_phone": "+86 138 1234 5678",
+                    "tracking_no": "SF1234567890",
+                    "notes": {"detail": ["ring 13812345678"]},
+                },
             )
         ]
     )
     row = store.action(AID)
     assert row is not None
     assert "13812345678" not in str(row) and "1234 5678" not in str(row)
-    assert row["target"] == "call *******5678"
+    assert row["params"]["reason"] == "customer *******5678 called"
+    assert row["params"]["contact_phone"].endswith("5678")
+    assert row["params"]["notes"] == {"detail": ["ring *******5678"]}
+    # identifiers are no personal data, and an approver must see which payment is refunded
+    assert row["target"] == "PAY0000000789"
+    assert row["params"]["tracking_no"] == "SF1234567890"
+    # a target shaped like a phone number is masked all the same
+    store.apply(actions=[action("planned", action_id="a-2", target="+8613812345678")])
+    assert store.action("a-2")["target"] == "*********5678"  # type: ignore[index]
     store.apply(commands=[decision("reject", "c1", note="customer 13812345678 refused")])
     store.apply(replies=[{"command_id": "c1", "exception_id": "E1", "accepted": True}])
     row = store.action(AID)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from orderwatch.normalize import mask_text
+from orderwatch.normalize import is_valid_phone, mask_phone, mask_text
 
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 #: exception states that an operator's command produces, by the command type that produces them
@@ -564,7 +564,7 @@ class Store:
         """Upsert one action event (CONTRACT 10); False when it changed nothing (a re-delivery).
 
         The row keeps the latest stage of the lifecycle; the history keeps every status reached
-        (each at most once). Target and params are masked like every text the console stores.
+        (each at most once). Phone numbers in free-text params are masked (``_masked``).
         """
         action_id = str(event["action_id"])
         status = str(event["status"])
@@ -600,7 +600,7 @@ class Store:
                 str(event.get("mode") or ""),
                 status,
                 stage,
-                mask_text(target) if isinstance(target, str) else None,
+                _masked_target(target),
                 orjson.dumps(_masked(event.get("params") or {})).decode(),
                 at,
                 awaiting_since,
@@ -846,14 +846,33 @@ def _weighted(rows: Sequence[Sequence[Any]]) -> float | None:
     return sum(r[1] * r[2] for r in rows) / n if n else None
 
 
-def _masked(value: Any) -> Any:
-    """Every string inside ``value`` with phone-like numbers masked (params are free-form)."""
+#: action params that hold free text (a rule file's reason, an executor's detail): phone numbers
+#: in them are masked; identifiers (payment_id, tracking_no, value_hash) are shown as sent, since
+#: an approver must see which payment is refunded and the engine puts no personal data there
+_FREE_TEXT = frozenset({"reason", "note", "detail", "message", "remark", "comment"})
+_PHONE_KEYS = ("phone", "mobile", "tel")
+
+
+def _masked_target(target: Any) -> str | None:
+    """The target as sent (a payment_id: the approver must see which payment is refunded, and
+    the exception's own evidence shows it), unless it is shaped like a phone number."""
+    if not isinstance(target, str):
+        return None
+    if is_valid_phone(target, "CN") or is_valid_phone(target, None):
+        return mask_phone(target)
+    return target
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """``value`` (an action's params) with phone numbers masked where people's text can be."""
     if isinstance(value, str):
-        return mask_text(value)
+        if any(k in key for k in _PHONE_KEYS):
+            return mask_phone(value)
+        return mask_text(value) if key in _FREE_TEXT else value
     if isinstance(value, Mapping):
-        return {str(k): _masked(v) for k, v in value.items()}
+        return {str(k): _masked(v, str(k).lower()) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_masked(v) for v in value]
+        return [_masked(v, key) for v in value]
     return value
 
 
