@@ -361,6 +361,26 @@ async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
         f"#remediation tr[data-action-id='{action_id}']"
     )
     assert await ada.locator(".btn-approve").count() == 0  # nothing awaits any more
+
+    # from the approvals list: reject another refund, with a reason (a phone number in it)
+    other = await duplicate_payment(broker.bootstrap, topics)
+    await ada.click("#nav-approvals")
+    row = ada.locator(f"tr.arow[data-type='payment.refund']:has-text('{other}')")
+    await row.wait_for(timeout=LIVE)
+    other_id = await row.get_attribute("data-action-id")
+    await row.locator("input[name=note]").fill("customer 13812345678 keeps both")
+    await row.locator(".btn-reject").click()
+    await ada.wait_for_selector("#reply.good", timeout=LIVE)
+    assert ada.url.startswith(console.url + "/actions?")
+    assert await ada.text_content("#reply-action-status") == "rejected"
+    # it left the list of actions awaiting approval; its exception's page says who and why
+    assert await ada.locator(f"tr.arow[data-action-id='{other_id}']").count() == 0
+    await ada.goto(console.url + "/actions?status=rejected")
+    rejected = ada.locator(f"tr.arow[data-action-id='{other_id}']")
+    await rejected.wait_for(timeout=LIVE)
+    text = await rejected.text_content()
+    assert "rejected by ada" in text and "customer *******5678 keeps both" in text
+    assert "13812345678" not in await ada.content()
     await ada.context.close()
 
 

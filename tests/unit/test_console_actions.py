@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, CookieJar, web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orderwatch.console.app import CONSOLE_KEY, build_app
 from orderwatch.console.auth import User, add_account
@@ -325,3 +327,35 @@ async def test_the_actions_view_in_chinese(served: tuple[str, Recorder]) -> None
         async with http.get(base + "/actions") as r:
             page = await r.text()
         assert "待审批" in page and "退款" in page and "批准" in page and "驳回" in page
+
+
+_LIVES = {
+    "a-ok": [("awaiting_approval", 0), ("requested", 3), ("succeeded", 9)],
+    "a-no": [("awaiting_approval", 1), ("rejected", 4)],
+    "a-dry": [("planned", 2)],
+    "a-late": [("awaiting_approval", 2), ("expired", 8)],
+}
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_any_order_and_repetition_of_action_events_gives_the_same_rows(
+    data: st.DataObject,
+) -> None:
+    """Action events of one action are keyed by order_id, so they arrive in order per action but
+    batches, replicas rebuilding and re-deliveries mix them: the rows must not depend on it."""
+    events = [
+        action(status, f"2026-12-01T10:{minute:02d}:00Z", aid)
+        for aid, life in _LIVES.items()
+        for status, minute in life
+    ]
+    once = Store(":memory:", {})
+    once.apply(actions=sorted(events, key=lambda e: e["at"]))
+    shuffled = data.draw(st.permutations(events))
+    repeats = data.draw(st.lists(st.sampled_from(events), max_size=6))
+    again = Store(":memory:", {})
+    for batch in (shuffled[:3], shuffled[3:], repeats):
+        again.apply(actions=batch)
+    for aid in _LIVES:
+        assert again.action(aid) == once.action(aid)
+    assert again.actions(None) == once.actions(None)
