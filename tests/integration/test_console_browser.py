@@ -335,7 +335,10 @@ async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
         assert response.status == 403
         await asyncio.sleep(1.0)  # give a wrongly sent command time to show up on the topic
         assert [r for r in commands.records if b"command.approve" in (r.value or b"")] == []
-    await victor.context.close()
+    # the viewer keeps the exception's page open: it shows the approval live when it happens
+    await row.locator("a").click()
+    await victor.wait_for_selector(f"#remediation tr[data-action-id='{action_id}']")
+    assert await victor.locator("#remediation .awaiting-approver").count() == 1
 
     # the approver opens the exception, sees its refund awaiting approval, and approves it
     ada = await sign_in(browser, console, "ada")
@@ -361,6 +364,10 @@ async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
         f"#remediation tr[data-action-id='{action_id}']"
     )
     assert await ada.locator(".btn-approve").count() == 0  # nothing awaits any more
+    await victor.wait_for_selector(
+        f"#remediation tr[data-action-id='{action_id}'][data-status=requested]", timeout=LIVE
+    )
+    await victor.context.close()
 
     # from the approvals list: reject another refund, with a reason (a phone number in it)
     other = await duplicate_payment(broker.bootstrap, topics)
