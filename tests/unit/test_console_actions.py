@@ -293,6 +293,7 @@ async def test_an_approver_decides(served: tuple[str, Recorder]) -> None:
         async with http.get(base + "/exceptions/E1") as r:
             page = await r.text()
         assert "btn-approve" in page and "btn-reject" in page
+        assert 'id="awaiting-count">1<' in page  # the header's badge
         async with http.get(base + "/actions") as r:
             assert "btn-approve" in await r.text()
         # CSRF as every other form

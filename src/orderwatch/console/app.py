@@ -209,6 +209,7 @@ class Page:
             csrf_header=orjson.dumps({"X-CSRF-Token": self.csrf()}).decode(),
             path_qs=self.request.path_qs,
             now=_now(),
+            awaiting=self.console.store.awaiting_count if self.user else None,
             **context,
         )
         return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")

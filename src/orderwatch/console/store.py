@@ -757,6 +757,14 @@ class Store:
         ).fetchall()
         return [self._action_out(r) for r in rows], total
 
+    def awaiting_count(self) -> int:
+        """How many actions await approval (the header's badge; one index lookup)."""
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM actions WHERE status = 'awaiting_approval'"
+            ).fetchone()[0]
+        )
+
     def _action_out(self, row: sqlite3.Row) -> dict[str, Any]:
         out = dict(row)
         out["params"] = orjson.loads(row["params"])
