@@ -350,11 +350,11 @@ async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
     assert f"{order_id}-P2" in await mine.text_content()  # the target: the second payment
     async with Collector(broker.bootstrap, topics.commands) as commands:
         await mine.locator(".btn-approve").click()
-        await ada.wait_for_selector("#reply.good", timeout=LIVE)
         await ada.wait_for_selector(
             f"#remediation tr[data-action-id='{action_id}'][data-status=requested]", timeout=LIVE
         )
-        assert await ada.text_content("#reply-action-status") == "requested"
+        await ada.wait_for_selector("#reply.good", timeout=LIVE)
+        await ada.wait_for_selector("#reply-action-status:text-is('requested')", timeout=LIVE)
         sent = [orjson.loads(r.value) for r in commands.records if r.value]
     approve = [c for c in sent if c.get("type") == "command.approve"]
     assert len(approve) == 1
@@ -379,9 +379,11 @@ async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
     await row.locator(".btn-reject").click()
     await ada.wait_for_selector("#reply.good", timeout=LIVE)
     assert ada.url.startswith(console.url + "/actions?")
-    assert await ada.text_content("#reply-action-status") == "rejected"
+    await ada.wait_for_selector("#reply-action-status:text-is('rejected')", timeout=LIVE)
     # it left the list of actions awaiting approval; its exception's page says who and why
-    assert await ada.locator(f"tr.arow[data-action-id='{other_id}']").count() == 0
+    await ada.locator(f"tr.arow[data-action-id='{other_id}']").wait_for(
+        state="detached", timeout=LIVE
+    )
     await ada.goto(console.url + "/actions?status=rejected")
     rejected = ada.locator(f"tr.arow[data-action-id='{other_id}']")
     await rejected.wait_for(timeout=LIVE)

@@ -595,7 +595,12 @@ async def actions_view(request: web.Request) -> web.StreamResponse:
         "selected": status,
         "statuses": ACTION_STATUSES,
         "may_decide": user.may_decide,
-        "partial_url": "/actions?" + urlencode({"status": status, "partial": 1}),
+        # with ?cmd=, a live refresh keeps the decision's flash (and completes it when the reply
+        # or the action's event comes after the wait)
+        "partial_url": "/actions?"
+        + urlencode(
+            {"status": status, **({"cmd": command_id} if command_id else {}), "partial": 1}
+        ),
         "back": "/actions?" + urlencode({"status": status}),
     }
     if request.query.get("partial"):
