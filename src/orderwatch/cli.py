@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -558,31 +561,85 @@ async def _produce_and_operate(
 
 # --- operators' commands (CONTRACT section 8): thin adapters over orderwatch.commands_client ---
 
-_Actor = Annotated[
-    str | None,
-    typer.Option(help="who sends it (default: $ORDERWATCH_ACTOR, else the login name)"),
-]
-_Expected = Annotated[
-    str | None,
-    typer.Option(help="the status you last saw; the detector answers stale if it changed"),
-]
-_RuleId = Annotated[
-    str | None, typer.Option(help="the exception's rule_id (default: looked up on the topic)")
-]
-_Subject = Annotated[
-    str | None, typer.Option(help="the exception's subject (default: looked up on the topic)")
-]
-_Timeout = Annotated[
-    float, typer.Option(help="seconds to wait for the reply (0: send and do not wait)")
-]
-_CommandId = Annotated[
-    str | None, typer.Option(help="the command's event_id: retry with the same id, effect once")
-]
-_Bootstrap = Annotated[
-    str | None, typer.Option(help="Kafka host:port (default: $ORDERWATCH_BOOTSTRAP_SERVERS)")
-]
-_Json = Annotated[bool, typer.Option("--json", help="print the reply as one JSON line")]
+_ExceptionId = Annotated[str, typer.Argument(help="the exception's exception_id")]
 _Note = Annotated[str | None, typer.Option(help="a note kept on the exception's event")]
+_BOOTSTRAP_HELP = "Kafka host:port (default: $ORDERWATCH_BOOTSTRAP_SERVERS)"
+_Bootstrap = Annotated[str | None, typer.Option(help=_BOOTSTRAP_HELP)]
+
+
+@dataclass(frozen=True)
+class _Sending:
+    """How and as whom an operator command is sent: the options every one of them takes."""
+
+    actor: str | None
+    expected_status: str | None
+    rule_id: str | None
+    subject: str | None
+    timeout: float
+    command_id: str | None
+    bootstrap: str | None
+    as_json: bool
+
+
+def _option(
+    name: str, annotation: Any, default: Any, *decls: str, **info: Any
+) -> inspect.Parameter:
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[annotation, typer.Option(*decls, **info)],
+        default=default,
+    )
+
+
+#: The shared options, declared once (``_operator_command`` adds them to each command).
+_SENDING = (
+    _option(
+        "actor", str | None, None,
+        help="who sends it (default: $ORDERWATCH_ACTOR, else the login name)",
+    ),
+    _option(
+        "expected_status", str | None, None,
+        help="the status you last saw; the detector answers stale if it changed",
+    ),
+    _option(
+        "rule_id", str | None, None,
+        help="the exception's rule_id (default: looked up on the topic)",
+    ),
+    _option(
+        "subject", str | None, None,
+        help="the exception's subject (default: looked up on the topic)",
+    ),
+    _option("timeout", float, 30.0, help="seconds to wait for the reply (0: send and do not wait)"),
+    _option(
+        "command_id", str | None, None,
+        help="the command's event_id: retry with the same id, effect once",
+    ),
+    _option("bootstrap", str | None, None, help=_BOOTSTRAP_HELP),
+    _option("as_json", bool, False, "--json", help="print the reply as one JSON line"),
+)  # fmt: skip
+
+
+def _operator_command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Register ``fn(..., sending: _Sending)`` as a command taking its own parameters followed by
+    the shared options; typer reads the signature built here, ``fn`` gets them as one value."""
+    own = [
+        p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "sending"
+    ]
+    names = [p.name for p in _SENDING]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        shared = {name: kwargs.pop(name) for name in names}
+        fn(**kwargs, sending=_Sending(**shared))
+
+    params = [*own, *_SENDING]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__  # typer must read the signature above, not fn's
+    app.command()(command)
+    return command
+
 
 #: exit status when the detector rejected the command, and when no reply came in time
 EXIT_REJECTED = 1
@@ -590,35 +647,43 @@ EXIT_TIMED_OUT = 3
 
 
 def _send_command(
-    kind: str,
-    exception_id: str,
-    fields: dict[str, object],
-    *,
-    actor: str | None,
-    expected_status: str | None,
-    rule_id: str | None,
-    subject: str | None,
-    timeout: float,
-    command_id: str | None,
-    bootstrap: str | None,
-    as_json: bool,
+    kind: str, exception_id: str | None, fields: dict[str, object], sending: _Sending
 ) -> None:
-    """Build, send, wait, print; the exit status says accepted (0), rejected or timed out."""
+    """Build, send, wait, print; the exit status says accepted (0), rejected or timed out.
+
+    ``exception_id`` None: an approve or reject, whose exception is the one of its action (found
+    on the actions topic).
+    """
     import orjson
 
     from orderwatch.commands_client import (
         CommandsClientError,
         Topics,
         build_command,
+        find_action,
         find_exception,
         resolve_actor,
         send_command,
     )
     from orderwatch.settings import Settings
 
-    topics = Topics.from_settings(Settings(), bootstrap)
+    topics = Topics.from_settings(Settings(), sending.bootstrap)
+    rule_id, subject = sending.rule_id, sending.subject
     try:
-        who = resolve_actor(actor)
+        who = resolve_actor(sending.actor)
+        if exception_id is None:
+            action_id = str(fields["action_id"])
+            action = asyncio.run(find_action(topics, action_id))
+            if action is None:
+                typer.echo(f"orderwatch: no action {action_id} on {topics.actions}", err=True)
+                raise typer.Exit(2)
+            exception_id, rule_id = action.exception_id, rule_id or action.rule_id
+            if action.status != "awaiting_approval":
+                typer.echo(
+                    f"orderwatch: action {action_id} is {action.status}, not awaiting approval "
+                    "(sending anyway: the detector decides)",
+                    err=True,
+                )
         if rule_id is None or subject is None:
             found = asyncio.run(find_exception(topics, exception_id))
             if found is None:
@@ -636,10 +701,11 @@ def _send_command(
             rule_id,
             subject,
             who,
-            expected_status=expected_status,
+            expected_status=sending.expected_status,
             fields=fields,
-            command_id=command_id,
+            command_id=sending.command_id,
         )
+        timeout = sending.timeout
         reply = asyncio.run(send_command(topics, command, timeout if timeout > 0 else None))
     except CommandsClientError as exc:
         typer.echo(f"orderwatch: {exc}", err=True)
@@ -654,165 +720,122 @@ def _send_command(
             err=True,
         )
         raise typer.Exit(EXIT_TIMED_OUT)
-    if as_json:
+    what = f"action {fields['action_id']} of {exception_id}" if "action_id" in fields else None
+    if sending.as_json:
         typer.echo(orjson.dumps(reply.model_dump(mode="json")).decode())
+    elif reply.accepted and what:
+        typer.echo(f"{kind}: accepted; {what} (its new status follows on {topics.actions})")
     elif reply.accepted:
         typer.echo(f"{kind}: accepted; {exception_id} is now {reply.status}")
     else:
         typer.echo(
-            f"{kind}: rejected ({reply.reason}); {exception_id} is {reply.status or 'unknown'}"
+            f"{kind}: rejected ({reply.reason}); {what or exception_id} "
+            f"is {reply.status or 'unknown'}"
         )
     if not reply.accepted:
         raise typer.Exit(EXIT_REJECTED)
 
 
-@app.command()
-def ack(
-    exception_id: str,
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
-) -> None:
+@_operator_command
+def ack(exception_id: _ExceptionId, *, sending: _Sending) -> None:
     """Acknowledge an exception: someone is on it, escalation stops."""
-    _send_command(
-        "acknowledge", exception_id, {}, actor=actor, expected_status=expected_status,
-        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
-        bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("acknowledge", exception_id, {}, sending)
 
 
-@app.command()
-def unack(
-    exception_id: str,
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
-) -> None:
+@_operator_command
+def unack(exception_id: _ExceptionId, *, sending: _Sending) -> None:
     """Unacknowledge: nobody is on it after all, escalation resumes."""
-    _send_command(
-        "unacknowledge", exception_id, {}, actor=actor, expected_status=expected_status,
-        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
-        bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("unacknowledge", exception_id, {}, sending)
 
 
-@app.command()
+@_operator_command
 def assign(
-    exception_id: str,
+    exception_id: _ExceptionId,
     assignee: Annotated[str, typer.Argument(help="who handles it: a user or team name")],
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
+    *,
+    sending: _Sending,
 ) -> None:
     """Assign an exception to someone (does not acknowledge it; ends a snooze)."""
-    _send_command(
-        "assign", exception_id, {"assignee": assignee}, actor=actor,
-        expected_status=expected_status, rule_id=rule_id, subject=subject, timeout=timeout,
-        command_id=command_id, bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("assign", exception_id, {"assignee": assignee}, sending)
 
 
-@app.command()
+@_operator_command
 def snooze(
-    exception_id: str,
+    exception_id: _ExceptionId,
     until: Annotated[str | None, typer.Option(help="RFC 3339 end of the snooze")] = None,
     for_: Annotated[str | None, typer.Option("--for", help="a duration: 90m, 1d2h")] = None,
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
+    *,
+    sending: _Sending,
 ) -> None:
     """Snooze an acknowledged exception: no escalation nor ack timeout until then."""
     if (until is None) == (for_ is None):
         raise typer.BadParameter("give exactly one of --until and --for")
-    _send_command(
-        "snooze", exception_id, {"until": until, "for": for_}, actor=actor,
-        expected_status=expected_status, rule_id=rule_id, subject=subject, timeout=timeout,
-        command_id=command_id, bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("snooze", exception_id, {"until": until, "for": for_}, sending)
 
 
-@app.command()
+@_operator_command
 def comment(
-    exception_id: str,
+    exception_id: _ExceptionId,
     note: Annotated[str, typer.Argument(help="the note (phone numbers are masked)")],
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
+    *,
+    sending: _Sending,
 ) -> None:
     """Add a note to an exception (in any status)."""
-    _send_command(
-        "comment", exception_id, {"note": note}, actor=actor, expected_status=expected_status,
-        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
-        bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("comment", exception_id, {"note": note}, sending)
 
 
-@app.command()
+@_operator_command
 def resolve(
-    exception_id: str,
+    exception_id: _ExceptionId,
     resolution: Annotated[str, typer.Argument(help="fixed, false_positive, duplicate or wont_fix")],
     note: _Note = None,
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
+    *,
+    sending: _Sending,
 ) -> None:
     """Resolve an exception by hand (resolved_by = operator)."""
-    _send_command(
-        "resolve", exception_id, {"resolution": resolution, "note": note}, actor=actor,
-        expected_status=expected_status, rule_id=rule_id, subject=subject, timeout=timeout,
-        command_id=command_id, bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("resolve", exception_id, {"resolution": resolution, "note": note}, sending)
 
 
-@app.command()
-def reopen(
-    exception_id: str,
-    note: _Note = None,
-    actor: _Actor = None,
-    expected_status: _Expected = None,
-    rule_id: _RuleId = None,
-    subject: _Subject = None,
-    timeout: _Timeout = 30.0,
-    command_id: _CommandId = None,
-    bootstrap: _Bootstrap = None,
-    as_json: _Json = False,
-) -> None:
+@_operator_command
+def reopen(exception_id: _ExceptionId, note: _Note = None, *, sending: _Sending) -> None:
     """Reopen a resolved exception (its latest occurrence only)."""
-    _send_command(
-        "reopen", exception_id, {"note": note}, actor=actor, expected_status=expected_status,
-        rule_id=rule_id, subject=subject, timeout=timeout, command_id=command_id,
-        bootstrap=bootstrap, as_json=as_json,
-    )  # fmt: skip
+    _send_command("reopen", exception_id, {"note": note}, sending)
+
+
+_ActionId = Annotated[str, typer.Argument(help="the action's action_id (CONTRACT section 10)")]
+
+
+@_operator_command
+def approve(
+    action_id: _ActionId,
+    note: Annotated[
+        str | None, typer.Option(help="why (phone numbers are masked before it is sent)")
+    ] = None,
+    *,
+    sending: _Sending,
+) -> None:
+    """Approve a remediation action awaiting approval: it becomes requested (CONTRACT 10)."""
+    from orderwatch.normalize import mask_text
+
+    fields: dict[str, object] = {"action_id": action_id, "note": mask_text(note) if note else None}
+    _send_command("approve", None, fields, sending)
+
+
+@_operator_command
+def reject(
+    action_id: _ActionId,
+    reason: Annotated[
+        str, typer.Option(help="why not (sent as the command's note, phone numbers masked)")
+    ],
+    *,
+    sending: _Sending,
+) -> None:
+    """Reject a remediation action awaiting approval: it becomes rejected (CONTRACT 10)."""
+    from orderwatch.normalize import mask_text
+
+    if not reason.strip():
+        raise typer.BadParameter("--reason must say why")
+    _send_command("reject", None, {"action_id": action_id, "note": mask_text(reason)}, sending)
 
 
 @app.command()

@@ -30,8 +30,18 @@ from orderwatch.events.commands import CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.settings import Settings
 
-#: The command types a person sends from the CLI (approve/reject belong to section 10's actions).
-CLI_COMMANDS = ("acknowledge", "unacknowledge", "assign", "snooze", "comment", "resolve", "reopen")
+#: The command types a person sends from the CLI (approve/reject decide section 10's actions).
+CLI_COMMANDS = (
+    "acknowledge",
+    "unacknowledge",
+    "assign",
+    "snooze",
+    "comment",
+    "resolve",
+    "reopen",
+    "approve",
+    "reject",
+)
 #: ``source`` of the commands this module sends (CONTRACT section 8: it names the tool).
 SOURCE = "cli"
 
@@ -208,6 +218,7 @@ class Topics:
     commands: str = "order-exception-commands"
     results: str = "order-exception-command-results"
     kafka: dict[str, Any] = field(default_factory=dict)
+    actions: str = "order-actions"
 
     @classmethod
     def from_settings(cls, settings: Settings, bootstrap: str | None = None) -> Topics:
@@ -219,6 +230,7 @@ class Topics:
             commands=settings.topic_commands,
             results=settings.topic_command_results,
             kafka=kafka_security(settings),
+            actions=settings.topic_actions,
         )
 
 
@@ -249,6 +261,101 @@ async def find_exception(topics: Topics, exception_id: str) -> ExceptionEvent | 
     return fold(e for e in await read_exceptions(topics) if e.exception_id == exception_id).get(
         exception_id
     )
+
+
+@dataclass(frozen=True)
+class ActionRef:
+    """What an approve or reject needs to know of an action: the exception it belongs to."""
+
+    action_id: str
+    exception_id: str
+    rule_id: str
+    status: str
+
+
+def latest_action(records: Iterable[bytes | None], action_id: str) -> ActionRef | None:
+    """The latest status of one action among raw action events (CONTRACT 10), or None.
+
+    Anything that is not an action event is skipped; of two statuses the later ``at`` wins.
+    """
+    found: tuple[str, ActionRef] | None = None
+    for raw in records:
+        try:
+            doc = orjson.loads(raw) if raw is not None else None
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(doc, dict) or doc.get("action_id") != action_id:
+            continue
+        exception_id, rule_id, status, at = (
+            doc.get(k) for k in ("exception_id", "rule_id", "status", "at")
+        )
+        if not (
+            isinstance(exception_id, str)
+            and isinstance(rule_id, str)
+            and isinstance(status, str)
+            and isinstance(at, str)
+        ):
+            continue
+        if found is None or at >= found[0]:
+            found = (at, ActionRef(action_id, exception_id, rule_id, status))
+    return None if found is None else found[1]
+
+
+async def read_raw(topics: Topics, topic: str, stall_seconds: float = 30.0) -> list[bytes | None]:
+    """Every record value of ``topic``, from its beginning to its end when we started.
+
+    No consumer group. Each partition's end is the larger of ListOffsets' answer and the high
+    watermark of the first fetch (Tansu answers ListOffsets with the start of the last batch).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=topics.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **topics.kafka,
+    )
+    values: list[bytes | None] = []
+    try:
+        await consumer.start()
+        partitions = (
+            consumer.partitions_for_topic(topic) if topic in await consumer.topics() else None
+        )
+        if not partitions:
+            raise CommandsClientError(f"topic {topic!r} does not exist at {topics.bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        listed = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends: dict[Any, int] = {}
+        remaining = set(tps)
+        deadline = time.monotonic() + stall_seconds
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+            for tp in remaining:
+                if tp not in ends and consumer.highwater(tp) is not None:
+                    ends[tp] = max(listed[tp], consumer.highwater(tp))
+            for tp, records in batches.items():
+                values.extend(r.value for r in records if r.offset < ends.get(tp, listed[tp]))
+            if batches:
+                deadline = time.monotonic() + stall_seconds
+            for tp in list(remaining):
+                if tp in ends and await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if remaining and time.monotonic() > deadline:
+                raise CommandsClientError(f"no progress on {topic!r} for {stall_seconds:.0f}s")
+    except KafkaError as exc:
+        raise CommandsClientError(f"Kafka at {topics.bootstrap}: {exc}") from None
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def find_action(topics: Topics, action_id: str) -> ActionRef | None:
+    """The latest status of one action on the actions topic, or None if it never carried it."""
+    return latest_action(await read_raw(topics, topics.actions), action_id)
 
 
 async def send_command(

@@ -25,7 +25,7 @@ PASSWORD = "correct horse battery"
 
 class ConsoleProcess:
     """The console in a subprocess: accounts alice (operator), olga (operator of payments only),
-    victor (viewer), all with ``PASSWORD``."""
+    victor (viewer), ada (approver), all with ``PASSWORD``."""
 
     def __init__(self, bootstrap: str, topics: Topics, workdir: Path, **settings: str) -> None:
         self.workdir = workdir
@@ -36,6 +36,7 @@ class ConsoleProcess:
         add_account(users, "alice", PASSWORD, "operator")
         add_account(users, "olga", PASSWORD, "operator", ("payments",))
         add_account(users, "victor", PASSWORD, "viewer")
+        add_account(users, "ada", PASSWORD, "approver")
         self.env = dict(
             os.environ,
             ORDERWATCH_BOOTSTRAP_SERVERS=bootstrap,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from orderwatch.broker import EmbeddedBroker
@@ -292,6 +293,104 @@ async def test_proxy_header_is_trusted_only_from_the_proxy(console: ConsoleProce
         body = await response.text()
         assert re.search(r'id="user-name">mallory<', body)
         assert re.search(r'id="user-role">approver<', body)
+
+
+async def duplicate_payment(bootstrap: str, topics: Topics) -> str:
+    """An order paid twice: the worker raises payment.duplicate and asks to refund the second
+    payment, in approval mode (the contract's default, ``engine/policy.py``)."""
+    order_id = f"SO-{uuid.uuid4().hex[:10]}"
+    await produce(
+        bootstrap,
+        topics,
+        [
+            f.created(order_id, at=now(seconds=-30)),
+            f.paid(order_id, now(seconds=-20), payment_id=f"{order_id}-P1"),
+            f.paid(order_id, now(seconds=-10), payment_id=f"{order_id}-P2"),
+            f.status(order_id, "paid", now(seconds=-5)),
+        ],
+    )
+    return order_id
+
+
+async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
+    broker: EmbeddedBroker, topics: Topics, console: ConsoleProcess, browser: Any
+) -> None:
+    order_id = await duplicate_payment(broker.bootstrap, topics)
+    refund = f"tr.arow[data-type='payment.refund']:has-text('{order_id}')"
+    # a viewer sees the action awaiting approval, on the approvals list, but no button
+    victor = await sign_in(browser, console, "victor")
+    await victor.click("#nav-approvals")
+    row = victor.locator(refund)
+    await row.wait_for(timeout=LIVE)
+    assert await row.get_attribute("data-status") == "awaiting_approval"
+    assert "awaiting an approver" in await row.text_content()
+    assert await victor.locator(".btn-approve, .btn-reject").count() == 0
+    action_id = await row.get_attribute("data-action-id")
+    async with Collector(broker.bootstrap, topics.commands) as commands:
+        # the server says no as well, whatever the page showed
+        response = await victor.request.post(
+            f"{console.url}/actions/{action_id}/approve",
+            form={"csrf_token": await _form_token(victor)},
+        )
+        assert response.status == 403
+        await asyncio.sleep(1.0)  # give a wrongly sent command time to show up on the topic
+        assert [r for r in commands.records if b"command.approve" in (r.value or b"")] == []
+    # the viewer keeps the exception's page open: it shows the approval live when it happens
+    await row.locator("a").click()
+    await victor.wait_for_selector(f"#remediation tr[data-action-id='{action_id}']")
+    assert await victor.locator("#remediation .awaiting-approver").count() == 1
+
+    # the approver opens the exception, sees its refund awaiting approval, and approves it
+    ada = await sign_in(browser, console, "ada")
+    await ada.click("#nav-approvals")
+    await ada.locator(refund).locator("a").click()
+    await ada.wait_for_selector("#remediation")
+    mine = ada.locator(f"#remediation tr[data-action-id='{action_id}']")
+    assert await mine.get_attribute("data-status") == "awaiting_approval"
+    assert f"{order_id}-P2" in await mine.text_content()  # the target: the second payment
+    async with Collector(broker.bootstrap, topics.commands) as commands:
+        await mine.locator(".btn-approve").click()
+        await ada.wait_for_selector(
+            f"#remediation tr[data-action-id='{action_id}'][data-status=requested]", timeout=LIVE
+        )
+        await ada.wait_for_selector("#reply.good", timeout=LIVE)
+        await ada.wait_for_selector("#reply-action-status:text-is('requested')", timeout=LIVE)
+        sent = [orjson.loads(r.value) for r in commands.records if r.value]
+    approve = [c for c in sent if c.get("type") == "command.approve"]
+    assert len(approve) == 1
+    assert approve[0]["action_id"] == action_id
+    assert approve[0]["actor"] == "ada" and approve[0]["source"] == "console"
+    assert "approved by ada" in await ada.text_content(
+        f"#remediation tr[data-action-id='{action_id}']"
+    )
+    assert await ada.locator(".btn-approve").count() == 0  # nothing awaits any more
+    await victor.wait_for_selector(
+        f"#remediation tr[data-action-id='{action_id}'][data-status=requested]", timeout=LIVE
+    )
+    await victor.context.close()
+
+    # from the approvals list: reject another refund, with a reason (a phone number in it)
+    other = await duplicate_payment(broker.bootstrap, topics)
+    await ada.click("#nav-approvals")
+    row = ada.locator(f"tr.arow[data-type='payment.refund']:has-text('{other}')")
+    await row.wait_for(timeout=LIVE)
+    other_id = await row.get_attribute("data-action-id")
+    await row.locator("input[name=note]").fill("customer 13812345678 keeps both")
+    await row.locator(".btn-reject").click()
+    await ada.wait_for_selector("#reply.good", timeout=LIVE)
+    assert ada.url.startswith(console.url + "/actions?")
+    await ada.wait_for_selector("#reply-action-status:text-is('rejected')", timeout=LIVE)
+    # it left the list of actions awaiting approval; its exception's page says who and why
+    await ada.locator(f"tr.arow[data-action-id='{other_id}']").wait_for(
+        state="detached", timeout=LIVE
+    )
+    await ada.goto(console.url + "/actions?status=rejected")
+    rejected = ada.locator(f"tr.arow[data-action-id='{other_id}']")
+    await rejected.wait_for(timeout=LIVE)
+    text = await rejected.text_content()
+    assert "rejected by ada" in text and "customer *******5678 keeps both" in text
+    assert "13812345678" not in await ada.content()
+    await ada.context.close()
 
 
 def _projection(path: Path) -> list[tuple[Any, ...]]:

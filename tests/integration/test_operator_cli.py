@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from orderwatch.broker import EmbeddedBroker
-from tests.factories import created
+from tests.factories import created, paid
 from tests.integration.harness import Collector, Topics, WorkerProcess, produce
 
 pytestmark = pytest.mark.integration
@@ -228,3 +228,72 @@ def test_no_worker_means_a_timeout_exit_status(broker: EmbeddedBroker) -> None:
     assert record.key == b"x"
     assert command["type"] == "command.acknowledge" and command["actor"] == "alice"
     assert command["source"] == "cli" and command["event_id"].startswith("cmd-")
+
+
+def test_approve_and_reject_remediation_actions(
+    broker: EmbeddedBroker, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """``orderwatch approve|reject ACTION_ID``: the action's exception is found from the actions
+    topic, the command is section 8's, the exit status is the other commands' convention."""
+    topics = Topics()
+    asyncio.run(topics.create(broker.bootstrap))
+    workers.append(WorkerProcess(broker.bootstrap, topics, tmp_path).start())
+    cli = Cli(broker.bootstrap, topics, actor="ada")
+    events = []
+    for order in ("D1", "D2"):  # each paid twice: a refund of the second payment to approve
+        events += [
+            created(order, now_iso(seconds=-30)),
+            paid(order, now_iso(seconds=-20), payment_id=f"{order}-P1"),
+            paid(order, now_iso(seconds=-10), payment_id=f"{order}-P2"),
+        ]
+    asyncio.run(produce(broker.bootstrap, topics, events))
+
+    def statuses(records: list[Any]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for r in records:
+            doc = orjson.loads(r.value)
+            out.setdefault(doc["target"], []).append(doc["status"])
+        return out
+
+    async def actions(check: Callable[[dict[str, list[str]]], bool], what: str) -> list[Any]:
+        async with Collector(broker.bootstrap, topics.actions) as got:
+            return await got.wait_for(lambda recs: check(statuses(recs)), WITHIN, what)
+
+    records = asyncio.run(
+        actions(lambda s: s.get("D1-P2") == s.get("D2-P2") == ["awaiting_approval"], "2 refunds")
+    )
+    ids = {orjson.loads(r.value)["target"]: orjson.loads(r.value)["action_id"] for r in records}
+
+    done = cli("approve", ids["D1-P2"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "approve: accepted" in done.stdout and ids["D1-P2"] in done.stdout
+    done = cli("reject", ids["D2-P2"], "--reason", "customer 13812345678 asked to keep it")
+    assert done.returncode == 0, done.stdout + done.stderr
+    asyncio.run(
+        actions(
+            lambda s: (
+                s.get("D1-P2", [])[-1:] == ["requested"] and s.get("D2-P2", [])[-1:] == ["rejected"]
+            ),
+            "requested and rejected",
+        )
+    )
+
+    # the reason went out masked, with the command section 8 defines
+    async def commands() -> list[Any]:
+        async with Collector(broker.bootstrap, topics.commands) as got:
+            return await got.wait_for(lambda recs: len(recs) >= 2, WITHIN, "the two commands")
+
+    sent = {c["type"]: c for c in (orjson.loads(r.value) for r in asyncio.run(commands()))}
+    reject = sent["command.reject"]
+    assert reject["action_id"] == ids["D2-P2"] and reject["actor"] == "ada"
+    assert reject["note"] == "customer *******5678 asked to keep it"
+    assert reject["rule_id"] == "payment.duplicate" and reject["subject"] == "D2"
+
+    # decided already: the detector says invalid_transition, exit status 1
+    done = cli("approve", ids["D1-P2"])
+    assert done.returncode == 1 and "invalid_transition" in done.stdout
+    # an action nobody ever asked for: nothing to send, exit status 2
+    done = cli("approve", "no-such-action")
+    assert done.returncode == 2 and "no action no-such-action" in done.stderr
+    done = cli("reject", ids["D1-P2"])  # no --reason
+    assert done.returncode == 2

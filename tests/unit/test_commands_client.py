@@ -72,7 +72,7 @@ def test_the_built_command_decodes_as_the_contracts_command() -> None:
     decoded = decode_event(orjson.dumps(cmd))
     assert isinstance(decoded, CommandSnooze) and decoded.problem(0.0) is None
     with pytest.raises(ValueError, match="unknown command"):
-        build_command("approve", "ex-1", "r", "s", "alice")
+        build_command("escalate", "ex-1", "r", "s", "alice")  # approve/reject are known now
     assert (
         build_command("acknowledge", "e", "r", "s", "a")["event_id"]
         != (build_command("acknowledge", "e", "r", "s", "a")["event_id"])
@@ -117,3 +117,78 @@ def test_filters_keep_open_ones_by_default() -> None:
     assert [e.exception_id for e in select(latest, Filters(owners=("tech",)))] == ["a"]
     assert [e.exception_id for e in select(latest, Filters(rules=("fraud.",)))] == ["c"]
     assert [e.exception_id for e in select(latest, Filters(severities=("high",)))] == ["a"]
+
+
+def test_approve_and_reject_are_the_contracts_commands() -> None:
+    from orderwatch.events.commands import CommandApprove, CommandReject
+
+    at = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    approve = build_command(
+        "approve", "ex-1", "payment.duplicate", "O1", "ada", fields={"action_id": "a-1"}, now=at
+    )
+    reject = build_command(
+        "reject",
+        "ex-1",
+        "payment.duplicate",
+        "O1",
+        "ada",
+        fields={"action_id": "a-1", "note": "wrong amount"},
+        now=at,
+    )
+    decoded = decode_event(orjson.dumps(approve))
+    assert type(decoded) is CommandApprove and decoded.action_id == "a-1"
+    assert decoded.problem(at.timestamp()) is None
+    decoded = decode_event(orjson.dumps(reject))
+    assert type(decoded) is CommandReject and decoded.problem(at.timestamp()) is None
+    assert "expected_status" not in approve  # the action's own status is what the engine checks
+
+
+def test_latest_action_status_from_raw_events() -> None:
+    from orderwatch.commands_client import ActionRef, latest_action
+
+    def ev(aid: str, status: str, at: str) -> bytes:
+        return orjson.dumps(
+            {
+                "action_id": aid,
+                "exception_id": "ex-1",
+                "rule_id": "payment.duplicate",
+                "status": status,
+                "at": at,
+            }
+        )
+
+    raw = [
+        ev("a-1", "requested", "2026-11-20T10:05:00Z"),
+        b"not json",
+        None,
+        ev("a-1", "awaiting_approval", "2026-11-20T10:00:00Z"),
+        ev("a-2", "awaiting_approval", "2026-11-20T10:00:00Z"),
+        orjson.dumps({"action_id": "a-1", "status": 3}),
+    ]
+    assert latest_action(raw, "a-1") == ActionRef("a-1", "ex-1", "payment.duplicate", "requested")
+    assert latest_action(raw, "a-3") is None
+
+
+def test_every_operator_command_takes_the_shared_options() -> None:
+    import typer.main
+
+    from orderwatch.cli import app
+
+    group: Any = typer.main.get_command(app)
+    shared = {
+        "--actor",
+        "--expected-status",
+        "--rule-id",
+        "--subject",
+        "--timeout",
+        "--command-id",
+        "--bootstrap",
+        "--json",
+    }
+    for name in ("ack", "unack", "assign", "snooze", "comment", "resolve", "reopen"):
+        options = {o for p in group.commands[name].params for o in p.opts}
+        assert shared | {"exception_id"} <= options, name
+    for name in ("approve", "reject"):
+        options = {o for p in group.commands[name].params for o in p.opts}
+        assert shared | {"action_id"} <= options, name
+    assert "--reason" in {o for p in group.commands["reject"].params for o in p.opts}

@@ -63,6 +63,20 @@ ACTIONS_BY_STATUS: dict[str, tuple[str, ...]] = {
     "resolved": ("comment", "reopen"),
 }
 ACTIONS = ("acknowledge", "unacknowledge", "assign", "snooze", "comment", "resolve", "reopen")
+#: what an approver decides about a remediation action awaiting approval (CONTRACT 10)
+DECISIONS = ("approve", "reject")
+ACTION_STATUSES = (
+    "awaiting_approval",
+    "planned",
+    "requested",
+    "rejected",
+    "expired",
+    "cancelled",
+    "throttled",
+    "paused",
+    "succeeded",
+    "failed",
+)
 RESOLUTIONS = ("fixed", "false_positive", "duplicate", "wont_fix")
 _DURATION = re.compile(r"^([0-9]+[dhms])+$")
 _PUBLIC = ("/login", "/static/", "/healthz", "/lang/")
@@ -87,16 +101,29 @@ class Console:
     subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
 
     def broadcast(self, changes: Changes) -> None:
-        """Tell every open page what changed (compact: the page re-fetches what it shows)."""
-        if not self.subscribers or not changes.exceptions:
+        """Tell every open page what changed (compact: the page re-fetches what it shows).
+
+        An action's new status is told as a change of its exception: its page shows the action.
+        """
+        if not self.subscribers or not (changes.exceptions or changes.actions):
             return
-        for doc in changes.exceptions[-50:]:
-            message = {
+        messages = [
+            {
                 "exception_id": doc.get("exception_id"),
                 "state": doc.get("state"),
                 "status": doc.get("status"),
                 "owner": doc.get("owner"),
             }
+            for doc in changes.exceptions[-50:]
+        ] + [
+            {
+                "exception_id": doc.get("exception_id"),
+                "action_id": doc.get("action_id"),
+                "action_status": doc.get("status"),
+            }
+            for doc in changes.actions[-50:]
+        ]
+        for message in messages:
             for queue in list(self.subscribers):
                 if queue.full():
                     continue  # a slow page: it refreshes the whole table anyway
@@ -182,6 +209,7 @@ class Page:
             csrf_header=orjson.dumps({"X-CSRF-Token": self.csrf()}).decode(),
             path_qs=self.request.path_qs,
             now=_now(),
+            awaiting=self.console.store.awaiting_count if self.user else None,
             **context,
         )
         return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
@@ -430,9 +458,12 @@ async def detail(request: web.Request) -> web.StreamResponse:
     values, event_ids = _evidence(exception["doc"])
     user = _signed_in(request)
     reply = None
+    decision = None
     command_id = request.query.get("cmd")
     if command_id:
         reply = console.store.command(command_id)
+        decision = console.store.decision(command_id)
+    remediation = console.store.actions_of(exception["exception_id"])
     context: dict[str, Any] = {
         "x": exception,
         "doc": exception["doc"],
@@ -445,6 +476,10 @@ async def detail(request: web.Request) -> web.StreamResponse:
         "resolutions": RESOLUTIONS,
         "reply": reply,
         "command_id": command_id,
+        "remediation": remediation,
+        "decision": decision,
+        "decided": _decided_action(remediation, decision),
+        "may_decide": user.may_decide(exception["owner"]),
     }
     if request.query.get("partial"):
         return page.render("_detail.html", **context)
@@ -525,6 +560,106 @@ async def command(request: web.Request) -> web.StreamResponse:
         accepted=None if reply is None else reply.get("accepted"),
         reason=None if reply is None else reply.get("reason"),
     )
+    raise web.HTTPSeeOther(
+        f"/exceptions/{exception['exception_id']}?" + urlencode({"cmd": command_id})
+    )
+
+
+def _decided_action(
+    remediation: list[dict[str, Any]], decision: Any | None
+) -> dict[str, Any] | None:
+    """The action an approve or reject of this page's ``?cmd=`` was about (for its flash)."""
+    if decision is None:
+        return None
+    return next((a for a in remediation if a["action_id"] == decision["action_id"]), None)
+
+
+async def actions_view(request: web.Request) -> web.StreamResponse:
+    """Remediation actions by status: awaiting approval (the default) oldest first."""
+    console = _console(request)
+    page = Page(console, request)
+    user = _signed_in(request)
+    status = request.query.get("status", "awaiting_approval")
+    if status not in ACTION_STATUSES:
+        status = ""
+    rows, total = console.store.actions(status or None)
+    command_id = request.query.get("cmd")
+    decision = console.store.decision(command_id) if command_id else None
+    context: dict[str, Any] = {
+        "command_id": command_id,
+        "reply": console.store.command(command_id) if command_id else None,
+        "decision": decision,
+        "decided": console.store.action(decision["action_id"]) if decision else None,
+        "rows": rows,
+        "total": total,
+        "selected": status,
+        "statuses": ACTION_STATUSES,
+        "may_decide": user.may_decide,
+        # with ?cmd=, a live refresh keeps the decision's flash (and completes it when the reply
+        # or the action's event comes after the wait)
+        "partial_url": "/actions?"
+        + urlencode(
+            {"status": status, **({"cmd": command_id} if command_id else {}), "partial": 1}
+        ),
+        "back": "/actions?" + urlencode({"status": status}),
+    }
+    if request.query.get("partial"):
+        return page.render("_actions_table.html", **context)
+    return page.render("actions.html", **context)
+
+
+async def decide(request: web.Request) -> web.StreamResponse:
+    """Approve or reject an action (approvers only: the server checks, whatever the page showed).
+
+    The reply and then the action's own event are awaited like any command's; the page it
+    returns to (the exception's, or the approvals list) shows the action's new status.
+    """
+    console = _console(request)
+    page = Page(console, request)
+    user = _signed_in(request)
+    decision = request.match_info["decision"]
+    if decision not in DECISIONS:
+        raise web.HTTPNotFound()
+    action = console.store.action(request.match_info["action_id"])
+    exception = console.store.exception(action["exception_id"]) if action else None
+    if action is None or exception is None:
+        return page.render("error.html", status=404, message=page.tr.t("no_action"))
+    if not user.may_decide(exception["owner"]):
+        log.warning("console.forbidden", user=user.name, role=user.role, action=decision)
+        return page.render("error.html", status=403, message=page.tr.t("forbidden"))
+    form = await request.post()
+    value = form.get("note", "")
+    note = value.strip() if isinstance(value, str) else ""
+    if len(note) > 2000 or (decision == "reject" and not note):
+        return page.render(
+            "error.html",
+            status=400,
+            message=page.tr.v("invalid_command") + " (" + page.tr.t("reject_reason") + ")",
+        )
+    try:
+        command_id, reply = await console.projector.send_decision(
+            exception,
+            action,
+            decision == "approve",
+            user.name,
+            note or None,
+            console.settings.console_command_timeout,
+        )
+    except Exception as exc:  # the broker is unreachable: say so, never a bare 500
+        log.warning("console.command_not_sent", user=user.name, action=decision, error=repr(exc))
+        return page.render("error.html", status=503, message=page.tr.t("send_failed"))
+    log.info(
+        "console.command",
+        user=user.name,
+        action=decision,
+        action_id=action["action_id"],
+        exception_id=exception["exception_id"],
+        accepted=None if reply is None else reply.get("accepted"),
+        reason=None if reply is None else reply.get("reason"),
+    )
+    back = form.get("next")
+    if isinstance(back, str) and back.startswith("/actions?"):
+        raise web.HTTPSeeOther(_safe_next(back) + "&" + urlencode({"cmd": command_id}))
     raise web.HTTPSeeOther(
         f"/exceptions/{exception['exception_id']}?" + urlencode({"cmd": command_id})
     )
@@ -626,7 +761,15 @@ def build_app(
     catalog = load_catalog(rules_dir)
     zh_rules = load_rule_translations(Path(rules_dir), "zh-CN")
     if store is None:
-        store = Store(settings.db_path, {r: rule.escalate_after for r, rule in catalog.items()})
+        store = Store(
+            settings.db_path,
+            {r: rule.escalate_after for r, rule in catalog.items()},
+            {
+                (r, policy.type): policy.approval_ttl
+                for r, rule in catalog.items()
+                for policy in rule.remediation
+            },
+        )
     if settings.console_session_secret is not None:
         key = settings.console_session_secret.get_secret_value().encode()
     else:
@@ -664,6 +807,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/exceptions/{exception_id}", detail)
     app.router.add_post("/exceptions/{exception_id}/{action}", command)
+    app.router.add_get("/actions", actions_view)
+    app.router.add_post("/actions/{action_id}/{decision}", decide)
     app.router.add_static("/static/", HERE / "static", follow_symlinks=False)
 
     async def on_startup(_: web.Application) -> None:

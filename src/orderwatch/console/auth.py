@@ -58,6 +58,10 @@ class User:
             return False
         return not self.teams or owner is None or owner in self.teams
 
+    def may_decide(self, owner: str | None = None) -> bool:
+        """Only approvers approve or reject remediation actions (CONTRACT 10), for their teams."""
+        return self.role == "approver" and self.may_act(owner)
+
 
 @dataclass(frozen=True)
 class Account:

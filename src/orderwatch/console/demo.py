@@ -36,10 +36,14 @@ class DemoConsole:
 
 
 def start_demo_console(bootstrap: str, workdir: Path, wait: float = 30.0) -> DemoConsole:
-    """Start ``orderwatch console`` on 127.0.0.1 (port 8480 if free) with a new operator account."""
+    """Start ``orderwatch console`` on 127.0.0.1 (port 8480 if free) with a new account.
+
+    The account is an approver (an operator who may also approve remediation actions), so the
+    demo's refunds awaiting approval can be tried too.
+    """
     password = secrets.token_urlsafe(9)
     users = workdir / "console-users.yaml"
-    add_account(users, DEMO_USER, password, "operator")
+    add_account(users, DEMO_USER, password, "approver")
     port = int(os.environ.get("DEMO_CONSOLE_PORT", "0")) or _port(8480)
     env = dict(
         os.environ,

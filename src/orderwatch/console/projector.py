@@ -1,10 +1,10 @@
 """Reads the topics into the console's SQLite projection and sends people's commands.
 
-The projector has no consumer group: it assigns itself every partition of the exceptions, commands
-and command-results topics and seeks to the offsets stored in its own database (the beginning when
-the database is new), so each console replica keeps its own complete view and a deleted database
-is rebuilt from the topics. Listeners (the server-sent events of open pages, a command waiting for
-its reply) are told about each applied batch.
+The projector has no consumer group: it assigns itself every partition of the exceptions, commands,
+command-results and actions topics and seeks to the offsets stored in its own database (the
+beginning when the database is new), so each console replica keeps its own complete view and a
+deleted database is rebuilt from the topics. Listeners (the server-sent events of open pages, a
+command waiting for its reply) are told about each applied batch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import structlog
 
 from orderwatch.console.settings import ConsoleSettings
 from orderwatch.console.store import Changes, Store
+from orderwatch.normalize import mask_text
 
 log = structlog.get_logger("orderwatch.console")
 
@@ -66,9 +67,9 @@ class Projector:
     _producer: Any = None
 
     @property
-    def topics(self) -> tuple[str, str, str]:
+    def topics(self) -> tuple[str, str, str, str]:
         s = self.settings
-        return (s.topic_exceptions, s.topic_commands, s.topic_command_results)
+        return (s.topic_exceptions, s.topic_commands, s.topic_command_results, s.topic_actions)
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
@@ -154,15 +155,14 @@ class Projector:
             exceptions: list[dict[str, Any]] = []
             commands: list[dict[str, Any]] = []
             replies: list[dict[str, Any]] = []
+            actions: list[dict[str, Any]] = []
             offsets: dict[tuple[str, int], int] = {}
             for tp, records in batch.items():
-                target = (
-                    exceptions
-                    if tp.topic == self.settings.topic_exceptions
-                    else commands
-                    if tp.topic == self.settings.topic_commands
-                    else replies
-                )
+                target = {
+                    self.settings.topic_exceptions: exceptions,
+                    self.settings.topic_commands: commands,
+                    self.settings.topic_actions: actions,
+                }.get(tp.topic, replies)
                 for record in records:
                     self.records += 1
                     try:
@@ -171,6 +171,8 @@ class Projector:
                             raise ValueError("not an object with an exception_id")
                         if target is exceptions:
                             _check_exception(value)
+                        elif target is actions:
+                            _check_action(value)
                         target.append(value)
                     except (ValueError, TypeError, KeyError) as exc:
                         # the worker's DLQ already holds bad commands; here we only skip them
@@ -183,7 +185,7 @@ class Projector:
                             reason=str(exc),
                         )
                     offsets[(tp.topic, tp.partition)] = record.offset + 1
-            changes = self.store.apply(exceptions, commands, replies, offsets)
+            changes = self.store.apply(exceptions, commands, replies, offsets, actions)
             self.store.analyze_if_grown()
             for listener in list(self.listeners):
                 try:
@@ -202,9 +204,8 @@ class Projector:
         wait: float,
     ) -> tuple[str, dict[str, Any] | None]:
         """Produce one command (CONTRACT 8) and wait for its reply; (command_id, reply or None)."""
-        command_id = str(uuid.uuid4())
         command: dict[str, Any] = {
-            "event_id": command_id,
+            "event_id": str(uuid.uuid4()),
             "type": command_type,
             "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "source": "console",
@@ -216,25 +217,73 @@ class Projector:
             **extra,
         }
         seen_seq = int(exception["seq"])
+
+        def shown() -> bool:
+            row = self.store.exception(command["exception_id"])
+            return row is not None and int(row["seq"]) > seen_seq
+
+        return await self._send(command, wait, shown)
+
+    async def send_decision(
+        self,
+        exception: dict[str, Any],
+        action: dict[str, Any],
+        approve: bool,
+        actor: str,
+        note: str | None,
+        wait: float,
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Send ``command.approve`` / ``command.reject`` (CONTRACT 8, 10) for an action and wait
+        for its reply and then for the action's own next event; (command_id, reply or None).
+
+        No ``expected_status``: what is decided is the action, whose own status the engine
+        checks (``invalid_transition`` unless awaiting approval); an acknowledge that changed the
+        exception meanwhile must not make the approval ``stale``. A reject's ``note`` (the reason)
+        is masked before it leaves, and the engine ignores it: it is for people reading the topic.
+        """
+        command: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "type": "command.approve" if approve else "command.reject",
+            "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "source": "console",
+            "exception_id": exception["exception_id"],
+            "rule_id": exception["rule_id"],
+            "subject": exception["subject"],
+            "actor": actor,
+            "action_id": action["action_id"],
+        }
+        if note:
+            command["note"] = mask_text(note)
+        before = (action["status"], action["at"])
+
+        def shown() -> bool:
+            row = self.store.action(action["action_id"])
+            return row is not None and (row["status"], row["at"]) != before
+
+        return await self._send(command, wait, shown)
+
+    async def _send(
+        self, command: dict[str, Any], wait: float, shown: Callable[[], bool]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Produce ``command``, wait for its reply, then (accepted) until ``shown()`` holds."""
+        command_id = str(command["event_id"])
         loop = asyncio.get_running_loop()
         replied: asyncio.Future[dict[str, Any]] = loop.create_future()
-        shown: asyncio.Future[None] = loop.create_future()
+        seen: asyncio.Future[None] = loop.create_future()
 
         def listener(changes: Changes) -> None:
             for reply in changes.replies:
                 if reply.get("command_id") == command_id and not replied.done():
                     replied.set_result(reply)
-            if not shown.done():
-                row = self.store.exception(command["exception_id"])
-                if row is not None and int(row["seq"]) > seen_seq:
-                    shown.set_result(None)
+            if not seen.done() and shown():
+                seen.set_result(None)
 
         self.listeners.append(listener)
         try:
             await self._producer.send_and_wait(
                 self.settings.topic_commands,
                 orjson.dumps(command),
-                key=str(exception["exception_id"]).encode(),
+                key=str(command["exception_id"]).encode(),
             )
             deadline = loop.time() + wait
             try:
@@ -242,13 +291,22 @@ class Projector:
             except TimeoutError:
                 return command_id, None
             if reply.get("accepted"):
-                # the reply and the exception event it caused travel on two topics: show the
-                # page once both are read, so the person sees the new state, not the old one
+                # the reply and the event it caused travel on two topics: show the page once
+                # both are read, so the person sees the new state, not the old one
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(shown, max(deadline - loop.time(), 0.1))
+                    await asyncio.wait_for(seen, max(deadline - loop.time(), 0.1))
             return command_id, reply
         finally:
             self.listeners.remove(listener)
+
+
+def _check_action(value: dict[str, Any]) -> None:
+    for key in ("action_id", "type", "status", "at"):
+        if not isinstance(value.get(key), str):
+            raise ValueError(f"action event without {key}")
+    datetime.fromisoformat(str(value["at"]).replace("Z", "+00:00"))
+    if value.get("params") is not None and not isinstance(value["params"], dict):
+        raise ValueError("action event whose params are not an object")
 
 
 def _check_exception(value: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The console's own view of the world: a SQLite projection of the exception and command topics.
+"""The console's own view of the world: a SQLite projection of the exception, command and action
+topics.
 
 The topics are the truth. This database is a cache of them that the console can query fast (the
 queue's filters are indexed) and throw away: delete the file and the projector rebuilds it by
@@ -22,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from orderwatch.normalize import is_valid_phone, mask_phone, mask_text
+
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 #: exception states that an operator's command produces, by the command type that produces them
 STATE_OF_COMMAND = {
@@ -34,6 +37,24 @@ STATE_OF_COMMAND = {
     "command.reopen": "reopened",
 }
 COMMAND_STATES = frozenset(STATE_OF_COMMAND.values())
+#: the commands that decide a remediation action awaiting approval (CONTRACT 8 and 10)
+DECISION_TYPES = frozenset({"command.approve", "command.reject"})
+#: how far along its lifecycle (CONTRACT 10) an action status is: a row is replaced only by a
+#: later stage, so re-delivered or reordered action events never move an action backwards
+ACTION_STAGE = {
+    "planned": 0,
+    "awaiting_approval": 0,
+    "requested": 1,
+    "rejected": 1,
+    "expired": 1,
+    "cancelled": 1,
+    "throttled": 1,
+    "paused": 1,
+    "succeeded": 2,
+    "failed": 2,
+}
+#: the approval_ttl of the contract when the console does not know the rule's own (24 h)
+DEFAULT_APPROVAL_TTL = 86400.0
 #: states that move an exception back to open with its next escalation due escalate_after later
 _REARMING = frozenset({"unacknowledged", "reopened"})
 #: how far a command's issue time may lie after the event it produced (clock skew between hosts)
@@ -118,6 +139,43 @@ CREATE TABLE IF NOT EXISTS commands (
     matched_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS ix_commands_exception ON commands (exception_id, reply_order);
+-- remediation actions (CONTRACT 10): the latest status of each, and each status it reached
+CREATE TABLE IF NOT EXISTS actions (
+    action_id TEXT PRIMARY KEY,
+    exception_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    order_id TEXT,
+    type TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    target TEXT,
+    params TEXT NOT NULL,
+    at REAL NOT NULL,
+    awaiting_since REAL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS ix_actions_exception ON actions (exception_id, awaiting_since, at);
+CREATE INDEX IF NOT EXISTS ix_actions_status ON actions (status, awaiting_since, at);
+CREATE TABLE IF NOT EXISTS action_history (
+    action_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (action_id, status)
+) WITHOUT ROWID;
+-- approve / reject commands (who decided, and why), with their replies
+CREATE TABLE IF NOT EXISTS decisions (
+    command_id TEXT PRIMARY KEY,
+    action_id TEXT,
+    exception_id TEXT NOT NULL,
+    type TEXT,
+    actor TEXT,
+    note TEXT,
+    issued_at REAL,
+    accepted INTEGER,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_decisions_action ON decisions (action_id, accepted);
 CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -187,16 +245,24 @@ class Changes:
 
     exceptions: list[dict[str, Any]] = field(default_factory=list)
     replies: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Store:
     """The projection database; one per console replica."""
 
-    def __init__(self, path: Path | str, escalate_after: Mapping[str, float | None]) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        escalate_after: Mapping[str, float | None],
+        approval_ttl: Mapping[tuple[str, str], float] | None = None,
+    ) -> None:
+        """``approval_ttl``: by ``(rule_id, action type)``, from the rule files (CONTRACT 10)."""
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.escalate_after = dict(escalate_after)
+        self.approval_ttl = dict(approval_ttl or {})
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -228,6 +294,7 @@ class Store:
         commands: Iterable[Mapping[str, Any]] = (),
         replies: Iterable[Mapping[str, Any]] = (),
         offsets: Mapping[tuple[str, int], int] | None = None,
+        actions: Iterable[Mapping[str, Any]] = (),
     ) -> Changes:
         """Apply one batch read from the topics in one transaction, with the offsets it reached."""
         changes = Changes()
@@ -248,6 +315,9 @@ class Store:
                 touched.add(str(reply.get("exception_id")))
             for exception_id in touched:
                 self._match(exception_id)
+            for event in actions:
+                if self._action(event):
+                    changes.actions.append(dict(event))
             for (topic, partition), offset in (offsets or {}).items():
                 self.db.execute(
                     "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
@@ -412,6 +482,8 @@ class Store:
         exception_id = cmd.get("exception_id")
         if not isinstance(command_id, str) or not isinstance(exception_id, str):
             return
+        if cmd.get("type") in DECISION_TYPES:
+            self._decision(cmd, command_id, exception_id)
         self.db.execute(
             "INSERT INTO commands (command_id, exception_id, type, actor, source, note, issued_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO UPDATE SET "
@@ -438,6 +510,10 @@ class Store:
         ).fetchone()
         if known is not None and known[0]:
             return  # a repeated reply: the first one already counted
+        self.db.execute(
+            "UPDATE decisions SET accepted = ?, reason = ? WHERE command_id = ?",
+            (int(bool(reply.get("accepted"))), reply.get("reason"), command_id),
+        )
         self._reply_order += 1
         self.db.execute(
             "INSERT INTO commands (command_id, exception_id, accepted, reason, status, replied, "
@@ -453,6 +529,92 @@ class Store:
                 self._reply_order,
             ),
         )
+
+    def _decision(self, cmd: Mapping[str, Any], command_id: str, exception_id: str) -> None:
+        """An approve or reject read from the commands topic: who decided which action, and why.
+
+        Its reply may come first (another console sent it): the reply's columns are kept then.
+        The note is masked here whatever tool sent it (CONTRACT 8: notes are stored masked).
+        """
+        note = cmd.get("note")
+        action = cmd.get("action_id")
+        self.db.execute(
+            "INSERT INTO decisions (command_id, action_id, exception_id, type, actor, note, "
+            "issued_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO UPDATE SET "
+            "action_id = excluded.action_id, type = excluded.type, actor = excluded.actor, "
+            "note = excluded.note, issued_at = excluded.issued_at",
+            (
+                command_id,
+                action if isinstance(action, str) else None,
+                exception_id,
+                cmd.get("type"),
+                cmd.get("actor") if isinstance(cmd.get("actor"), str) else None,
+                mask_text(note)[:2000] if isinstance(note, str) else None,
+                _safe_ts(cmd.get("occurred_at")),
+            ),
+        )
+        # its reply read first (in an earlier batch): keep what it said
+        self.db.execute(
+            "UPDATE decisions SET (accepted, reason) = (SELECT accepted, reason FROM commands "
+            "WHERE command_id = ? AND replied = 1) WHERE command_id = ? AND accepted IS NULL",
+            (command_id, command_id),
+        )
+
+    def _action(self, event: Mapping[str, Any]) -> bool:
+        """Upsert one action event (CONTRACT 10); False when it changed nothing (a re-delivery).
+
+        The row keeps the latest stage of the lifecycle; the history keeps every status reached
+        (each at most once). Phone numbers in free-text params are masked (``_masked``).
+        """
+        action_id = str(event["action_id"])
+        status = str(event["status"])
+        at = ts(event["at"]) or 0.0
+        inserted = self.db.execute(
+            "INSERT OR IGNORE INTO action_history VALUES (?, ?, ?)", (action_id, status, at)
+        ).rowcount
+        if not inserted:
+            return False
+        stage = ACTION_STAGE.get(status, 1)
+        row = self.db.execute(
+            "SELECT stage, at, awaiting_since FROM actions WHERE action_id = ?", (action_id,)
+        ).fetchone()
+        awaiting_since = row["awaiting_since"] if row is not None else None
+        if status == "awaiting_approval":
+            awaiting_since = at
+        if row is not None and (row["stage"], row["at"]) >= (stage, at):
+            # an earlier status arriving late: it only adds history (and when it began waiting)
+            self.db.execute(
+                "UPDATE actions SET awaiting_since = ?, expires_at = ? WHERE action_id = ?",
+                (awaiting_since, self._expiry(event, awaiting_since), action_id),
+            )
+            return True
+        target = event.get("target")
+        self.db.execute(
+            "INSERT OR REPLACE INTO actions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                action_id,
+                str(event["exception_id"]),
+                str(event.get("rule_id") or ""),
+                event.get("order_id"),
+                str(event["type"]),
+                str(event.get("mode") or ""),
+                status,
+                stage,
+                _masked_target(target),
+                orjson.dumps(_masked(event.get("params") or {})).decode(),
+                at,
+                awaiting_since,
+                self._expiry(event, awaiting_since),
+            ),
+        )
+        return True
+
+    def _expiry(self, event: Mapping[str, Any], awaiting_since: float | None) -> float | None:
+        """When ``approval_ttl`` expires an action awaiting approval, on the rule's own TTL."""
+        if awaiting_since is None:
+            return None
+        ttl = self.approval_ttl.get((str(event.get("rule_id")), str(event.get("type"))))
+        return awaiting_since + (ttl if ttl is not None else DEFAULT_APPROVAL_TTL)
 
     def _match(self, exception_id: str) -> None:
         """Name who caused each operator state change: pair it with the accepted command.
@@ -564,6 +726,72 @@ class Store:
         ).fetchone()
         return row
 
+    def actions_of(self, exception_id: str) -> list[dict[str, Any]]:
+        """An exception's actions, oldest first, each with its status history and decision."""
+        rows = self.db.execute(
+            "SELECT * FROM actions WHERE exception_id = ? ORDER BY COALESCE(awaiting_since, at), "
+            "action_id",
+            (exception_id,),
+        ).fetchall()
+        return [self._action_out(r) for r in rows]
+
+    def action(self, action_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM actions WHERE action_id = ?", (action_id,)).fetchone()
+        return None if row is None else self._action_out(row)
+
+    def actions(self, status: str | None, limit: int = 200) -> tuple[list[dict[str, Any]], int]:
+        """Actions in one status (None: every status), with their exception's owner and subject.
+
+        Awaiting approval: the oldest first (the nearest to expiry); else the latest first.
+        """
+        where, args = ("a.status = ?", [status]) if status else ("1", [])
+        order = "a.awaiting_since, a.action_id" if status == "awaiting_approval" else "a.at DESC"
+        total = int(
+            self.db.execute(f"SELECT COUNT(*) FROM actions a WHERE {where}", args).fetchone()[0]
+        )
+        rows = self.db.execute(
+            f"SELECT a.*, e.owner AS owner, e.subject AS subject, e.status AS exception_status "
+            f"FROM actions a LEFT JOIN exceptions e USING (exception_id) WHERE {where} "
+            f"ORDER BY {order} LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [self._action_out(r) for r in rows], total
+
+    def awaiting_count(self) -> int:
+        """How many actions await approval (the header's badge; one index lookup)."""
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM actions WHERE status = 'awaiting_approval'"
+            ).fetchone()[0]
+        )
+
+    def _action_out(self, row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        out["params"] = orjson.loads(row["params"])
+        out["history"] = sorted(
+            (
+                dict(h)
+                for h in self.db.execute(
+                    "SELECT status, at FROM action_history WHERE action_id = ?",
+                    (row["action_id"],),
+                )
+            ),
+            key=lambda h: (ACTION_STAGE.get(h["status"], 1), h["at"]),
+        )
+        decided = self.db.execute(
+            "SELECT type, actor, note, issued_at FROM decisions WHERE action_id = ? "
+            "AND accepted = 1 ORDER BY issued_at LIMIT 1",
+            (row["action_id"],),
+        ).fetchone()
+        out["decision"] = None if decided is None else dict(decided)
+        return out
+
+    def decision(self, command_id: str) -> sqlite3.Row | None:
+        found: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM decisions WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return found
+
     def distinct(self, column: str) -> list[str]:
         """Values present in a filterable column (for the filter menus)."""
         assert column in ("owner", "rule_id", "assignee", "severity", "status")
@@ -624,6 +852,36 @@ class Store:
 def _weighted(rows: Sequence[Sequence[Any]]) -> float | None:
     n = sum(r[2] for r in rows)
     return sum(r[1] * r[2] for r in rows) / n if n else None
+
+
+#: action params that hold free text (a rule file's reason, an executor's detail): phone numbers
+#: in them are masked; identifiers (payment_id, tracking_no, value_hash) are shown as sent, since
+#: an approver must see which payment is refunded and the engine puts no personal data there
+_FREE_TEXT = frozenset({"reason", "note", "detail", "message", "remark", "comment"})
+_PHONE_KEYS = ("phone", "mobile", "tel")
+
+
+def _masked_target(target: Any) -> str | None:
+    """The target as sent (a payment_id: the approver must see which payment is refunded, and
+    the exception's own evidence shows it), unless it is shaped like a phone number."""
+    if not isinstance(target, str):
+        return None
+    if is_valid_phone(target, "CN") or is_valid_phone(target, None):
+        return mask_phone(target)
+    return target
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """``value`` (an action's params) with phone numbers masked where people's text can be."""
+    if isinstance(value, str):
+        if any(k in key for k in _PHONE_KEYS):
+            return mask_phone(value)
+        return mask_text(value) if key in _FREE_TEXT else value
+    if isinstance(value, Mapping):
+        return {str(k): _masked(v, str(k).lower()) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v, key) for v in value]
+    return value
 
 
 def _safe_ts(value: Any) -> float | None:

@@ -6,6 +6,7 @@
   var source = null;
   var pending = false;
   var last = 0;
+  var missed = 0;
 
   function setLive(on) {
     var badge = document.getElementById("live");
@@ -23,15 +24,18 @@
     return false;
   }
 
+  // the queue's table, or the approvals list's
+  function liveTable() { return document.querySelector("[data-live=refresh]"); }
+
   function refreshQueue() {
-    var table = document.getElementById("queue-table");
-    if (!table || pending) return;
+    var table = liveTable();
+    if (!table || pending || dirty(table)) return;
     var wait = Math.max(0, 1000 - (Date.now() - last));
     pending = true;
     setTimeout(function () {
       pending = false;
       last = Date.now();
-      var current = document.getElementById("queue-table");
+      var current = liveTable();
       if (current && window.htmx) window.htmx.trigger(current, "ow-refresh");
     }, wait);
   }
@@ -39,8 +43,11 @@
   function onException(message) {
     var data;
     try { data = JSON.parse(message.data); } catch (e) { return; }
-    refreshQueue();
+    // a change told while a boosted navigation is under way (the new page rendered before it,
+    // not yet swapped in): remember it, and refresh that page once it has settled
     var detail = document.getElementById("detail");
+    if (!liveTable() && !(detail && detail.dataset.id === data.exception_id)) missed = Date.now();
+    refreshQueue();
     if (detail && detail.dataset.id === data.exception_id && !dirty(detail) && window.htmx) {
       window.htmx.trigger(detail, "ow-refresh");
     }
@@ -60,5 +67,11 @@
   // a boosted navigation replaces the body: reconnect only if the stream was dropped
   document.addEventListener("htmx:afterSettle", function () {
     if (!source || source.readyState === 2) connect(); else setLive(source.readyState === 1);
+    if (missed && Date.now() - missed < 10000) {
+      missed = 0;
+      refreshQueue();
+      var detail = document.getElementById("detail");
+      if (detail && !dirty(detail) && window.htmx) window.htmx.trigger(detail, "ow-refresh");
+    }
   });
 })();
