@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from orderwatch.engine import Engine, atomic
-from orderwatch.engine.state import OrderShard, Payment, Shard
+from orderwatch.engine.state import KpiShard, OrderShard, Payment, RateShard, Shard
 from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
 from orderwatch.replay import replay
@@ -85,6 +85,38 @@ def test_a_copy_is_deep_enough_that_changes_to_the_shard_do_not_reach_it() -> No
     back = saved.build()
     assert back.payments["P1"].refunded is False
     assert back.status_log == [[1.0, "paid"]] and back.timers == {"t": 5.0}
+
+
+def test_a_shared_shard_is_saved_as_its_changelog_form_with_its_waiting_events() -> None:
+    """The rate and KPI shards are saved as JSON plus shallow copies of their timers and
+    waiting events; what a failed step built back is the shard before the step."""
+    event = ev(paid("O1", "10:01"))
+    kpis = KpiShard(
+        "g:kpis", windows={"k|0.0": {"O1": ["web", True]}}, payments={"P": [0.0, "c", 1]}
+    )
+    kpis.timers, kpis.parked, kpis.evict_at = {"park|E1": 5.0}, {"E1": event}, 9.0
+    rates = RateShard("g:rates", payments={60.0: [{"P1"}, set()]}, failures={60.0: {"F1"}})
+    for shard in (kpis, rates):
+        parked_before = dict(shard.parked or {})
+        # of a copy: ``to_dict`` turns the shard's own waiting events into JSON in place
+        before = orjson.dumps(atomic._copy(shard).build().to_dict())
+        saved = atomic._save_shard(shard)
+        assert shard.parked is None or shard.parked == parked_before  # put back after the save
+        if isinstance(shard, KpiShard):
+            shard.windows["k|0.0"]["O1"][1] = False
+            shard.windows["k|0.0"]["O2"] = ["app", False]
+            shard.timers["park|E2"] = 6.0
+            assert shard.parked is not None
+            shard.parked.pop("E1")
+        else:
+            shard.payments[60.0][0].add("P2")
+            shard.failures[120.0] = {"F2"}
+        back = saved.build()
+        assert type(back) is type(shard)
+        assert (back.parked or {}) == parked_before
+        if back.parked:
+            assert back.parked["E1"] is event  # the model itself, not a copy
+        assert orjson.dumps(back.to_dict()) == before
 
 
 def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() -> None:
