@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from orderwatch.engine import Engine, atomic
-from orderwatch.engine.state import KpiShard, OrderShard, Payment, RateShard, Shard
+from orderwatch.engine.state import OrderShard, Payment, Shard
 from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
 from orderwatch.replay import replay
@@ -87,36 +87,53 @@ def test_a_copy_is_deep_enough_that_changes_to_the_shard_do_not_reach_it() -> No
     assert back.status_log == [[1.0, "paid"]] and back.timers == {"t": 5.0}
 
 
-def test_a_shared_shard_is_saved_as_its_changelog_form_with_its_waiting_events() -> None:
-    """The rate and KPI shards are saved as JSON plus shallow copies of their timers and
-    waiting events; what a failed step built back is the shard before the step."""
-    event = ev(paid("O1", "10:01"))
-    kpis = KpiShard(
-        "g:kpis", windows={"k|0.0": {"O1": ["web", True]}}, payments={"P": [0.0, "c", 1]}
-    )
-    kpis.timers, kpis.parked, kpis.evict_at = {"park|E1": 5.0}, {"E1": event}, 9.0
-    rates = RateShard("g:rates", payments={60.0: [{"P1"}, set()]}, failures={60.0: {"F1"}})
-    for shard in (kpis, rates):
-        parked_before = dict(shard.parked or {})
+class SharedBoomEngine(Engine):
+    """Raises on marker events once they are applied to the KPI shard: after the order and
+    the rate windows took them (a payment routes to ``o:``, ``g:rates`` and ``g:kpis``)."""
+
+    def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
+        super()._apply(shard, event, at)
+        if event.event_id.startswith(MARKER) and shard.key == "g:kpis":
+            raise KeyError("13812345678")
+
+
+def shared_state(engine: Engine) -> dict[str, Any]:
+    """The shared shards' changelog form, waiting events by id, and their timers."""
+    out = {}
+    for key in ("g:rates", "g:kpis"):
+        shard = engine.shards[key]
+        parked = dict(shard.parked or {})
         # of a copy: ``to_dict`` turns the shard's own waiting events into JSON in place
-        before = orjson.dumps(atomic._copy(shard).build().to_dict())
-        saved = atomic._save_shard(shard)
-        assert shard.parked is None or shard.parked == parked_before  # put back after the save
-        if isinstance(shard, KpiShard):
-            shard.windows["k|0.0"]["O1"][1] = False
-            shard.windows["k|0.0"]["O2"] = ["app", False]
-            shard.timers["park|E2"] = 6.0
-            assert shard.parked is not None
-            shard.parked.pop("E1")
-        else:
-            shard.payments[60.0][0].add("P2")
-            shard.failures[120.0] = {"F2"}
-        back = saved.build()
-        assert type(back) is type(shard)
-        assert (back.parked or {}) == parked_before
-        if back.parked:
-            assert back.parked["E1"] is event  # the model itself, not a copy
-        assert orjson.dumps(back.to_dict()) == before
+        out[key] = (orjson.loads(orjson.dumps(atomic._copy(shard).build().to_dict())), parked)
+    return out
+
+
+def test_a_failed_step_leaves_the_shared_shards_and_their_waiting_events_as_they_were() -> None:
+    """The rate and KPI shards are saved as their JSON form, their timers and waiting events
+    by a journal of the step's writes (event-time clock: payments read ahead wait there)."""
+    engine = SharedBoomEngine(CATALOG, reorder=True)
+    atomic.guard(engine, lambda *_: None)
+    now = ev(paid("O0", "10:00")).occurred_ts
+    for i in range(1, 4):  # applied at once, then three waiting for the clock
+        atomic.step(engine, ev(created(f"O{i}", "09:00")), now, then=list)
+        atomic.step(engine, ev(paid(f"O{i}", "09:30", payment_id=f"P{i}")), now, then=list)
+        later = paid(f"O{i}", plus("10:00", minutes=i), payment_id=f"Q{i}")
+        atomic.step(engine, ev(later), now, then=list)
+    before = shared_state(engine)
+    assert all(len(parked) == 3 for _, parked in before.values())
+    boom = ev(paid("O1", "09:40", payment_id="PX", event_id=f"{MARKER}1"))
+    with pytest.raises(atomic.StepFailed):
+        atomic.step(engine, boom, now, then=list)
+    after = shared_state(engine)
+    assert after == before
+    for key, (_, parked) in after.items():
+        assert all(parked[k] is v for k, v in before[key][1].items())  # the models themselves
+    # a waiting marker that fails when the clock reaches it: only it leaves its shards
+    late = ev(paid("O2", plus("10:00", minutes=30), payment_id="PY", event_id=f"{MARKER}2"))
+    atomic.step(engine, late, now, then=list)
+    assert f"{MARKER}2" in (engine.shards["g:kpis"].parked or {})
+    engine.sweep(ev(paid("O0", "11:00")).occurred_ts)
+    assert f"{MARKER}2" not in (engine.shards["g:kpis"].parked or {})
 
 
 def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() -> None:

@@ -73,6 +73,7 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
         out = engine.life.out
         produced = len(out)
         marks = _marks(engine)
+        _Journal.depth += 1
         try:
             fire(shard, name, due, now)
         except Exception as exc:
@@ -95,6 +96,8 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
                 # a shard made only to hold the event that failed, as absent as before it
                 del engine.shards[shard.key]
             failed(name, event, exc)
+        finally:
+            _Journal.depth -= 1
 
     engine._fire = guarded  # type: ignore[method-assign]
 
@@ -136,6 +139,7 @@ def step(
     # what the engine hands on besides exceptions (command replies, flags for other shards):
     # a failed step's part of them is dropped with its state changes
     marks = _marks(engine)
+    _Journal.depth += 1
     try:
         out = engine.step(event, t, only)
         return then(due + out if due else out)
@@ -143,6 +147,8 @@ def step(
         _restore(engine, saved)
         _truncate(engine, marks)
         raise StepFailed(due, exc) from exc
+    finally:
+        _Journal.depth -= 1
 
 
 def _marks(engine: Engine) -> tuple[int, int, int, int]:
@@ -222,24 +228,111 @@ _KEPT: set[type] = set(_ATOMS)
 _SERIALIZED: frozenset[type] = frozenset({RateShard, KpiShard, ActionShard})
 
 
+_MISSING: Any = object()
+
+
+class _Journal(dict[str, Any]):
+    """A flat dict of a shared shard (its timers, its waiting events) that notes each write
+    made while a save is open, so a failed step takes its writes back instead of the dict
+    being copied before every step: on the event-time clock a shared shard holds thousands of
+    waiting events, each with a timer, and a copy of both per event applied was O(n) each.
+
+    Every write of the engine goes through the methods below (``[]=``, ``del``, ``pop``,
+    ``setdefault``, ``update``...); reads are a plain dict's. The note is cleared by the next
+    outermost save, so it holds one step's writes.
+    """
+
+    __slots__ = ("log",)
+    #: saves open now (a step, a deadline fired inside it): notes are kept only then
+    depth = 0
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(items)
+        self.log: list[tuple[str, Any]] = []
+
+    def _note(self, key: str) -> None:
+        if _Journal.depth:
+            self.log.append((key, dict.get(self, key, _MISSING)))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._note(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._note(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self._note(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = dict.popitem(self)
+        if _Journal.depth:
+            self.log.append((key, value))
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _Journal:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+    def mark(self) -> int:
+        if not _Journal.depth:
+            self.log.clear()
+        return len(self.log)
+
+    def undo(self, mark: int) -> None:
+        log = self.log
+        while len(log) > mark:
+            key, old = log.pop()
+            if old is _MISSING:
+                dict.pop(self, key, None)
+            else:
+                dict.__setitem__(self, key, old)
+
+
+def _journal(value: dict[str, Any] | None) -> tuple[Any, int]:
+    """(the dict as a ``_Journal``, its mark) for a save; a shared empty mapping or None stays."""
+    if value is None or value is NO_TIMERS:
+        return value, 0
+    if type(value) is not _Journal:
+        value = _Journal(value)  # once per dict: the shard keeps it
+    return value, value.mark()
+
+
 class _Stored:
     """A shared shard as its changelog form without its timers and waiting events, and those
-    two as shallow copies (flat dicts of floats, and of frozen models or their JSON dicts,
-    which are replaced, never changed in place): on the event-time clock a shared shard holds
-    thousands of waiting events, each with a timer, and each one applied saved them all."""
+    two as ``_Journal`` with the mark to take them back to."""
 
-    __slots__ = ("data", "parked", "timers")
+    __slots__ = ("data", "parked", "parked_mark", "timers", "timers_mark")
 
-    def __init__(self, data: bytes, parked: dict[str, Any] | None, timers: dict[str, float]):
+    def __init__(self, data: bytes, parked: tuple[Any, int], timers: tuple[Any, int]) -> None:
         self.data = data
-        self.parked = parked
-        self.timers = timers
+        self.parked, self.parked_mark = parked
+        self.timers, self.timers_mark = timers
 
     def build(self) -> Shard:
         shard = shard_from_dict(orjson.loads(self.data))
-        shard.parked = self.parked
-        if self.timers:
-            shard.timers = self.timers
+        if self.parked is not None:
+            self.parked.undo(self.parked_mark)
+        shard.parked = self.parked or None
+        if self.timers is not NO_TIMERS:
+            self.timers.undo(self.timers_mark)
+        shard.timers = self.timers or NO_TIMERS
         return shard
 
 
@@ -248,16 +341,16 @@ def _save_shard(shard: Shard) -> Any:
     ``_copy``. Either has ``build()``."""
     if type(shard) not in _SERIALIZED:
         return _copy(shard)
-    parked, timers = shard.parked, shard.timers
-    # out of the JSON: copied in C below (and ``base_dict`` would dump each waiting event)
+    parked, parked_mark = _journal(shard.parked)
+    timers, timers_mark = _journal(shard.timers)
+    # out of the JSON: taken back by their journals (and ``base_dict`` would dump each
+    # waiting event to JSON in place)
     shard.parked, shard.timers = None, NO_TIMERS
     try:
         data = orjson.dumps(shard.to_dict())
     finally:
         shard.parked, shard.timers = parked, timers
-    return _Stored(
-        data, None if parked is None else dict(parked), dict(timers) if timers else NO_TIMERS
-    )
+    return _Stored(data, (parked, parked_mark), (timers, timers_mark))
 
 
 #: per dataclass: its type, a getter of all its fields in one C call, and their names
@@ -267,6 +360,7 @@ _PLANS: dict[type, tuple[type, Any, tuple[str, ...]]] = {}
 #: ``dict()``. On the event-time clock most of a shard's deadlines and its biggest dict are
 #: its waiting events, and the generic walk cost ~50 ns per entry in Python.
 _FLAT = frozenset({"timers", "parked"})
+_DICTS = (dict, _Journal)
 
 
 class _Saved:
@@ -319,7 +413,7 @@ def _copy(value: Any) -> Any:
         kind,
         plan[2],
         [
-            v if type(v) in kept else dict(v) if name in _FLAT and type(v) is dict else _copy(v)
+            v if type(v) in kept else dict(v) if name in _FLAT and type(v) in _DICTS else _copy(v)
             for name, v in zip(plan[2], values, strict=True)
         ],
     )
