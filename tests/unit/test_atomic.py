@@ -136,6 +136,30 @@ def test_a_failed_step_leaves_the_shared_shards_and_their_waiting_events_as_they
     assert f"{MARKER}2" not in (engine.shards["g:kpis"].parked or {})
 
 
+def test_a_step_that_only_parks_in_the_shared_shards_is_taken_back_by_their_journals() -> None:
+    """Live on event time (``forward``), a payment read ahead of the clock only waits in the
+    rate and KPI shards; if encoding its output fails, its waiting entries and timers go."""
+    engine = Engine(CATALOG, reorder=True)
+    engine.forward = True
+    now = ev(paid("O0", "10:00")).occurred_ts
+    atomic.step(engine, ev(created("O1", "09:00")), now, then=list)
+    atomic.step(engine, ev(paid("O1", "09:30")), now, then=list)
+    atomic.step(engine, ev(paid("O1", "10:05", payment_id="Q1")), now, then=list)
+    before = shared_state(engine)
+    kpis = engine.shards["g:kpis"]
+
+    def boom(_: list[Any]) -> None:
+        raise RuntimeError("cannot encode")
+
+    ahead = ev(paid("O1", "10:06", payment_id="Q2"))
+    with pytest.raises(atomic.StepFailed):
+        atomic.step(engine, ahead, now, then=boom)
+    assert shared_state(engine) == before
+    assert engine.shards["g:kpis"] is kpis  # kept: nothing but its journals changed
+    assert ahead.event_id not in (kpis.parked or {})
+    assert f"park|{ahead.event_id}" not in kpis.timers
+
+
 def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() -> None:
     events = [created("O1", "10:00"), paid("O1", "10:01"), created("O2", "10:02")]
     events += [paid("O2", "10:03"), status("O1", "paid", "10:30")]
