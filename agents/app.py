@@ -398,6 +398,8 @@ class Persistence:
         """Changed shards to the changelog, then everything pending to the producer."""
         assert self.shell is not None
         self.shell.persist()
+        if self.writer is not None:
+            self.writer.write_batches()
         self.flushed = time.monotonic()
         await self.outbox.drain()
         if self.unmarked:
@@ -571,6 +573,8 @@ class Rebalancing:
             }
             shell.persist()  # into the table first: the engines are rebuilt from it
             writer = persistence.writer
+            if writer is not None:
+                writer.write_batches()
             if writer is None:
                 loaded = shell.restore(list(topology.table.data.items()), owned)
             else:

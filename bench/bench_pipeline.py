@@ -511,6 +511,17 @@ def main() -> None:
     parser.add_argument("--restart-orders", type=int, default=0, help="0: skip the restart")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the logs directory")
+    parser.add_argument(
+        "--only",
+        choices=("all", "throughput", "latency"),
+        default="all",
+        help="throughput: (b) and (c) alone (an A/B of the worker); latency: step 3 alone",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy (a dev tool) samples the worker (c): an SVG, or collapsed stacks (.txt)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="orderwatch-bench-"))
     figures = run(args, workdir)
@@ -526,99 +537,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     figures: dict[str, float] = {}
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, logs in {workdir}")
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
-        topics = Topics()
-        asyncio.run(topics.create(broker.bootstrap))
-        t = time.monotonic()
-        records = day_of_events(args.events, topics)
-        mix = Counter(topic.split("-", 1)[1] for topic, _, _ in records)
-        asyncio.run(send_all(broker.bootstrap, records))
-        n = len(records)
-        print(f"produced {n:,} events in {time.monotonic() - t:.1f} s: {dict(mix.most_common())}")
-        sources = [topics.name(base) for base in TOPICS.values()]
-
-        raw = asyncio.run(raw_consume(broker.bootstrap, sources, n, args.within))
-        print(f"(a) aiokafka + decode:    {raw.rate:9,.0f} events/s{note(raw, n)}")
-        bare = run_faust(broker.bootstrap, sources, n, workdir, args.within + 30)
-        print(f"(b) bare Faust + decode:  {bare.rate:9,.0f} events/s{note(bare, n)}")
-        direct = run_faust(broker.bootstrap, sources, n, workdir, args.within + 30, direct=True)
-        print(f"(b') the same, worker's tweaks: {direct.rate:9,.0f} events/s{note(direct, n)}")
-
-        # a recorded day is a backfill: judged on its own clock, as replay judges it. On the wall
-        # clock every order the sample cuts off mid-flight would time out at once, publishing
-        # thousands of exceptions no live day produces
-        worker = WorkerProcess(broker.bootstrap, topics, workdir, clock="event").start(timeout=120)
-        try:
-            full = worker_consume(worker, n, args.within)
-            print(f"(c) orderwatch worker:    {full.rate:9,.0f} events/s{note(full, n)}")
-            ratio = full.rate / bare.rate if bare.rate else float("nan")
-            print(f"worker / bare Faust: {ratio:.2f}")
-            if direct.rate:
-                print(
-                    f"worker / bare Faust with the worker's tweaks: {full.rate / direct.rate:.2f}"
-                )
-            drained = wait_applied(worker, within=args.within)
-            print(
-                "    detector caught up (every routed event applied): "
-                + (
-                    f"{drained:.1f} s after the last event was read"
-                    if drained is not None
-                    else "not yet"
-                )
-            )
-            e2e = n / (span_s(full) + drained) if drained is not None and full.complete else 0.0
-            if e2e:
-                print(
-                    f"    worker end to end (first read -> detector done): {e2e:,.0f} events/s"
-                    + (f" ({e2e / bare.rate:.2f} of bare Faust)" if bare.rate else "")
-                )
-            figures |= {
-                "events": n,
-                "worker_e2e_eps": e2e,
-                "raw_eps": raw.rate,
-                "faust_eps": bare.rate,
-                "faust_direct_eps": direct.rate,
-                "worker_over_faust_direct": full.rate / direct.rate
-                if direct.rate
-                else float("nan"),
-                "worker_eps": full.rate,
-                "worker_over_faust": ratio,
-                "worker_exceptions": settled(worker, "orderwatch_exceptions_published_total"),
-            }
-            print(f"    exceptions published: {figures['worker_exceptions']:,.0f}")
-        finally:
-            worker.stop()
-        # latency: live traffic on fresh topics, a worker on the wall clock (the default)
-        live = Topics()
-        asyncio.run(live.create(broker.bootstrap))
-        worker = WorkerProcess(broker.bootstrap, live, workdir).start(timeout=120)
-        try:
-            lat = asyncio.run(
-                measure_latency(broker.bootstrap, live, args.rate, args.latency_seconds, 12.0)
-            )
-        finally:
-            worker.stop()
-        print(
-            f"paced traffic: {lat.sent:,} events in {lat.seconds:.0f} s "
-            f"({lat.sent / lat.seconds:,.0f} events/s)"
-        )
-        for label, values in (
-            ("deadline -> exception", lat.timeout),
-            ("event -> exception   ", lat.event),
-        ):
-            print(
-                f"{label}: p50 {pct(values, 50) * 1e3:7.0f} ms  "
-                f"p99 {pct(values, 99) * 1e3:7.0f} ms  ({len(values)} exceptions)"
-            )
-        figures |= {
-            "latency_rate": lat.sent / lat.seconds,
-            "timeout_p50": pct(lat.timeout, 50),
-            "timeout_p99": pct(lat.timeout, 99),
-            "timeout_n": len(lat.timeout),
-            "event_p50": pct(lat.event, 50),
-            "event_p99": pct(lat.event, 99),
-            "event_n": len(lat.event),
-        }
-        if args.restart_orders:
+        if args.only != "latency":
+            figures |= throughput(args, broker, workdir)
+        if args.only != "throughput":
+            figures |= latency(args, broker, workdir)
+        if args.restart_orders and args.only == "all":
             r = restart_to_ready(broker, workdir, args.restart_orders)
             print(
                 f"restart to ready with {r['orders']:,.0f} orders ({r['events']:,.0f} events, "
@@ -626,6 +549,128 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
                 f"{r['restart_s']:.1f} s  (cold start {r['cold_start_s']:.1f} s)"
             )
             figures |= {f"restart_{k}": v for k, v in r.items()}
+    return figures
+
+
+def profile(worker: WorkerProcess, svg: Path | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the worker until SIGINT, or None without ``--profile``."""
+    if svg is None or worker.proc is None:
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    fmt = "flamegraph" if svg.suffix == ".svg" else "raw"  # raw: collapsed stacks, one a line
+    cmd = [str(spy), "record", "-f", fmt, "-o", str(svg), "-r", "100", "-p", str(worker.proc.pid)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def throughput(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) -> dict[str, float]:
+    """Steps 1 and 2: one day produced, then (a), (b), (b') and the worker (c) read it."""
+    figures: dict[str, float] = {}
+    topics = Topics()
+    asyncio.run(topics.create(broker.bootstrap))
+    t = time.monotonic()
+    records = day_of_events(args.events, topics)
+    mix = Counter(topic.split("-", 1)[1] for topic, _, _ in records)
+    asyncio.run(send_all(broker.bootstrap, records))
+    n = len(records)
+    print(f"produced {n:,} events in {time.monotonic() - t:.1f} s: {dict(mix.most_common())}")
+    sources = [topics.name(base) for base in TOPICS.values()]
+
+    everything = args.only == "all"
+    raw = (
+        asyncio.run(raw_consume(broker.bootstrap, sources, n, args.within))
+        if everything
+        else Span()
+    )
+    if everything:
+        print(f"(a) aiokafka + decode:    {raw.rate:9,.0f} events/s{note(raw, n)}")
+    bare = run_faust(broker.bootstrap, sources, n, workdir, args.within + 30)
+    print(f"(b) bare Faust + decode:  {bare.rate:9,.0f} events/s{note(bare, n)}")
+    direct = Span()
+    if everything:
+        direct = run_faust(broker.bootstrap, sources, n, workdir, args.within + 30, direct=True)
+        print(f"(b') the same, worker's tweaks: {direct.rate:9,.0f} events/s{note(direct, n)}")
+
+    # a recorded day is a backfill: judged on its own clock, as replay judges it. On the wall
+    # clock every order the sample cuts off mid-flight would time out at once, publishing
+    # thousands of exceptions no live day produces
+    worker = WorkerProcess(broker.bootstrap, topics, workdir, clock="event").start(timeout=120)
+    spy = profile(worker, args.profile)
+    try:
+        full = worker_consume(worker, n, args.within)
+        print(f"(c) orderwatch worker:    {full.rate:9,.0f} events/s{note(full, n)}")
+        ratio = full.rate / bare.rate if bare.rate else float("nan")
+        print(f"worker / bare Faust: {ratio:.2f}")
+        if direct.rate:
+            print(f"worker / bare Faust with the worker's tweaks: {full.rate / direct.rate:.2f}")
+        drained = wait_applied(worker, within=args.within)
+        print(
+            "    detector caught up (every routed event applied): "
+            + (
+                f"{drained:.1f} s after the last event was read"
+                if drained is not None
+                else "not yet"
+            )
+        )
+        e2e = n / (span_s(full) + drained) if drained is not None and full.complete else 0.0
+        if e2e:
+            print(
+                f"    worker end to end (first read -> detector done): {e2e:,.0f} events/s"
+                + (f" ({e2e / bare.rate:.2f} of bare Faust)" if bare.rate else "")
+            )
+        figures |= {
+            "events": n,
+            "worker_e2e_eps": e2e,
+            "raw_eps": raw.rate,
+            "faust_eps": bare.rate,
+            "faust_direct_eps": direct.rate,
+            "worker_over_faust_direct": full.rate / direct.rate if direct.rate else float("nan"),
+            "worker_eps": full.rate,
+            "worker_over_faust": ratio,
+            "worker_exceptions": settled(worker, "orderwatch_exceptions_published_total"),
+        }
+        print(f"    exceptions published: {figures['worker_exceptions']:,.0f}")
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph and exits
+            spy.wait(60)
+        worker.stop()
+    return figures
+
+
+def latency(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) -> dict[str, float]:
+    """Step 3: a worker on the wall clock under paced traffic."""
+    figures: dict[str, float] = {}
+    # latency: live traffic on fresh topics, a worker on the wall clock (the default)
+    live = Topics()
+    asyncio.run(live.create(broker.bootstrap))
+    worker = WorkerProcess(broker.bootstrap, live, workdir).start(timeout=120)
+    try:
+        lat = asyncio.run(
+            measure_latency(broker.bootstrap, live, args.rate, args.latency_seconds, 12.0)
+        )
+    finally:
+        worker.stop()
+    print(
+        f"paced traffic: {lat.sent:,} events in {lat.seconds:.0f} s "
+        f"({lat.sent / lat.seconds:,.0f} events/s)"
+    )
+    for label, values in (
+        ("deadline -> exception", lat.timeout),
+        ("event -> exception   ", lat.event),
+    ):
+        print(
+            f"{label}: p50 {pct(values, 50) * 1e3:7.0f} ms  "
+            f"p99 {pct(values, 99) * 1e3:7.0f} ms  ({len(values)} exceptions)"
+        )
+    figures |= {
+        "latency_rate": lat.sent / lat.seconds,
+        "timeout_p50": pct(lat.timeout, 50),
+        "timeout_p99": pct(lat.timeout, 99),
+        "timeout_n": len(lat.timeout),
+        "event_p50": pct(lat.event, 50),
+        "event_p99": pct(lat.event, 99),
+        "event_n": len(lat.event),
+    }
     return figures
 
 

@@ -87,6 +87,79 @@ def test_a_copy_is_deep_enough_that_changes_to_the_shard_do_not_reach_it() -> No
     assert back.status_log == [[1.0, "paid"]] and back.timers == {"t": 5.0}
 
 
+class SharedBoomEngine(Engine):
+    """Raises on marker events once they are applied to the KPI shard: after the order and
+    the rate windows took them (a payment routes to ``o:``, ``g:rates`` and ``g:kpis``)."""
+
+    def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
+        super()._apply(shard, event, at)
+        if event.event_id.startswith(MARKER) and shard.key == "g:kpis":
+            raise KeyError("13812345678")
+
+
+def shared_state(engine: Engine) -> dict[str, Any]:
+    """The shared shards' changelog form, waiting events by id, and their timers."""
+    out = {}
+    for key in ("g:rates", "g:kpis"):
+        shard = engine.shards[key]
+        parked = dict(shard.parked or {})
+        # of a copy: ``to_dict`` turns the shard's own waiting events into JSON in place
+        out[key] = (orjson.loads(orjson.dumps(atomic._copy(shard).build().to_dict())), parked)
+    return out
+
+
+def test_a_failed_step_leaves_the_shared_shards_and_their_waiting_events_as_they_were() -> None:
+    """The rate and KPI shards are saved as their JSON form, their timers and waiting events
+    by a journal of the step's writes (event-time clock: payments read ahead wait there)."""
+    engine = SharedBoomEngine(CATALOG, reorder=True)
+    atomic.guard(engine, lambda *_: None)
+    now = ev(paid("O0", "10:00")).occurred_ts
+    for i in range(1, 4):  # applied at once, then three waiting for the clock
+        atomic.step(engine, ev(created(f"O{i}", "09:00")), now, then=list)
+        atomic.step(engine, ev(paid(f"O{i}", "09:30", payment_id=f"P{i}")), now, then=list)
+        later = paid(f"O{i}", plus("10:00", minutes=i), payment_id=f"Q{i}")
+        atomic.step(engine, ev(later), now, then=list)
+    before = shared_state(engine)
+    assert all(len(parked) == 3 for _, parked in before.values())
+    boom = ev(paid("O1", "09:40", payment_id="PX", event_id=f"{MARKER}1"))
+    with pytest.raises(atomic.StepFailed):
+        atomic.step(engine, boom, now, then=list)
+    after = shared_state(engine)
+    assert after == before
+    for key, (_, parked) in after.items():
+        assert all(parked[k] is v for k, v in before[key][1].items())  # the models themselves
+    # a waiting marker that fails when the clock reaches it: only it leaves its shards
+    late = ev(paid("O2", plus("10:00", minutes=30), payment_id="PY", event_id=f"{MARKER}2"))
+    atomic.step(engine, late, now, then=list)
+    assert f"{MARKER}2" in (engine.shards["g:kpis"].parked or {})
+    engine.sweep(ev(paid("O0", "11:00")).occurred_ts)
+    assert f"{MARKER}2" not in (engine.shards["g:kpis"].parked or {})
+
+
+def test_a_step_that_only_parks_in_the_shared_shards_is_taken_back_by_their_journals() -> None:
+    """Live on event time (``forward``), a payment read ahead of the clock only waits in the
+    rate and KPI shards; if encoding its output fails, its waiting entries and timers go."""
+    engine = Engine(CATALOG, reorder=True)
+    engine.forward = True
+    now = ev(paid("O0", "10:00")).occurred_ts
+    atomic.step(engine, ev(created("O1", "09:00")), now, then=list)
+    atomic.step(engine, ev(paid("O1", "09:30")), now, then=list)
+    atomic.step(engine, ev(paid("O1", "10:05", payment_id="Q1")), now, then=list)
+    before = shared_state(engine)
+    kpis = engine.shards["g:kpis"]
+
+    def boom(_: list[Any]) -> None:
+        raise RuntimeError("cannot encode")
+
+    ahead = ev(paid("O1", "10:06", payment_id="Q2"))
+    with pytest.raises(atomic.StepFailed):
+        atomic.step(engine, ahead, now, then=boom)
+    assert shared_state(engine) == before
+    assert engine.shards["g:kpis"] is kpis  # kept: nothing but its journals changed
+    assert ahead.event_id not in (kpis.parked or {})
+    assert f"park|{ahead.event_id}" not in kpis.timers
+
+
 def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() -> None:
     events = [created("O1", "10:00"), paid("O1", "10:01"), created("O2", "10:02")]
     events += [paid("O2", "10:03"), status("O1", "paid", "10:30")]
