@@ -397,6 +397,8 @@ class Persistence:
         """Changed shards to the changelog, then everything pending to the producer."""
         assert self.shell is not None
         self.shell.persist()
+        if self.writer is not None:
+            self.writer.flush()  # the flush's shards and timer index: one write batch each
         self.flushed = time.monotonic()
         await self.outbox.drain()
         if self.unmarked:

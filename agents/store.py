@@ -13,6 +13,13 @@ This module is what the worker needs beyond Faust's store:
   ``table[key] = value`` finds the partition from the current event, and the worker writes from
   timers and commit hooks, where there is none), and records the changelog offset of each flush
   once the producer has it on the broker.
+- the **timer index**: every stored shard's deadlines also live in its partition's database
+  under ``TIMER_PREFIX + due (8 bytes, ordered) + key``, as Flink's RocksDB timer service keeps
+  them, written in the same write batch as the shard (``apply_writes``: the entries of the
+  shard's old deadlines are deleted, those of its new ones put), by the worker's flushes, the
+  changelog catch-up and Faust's own changelog recovery and standby alike. A start reads the
+  index a chunk at a time in due order (``Writer.timers``, ``Engine.index_lazily``), never every
+  shard: the deadlines due soon are in memory, the rest stay on disk until the clock nears them.
 - ``check_state_dir``: a directory that does not fit (another app id, another shard format or
   partition count, a database that does not open, a rebuild asked for) is never read as this
   worker's state: it is removed and the state rebuilt from the changelog, or, with
@@ -21,15 +28,19 @@ This module is what the worker needs beyond Faust's store:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shutil
+import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
@@ -43,6 +54,13 @@ log = logging.getLogger("orderwatch.store")
 MARKER = "orderwatch-state.json"
 #: Faust's key of the changelog offset inside each partition's database.
 OFFSET_KEY = b"__faust\0offset__"
+#: Version of what a partition's database holds besides the shards (in the marker): 2 adds the
+#: timer index. A directory of another layout is rebuilt from the changelog like any mismatch.
+LAYOUT = 2
+#: The timer index's keys start with this: before every shard key and Faust's offset key.
+TIMER_PREFIX = b"\x00T"
+#: Stored deadlines read into the heap at a time (``Writer.timers``): ~100 B each in memory.
+TIMER_CHUNK = 10_000
 
 #: RocksDB options per partition database. Faust's defaults (a 2 GiB block cache and three
 #: 64 MiB memtables per database) are sized for a machine of its own; these bound what a worker
@@ -69,7 +87,133 @@ def rocksdb_options(block_cache_mb: int) -> dict[str, Any]:
 
 
 def _marker(app_id: str, partitions: int) -> dict[str, Any]:
-    return {"app_id": app_id, "format": FORMAT_VERSION, "partitions": partitions}
+    return {"app_id": app_id, "format": FORMAT_VERSION, "partitions": partitions, "layout": LAYOUT}
+
+
+# --- the timer index -----------------------------------------------------------------------------
+
+_DOUBLE = struct.Struct(">d")
+_SIGN = 1 << 63
+_ALL = (1 << 64) - 1
+
+
+def _due_bytes(due: float) -> bytes:
+    """8 bytes that sort as the floats do (IEEE 754 big-endian, sign bit flipped for positive
+    numbers, every bit for negative ones)."""
+    bits = int.from_bytes(_DOUBLE.pack(due), "big")
+    return (bits ^ _ALL if bits & _SIGN else bits | _SIGN).to_bytes(8, "big")
+
+
+def _due_of(raw: bytes) -> float:
+    bits = int.from_bytes(raw, "big")
+    bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL
+    return float(_DOUBLE.unpack(bits.to_bytes(8, "big"))[0])
+
+
+def timer_key(due: float, key: bytes, name: str) -> bytes:
+    """The index key of one deadline: prefix, due time, the shard key's length and the key, then
+    the deadline's name (lengths, not separators: keys and names come from the input)."""
+    return TIMER_PREFIX + _due_bytes(due) + len(key).to_bytes(2, "big") + key + name.encode()
+
+
+def parse_timer_key(raw: bytes) -> tuple[float, str, str]:
+    """``(due, shard key, name)`` of an index key."""
+    due = _due_of(raw[2:10])
+    length = int.from_bytes(raw[10:12], "big")
+    return due, raw[12 : 12 + length].decode(), sys.intern(raw[12 + length :].decode())
+
+
+_CURRENT = f'{{"v":{FORMAT_VERSION},"key":'.encode()
+
+
+def deadlines_of(value: bytes | None) -> dict[str, float]:
+    """The deadlines (``dl``) of a stored shard value, {} for none or for a value that is not a
+    shard (the blacklist's copy, the flush's end mark, something unreadable: a shard that cannot
+    be read is found when it is loaded or by ``verify``, not here).
+
+    The current format writes "v", "key", "at", then "dl": the deadlines are read from that
+    slice without parsing the rest (a cut inside a string is never valid JSON, so a name with
+    a brace falls back to the whole value)."""
+    if not value:
+        return {}
+    if value.startswith(_CURRENT):
+        start = value.find(b'"dl":{', 0, 300)
+        if start < 0:
+            return {}
+        if value.count(b'"', 0, start) == 8:
+            try:
+                found = orjson.loads(value[start + 5 : value.index(b"}", start) + 1])
+            except (orjson.JSONDecodeError, ValueError):
+                pass
+            else:
+                return found if isinstance(found, dict) else {}
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    dl = data.get("dl") if isinstance(data, dict) else None
+    return dl if isinstance(dl, dict) else {}
+
+
+def apply_writes(
+    db: Any, writes: dict[bytes, bytes | None], offset: int | None = None
+) -> tuple[int, int]:
+    """Shard values (None: deleted) into ``db`` in one write batch, with the timer index entries
+    they add and remove and, if given, the changelog offset they reach: a kill -9 leaves the
+    shards, their index and the offset consistent with each other, whatever instant it hits.
+
+    The old deadlines come from the values the database holds now (one multi-get). Returns
+    ``(shards added, shards removed)`` for the gauges."""
+    from rocksdict import WriteBatch
+
+    keys = list(writes)
+    olds = db.get(keys) if keys else []
+    batch = WriteBatch(raw_mode=True)
+    added = removed = 0
+    for key, old in zip(keys, olds, strict=True):
+        new = writes[key]
+        if new is None:
+            batch.delete(key)
+            removed += old is not None
+        else:
+            batch.put(key, new)
+            added += old is None
+        before = deadlines_of(old)
+        after = deadlines_of(new)
+        if before == after:
+            continue
+        for name, due in before.items():
+            if after.get(name) != due:
+                batch.delete(timer_key(due, key, name))
+        for name, due in after.items():
+            if before.get(name) != due:
+                batch.put(timer_key(due, key, name), b"")
+    if offset is not None:
+        batch.put(OFFSET_KEY, str(offset).encode())
+    db.write(batch)
+    return added, removed
+
+
+def read_timers(
+    db: Any, start: bytes, limit: int
+) -> tuple[list[tuple[float, str, str]], bytes | None]:
+    """Up to ``limit`` index entries from ``start`` on (in due order) and the key of the first
+    one left (None: no more)."""
+    from rocksdict import ReadOptions
+
+    it = db.iter(ReadOptions())
+    it.seek(start)
+    entries: list[tuple[float, str, str]] = []
+    add = entries.append
+    while it.valid():
+        raw = it.key()
+        if not raw.startswith(TIMER_PREFIX):
+            return entries, None
+        if len(entries) >= limit:
+            return entries, raw
+        add(parse_timer_key(raw))
+        it.next()
+    return entries, None
 
 
 def _mismatch(tabledir: Path, app_id: str, partitions: int) -> str | None:
@@ -87,6 +231,8 @@ def _mismatch(tabledir: Path, app_id: str, partitions: int) -> str | None:
     if marker.get("rebuild"):
         return f"a rebuild was asked for: {marker['rebuild']}"
     want = _marker(app_id, partitions)
+    if marker.get("layout", 1) != LAYOUT:
+        return f"layout is {marker.get('layout', 1)!r} (no timer index), this worker's is {LAYOUT}"
     for field in ("app_id", "format", "partitions"):
         if marker.get(field) != want[field]:
             return f"{field} is {marker.get(field)!r}, this worker's is {want[field]!r}"
@@ -148,6 +294,10 @@ def ask_rebuild(tabledir: Path, reason: str) -> None:
     marker_path.write_text(json.dumps(marker))
 
 
+def _ignore(reason: str) -> None:
+    """An unreadable stored value before ``restore`` (its load raises ``StateFormatError``)."""
+
+
 class Writer:
     """Changed shards into the partition databases, and the changelog offsets they reached."""
 
@@ -157,32 +307,69 @@ class Writer:
         self.metrics = metrics
         #: partition -> the send future of its last changelog write (the flush's end mark)
         self.pending: dict[int, Any] = {}
+        #: partition -> shard writes not in the database yet (one write batch per flush)
+        self.writes: dict[int, dict[bytes, bytes | None]] = {}
         #: cache lookups already counted in the metrics: (hits, misses)
         self._counted = (0, 0)
+        #: what a stored value that is not a readable shard does (``restore``: rebuild, exit)
+        self.unreadable: Callable[[str], None] = _ignore
 
     def db(self, partition: int) -> Any:
         return rocksdb_partition(self.store, partition)
 
     def write(self, partition: int, key: bytes, value: bytes | None) -> None:
-        db = self.db(partition)
-        if value is None:
-            db.delete(key)
-        else:
-            db.put(key, value)
+        """Queue a shard write; ``flush`` (at the end of the worker's flush, or before anything
+        reads the database) writes the queue as one batch with its timer index entries."""
+        writes = self.writes.get(partition)
+        if writes is None:
+            writes = self.writes[partition] = {}
+        writes[key] = value
+
+    def flush(self, partition: int | None = None) -> None:
+        """The queued writes of one partition (None: every partition) into its database."""
+        for p in list(self.writes) if partition is None else [partition]:
+            writes = self.writes.pop(p, None)
+            if writes:
+                apply_writes(self.db(p), writes)
 
     def loader(self, partition: int) -> Callable[[str], bytes | None]:
-        """The engine's read of a shard not in its cache."""
+        """The engine's read of a shard not in its cache. A stored value that is not a shard of
+        a known format stops the worker for a rebuild (``unreadable``)."""
+        writes = self.writes
 
         def load(key: str) -> bytes | None:
-            value: bytes | None = self.db(partition).get(key.encode())
+            if partition in writes:
+                self.flush(partition)
+            raw = key.encode()
+            value: bytes | None = self.db(partition).get(raw)
+            if value is not None and not value.startswith(_CURRENT + orjson.dumps(key)):
+                check_value(raw, value, self.unreadable)
             return value
 
         return load
 
+    def timers(
+        self, partition: int
+    ) -> Callable[[], tuple[list[tuple[float, str, str]], float | None]]:
+        """The engine's source of stored deadlines (``Engine.index_lazily``): the partition's
+        timer index, ``TIMER_CHUNK`` at a time, from where the last read stopped."""
+        cursor = [TIMER_PREFIX]
+
+        def more() -> tuple[list[tuple[float, str, str]], float | None]:
+            entries, rest = read_timers(self.db(partition), cursor[0], TIMER_CHUNK)
+            if rest is None:
+                cursor[0] = b"\xff"  # the end: nothing stored after this start is unread
+                return entries, None
+            cursor[0] = rest
+            return entries, _due_of(rest[2:10])
+
+        return more
+
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every shard of the partition, in key order, one at a time (never all in memory)."""
+        self.flush(partition)
         for key, value in self.db(partition).items():
-            if key != OFFSET_KEY and value is not None:
+            if key != OFFSET_KEY and value is not None and not key.startswith(TIMER_PREFIX):
                 yield key, value
 
     def sent(self, partition: int, future: Any) -> None:
@@ -191,6 +378,7 @@ class Writer:
     def commit_offsets(self) -> int:
         """After the producer's flush: store each partition's changelog offset now on the
         broker, so a restart on this directory reads the changelog from there on."""
+        self.flush()  # the shards first: an offset never runs ahead of what is stored
         stored = 0
         for partition, future in list(self.pending.items()):
             if not future.done():
@@ -226,27 +414,109 @@ class Writer:
         self.metrics.shard_cache_shards.set(size)
 
 
+def check_value(key: bytes, value: bytes, unreadable: Callable[[str], None]) -> None:
+    """A stored value not in the current format's shape is parsed whole: a shard of a format
+    this engine reads passes; anything else calls ``unreadable`` with the reason."""
+    from orderwatch.engine.cache import decode_shard
+
+    if key.startswith(b"*:"):  # the blacklist's copy (``broadcast_key``)
+        return
+    try:
+        decode_shard(key.decode(), value)
+    except (StateFormatError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        unreadable(f"{exc}")
+
+
+def _rebuild_and_exit(tabledir: Any) -> Callable[[str], None]:
+    def stop(reason: str) -> None:
+        log.critical(
+            "state directory %s cannot be read (%s): rebuilding at restart", tabledir, reason
+        )
+        ask_rebuild(Path(tabledir), reason)
+        logging.shutdown()
+        os._exit(3)
+
+    return stop
+
+
 def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir: Any) -> int:
-    """The shell's engines of newly owned partitions over their stores (``Shell.restore_store``).
+    """The shell's engines of newly owned partitions over their stores (``Shell.restore_store``);
+    returns the deadlines read into memory (the first chunk of each partition's timer index).
 
     A stored value that is not a shard of a known format is never read as state: the directory
     is marked for a rebuild and the worker exits at once (status 3); started again, it rebuilds
-    the state from the changelog (``check_state_dir``). Exiting is the safe way out: the state
-    of the partitions is already half read, and the offsets of the inputs were not committed.
+    the state from the changelog (``check_state_dir``). Exiting is the safe way out: the inputs'
+    offsets of what used that state are not committed. Such a value is found when a shard is
+    loaded, or by ``verify``, which reads every stored value in the background after the start.
     """
     started = time.monotonic()
-    try:
-        loaded: int = shell.restore_store(owned, writer.scan, writer.loader, capacity)
-    except StateFormatError as exc:
-        log.critical("state directory %s cannot be read (%s): rebuilding at restart", tabledir, exc)
-        ask_rebuild(Path(tabledir), str(exc))
-        logging.shutdown()
-        os._exit(3)
+    writer.unreadable = _rebuild_and_exit(tabledir)
+    fresh = owned - shell.assigned
+    indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity)
     seconds = time.monotonic() - started
-    log.info("deadline index of %d stored shards rebuilt in %.2f s", loaded, seconds)
+    log.info("deadline index: %d stored deadlines read in %.2f s", indexed, seconds)
     if writer.metrics is not None:
         writer.metrics.state_restore_seconds.set(seconds)
-    return loaded
+    for partition in sorted(fresh):
+        _spawn(verify(writer, partition))
+    return indexed
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    try:
+        task = asyncio.get_running_loop().create_task(coro)
+    except RuntimeError:  # no loop (a test): nothing to verify in the background
+        coro.close()
+        return
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+#: Stored values ``verify`` reads between two yields to the event loop.
+VERIFY_CHUNK = 5_000
+
+
+async def verify(writer: Writer, partition: int) -> None:
+    """Read every stored value of a partition once, in the background after the start, so a
+    value that is not a shard of a known format is found even if no event loads it (it stops
+    the worker for a rebuild, as at a load), and count the stored shards."""
+    started = time.monotonic()
+    checked = 0
+    try:
+        db = writer.db(partition)
+        start = b"\x00U"  # just after the timer index
+        while True:
+            from rocksdict import ReadOptions
+
+            it = db.iter(ReadOptions())
+            it.seek(start)
+            n = 0
+            while it.valid() and n < VERIFY_CHUNK:
+                key, value = it.key(), it.value()
+                if key != OFFSET_KEY and not value.startswith(_CURRENT + b'"' + key + b'"'):
+                    check_value(key, value, writer.unreadable)
+                n += 1
+                it.next()
+            checked += n
+            if not it.valid():
+                break
+            start = it.key()
+            del it
+            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a partition revoked meanwhile (its database closed): nothing to check
+        log.debug("state verification of partition %d stopped", partition, exc_info=True)
+        return
+    log.info(
+        "state verified: %d stored values of partition %d in %.2f s",
+        checked,
+        partition,
+        time.monotonic() - started,
+    )
 
 
 # --- a fast changelog catch-up -------------------------------------------------------------------
@@ -295,7 +565,6 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
     """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
-    from rocksdict import WriteBatch
 
     consumer = AIOKafkaConsumer(
         **options,
@@ -324,17 +593,12 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
                 idle_since = time.monotonic()
             for ktp, records in batches.items():
                 tp = kafka[ktp]
-                batch = WriteBatch(raw_mode=True)
-                for record in records:
-                    if record.key is None or record.key == OFFSET_KEY:
-                        continue
-                    if record.value is None:
-                        batch.delete(record.key)
-                    else:
-                        batch.put(record.key, record.value)
-                rocksdb_partition(store, tp.partition).write(batch)
+                # the last write of each key in the fetch, in one batch with its index entries
+                # and the offset reached
+                writes = {r.key: r.value for r in records if r.key is not None}
+                writes.pop(OFFSET_KEY, None)
                 last = records[-1].offset
-                store.set_persisted_offset(tp, last)
+                apply_writes(rocksdb_partition(store, tp.partition), writes, last)
                 counts[tp] += len(records)
                 if last + 1 >= ends[ktp]:
                     remaining.discard(ktp)
@@ -346,7 +610,23 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
 
 
 class Store(RocksDBStore):
-    """Faust's RocksDB store whose newly assigned active partitions first ``catch_up``."""
+    """Faust's RocksDB store whose newly assigned active partitions first ``catch_up``, and
+    whose changelog reads (Faust's recovery of the rest, standby replicas) keep the timer index
+    as the worker's own writes do."""
+
+    def apply_changelog_batch(
+        self, batch: Iterable[Any], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
+    ) -> None:
+        writes: dict[int, dict[bytes, bytes | None]] = {}
+        offsets: dict[int, int] = {}
+        for event in batch:
+            message = event.message
+            if message.key is None or message.key == OFFSET_KEY:
+                continue
+            writes.setdefault(message.partition, {})[message.key] = message.value
+            offsets[message.partition] = max(message.offset, offsets.get(message.partition, -1))
+        for partition, items in writes.items():
+            apply_writes(rocksdb_partition(self, partition), items, offsets[partition])
 
     async def on_rebalance(
         self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0

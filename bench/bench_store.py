@@ -53,7 +53,7 @@ from orderwatch.simulate import TOPICS, SimConfig, Simulator, topic_and_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.shell import partition_for
-from agents.store import MARKER, OFFSET_KEY
+from agents.store import MARKER, _marker, apply_writes
 from tests.factories import created, paid
 from tests.integration.harness import Topics, WorkerProcess
 
@@ -170,7 +170,7 @@ def seed_store(
 ) -> None:
     """The records into the partitions' RocksDB databases with their changelog offsets, as the
     worker leaves them (Faust's paths and raw keys; the worker's marker file)."""
-    from rocksdict import Options, Rdict, WriteBatch
+    from rocksdict import Options, Rdict
 
     tabledir.mkdir(parents=True, exist_ok=True)
     dbs = {
@@ -178,22 +178,21 @@ def seed_store(
         for p in range(PARTITIONS)
     }
     try:
-        batches = {p: WriteBatch(raw_mode=True) for p in range(PARTITIONS)}
+        # as the worker writes a flush: the shards with their timer index, one batch per part
+        writes: dict[int, dict[bytes, bytes | None]] = {p: {} for p in range(PARTITIONS)}
         for n, (key, value) in enumerate(records, 1):
-            batches[partition_for(key, PARTITIONS)].put(key, value)
+            writes[partition_for(key, PARTITIONS)][key] = value
             if n % 20_000 == 0:
-                for p, batch in batches.items():
-                    dbs[p].write(batch)
-                batches = {p: WriteBatch(raw_mode=True) for p in range(PARTITIONS)}
-        for p, batch in batches.items():
-            dbs[p].write(batch)
-            dbs[p].put(OFFSET_KEY, str(offsets[p]).encode())
+                for p, items in writes.items():
+                    apply_writes(dbs[p], items)
+                writes = {p: {} for p in range(PARTITIONS)}
+        for p, items in writes.items():
+            apply_writes(dbs[p], items, offsets[p])
             dbs[p].flush()
     finally:
         for db in dbs.values():
             db.close()
-    marker = {"app_id": app_id, "format": FORMAT_VERSION, "partitions": PARTITIONS}
-    (tabledir / MARKER).write_text(orjson.dumps(marker).decode())
+    (tabledir / MARKER).write_text(orjson.dumps(_marker(app_id, PARTITIONS)).decode())
 
 
 async def first_exception(bootstrap: str, topic: str, subject: str, within: float) -> float | None:

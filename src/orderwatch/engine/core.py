@@ -86,6 +86,12 @@ from orderwatch.normalize import address_hash, normalize_address, normalize_phon
 #: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
 BROADCAST = "*"
 PARK = "park|"
+#: The heap entry that stands for the stored deadlines not read yet (``index_lazily``): never a
+#: shard key, and sequence -1 puts it before every deadline of its due time
+TIMER_FRONTIER = "\x00timers"
+#: ``index_lazily``'s source: the next stored deadlines in due order, as ``(due, key, name)``,
+#: and the due time of the first one still unread (None: none left)
+TimerSource = Callable[[], tuple[list[tuple[float, str, str]], float | None]]
 _WINDOWS = frozenset({ADDRESS, PHONE, CUSTOMER})
 #: Event types kept only on their order's shard (the fall-through case of ``Engine.route``).
 _ORDER_ONLY: frozenset[type] = frozenset(
@@ -191,6 +197,8 @@ class Engine:
         self._later: dict[tuple[str, str], tuple[float, int]] = {}
         self._held: frozenset[str] = frozenset()
         self._parked: list[tuple[float, int, str, str]] = []
+        #: where stored deadlines come from, a chunk at a time (``index_lazily``)
+        self._timer_source: TimerSource | None = None
         self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
         #: read after every order event: the thresholds and switches of the order timeouts
         self.timeout_limits = orders.timeout_limits(self.rules)
@@ -540,6 +548,8 @@ class Engine:
                     heapq.heappush(heap, (moved[0], moved[1], key, name))
             shard = self.shards.get(key)
             if shard is None:
+                if key == TIMER_FRONTIER:
+                    self._more_timers()  # the stored deadlines from here on enter the heap
                 continue
             if (shard.evict_at if name == EVICT else shard.timers.get(name)) != due:
                 continue  # cancelled or moved since: a stale entry
@@ -677,6 +687,32 @@ class Engine:
         heap += [(due, 0, key, name) for due, key, name in deadlines]
         heapq.heapify(heap)
         return len(heap) - before
+
+    def index_lazily(self, source: TimerSource) -> int:
+        """Enter deadlines of shards left in a store that keeps them ordered by due time (the
+        worker's RocksDB timer index, ``agents/store.py``), a chunk at a time; returns how many
+        the first chunk held.
+
+        Only the first chunk is read now; a ``TIMER_FRONTIER`` entry at the due time of the
+        first unread deadline stands for the rest. The heap orders it before every deadline of
+        that time, so when the clock passes it the sweep reads the next chunk and goes on in due
+        order: start-up costs one chunk, not every stored deadline, and the heap holds what is
+        due soon. Deadlines scheduled while running are in the heap already; reading them again
+        from the store adds a duplicate that the sweep finds stale once the first has fired.
+        """
+        self._timer_source = source
+        return self._more_timers()
+
+    def _more_timers(self) -> int:
+        if self._timer_source is None:
+            return 0
+        entries, frontier = self._timer_source()
+        heap = self._heap
+        heap += [(due, 0, key, name) for due, key, name in entries]
+        if frontier is not None:
+            heap.append((frontier, -1, TIMER_FRONTIER, ""))
+        heapq.heapify(heap)
+        return len(entries)
 
     def open_count(self) -> int:
         return sum(len(s.open) for s in self.shards.values())
