@@ -13,13 +13,13 @@ This module is what the worker needs beyond Faust's store:
   ``table[key] = value`` finds the partition from the current event, and the worker writes from
   timers and commit hooks, where there is none), and records the changelog offset of each flush
   once the producer has it on the broker.
-- the **timer index**: every stored shard's deadlines also live in its partition's database
-  under ``TIMER_PREFIX + due (8 bytes, ordered) + key``, as Flink's RocksDB timer service keeps
-  them, written in the same write batch as the shard (``apply_writes``: the entries of the
-  shard's old deadlines are deleted, those of its new ones put), by the worker's flushes, the
-  changelog catch-up and Faust's own changelog recovery and standby alike. A start reads the
-  index a chunk at a time in due order (``Writer.timers``, ``Engine.index_lazily``), never every
-  shard: the deadlines due soon are in memory, the rest stay on disk until the clock nears them.
+- the **timer index**: each stored shard's earliest deadline also lives in its partition's
+  database under ``TIMER_PREFIX + due (ordered bytes) + key``, as Flink's RocksDB timer service
+  keeps timers, written in the same write batch as the shard (``apply_writes``: the old entry
+  deleted, the new one put) by the worker's flushes, the changelog catch-up and Faust's own
+  changelog recovery and standby alike. A start reads the index a chunk at a time in due order
+  (``Writer.timers``, ``Engine.index_lazily``), never every shard: what is due soon is in
+  memory, the rest stays on disk until the clock nears it.
 - ``check_state_dir``: a directory that does not fit (another app id, another shard format or
   partition count, a database that does not open, a rebuild asked for) is never read as this
   worker's state: it is removed and the state rebuilt from the changelog, or, with
@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -59,7 +58,8 @@ OFFSET_KEY = b"__faust\0offset__"
 LAYOUT = 2
 #: The timer index's keys start with this: before every shard key and Faust's offset key.
 TIMER_PREFIX = b"\x00T"
-#: Stored deadlines read into the heap at a time (``Writer.timers``): ~100 B each in memory.
+#: Stored shards' earliest deadlines read into the heap at a time (``Writer.timers``): ~100 B
+#: each in memory.
 TIMER_CHUNK = 10_000
 
 #: RocksDB options per partition database. Faust's defaults (a 2 GiB block cache and three
@@ -92,38 +92,45 @@ def _marker(app_id: str, partitions: int) -> dict[str, Any]:
 
 # --- the timer index -----------------------------------------------------------------------------
 
+_HEAD = struct.Struct(">2sBd")
+_BITS = struct.Struct(">Q")
 _DOUBLE = struct.Struct(">d")
-_SIGN = 1 << 63
 _ALL = (1 << 64) - 1
 
 
-def _due_bytes(due: float) -> bytes:
-    """8 bytes that sort as the floats do (IEEE 754 big-endian, sign bit flipped for positive
-    numbers, every bit for negative ones)."""
-    bits = int.from_bytes(_DOUBLE.pack(due), "big")
-    return (bits ^ _ALL if bits & _SIGN else bits | _SIGN).to_bytes(8, "big")
+def timer_key(due: float, key: bytes) -> bytes:
+    """The index key of a shard's earliest deadline: prefix, the due time as bytes that sort as
+    the floats do, then the shard key.
+
+    A due time at or after the epoch (all of them, in practice) is a 1 and its IEEE 754
+    big-endian bytes, which sort as the numbers do; one before is a 0 and every bit inverted."""
+    if due >= 0.0:
+        return _HEAD.pack(TIMER_PREFIX, 1, due + 0.0) + key
+    return TIMER_PREFIX + b"\x00" + _BITS.pack(_BITS.unpack(_DOUBLE.pack(due))[0] ^ _ALL) + key
 
 
 def _due_of(raw: bytes) -> float:
-    bits = int.from_bytes(raw, "big")
-    bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL
-    return float(_DOUBLE.unpack(bits.to_bytes(8, "big"))[0])
+    """The due time of an index key."""
+    if raw[2] == 1:
+        return float(_DOUBLE.unpack_from(raw, 3)[0])
+    return float(_DOUBLE.unpack(_BITS.pack(_BITS.unpack_from(raw, 3)[0] ^ _ALL))[0])
 
 
-def timer_key(due: float, key: bytes, name: str) -> bytes:
-    """The index key of one deadline: prefix, due time, the shard key's length and the key, then
-    the deadline's name (lengths, not separators: keys and names come from the input)."""
-    return TIMER_PREFIX + _due_bytes(due) + len(key).to_bytes(2, "big") + key + name.encode()
-
-
-def parse_timer_key(raw: bytes) -> tuple[float, str, str]:
-    """``(due, shard key, name)`` of an index key."""
-    due = _due_of(raw[2:10])
-    length = int.from_bytes(raw[10:12], "big")
-    return due, raw[12 : 12 + length].decode(), sys.intern(raw[12 + length :].decode())
+def parse_timer_key(raw: bytes) -> tuple[float, str]:
+    """``(due, shard key)`` of an index key."""
+    return _due_of(raw), raw[11:].decode()
 
 
 _CURRENT = f'{{"v":{FORMAT_VERSION},"key":'.encode()
+
+
+def earliest(value: bytes | None) -> float | None:
+    """The earliest deadline of a stored shard value (None: it has none, or it is no shard)."""
+    dl = deadlines_of(value)
+    try:
+        return float(min(dl.values())) if dl else None
+    except (TypeError, ValueError):  # not a shard's deadlines: found when the value is read
+        return None
 
 
 def deadlines_of(value: bytes | None) -> dict[str, float]:
@@ -162,48 +169,54 @@ def apply_writes(
     they add and remove and, if given, the changelog offset they reach: a kill -9 leaves the
     shards, their index and the offset consistent with each other, whatever instant it hits.
 
-    The old deadlines come from the values the database holds now (one multi-get). Returns
-    ``(shards added, shards removed)`` for the gauges."""
+    The index holds one entry per shard with deadlines, at its earliest one (the engine reads
+    the shard's others when that one comes, ``Engine.index_lazily``); the old entry's time comes
+    from the value the database holds now (one multi-get). Returns ``(shards added, shards
+    removed)`` for the gauges."""
     from rocksdict import WriteBatch
 
     keys = list(writes)
     olds = db.get(keys) if keys else []
     batch = WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
     added = removed = 0
     for key, old in zip(keys, olds, strict=True):
         new = writes[key]
         if new is None:
-            batch.delete(key)
-            removed += old is not None
+            delete(key)
+            if old is None:
+                continue
+            removed += 1
+            after = None
         else:
-            batch.put(key, new)
-            added += old is None
-        before = deadlines_of(old)
-        after = deadlines_of(new)
+            put(key, new)
+            after = earliest(new)
+            if old is None:  # a new shard (every record of a failover into an empty directory)
+                added += 1
+                if after is not None:
+                    put(timer_key(after, key), b"")
+                continue
+        before = earliest(old)
         if before == after:
             continue
-        for name, due in before.items():
-            if after.get(name) != due:
-                batch.delete(timer_key(due, key, name))
-        for name, due in after.items():
-            if before.get(name) != due:
-                batch.put(timer_key(due, key, name), b"")
+        if before is not None:
+            delete(timer_key(before, key))
+        if after is not None:
+            put(timer_key(after, key), b"")
     if offset is not None:
         batch.put(OFFSET_KEY, str(offset).encode())
     db.write(batch)
     return added, removed
 
 
-def read_timers(
-    db: Any, start: bytes, limit: int
-) -> tuple[list[tuple[float, str, str]], bytes | None]:
+def read_timers(db: Any, start: bytes, limit: int) -> tuple[list[tuple[float, str]], bytes | None]:
     """Up to ``limit`` index entries from ``start`` on (in due order) and the key of the first
     one left (None: no more)."""
     from rocksdict import ReadOptions
 
     it = db.iter(ReadOptions())
     it.seek(start)
-    entries: list[tuple[float, str, str]] = []
+    entries: list[tuple[float, str]] = []
     add = entries.append
     while it.valid():
         raw = it.key()
@@ -348,20 +361,18 @@ class Writer:
 
         return load
 
-    def timers(
-        self, partition: int
-    ) -> Callable[[], tuple[list[tuple[float, str, str]], float | None]]:
+    def timers(self, partition: int) -> Callable[[], tuple[list[tuple[float, str]], float | None]]:
         """The engine's source of stored deadlines (``Engine.index_lazily``): the partition's
         timer index, ``TIMER_CHUNK`` at a time, from where the last read stopped."""
         cursor = [TIMER_PREFIX]
 
-        def more() -> tuple[list[tuple[float, str, str]], float | None]:
+        def more() -> tuple[list[tuple[float, str]], float | None]:
             entries, rest = read_timers(self.db(partition), cursor[0], TIMER_CHUNK)
             if rest is None:
                 cursor[0] = b"\xff"  # the end: nothing stored after this start is unread
                 return entries, None
             cursor[0] = rest
-            return entries, _due_of(rest[2:10])
+            return entries, _due_of(rest)
 
         return more
 

@@ -1,7 +1,7 @@
 """The RocksDB timer index (agents/store.py) and the engine reading it a chunk at a time.
 
-The index keys sort as the due times do; every write batch keeps the index equal to the
-deadlines of the shards stored (old entries deleted, new ones put, whatever the order of
+The index keys sort as the due times do; every write batch keeps one index entry per stored
+shard at its earliest deadline (the old one deleted, the new one put, whatever the order of
 writes); and an engine whose stored deadlines come from the index in small chunks fires exactly
 what an engine holding every shard fires, in the same order.
 """
@@ -30,7 +30,7 @@ def db(tmp_path: Path) -> Any:
     rdict.close()
 
 
-def index(db: Any) -> list[tuple[float, str, str]]:
+def index(db: Any) -> list[tuple[float, str]]:
     entries, rest = store.read_timers(db, store.TIMER_PREFIX, 10**9)
     assert rest is None
     return entries
@@ -39,33 +39,31 @@ def index(db: Any) -> list[tuple[float, str, str]]:
 def test_timer_keys_sort_as_their_due_times_and_read_back_exactly() -> None:
     rng = random.Random(3)
     dues = [rng.uniform(-1e10, 1e10) for _ in range(500)] + [0.0, 1.5, 1.75e9, 1.75e9 + 1e-6]
-    keys = [store.timer_key(d, b"o:X", "n") for d in dues]
+    keys = [store.timer_key(d, b"o:X") for d in dues]
     assert [store.parse_timer_key(k)[0] for k in sorted(keys)] == sorted(dues)
-    assert store.parse_timer_key(store.timer_key(1.5, "o:ü}\x00".encode(), "park|a}b")) == (
-        1.5,
-        "o:ü}\x00",
-        "park|a}b",
-    )
+    assert store.parse_timer_key(store.timer_key(1.5, "o:ü}\x00".encode())) == (1.5, "o:ü}\x00")
 
 
 def value(key: str, dl: dict[str, float], **extra: Any) -> bytes:
     return orjson.dumps({"v": 2, "key": key, "at": 1.0, "dl": dl, **extra})
 
 
-def test_each_write_batch_keeps_the_index_equal_to_the_stored_deadlines(db: Any) -> None:
-    store.apply_writes(db, {b"o:A": value("o:A", {"t1": 10.0, "evict": 99.0})}, offset=5)
+def test_each_write_batch_keeps_the_index_at_each_stored_shard_s_earliest_deadline(
+    db: Any,
+) -> None:
+    assert store.apply_writes(
+        db, {b"o:A": value("o:A", {"t1": 10.0, "evict": 99.0})}, offset=5
+    ) == (1, 0)
     store.apply_writes(db, {b"o:B": value("o:B", {"t1": 5.0})})
-    assert index(db) == [(5.0, "o:B", "t1"), (10.0, "o:A", "t1"), (99.0, "o:A", "evict")]
+    assert index(db) == [(5.0, "o:B"), (10.0, "o:A")]
     assert db.get(store.OFFSET_KEY) == b"5"
-    # a deadline moved, one cleared, one added; a shard deleted; a name with a brace
-    store.apply_writes(
-        db,
-        {
-            b"o:A": value("o:A", {"t1": 20.0, "park|x}": 7.0, "evict": 99.0}),
-            b"o:B": None,
-        },
-    )
-    assert index(db) == [(7.0, "o:A", "park|x}"), (20.0, "o:A", "t1"), (99.0, "o:A", "evict")]
+    # the earliest moved later, then earlier (a name with a brace); a shard deleted
+    store.apply_writes(db, {b"o:A": value("o:A", {"t1": 20.0, "evict": 99.0})})
+    assert index(db) == [(5.0, "o:B"), (20.0, "o:A")]
+    assert store.apply_writes(
+        db, {b"o:A": value("o:A", {"t1": 20.0, "park|x}": 7.0}), b"o:B": None}
+    ) == (0, 1)
+    assert index(db) == [(7.0, "o:A")]
     store.apply_writes(db, {b"o:A": value("o:A", {})})
     assert index(db) == []
     # values that are no shard (the blacklist's copy, an end mark) add nothing
@@ -80,7 +78,7 @@ def test_reading_in_chunks_resumes_where_it_stopped(db: Any) -> None:
     writer = store.Writer(store=None, changelog="c")
     writer.db = lambda partition: db  # type: ignore[method-assign]
     more = writer.timers(0)
-    seen: list[tuple[float, str, str]] = []
+    seen: list[tuple[float, str]] = []
     frontiers = []
     while True:
         chunk, frontier = more()

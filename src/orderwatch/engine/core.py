@@ -89,9 +89,9 @@ PARK = "park|"
 #: The heap entry that stands for the stored deadlines not read yet (``index_lazily``): never a
 #: shard key, and sequence -1 puts it before every deadline of its due time
 TIMER_FRONTIER = "\x00timers"
-#: ``index_lazily``'s source: the next stored deadlines in due order, as ``(due, key, name)``,
-#: and the due time of the first one still unread (None: none left)
-TimerSource = Callable[[], tuple[list[tuple[float, str, str]], float | None]]
+#: ``index_lazily``'s source: the next stored shards in the order of their earliest deadline,
+#: as ``(earliest due, key)``, and the earliest due of the first one still unread (None: none)
+TimerSource = Callable[[], tuple[list[tuple[float, str]], float | None]]
 _WINDOWS = frozenset({ADDRESS, PHONE, CUSTOMER})
 #: Event types kept only on their order's shard (the fall-through case of ``Engine.route``).
 _ORDER_ONLY: frozenset[type] = frozenset(
@@ -549,7 +549,11 @@ class Engine:
             shard = self.shards.get(key)
             if shard is None:
                 if key == TIMER_FRONTIER:
-                    self._more_timers()  # the stored deadlines from here on enter the heap
+                    self._more_timers()  # the stored shards from here on enter the heap
+                continue
+            if not name:  # a stored shard's earliest deadline: all its deadlines enter now
+                for stored, at in shard.deadline_dict().items():
+                    heapq.heappush(heap, (at, 0, key, stored))
                 continue
             if (shard.evict_at if name == EVICT else shard.timers.get(name)) != due:
                 continue  # cancelled or moved since: a stale entry
@@ -689,16 +693,19 @@ class Engine:
         return len(heap) - before
 
     def index_lazily(self, source: TimerSource) -> int:
-        """Enter deadlines of shards left in a store that keeps them ordered by due time (the
-        worker's RocksDB timer index, ``agents/store.py``), a chunk at a time; returns how many
-        the first chunk held.
+        """Enter the deadlines of shards left in a store that keeps each shard's earliest
+        deadline ordered by due time (the worker's RocksDB timer index, ``agents/store.py``), a
+        chunk at a time; returns how many shards the first chunk held.
 
-        Only the first chunk is read now; a ``TIMER_FRONTIER`` entry at the due time of the
-        first unread deadline stands for the rest. The heap orders it before every deadline of
-        that time, so when the clock passes it the sweep reads the next chunk and goes on in due
-        order: start-up costs one chunk, not every stored deadline, and the heap holds what is
-        due soon. Deadlines scheduled while running are in the heap already; reading them again
-        from the store adds a duplicate that the sweep finds stale once the first has fired.
+        Each stored shard enters the heap as one entry at its earliest deadline with an empty
+        name: when the clock reaches it, the shard is read and all its deadlines enter the heap
+        (validated as any entry when they surface). Only the first chunk is read now; a
+        ``TIMER_FRONTIER`` entry at the earliest deadline of the first unread shard stands for
+        the rest, ordered before every deadline of that time, so when the clock passes it the
+        sweep reads the next chunk and goes on in due order. A start costs one chunk, not every
+        stored shard, and the heap holds what is due soon. Deadlines scheduled while running
+        are in the heap already; reading them again from the store adds duplicates that the
+        sweep finds stale once the first has fired.
         """
         self._timer_source = source
         return self._more_timers()
@@ -708,7 +715,7 @@ class Engine:
             return 0
         entries, frontier = self._timer_source()
         heap = self._heap
-        heap += [(due, 0, key, name) for due, key, name in entries]
+        heap += [(due, 0, key, "") for due, key in entries]
         if frontier is not None:
             heap.append((frontier, -1, TIMER_FRONTIER, ""))
         heapq.heapify(heap)
