@@ -543,7 +543,7 @@ class Sweeper:
             telemetry.silence(shell.silence)
             telemetry.stages(shell.counters.queued, shell.counters.processed)
             if writer is not None:
-                writer.report(shell.engines.values())
+                writer.report(shell.engines)
             if time.monotonic() - released[0] >= RELEASE_EVERY:
                 release_memory()
                 released[0] = time.monotonic()

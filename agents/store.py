@@ -35,7 +35,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from faust.types import TP
 from orderwatch.agents.faust_internals import register_store, rocksdb_partition
 from orderwatch.engine.cache import ShardCache
 from orderwatch.engine.state import FORMAT_VERSION, StateFormatError
+from orderwatch.metrics import OPEN_STATUSES
 
 log = logging.getLogger("orderwatch.store")
 
@@ -58,6 +59,11 @@ OFFSET_KEY = b"__faust\0offset__"
 LAYOUT = 2
 #: The timer index's keys start with this: before every shard key and Faust's offset key.
 TIMER_PREFIX = b"\x00T"
+#: Each partition's counts of stored shards by kind and of open exceptions by rule and status
+#: (``apply_writes`` keeps them in the same write batch as the shards; the state gauges).
+COUNTS_KEY = b"\x00C"
+#: Shard key prefix -> the ``kind`` label of ``orderwatch_state_shards`` (others: "rates").
+SHARD_KINDS = {b"o:": "order", b"s:": "stock", b"a:": "address", b"p:": "phone", b"c:": "customer"}
 #: Stored shards' earliest deadlines read into the heap at a time (``Writer.timers``): ~100 B
 #: each in memory.
 TIMER_CHUNK = 10_000
@@ -162,40 +168,62 @@ def deadlines_of(value: bytes | None) -> dict[str, float]:
     return dl if isinstance(dl, dict) else {}
 
 
+def _tally(counts: dict[str, int], key: bytes, value: bytes, sign: int) -> None:
+    """Count a stored shard value in (``sign`` 1) or out (-1): its kind, and its open
+    exceptions by rule and status (parsed only when it has any: a few shards in a hundred)."""
+    if key.startswith(b"*:"):  # the blacklist's copy: no shard
+        return
+    kind = "kind|" + SHARD_KINDS.get(key[:2], "rates")
+    counts[kind] = counts.get(kind, 0) + sign
+    if b'"open":[' not in value:
+        return
+    try:
+        found = orjson.loads(value).get("open") or ()
+        for op in found:
+            name = f"open|{op['r']}|{op.get('st', 'open')}"
+            counts[name] = counts.get(name, 0) + sign
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return  # not a shard: found when it is read
+
+
 def apply_writes(
     db: Any, writes: dict[bytes, bytes | None], offset: int | None = None
-) -> tuple[int, int]:
+) -> dict[str, int]:
     """Shard values (None: deleted) into ``db`` in one write batch, with the timer index entries
     they add and remove and, if given, the changelog offset they reach: a kill -9 leaves the
     shards, their index and the offset consistent with each other, whatever instant it hits.
 
     The index holds one entry per shard with deadlines, at its earliest one (the engine reads
     the shard's others when that one comes, ``Engine.index_lazily``); the old entry's time comes
-    from the value the database holds now (one multi-get). Returns ``(shards added, shards
-    removed)`` for the gauges."""
+    from the value the database holds now (one multi-get). The partition's counts (``COUNTS_KEY``:
+    shards by kind, open exceptions by rule and status) change in the same batch; returns
+    them."""
     from rocksdict import WriteBatch
 
     keys = list(writes)
-    olds = db.get(keys) if keys else []
+    olds = db.get([COUNTS_KEY, *keys])
+    stored = olds.pop(0)
+    counts: dict[str, int] = orjson.loads(stored) if stored else {}
     batch = WriteBatch(raw_mode=True)
     put, delete = batch.put, batch.delete
-    added = removed = 0
     for key, old in zip(keys, olds, strict=True):
         new = writes[key]
+        if new == old:
+            continue
         if new is None:
             delete(key)
             if old is None:
                 continue
-            removed += 1
             after = None
         else:
             put(key, new)
+            _tally(counts, key, new, 1)
             after = earliest(new)
             if old is None:  # a new shard (every record of a failover into an empty directory)
-                added += 1
                 if after is not None:
                     put(timer_key(after, key), b"")
                 continue
+        _tally(counts, key, old, -1)
         before = earliest(old)
         if before == after:
             continue
@@ -203,10 +231,11 @@ def apply_writes(
             delete(timer_key(before, key))
         if after is not None:
             put(timer_key(after, key), b"")
+    put(COUNTS_KEY, orjson.dumps(counts))
     if offset is not None:
-        batch.put(OFFSET_KEY, str(offset).encode())
+        put(OFFSET_KEY, str(offset).encode())
     db.write(batch)
-    return added, removed
+    return counts
 
 
 def read_timers(db: Any, start: bytes, limit: int) -> tuple[list[tuple[float, str]], bytes | None]:
@@ -324,6 +353,8 @@ class Writer:
         self.writes: dict[int, dict[bytes, bytes | None]] = {}
         #: cache lookups already counted in the metrics: (hits, misses)
         self._counted = (0, 0)
+        #: partition -> its stored counts as last written (``apply_writes``; read when missing)
+        self.counts: dict[int, dict[str, int]] = {}
         #: what a stored value that is not a readable shard does (``restore``: rebuild, exit)
         self.unreadable: Callable[[str], None] = _ignore
 
@@ -343,7 +374,7 @@ class Writer:
         for p in list(self.writes) if partition is None else [partition]:
             writes = self.writes.pop(p, None)
             if writes:
-                apply_writes(self.db(p), writes)
+                self.counts[p] = apply_writes(self.db(p), writes)
 
     def loader(self, partition: int) -> Callable[[str], bytes | None]:
         """The engine's read of a shard not in its cache. A stored value that is not a shard of
@@ -376,13 +407,6 @@ class Writer:
 
         return more
 
-    def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every shard of the partition, in key order, one at a time (never all in memory)."""
-        self.flush(partition)
-        for key, value in self.db(partition).items():
-            if key != OFFSET_KEY and value is not None and not key.startswith(TIMER_PREFIX):
-                yield key, value
-
     def sent(self, partition: int, future: Any) -> None:
         self.pending[partition] = future
 
@@ -404,12 +428,16 @@ class Writer:
             stored += 1
         return stored
 
-    def report(self, engines: Iterable[Any]) -> None:
-        """The cache metrics, summed over the engines (every sweep tick: a few additions)."""
+    def report(self, engines: Mapping[int, Any]) -> None:
+        """The cache metrics, summed over the engines, and the state gauges from the stored
+        counts of the partitions owned (every sweep tick: a few additions).
+
+        The shards by kind and the open exceptions by rule and status are counted where they
+        are stored (``apply_writes``), not by walking the cache, which holds a part of them."""
         if self.metrics is None:
             return
         hits = misses = size = 0
-        for engine in engines:
+        for engine in engines.values():
             cache = engine.shards
             if isinstance(cache, ShardCache):
                 hits += cache.hits
@@ -423,6 +451,36 @@ class Writer:
             self.metrics.shard_cache_lookups.labels(result="miss").inc(misses - counted_misses)
         self._counted = (hits, misses)
         self.metrics.shard_cache_shards.set(size)
+        self._gauges(engines)
+
+    def stored_counts(self, partition: int) -> dict[str, int]:
+        counts = self.counts.get(partition)
+        if counts is None:
+            raw = self.db(partition).get(COUNTS_KEY)
+            counts = self.counts[partition] = orjson.loads(raw) if raw else {}
+        return counts
+
+    def _gauges(self, engines: Mapping[int, Any]) -> None:
+        totals: dict[str, int] = {}
+        rules: set[str] = set()
+        for partition, engine in engines.items():
+            rules.update(engine.rules)
+            try:
+                counts = self.stored_counts(partition)
+            except Exception:  # a partition closed meanwhile: counted at the next tick
+                continue
+            for name, n in counts.items():
+                totals[name] = totals.get(name, 0) + n
+        m = self.metrics
+        for kind in ("order", "stock", "address", "phone", "customer", "rates"):
+            m.state_shards.labels(kind=kind).set(totals.get(f"kind|{kind}", 0))
+        for rule_id in rules:
+            total = 0
+            for status in OPEN_STATUSES:
+                n = totals.get(f"open|{rule_id}|{status}", 0)
+                total += n
+                m.exceptions_by_status.labels(rule_id=rule_id, status=status).set(n)
+            m.open_exceptions.labels(rule_id=rule_id).set(total)
 
 
 def check_value(key: bytes, value: bytes, unreadable: Callable[[str], None]) -> None:
@@ -463,6 +521,8 @@ def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir
     started = time.monotonic()
     writer.unreadable = _rebuild_and_exit(tabledir)
     fresh = owned - shell.assigned
+    for partition in fresh:
+        writer.counts.pop(partition, None)  # recovered meanwhile: read again when reported
     indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity)
     seconds = time.monotonic() - started
     log.info("deadline index: %d stored deadlines read in %.2f s", indexed, seconds)

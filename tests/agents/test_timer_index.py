@@ -53,7 +53,7 @@ def test_each_write_batch_keeps_the_index_at_each_stored_shard_s_earliest_deadli
 ) -> None:
     assert store.apply_writes(
         db, {b"o:A": value("o:A", {"t1": 10.0, "evict": 99.0})}, offset=5
-    ) == (1, 0)
+    ) == {"kind|order": 1}
     store.apply_writes(db, {b"o:B": value("o:B", {"t1": 5.0})})
     assert index(db) == [(5.0, "o:B"), (10.0, "o:A")]
     assert db.get(store.OFFSET_KEY) == b"5"
@@ -62,7 +62,7 @@ def test_each_write_batch_keeps_the_index_at_each_stored_shard_s_earliest_deadli
     assert index(db) == [(5.0, "o:B"), (20.0, "o:A")]
     assert store.apply_writes(
         db, {b"o:A": value("o:A", {"t1": 20.0, "park|x}": 7.0}), b"o:B": None}
-    ) == (0, 1)
+    ) == {"kind|order": 1}
     assert index(db) == [(7.0, "o:A")]
     store.apply_writes(db, {b"o:A": value("o:A", {})})
     assert index(db) == []
@@ -127,3 +127,33 @@ def test_an_engine_reading_the_index_in_chunks_fires_what_the_whole_state_fires(
     out_restored += restored.sweep(end)
     assert [e.model_dump() for e in out_restored] == [e.model_dump() for e in out_whole]
     assert len(out_whole) > 10
+
+
+def test_the_stored_counts_follow_shards_and_open_exceptions_through_any_writes(db: Any) -> None:
+    def op(rule: str, status: str | None = None) -> dict[str, Any]:
+        return {"id": "x", "r": rule, **({"st": status} if status else {})}
+
+    store.apply_writes(
+        db,
+        {
+            b"o:A": value("o:A", {}, open=[op("r1"), op("r2", "acked")]),
+            b"s:S/W": value("s:S/W", {}),
+            b"g:rates": value("g:rates", {}),
+            b"*:0": orjson.dumps({"phone": []}),
+        },
+    )
+    counts = store.apply_writes(db, {b"o:B": value("o:B", {}, open=[op("r1")])})
+    assert counts == {
+        "kind|order": 2,
+        "kind|stock": 1,
+        "kind|rates": 1,
+        "open|r1|open": 2,
+        "open|r2|acked": 1,
+    }
+    counts = store.apply_writes(db, {b"o:A": value("o:A", {}), b"o:B": None, b"o:C": None})
+    assert {k: n for k, n in counts.items() if n} == {
+        "kind|order": 1,
+        "kind|stock": 1,
+        "kind|rates": 1,
+    }
+    assert orjson.loads(db.get(store.COUNTS_KEY)) == counts, "stored with the shards"
