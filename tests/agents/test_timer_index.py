@@ -157,3 +157,35 @@ def test_the_stored_counts_follow_shards_and_open_exceptions_through_any_writes(
         "kind|rates": 1,
     }
     assert orjson.loads(db.get(store.COUNTS_KEY)) == counts, "stored with the shards"
+
+
+def test_a_shard_read_before_its_index_entry_keeps_its_later_deadlines(db: Any) -> None:
+    """A shard loaded by an event while its index entry is still unread, then written with an
+    earlier deadline: its entry moves behind what the engine has read, so the engine must hold
+    the shard's later deadlines itself (at its earliest, from the load)."""
+    from orderwatch.engine.core import TIMER_FRONTIER
+    from orderwatch.engine.state import Shard
+
+    store.apply_writes(db, {b"f:B": value("f:B", {"evict": 50.0})})
+    store.apply_writes(db, {b"f:A": value("f:A", {"evict": 1000.0})})
+    writer = store.Writer(store=None, changelog="c")
+    writer.db = lambda partition: db  # type: ignore[method-assign]
+    engine = Engine(load_catalog())
+    cache = engine.use_store(writer.loader(0), capacity=16)
+    original = store.TIMER_CHUNK
+    store.TIMER_CHUNK = 1
+    try:
+        assert engine.index_lazily(writer.timers(0)) == 1  # f:B read; f:A is the frontier
+    finally:
+        store.TIMER_CHUNK = original
+    shard = cache["f:A"]
+    assert isinstance(shard, Shard)
+    engine.schedule(shard, "x", 10.0)
+    for key, data in engine.take_dirty().items():
+        writer.write(0, key.encode(), orjson.dumps(data))
+    writer.flush()
+    cache.flushed()
+    assert index(db) == [(10.0, "f:A"), (50.0, "f:B")], "the entry moved behind the frontier"
+    entries = {(due, key, name) for due, _, key, name in engine._heap}
+    assert (1000.0, TIMER_FRONTIER, "") in entries
+    assert (1000.0, "f:A", "") in entries, "the eviction at 1000 is still reachable"

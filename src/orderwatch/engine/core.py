@@ -197,8 +197,10 @@ class Engine:
         self._later: dict[tuple[str, str], tuple[float, int]] = {}
         self._held: frozenset[str] = frozenset()
         self._parked: list[tuple[float, int, str, str]] = []
-        #: where stored deadlines come from, a chunk at a time (``index_lazily``)
+        #: where stored deadlines come from, a chunk at a time (``index_lazily``), and the
+        #: earliest deadline of the first stored shard not read from it yet (None: all read)
         self._timer_source: TimerSource | None = None
+        self._frontier: float | None = None
         self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
         #: read after every order event: the thresholds and switches of the order timeouts
         self.timeout_limits = orders.timeout_limits(self.rules)
@@ -708,12 +710,26 @@ class Engine:
         sweep finds stale once the first has fired.
         """
         self._timer_source = source
+        if isinstance(self.shards, ShardCache):
+            self.shards.on_load = self._loaded
         return self._more_timers()
+
+    def _loaded(self, shard: Shard) -> None:
+        """A shard read from the store whose index entry is not read yet enters the heap at its
+        earliest deadline (its others follow when that one comes), as its entry would: a change
+        written before the entry is read may move the entry behind the part already read."""
+        frontier = self._frontier
+        if frontier is None or (shard.evict_at is None and not shard.timers):
+            return
+        first = min(shard.deadline_dict().values())
+        if first >= frontier:
+            heapq.heappush(self._heap, (first, 0, shard.key, ""))
 
     def _more_timers(self) -> int:
         if self._timer_source is None:
             return 0
         entries, frontier = self._timer_source()
+        self._frontier = frontier
         heap = self._heap
         heap += [(due, 0, key, "") for due, key in entries]
         if frontier is not None:
