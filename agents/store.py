@@ -525,7 +525,7 @@ def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir
         writer.counts.pop(partition, None)  # recovered meanwhile: read again when reported
     indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity)
     seconds = time.monotonic() - started
-    log.info("deadline index: %d stored deadlines read in %.2f s", indexed, seconds)
+    log.info("deadline index: %d stored entries read in %.2f s", indexed, seconds)
     if writer.metrics is not None:
         writer.metrics.state_restore_seconds.set(seconds)
     for partition in sorted(fresh):

@@ -250,7 +250,7 @@ def catch_up(log: str) -> tuple[float, float]:
 
 
 def index_seconds(log: str) -> float:
-    found = re.findall(r"deadline index: \d+ stored deadlines read in ([\d.]+) s", log)
+    found = re.findall(r"deadline index: \d+ stored entries read in ([\d.]+) s", log)
     return float(found[-1]) if found else -1.0
 
 

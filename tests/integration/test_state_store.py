@@ -63,8 +63,8 @@ def reading_starts(log: str) -> dict[int, int]:
 
 
 def shards_loaded(log: str) -> list[int]:
-    """Per start, the stored deadlines its engines read from the timer index at once."""
-    return [int(n) for n in re.findall(r"deadline index: (\d+) stored deadlines", log)]
+    """Per start, the timer index entries (shards) its engines read at once."""
+    return [int(n) for n in re.findall(r"deadline index: (\d+) stored entries", log)]
 
 
 def verified(worker: WorkerProcess) -> int:
