@@ -139,27 +139,46 @@ def earliest(value: bytes | None) -> float | None:
         return None
 
 
+def _dl_bytes(value: bytes) -> bytes | None:
+    """The serialized ``dl`` of a value in the current format (b"" when it has none), or None
+    when only parsing the whole value can tell.
+
+    The current format writes "v", "key", "at" (a number), then "dl" if the shard has
+    deadlines: the slice is found without parsing the rest. ``,"at":`` cannot occur inside the
+    key (a quote in a JSON string is escaped)."""
+    if not value.startswith(_CURRENT):
+        return None
+    at = value.find(b',"at":', len(_CURRENT))
+    if at < 0:
+        return None
+    after = value.find(b",", at + 6)
+    if after < 0:
+        return b""
+    if not value.startswith(b'"dl":{', after + 1):
+        return b""
+    end = value.find(b"}", after + 7)
+    return None if end < 0 else value[after + 6 : end + 1]
+
+
 def deadlines_of(value: bytes | None) -> dict[str, float]:
     """The deadlines (``dl``) of a stored shard value, {} for none or for a value that is not a
     shard (the blacklist's copy, the flush's end mark, something unreadable: a shard that cannot
     be read is found when it is loaded or by ``verify``, not here).
 
-    The current format writes "v", "key", "at", then "dl": the deadlines are read from that
-    slice without parsing the rest (a cut inside a string is never valid JSON, so a name with
-    a brace falls back to the whole value)."""
+    Read from the ``dl`` slice alone where the format allows (``_dl_bytes``; a cut inside a
+    string is never valid JSON, so a name with a brace falls back to the whole value)."""
     if not value:
         return {}
-    if value.startswith(_CURRENT):
-        start = value.find(b'"dl":{', 0, 300)
-        if start < 0:
+    raw = _dl_bytes(value)
+    if raw is not None:
+        if not raw:
             return {}
-        if value.count(b'"', 0, start) == 8:
-            try:
-                found = orjson.loads(value[start + 5 : value.index(b"}", start) + 1])
-            except (orjson.JSONDecodeError, ValueError):
-                pass
-            else:
-                return found if isinstance(found, dict) else {}
+        try:
+            found = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return found if isinstance(found, dict) else {}
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -168,13 +187,9 @@ def deadlines_of(value: bytes | None) -> dict[str, float]:
     return dl if isinstance(dl, dict) else {}
 
 
-def _tally(counts: dict[str, int], key: bytes, value: bytes, sign: int) -> None:
-    """Count a stored shard value in (``sign`` 1) or out (-1): its kind, and its open
-    exceptions by rule and status (parsed only when it has any: a few shards in a hundred)."""
-    if key.startswith(b"*:"):  # the blacklist's copy: no shard
-        return
-    kind = "kind|" + SHARD_KINDS.get(key[:2], "rates")
-    counts[kind] = counts.get(kind, 0) + sign
+def _open_tally(counts: dict[str, int], value: bytes, sign: int) -> None:
+    """Count a stored value's open exceptions by rule and status in (``sign`` 1) or out (-1);
+    parsed only when it has any (a few shards in a hundred)."""
     if b'"open":[' not in value:
         return
     try:
@@ -184,6 +199,13 @@ def _tally(counts: dict[str, int], key: bytes, value: bytes, sign: int) -> None:
             counts[name] = counts.get(name, 0) + sign
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         return  # not a shard: found when it is read
+
+
+def _kind(key: bytes) -> str | None:
+    """The ``orderwatch_state_shards`` kind of a stored key (None: the blacklist's copy)."""
+    if key.startswith(b"*:"):
+        return None
+    return "kind|" + SHARD_KINDS.get(key[:2], "rates")
 
 
 def apply_writes(
@@ -210,6 +232,10 @@ def apply_writes(
         new = writes[key]
         if new == old:
             continue
+        if old is None or new is None:  # a shard added or removed
+            kind = _kind(key)
+            if kind is not None:
+                counts[kind] = counts.get(kind, 0) + (1 if old is None else -1)
         if new is None:
             delete(key)
             if old is None:
@@ -217,13 +243,18 @@ def apply_writes(
             after = None
         else:
             put(key, new)
-            _tally(counts, key, new, 1)
-            after = earliest(new)
+            _open_tally(counts, new, 1)
             if old is None:  # a new shard (every record of a failover into an empty directory)
+                after = earliest(new)
                 if after is not None:
                     put(timer_key(after, key), b"")
                 continue
-        _tally(counts, key, old, -1)
+            dl = _dl_bytes(new)
+            if dl is not None and dl == _dl_bytes(old):
+                _open_tally(counts, old, -1)
+                continue  # the same deadlines: the same index entry
+            after = earliest(new)
+        _open_tally(counts, old, -1)
         before = earliest(old)
         if before == after:
             continue

@@ -189,3 +189,16 @@ def test_a_shard_read_before_its_index_entry_keeps_its_later_deadlines(db: Any) 
     entries = {(due, key, name) for due, _, key, name in engine._heap}
     assert (1000.0, TIMER_FRONTIER, "") in entries
     assert (1000.0, "f:A", "") in entries, "the eviction at 1000 is still reachable"
+
+
+def test_the_deadlines_are_read_from_their_slice_whatever_the_key() -> None:
+    long_key = "o:" + "x" * 400 + ',"at":1,"dl":{"z":1}'
+    for key in ("o:A", long_key):
+        with_dl = value(key, {"t": 3.5, "evict": 9.0}, open=[{"id": "e", "dl": {"q": 0.5}}])
+        assert store.deadlines_of(with_dl) == {"t": 3.5, "evict": 9.0}
+        assert store.earliest(with_dl) == 3.5
+        without = orjson.dumps({"v": 2, "key": key, "at": 1.0, "open": [{"dl": {"q": 0.5}}]})
+        assert store.deadlines_of(without) == {}
+    assert store.deadlines_of(value("o:A", {"park|a}b": 2.0})) == {"park|a}b": 2.0}
+    assert store.deadlines_of(orjson.dumps({"key": "o:A", "dl": {"t": 1.0}})) == {"t": 1.0}
+    assert store.deadlines_of(b"not json") == {}
