@@ -399,7 +399,7 @@ class Persistence:
         assert self.shell is not None
         self.shell.persist()
         if self.writer is not None:
-            self.writer.write_batches()
+            self.writer.flush()  # the flush's shards and timer index: one write batch each
         self.flushed = time.monotonic()
         await self.outbox.drain()
         if self.unmarked:
@@ -544,7 +544,7 @@ class Sweeper:
             telemetry.silence(shell.silence)
             telemetry.stages(shell.counters.queued, shell.counters.processed)
             if writer is not None:
-                writer.report(shell.engines.values())
+                writer.report(shell.engines)
             if time.monotonic() - released[0] >= RELEASE_EVERY:
                 release_memory()
                 released[0] = time.monotonic()
@@ -574,7 +574,7 @@ class Rebalancing:
             shell.persist()  # into the table first: the engines are rebuilt from it
             writer = persistence.writer
             if writer is not None:
-                writer.write_batches()
+                writer.flush()  # what persist wrote, before the store is read
             if writer is None:
                 loaded = shell.restore(list(topology.table.data.items()), owned)
             else:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import time
 import traceback
 import uuid
@@ -39,14 +38,9 @@ from orderwatch.agents import envelope
 from orderwatch.engine import BROADCAST, Engine, atomic, derived
 from orderwatch.engine.actions import paused_types
 from orderwatch.engine.cache import Loader, ShardCache
+from orderwatch.engine.core import TimerSource
 from orderwatch.engine.silence import SilenceMonitor
-from orderwatch.engine.state import (
-    ACTIONS,
-    FORMAT_VERSION,
-    StateFormatError,
-    format_version,
-    home_key,
-)
+from orderwatch.engine.state import ACTIONS, home_key
 from orderwatch.errors import EventValidationError, error_text
 from orderwatch.events.actions import encode_entry
 from orderwatch.events.codec import decode_event, encode_action, encode_exception, encode_reply
@@ -96,13 +90,6 @@ def partition_for(key: bytes, partitions: int) -> int:
     Cached: murmur2 is pure Python here, and an order's key recurs for each of its ~30 events.
     """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def _shard_json(key: str, value: bytes) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise StateFormatError(f"shard {key!r} is not JSON: {exc}") from exc
 
 
 def broadcast_key(partition: int) -> str:
@@ -860,64 +847,28 @@ class Shell:
     def restore_store(
         self,
         owned: set[int],
-        scan: Callable[[int], Iterable[tuple[bytes, bytes]]],
+        timers: Callable[[int], TimerSource],
         load: Callable[[int], Loader],
         capacity: int,
     ) -> int:
         """``restore`` for state in a local store: shards stay there, read through a bounded
-        cache (``capacity`` per partition); returns how many shards newly owned partitions hold.
+        cache (``capacity`` per partition); returns how many stored deadlines were read now.
 
-        The deadline index is rebuilt by one streaming pass over each new partition's store:
-        each shard's deadlines are read from its value and the value dropped, so start-up holds
-        the index (one small entry per deadline), not the shards. A value that is not a shard of
-        a known format raises ``StateFormatError`` (the worker then rebuilds from the changelog).
+        The store keeps every shard's deadlines ordered by due time (its timer index): each new
+        partition's engine reads them a chunk at a time as its clock advances
+        (``Engine.index_lazily``), so a start reads what is due soon, not every shard.
         """
         fresh = owned - self.assigned
         for partition in fresh:
             self.engines.pop(partition, None)
         self.assigned |= owned
-        loaded = [0]
+        indexed = 0
         for partition in fresh:
             engine = self.engine(partition)
             engine.use_store(load(partition), capacity)
-            engine.index(self._stored_deadlines(engine, scan(partition), loaded))
+            indexed += engine.index_lazily(timers(partition))
             engine.take_dirty()
-        return loaded[0]
-
-    @staticmethod
-    def _stored_deadlines(
-        engine: Engine, items: Iterable[tuple[bytes, bytes]], loaded: list[int]
-    ) -> list[tuple[float, str, str]]:
-        """(due, key, name) of every deadline of one partition's stored shards, read one shard
-        at a time: a partition's index entries are in memory, never its shards."""
-        intern = sys.intern
-        loads = orjson.loads
-        current = f'{{"v":{FORMAT_VERSION},"key":'.encode()
-        deadlines: list[tuple[float, str, str]] = []
-        add = deadlines.append
-        count = 0
-        for key_bytes, value in items:
-            key = key_bytes.decode()
-            # the current format writes "v", "key", "at", then "dl" (flat): read the
-            # deadlines alone, not the whole shard (most of a 1M-shard start-up); anything
-            # else is parsed whole and checked
-            start = value.find(b'"dl":{', 0, 200) if value.startswith(current) else -1
-            if start > 0 and value.count(b'"', 0, start) == 8:
-                dl = loads(value[start + 5 : value.index(b"}", start) + 1])
-            elif key.startswith(BROADCAST):
-                engine.restore(BROADCAST, _shard_json(key, value))
-                continue
-            else:
-                data = _shard_json(key, value)
-                format_version(data)
-                if data["key"] != key:
-                    raise StateFormatError(f"the value under {key!r} is {data['key']!r}")
-                dl = data.get("dl") or {}
-            count += 1
-            for name, due in dl.items():
-                add((due, key, intern(name)))
-        loaded[0] += count
-        return deadlines
+        return indexed
 
     def revoke(self, partitions: set[int]) -> None:
         """Drop the engines of partitions this worker no longer owns (their state is in the

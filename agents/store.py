@@ -13,6 +13,13 @@ This module is what the worker needs beyond Faust's store:
   ``table[key] = value`` finds the partition from the current event, and the worker writes from
   timers and commit hooks, where there is none), and records the changelog offset of each flush
   once the producer has it on the broker.
+- the **timer index**: each stored shard's earliest deadline also lives in its partition's
+  database under ``TIMER_PREFIX + due (ordered bytes) + key``, as Flink's RocksDB timer service
+  keeps timers, written in the same write batch as the shard (``apply_writes``: the old entry
+  deleted, the new one put) by the worker's flushes, the changelog catch-up and Faust's own
+  changelog recovery and standby alike. A start reads the index a chunk at a time in due order
+  (``Writer.timers``, ``Engine.index_lazily``), never every shard: what is due soon is in
+  memory, the rest stays on disk until the clock nears it.
 - ``check_state_dir``: a directory that does not fit (another app id, another shard format or
   partition count, a database that does not open, a rebuild asked for) is never read as this
   worker's state: it is removed and the state rebuilt from the changelog, or, with
@@ -21,21 +28,25 @@ This module is what the worker needs beyond Faust's store:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shutil
+import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from orderwatch.agents.faust_internals import register_store, rocksdb_partition
 from orderwatch.engine.cache import ShardCache
 from orderwatch.engine.state import FORMAT_VERSION, StateFormatError
+from orderwatch.metrics import OPEN_STATUSES
 
 log = logging.getLogger("orderwatch.store")
 
@@ -43,6 +54,19 @@ log = logging.getLogger("orderwatch.store")
 MARKER = "orderwatch-state.json"
 #: Faust's key of the changelog offset inside each partition's database.
 OFFSET_KEY = b"__faust\0offset__"
+#: Version of what a partition's database holds besides the shards (in the marker): 2 adds the
+#: timer index. A directory of another layout is rebuilt from the changelog like any mismatch.
+LAYOUT = 2
+#: The timer index's keys start with this: before every shard key and Faust's offset key.
+TIMER_PREFIX = b"\x00T"
+#: Each partition's counts of stored shards by kind and of open exceptions by rule and status
+#: (``apply_writes`` keeps them in the same write batch as the shards; the state gauges).
+COUNTS_KEY = b"\x00C"
+#: Shard key prefix -> the ``kind`` label of ``orderwatch_state_shards`` (others: "rates").
+SHARD_KINDS = {b"o:": "order", b"s:": "stock", b"a:": "address", b"p:": "phone", b"c:": "customer"}
+#: Stored shards' earliest deadlines read into the heap at a time (``Writer.timers``): ~100 B
+#: each in memory.
+TIMER_CHUNK = 10_000
 
 #: RocksDB options per partition database. Faust's defaults (a 2 GiB block cache and three
 #: 64 MiB memtables per database) are sized for a machine of its own; these bound what a worker
@@ -69,7 +93,200 @@ def rocksdb_options(block_cache_mb: int) -> dict[str, Any]:
 
 
 def _marker(app_id: str, partitions: int) -> dict[str, Any]:
-    return {"app_id": app_id, "format": FORMAT_VERSION, "partitions": partitions}
+    return {"app_id": app_id, "format": FORMAT_VERSION, "partitions": partitions, "layout": LAYOUT}
+
+
+# --- the timer index -----------------------------------------------------------------------------
+
+_HEAD = struct.Struct(">2sBd")
+_BITS = struct.Struct(">Q")
+_DOUBLE = struct.Struct(">d")
+_ALL = (1 << 64) - 1
+
+
+def timer_key(due: float, key: bytes) -> bytes:
+    """The index key of a shard's earliest deadline: prefix, the due time as bytes that sort as
+    the floats do, then the shard key.
+
+    A due time at or after the epoch (all of them, in practice) is a 1 and its IEEE 754
+    big-endian bytes, which sort as the numbers do; one before is a 0 and every bit inverted."""
+    if due >= 0.0:
+        return _HEAD.pack(TIMER_PREFIX, 1, due + 0.0) + key
+    return TIMER_PREFIX + b"\x00" + _BITS.pack(_BITS.unpack(_DOUBLE.pack(due))[0] ^ _ALL) + key
+
+
+def _due_of(raw: bytes) -> float:
+    """The due time of an index key."""
+    if raw[2] == 1:
+        return float(_DOUBLE.unpack_from(raw, 3)[0])
+    return float(_DOUBLE.unpack(_BITS.pack(_BITS.unpack_from(raw, 3)[0] ^ _ALL))[0])
+
+
+def parse_timer_key(raw: bytes) -> tuple[float, str]:
+    """``(due, shard key)`` of an index key."""
+    return _due_of(raw), raw[11:].decode()
+
+
+_CURRENT = f'{{"v":{FORMAT_VERSION},"key":'.encode()
+
+
+def earliest(value: bytes | None) -> float | None:
+    """The earliest deadline of a stored shard value (None: it has none, or it is no shard)."""
+    dl = deadlines_of(value)
+    try:
+        return float(min(dl.values())) if dl else None
+    except (TypeError, ValueError):  # not a shard's deadlines: found when the value is read
+        return None
+
+
+def _dl_bytes(value: bytes) -> bytes | None:
+    """The serialized ``dl`` of a value in the current format (b"" when it has none), or None
+    when only parsing the whole value can tell.
+
+    The current format writes "v", "key", "at" (a number), then "dl" if the shard has
+    deadlines: the slice is found without parsing the rest. ``,"at":`` cannot occur inside the
+    key (a quote in a JSON string is escaped)."""
+    if not value.startswith(_CURRENT):
+        return None
+    at = value.find(b',"at":', len(_CURRENT))
+    if at < 0:
+        return None
+    after = value.find(b",", at + 6)
+    if after < 0:
+        return b""
+    if not value.startswith(b'"dl":{', after + 1):
+        return b""
+    end = value.find(b"}", after + 7)
+    return None if end < 0 else value[after + 6 : end + 1]
+
+
+def deadlines_of(value: bytes | None) -> dict[str, float]:
+    """The deadlines (``dl``) of a stored shard value, {} for none or for a value that is not a
+    shard (the blacklist's copy, the flush's end mark, something unreadable: a shard that cannot
+    be read is found when it is loaded or by ``verify``, not here).
+
+    Read from the ``dl`` slice alone where the format allows (``_dl_bytes``; a cut inside a
+    string is never valid JSON, so a name with a brace falls back to the whole value)."""
+    if not value:
+        return {}
+    raw = _dl_bytes(value)
+    if raw is not None:
+        if not raw:
+            return {}
+        try:
+            found = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return found if isinstance(found, dict) else {}
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    dl = data.get("dl") if isinstance(data, dict) else None
+    return dl if isinstance(dl, dict) else {}
+
+
+def _open_tally(counts: dict[str, int], value: bytes, sign: int) -> None:
+    """Count a stored value's open exceptions by rule and status in (``sign`` 1) or out (-1);
+    parsed only when it has any (a few shards in a hundred)."""
+    if b'"open":[' not in value:
+        return
+    try:
+        found = orjson.loads(value).get("open") or ()
+        for op in found:
+            name = f"open|{op['r']}|{op.get('st', 'open')}"
+            counts[name] = counts.get(name, 0) + sign
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return  # not a shard: found when it is read
+
+
+def _kind(key: bytes) -> str | None:
+    """The ``orderwatch_state_shards`` kind of a stored key (None: the blacklist's copy)."""
+    if key.startswith(b"*:"):
+        return None
+    return "kind|" + SHARD_KINDS.get(key[:2], "rates")
+
+
+def apply_writes(
+    db: Any, writes: dict[bytes, bytes | None], offset: int | None = None
+) -> dict[str, int]:
+    """Shard values (None: deleted) into ``db`` in one write batch, with the timer index entries
+    they add and remove and, if given, the changelog offset they reach: a kill -9 leaves the
+    shards, their index and the offset consistent with each other, whatever instant it hits.
+
+    The index holds one entry per shard with deadlines, at its earliest one (the engine reads
+    the shard's others when that one comes, ``Engine.index_lazily``); the old entry's time comes
+    from the value the database holds now (one multi-get). The partition's counts (``COUNTS_KEY``:
+    shards by kind, open exceptions by rule and status) change in the same batch; returns
+    them."""
+    from rocksdict import WriteBatch
+
+    keys = list(writes)
+    olds = db.get([COUNTS_KEY, *keys])
+    stored = olds.pop(0)
+    counts: dict[str, int] = orjson.loads(stored) if stored else {}
+    batch = WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
+    for key, old in zip(keys, olds, strict=True):
+        new = writes[key]
+        if new == old:
+            continue
+        if old is None or new is None:  # a shard added or removed
+            kind = _kind(key)
+            if kind is not None:
+                counts[kind] = counts.get(kind, 0) + (1 if old is None else -1)
+        if new is None:
+            delete(key)
+            if old is None:
+                continue
+            after = None
+        else:
+            put(key, new)
+            _open_tally(counts, new, 1)
+            if old is None:  # a new shard (every record of a failover into an empty directory)
+                after = earliest(new)
+                if after is not None:
+                    put(timer_key(after, key), b"")
+                continue
+            dl = _dl_bytes(new)
+            if dl is not None and dl == _dl_bytes(old):
+                _open_tally(counts, old, -1)
+                continue  # the same deadlines: the same index entry
+            after = earliest(new)
+        _open_tally(counts, old, -1)
+        before = earliest(old)
+        if before == after:
+            continue
+        if before is not None:
+            delete(timer_key(before, key))
+        if after is not None:
+            put(timer_key(after, key), b"")
+    put(COUNTS_KEY, orjson.dumps(counts))
+    if offset is not None:
+        put(OFFSET_KEY, str(offset).encode())
+    db.write(batch)
+    return counts
+
+
+def read_timers(db: Any, start: bytes, limit: int) -> tuple[list[tuple[float, str]], bytes | None]:
+    """Up to ``limit`` index entries from ``start`` on (in due order) and the key of the first
+    one left (None: no more)."""
+    from rocksdict import ReadOptions
+
+    it = db.iter(ReadOptions())
+    it.seek(start)
+    entries: list[tuple[float, str]] = []
+    add = entries.append
+    while it.valid():
+        raw = it.key()
+        if not raw.startswith(TIMER_PREFIX):
+            return entries, None
+        if len(entries) >= limit:
+            return entries, raw
+        add(parse_timer_key(raw))
+        it.next()
+    return entries, None
 
 
 def _mismatch(tabledir: Path, app_id: str, partitions: int) -> str | None:
@@ -87,6 +304,8 @@ def _mismatch(tabledir: Path, app_id: str, partitions: int) -> str | None:
     if marker.get("rebuild"):
         return f"a rebuild was asked for: {marker['rebuild']}"
     want = _marker(app_id, partitions)
+    if marker.get("layout", 1) != LAYOUT:
+        return f"layout is {marker.get('layout', 1)!r} (no timer index), this worker's is {LAYOUT}"
     for field in ("app_id", "format", "partitions"):
         if marker.get(field) != want[field]:
             return f"{field} is {marker.get(field)!r}, this worker's is {want[field]!r}"
@@ -148,6 +367,10 @@ def ask_rebuild(tabledir: Path, reason: str) -> None:
     marker_path.write_text(json.dumps(marker))
 
 
+def _ignore(reason: str) -> None:
+    """An unreadable stored value before ``restore`` (its load raises ``StateFormatError``)."""
+
+
 class Writer:
     """Changed shards into the partition databases, and the changelog offsets they reached."""
 
@@ -157,51 +380,63 @@ class Writer:
         self.metrics = metrics
         #: partition -> the send future of its last changelog write (the flush's end mark)
         self.pending: dict[int, Any] = {}
+        #: partition -> shard writes not in the database yet (one write batch per flush)
+        self.writes: dict[int, dict[bytes, bytes | None]] = {}
         #: cache lookups already counted in the metrics: (hits, misses)
         self._counted = (0, 0)
-        #: partition -> the writes of the flush under way, applied as one RocksDB write batch
-        #: by ``write_batches`` (a ``put`` per shard cost about twice as much per write)
-        self.batches: dict[int, Any] = {}
+        #: partition -> its stored counts as last written (``apply_writes``; read when missing)
+        self.counts: dict[int, dict[str, int]] = {}
+        #: what a stored value that is not a readable shard does (``restore``: rebuild, exit)
+        self.unreadable: Callable[[str], None] = _ignore
 
     def db(self, partition: int) -> Any:
         return rocksdb_partition(self.store, partition)
 
     def write(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Into the partition's batch; ``write_batches`` applies it (any read here first)."""
-        batch = self.batches.get(partition)
-        if batch is None:
-            from rocksdict import WriteBatch
+        """Queue a shard write; ``flush`` (at the end of the worker's flush, or before anything
+        reads the database) writes the queue as one batch with its timer index entries."""
+        writes = self.writes.get(partition)
+        if writes is None:
+            writes = self.writes[partition] = {}
+        writes[key] = value
 
-            batch = self.batches[partition] = WriteBatch(raw_mode=True)
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-
-    def write_batches(self) -> None:
-        """Apply the pending writes, one batch per partition (atomic per partition)."""
-        batches, self.batches = self.batches, {}
-        for partition, batch in batches.items():
-            self.db(partition).write(batch)
+    def flush(self, partition: int | None = None) -> None:
+        """The queued writes of one partition (None: every partition) into its database."""
+        for p in list(self.writes) if partition is None else [partition]:
+            writes = self.writes.pop(p, None)
+            if writes:
+                self.counts[p] = apply_writes(self.db(p), writes)
 
     def loader(self, partition: int) -> Callable[[str], bytes | None]:
-        """The engine's read of a shard not in its cache."""
+        """The engine's read of a shard not in its cache. A stored value that is not a shard of
+        a known format stops the worker for a rebuild (``unreadable``)."""
+        writes = self.writes
 
         def load(key: str) -> bytes | None:
-            if self.batches:
-                self.write_batches()  # read what was written
-            value: bytes | None = self.db(partition).get(key.encode())
+            if partition in writes:
+                self.flush(partition)
+            raw = key.encode()
+            value: bytes | None = self.db(partition).get(raw)
+            if value is not None and not value.startswith(_CURRENT + orjson.dumps(key)):
+                check_value(raw, value, self.unreadable)
             return value
 
         return load
 
-    def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every shard of the partition, in key order, one at a time (never all in memory)."""
-        if self.batches:
-            self.write_batches()
-        for key, value in self.db(partition).items():
-            if key != OFFSET_KEY and value is not None:
-                yield key, value
+    def timers(self, partition: int) -> Callable[[], tuple[list[tuple[float, str]], float | None]]:
+        """The engine's source of stored deadlines (``Engine.index_lazily``): the partition's
+        timer index, ``TIMER_CHUNK`` at a time, from where the last read stopped."""
+        cursor = [TIMER_PREFIX]
+
+        def more() -> tuple[list[tuple[float, str]], float | None]:
+            entries, rest = read_timers(self.db(partition), cursor[0], TIMER_CHUNK)
+            if rest is None:
+                cursor[0] = b"\xff"  # the end: nothing stored after this start is unread
+                return entries, None
+            cursor[0] = rest
+            return entries, _due_of(rest)
+
+        return more
 
     def sent(self, partition: int, future: Any) -> None:
         self.pending[partition] = future
@@ -209,6 +444,7 @@ class Writer:
     def commit_offsets(self) -> int:
         """After the producer's flush: store each partition's changelog offset now on the
         broker, so a restart on this directory reads the changelog from there on."""
+        self.flush()  # the shards first: an offset never runs ahead of what is stored
         stored = 0
         for partition, future in list(self.pending.items()):
             if not future.done():
@@ -223,12 +459,16 @@ class Writer:
             stored += 1
         return stored
 
-    def report(self, engines: Iterable[Any]) -> None:
-        """The cache metrics, summed over the engines (every sweep tick: a few additions)."""
+    def report(self, engines: Mapping[int, Any]) -> None:
+        """The cache metrics, summed over the engines, and the state gauges from the stored
+        counts of the partitions owned (every sweep tick: a few additions).
+
+        The shards by kind and the open exceptions by rule and status are counted where they
+        are stored (``apply_writes``), not by walking the cache, which holds a part of them."""
         if self.metrics is None:
             return
         hits = misses = size = 0
-        for engine in engines:
+        for engine in engines.values():
             cache = engine.shards
             if isinstance(cache, ShardCache):
                 hits += cache.hits
@@ -242,29 +482,143 @@ class Writer:
             self.metrics.shard_cache_lookups.labels(result="miss").inc(misses - counted_misses)
         self._counted = (hits, misses)
         self.metrics.shard_cache_shards.set(size)
+        self._gauges(engines)
+
+    def stored_counts(self, partition: int) -> dict[str, int]:
+        counts = self.counts.get(partition)
+        if counts is None:
+            raw = self.db(partition).get(COUNTS_KEY)
+            counts = self.counts[partition] = orjson.loads(raw) if raw else {}
+        return counts
+
+    def _gauges(self, engines: Mapping[int, Any]) -> None:
+        totals: dict[str, int] = {}
+        rules: set[str] = set()
+        for partition, engine in engines.items():
+            rules.update(engine.rules)
+            try:
+                counts = self.stored_counts(partition)
+            except Exception:  # a partition closed meanwhile: counted at the next tick
+                continue
+            for name, n in counts.items():
+                totals[name] = totals.get(name, 0) + n
+        m = self.metrics
+        for kind in ("order", "stock", "address", "phone", "customer", "rates"):
+            m.state_shards.labels(kind=kind).set(totals.get(f"kind|{kind}", 0))
+        for rule_id in rules:
+            total = 0
+            for status in OPEN_STATUSES:
+                n = totals.get(f"open|{rule_id}|{status}", 0)
+                total += n
+                m.exceptions_by_status.labels(rule_id=rule_id, status=status).set(n)
+            m.open_exceptions.labels(rule_id=rule_id).set(total)
+
+
+def check_value(key: bytes, value: bytes, unreadable: Callable[[str], None]) -> None:
+    """A stored value not in the current format's shape is parsed whole: a shard of a format
+    this engine reads passes; anything else calls ``unreadable`` with the reason."""
+    from orderwatch.engine.cache import decode_shard
+
+    if key.startswith(b"*:"):  # the blacklist's copy (``broadcast_key``)
+        return
+    try:
+        decode_shard(key.decode(), value)
+    except (StateFormatError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        unreadable(f"{exc}")
+
+
+def _rebuild_and_exit(tabledir: Any) -> Callable[[str], None]:
+    def stop(reason: str) -> None:
+        log.critical(
+            "state directory %s cannot be read (%s): rebuilding at restart", tabledir, reason
+        )
+        ask_rebuild(Path(tabledir), reason)
+        logging.shutdown()
+        os._exit(3)
+
+    return stop
 
 
 def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir: Any) -> int:
-    """The shell's engines of newly owned partitions over their stores (``Shell.restore_store``).
+    """The shell's engines of newly owned partitions over their stores (``Shell.restore_store``);
+    returns the deadlines read into memory (the first chunk of each partition's timer index).
 
     A stored value that is not a shard of a known format is never read as state: the directory
     is marked for a rebuild and the worker exits at once (status 3); started again, it rebuilds
-    the state from the changelog (``check_state_dir``). Exiting is the safe way out: the state
-    of the partitions is already half read, and the offsets of the inputs were not committed.
+    the state from the changelog (``check_state_dir``). Exiting is the safe way out: the inputs'
+    offsets of what used that state are not committed. Such a value is found when a shard is
+    loaded, or by ``verify``, which reads every stored value in the background after the start.
     """
     started = time.monotonic()
-    try:
-        loaded: int = shell.restore_store(owned, writer.scan, writer.loader, capacity)
-    except StateFormatError as exc:
-        log.critical("state directory %s cannot be read (%s): rebuilding at restart", tabledir, exc)
-        ask_rebuild(Path(tabledir), str(exc))
-        logging.shutdown()
-        os._exit(3)
+    writer.unreadable = _rebuild_and_exit(tabledir)
+    fresh = owned - shell.assigned
+    for partition in fresh:
+        writer.counts.pop(partition, None)  # recovered meanwhile: read again when reported
+    indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity)
     seconds = time.monotonic() - started
-    log.info("deadline index of %d stored shards rebuilt in %.2f s", loaded, seconds)
+    log.info("deadline index: %d stored entries read in %.2f s", indexed, seconds)
     if writer.metrics is not None:
         writer.metrics.state_restore_seconds.set(seconds)
-    return loaded
+    for partition in sorted(fresh):
+        _spawn(verify(writer, partition))
+    return indexed
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    try:
+        task = asyncio.get_running_loop().create_task(coro)
+    except RuntimeError:  # no loop (a test): nothing to verify in the background
+        coro.close()
+        return
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+#: Stored values ``verify`` reads between two yields to the event loop.
+VERIFY_CHUNK = 5_000
+
+
+async def verify(writer: Writer, partition: int) -> None:
+    """Read every stored value of a partition once, in the background after the start, so a
+    value that is not a shard of a known format is found even if no event loads it (it stops
+    the worker for a rebuild, as at a load), and count the stored shards."""
+    started = time.monotonic()
+    checked = 0
+    try:
+        db = writer.db(partition)
+        start = b"\x00U"  # just after the timer index
+        while True:
+            from rocksdict import ReadOptions
+
+            it = db.iter(ReadOptions())
+            it.seek(start)
+            n = 0
+            while it.valid() and n < VERIFY_CHUNK:
+                key, value = it.key(), it.value()
+                if key != OFFSET_KEY and not value.startswith(_CURRENT + b'"' + key + b'"'):
+                    check_value(key, value, writer.unreadable)
+                n += 1
+                it.next()
+            checked += n
+            if not it.valid():
+                break
+            start = it.key()
+            del it
+            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a partition revoked meanwhile (its database closed): nothing to check
+        log.debug("state verification of partition %d stopped", partition, exc_info=True)
+        return
+    log.info(
+        "state verified: %d stored values of partition %d in %.2f s",
+        checked,
+        partition,
+        time.monotonic() - started,
+    )
 
 
 # --- a fast changelog catch-up -------------------------------------------------------------------
@@ -313,7 +667,6 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
     """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
-    from rocksdict import WriteBatch
 
     consumer = AIOKafkaConsumer(
         **options,
@@ -342,17 +695,12 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
                 idle_since = time.monotonic()
             for ktp, records in batches.items():
                 tp = kafka[ktp]
-                batch = WriteBatch(raw_mode=True)
-                for record in records:
-                    if record.key is None or record.key == OFFSET_KEY:
-                        continue
-                    if record.value is None:
-                        batch.delete(record.key)
-                    else:
-                        batch.put(record.key, record.value)
-                rocksdb_partition(store, tp.partition).write(batch)
+                # the last write of each key in the fetch, in one batch with its index entries
+                # and the offset reached
+                writes = {r.key: r.value for r in records if r.key is not None}
+                writes.pop(OFFSET_KEY, None)
                 last = records[-1].offset
-                store.set_persisted_offset(tp, last)
+                apply_writes(rocksdb_partition(store, tp.partition), writes, last)
                 counts[tp] += len(records)
                 if last + 1 >= ends[ktp]:
                     remaining.discard(ktp)
@@ -364,7 +712,23 @@ async def catch_up(store: Any, tps: list[TP], options: dict[str, Any]) -> dict[T
 
 
 class Store(RocksDBStore):
-    """Faust's RocksDB store whose newly assigned active partitions first ``catch_up``."""
+    """Faust's RocksDB store whose newly assigned active partitions first ``catch_up``, and
+    whose changelog reads (Faust's recovery of the rest, standby replicas) keep the timer index
+    as the worker's own writes do."""
+
+    def apply_changelog_batch(
+        self, batch: Iterable[Any], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
+    ) -> None:
+        writes: dict[int, dict[bytes, bytes | None]] = {}
+        offsets: dict[int, int] = {}
+        for event in batch:
+            message = event.message
+            if message.key is None or message.key == OFFSET_KEY:
+                continue
+            writes.setdefault(message.partition, {})[message.key] = message.value
+            offsets[message.partition] = max(message.offset, offsets.get(message.partition, -1))
+        for partition, items in writes.items():
+            apply_writes(rocksdb_partition(self, partition), items, offsets[partition])
 
     async def on_rebalance(
         self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0

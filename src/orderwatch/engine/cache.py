@@ -72,6 +72,8 @@ class ShardCache(MutableMapping[str, Shard]):
         self.misses = 0
         self.loads = 0
         self.evictions = 0
+        #: told of every shard read from the store (``Engine.index_lazily``)
+        self.on_load: Callable[[Shard], None] | None = None
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -94,6 +96,8 @@ class ShardCache(MutableMapping[str, Shard]):
             return default
         self.loads += 1
         shard = decode_shard(key, value)
+        if self.on_load is not None:
+            self.on_load(shard)
         data[key] = shard
         self._trim()
         return shard

@@ -87,6 +87,12 @@ from orderwatch.normalize import address_hash, normalize_address, normalize_phon
 #: Shard key meaning "every worker": the blacklist is small and every order shard reads it.
 BROADCAST = "*"
 PARK = "park|"
+#: The heap entry that stands for the stored deadlines not read yet (``index_lazily``): never a
+#: shard key, and sequence -1 puts it before every deadline of its due time
+TIMER_FRONTIER = "\x00timers"
+#: ``index_lazily``'s source: the next stored shards in the order of their earliest deadline,
+#: as ``(earliest due, key)``, and the earliest due of the first one still unread (None: none)
+TimerSource = Callable[[], tuple[list[tuple[float, str]], float | None]]
 _WINDOWS = frozenset({ADDRESS, PHONE, CUSTOMER})
 #: Event types kept only on their order's shard (the fall-through case of ``Engine.route``).
 _ORDER_ONLY: frozenset[type] = frozenset(
@@ -194,6 +200,10 @@ class Engine:
         self._later: dict[tuple[str, str], tuple[float, int]] = {}
         self._held: frozenset[str] = frozenset()
         self._parked: list[tuple[float, int, str, str]] = []
+        #: where stored deadlines come from, a chunk at a time (``index_lazily``), and the
+        #: earliest deadline of the first stored shard not read from it yet (None: all read)
+        self._timer_source: TimerSource | None = None
+        self._frontier: float | None = None
         self.life = Lifecycle(self.rules, self.schedule, self.unschedule)
         #: read after every order event: the thresholds and switches of the order timeouts
         self.timeout_limits = orders.timeout_limits(self.rules)
@@ -554,6 +564,12 @@ class Engine:
                     heapq.heappush(heap, (moved[0], moved[1], key, name))
             shard = self.shards.get(key)
             if shard is None:
+                if key == TIMER_FRONTIER:
+                    self._more_timers()  # the stored shards from here on enter the heap
+                continue
+            if not name:  # a stored shard's earliest deadline: all its deadlines enter now
+                for stored, at in shard.deadline_dict().items():
+                    heapq.heappush(heap, (at, 0, key, stored))
                 continue
             if (shard.evict_at if name == EVICT else shard.timers.get(name)) != due:
                 continue  # cancelled or moved since: a stale entry
@@ -691,6 +707,49 @@ class Engine:
         heap += [(due, 0, key, name) for due, key, name in deadlines]
         heapq.heapify(heap)
         return len(heap) - before
+
+    def index_lazily(self, source: TimerSource) -> int:
+        """Enter the deadlines of shards left in a store that keeps each shard's earliest
+        deadline ordered by due time (the worker's RocksDB timer index, ``agents/store.py``), a
+        chunk at a time; returns how many shards the first chunk held.
+
+        Each stored shard enters the heap as one entry at its earliest deadline with an empty
+        name: when the clock reaches it, the shard is read and all its deadlines enter the heap
+        (validated as any entry when they surface). Only the first chunk is read now; a
+        ``TIMER_FRONTIER`` entry at the earliest deadline of the first unread shard stands for
+        the rest, ordered before every deadline of that time, so when the clock passes it the
+        sweep reads the next chunk and goes on in due order. A start costs one chunk, not every
+        stored shard, and the heap holds what is due soon. Deadlines scheduled while running
+        are in the heap already; reading them again from the store adds duplicates that the
+        sweep finds stale once the first has fired.
+        """
+        self._timer_source = source
+        if isinstance(self.shards, ShardCache):
+            self.shards.on_load = self._loaded
+        return self._more_timers()
+
+    def _loaded(self, shard: Shard) -> None:
+        """A shard read from the store whose index entry is not read yet enters the heap at its
+        earliest deadline (its others follow when that one comes), as its entry would: a change
+        written before the entry is read may move the entry behind the part already read."""
+        frontier = self._frontier
+        if frontier is None or (shard.evict_at is None and not shard.timers):
+            return
+        first = min(shard.deadline_dict().values())
+        if first >= frontier:
+            heapq.heappush(self._heap, (first, 0, shard.key, ""))
+
+    def _more_timers(self) -> int:
+        if self._timer_source is None:
+            return 0
+        entries, frontier = self._timer_source()
+        self._frontier = frontier
+        heap = self._heap
+        heap += [(due, 0, key, "") for due, key in entries]
+        if frontier is not None:
+            heap.append((frontier, -1, TIMER_FRONTIER, ""))
+        heapq.heapify(heap)
+        return len(entries)
 
     def open_count(self) -> int:
         return sum(len(s.open) for s in self.shards.values())
