@@ -121,14 +121,6 @@ async def test_kill_9_three_times_loses_nothing_and_renames_nothing(
     assert {k[0] for k in live(out)} <= {k[0] for k in expected}, "no id replay would not give"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known open bug (issue 12, point 4): about 1 run in 5 a rebalance mid-stream leaves an "
-        "input partition's tail unrouted (the event clock stays at -inf) or re-raises an "
-        "exception under a new id; two causes are fixed, the third is not found yet"
-    ),
-)
 async def test_a_second_worker_joins_and_leaves_mid_stream(
     broker: EmbeddedBroker, topics: Topics, workdir: Path, workers: list[WorkerProcess]
 ) -> None:
