@@ -65,6 +65,9 @@ BATCH = b"~batch"
 WATERMARK_HEADER = "orderwatch.watermark"
 #: A router not heard from for this long no longer holds the watermark back (it left).
 ROUTER_EXPIRY = 10.0
+#: A router's "nothing behind" (an infinite watermark) stands this long after it was heard; then
+#: it holds the clock at the largest time that router had read, until it reports again
+CAUGHT_UP_VALID = 2.0
 #: Inputs caught up this long (wall seconds) let the watermark move to the largest time read.
 CAUGHT_UP_FOR = 1.0
 INF = float("inf")
@@ -761,7 +764,9 @@ class Shell:
 
         While the routers heard from do not cover all inputs (a worker has joined and not
         reported yet, or one has left and its inputs are not picked up yet), nobody can vouch
-        for the missing inputs, so the clock holds.
+        for the missing inputs, so the clock holds. A router caught up vouches for its inputs
+        for ``CAUGHT_UP_VALID`` after its report; a silent one holds the clock at its last
+        largest time read until it expires.
         """
         now = self.wall()
         live = [r for r in self.reports.get(partition, {}).values() if now - r[2] <= ROUTER_EXPIRY]
@@ -772,7 +777,13 @@ class Shell:
             covered |= covers
         if not live or not covered >= self.expected.get(partition, frozenset()):
             return -INF
-        behind = [wm for wm, _, _, _ in live if wm != INF]
+        # a router killed with -9 while caught up would vouch for its inputs until it expires,
+        # and the others' clock would pass what reaches them before the takeover routes it
+        behind = [
+            hi if wm == INF and covers and now - heard > CAUGHT_UP_VALID else wm
+            for wm, hi, heard, covers in live
+        ]
+        behind = [wm for wm in behind if wm != INF]
         return min(behind) if behind else max(hi for _, hi, _, _ in live)
 
     def _publish(self, exceptions: list[ExceptionEvent], arrival: float | None = None) -> None:

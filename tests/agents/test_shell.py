@@ -538,3 +538,33 @@ def test_stage_two_reuses_what_stage_one_decoded_and_forgets_it_after_the_last_c
     shell.revoke(set(range(PARTITIONS)))
     shell.route(orjson.dumps(created("O2", "10:05")), "orders", 0, rec.offset)
     assert shell.decoded == {}
+
+
+def test_a_caught_up_router_that_goes_silent_stops_vouching_for_its_inputs() -> None:
+    """A worker killed with -9 while caught up said "nothing behind" (an infinite watermark) in
+    its last report, which stays live until it expires: the clock must not go past what it had
+    read on the strength of that report while its inputs wait for the takeover."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
+    t10, t12, t1230 = (occurred(created("O", at)) for at in ("10:00", "12:00", "12:30"))
+
+    def report(router: str, covers: str, hi: float) -> None:
+        body = orjson.dumps({"covers": [covers], "expect": ["orders/0", "orders/1"]})
+        shell._heard(0, f"{router} inf {hi!r}".encode(), body)
+
+    report("a/1", "orders/0", t12)
+    report("b/1", "orders/1", t10)
+    assert shell.event_clock[0] == t12, "both caught up: the largest time read"
+    wall[0] += 3  # b is gone; a reads on
+    report("a/1", "orders/0", t1230)
+    assert shell.event_clock[0] == t12, "b's inputs may hold events after 10:00 it never read"
+    wall[0] += 10  # b expired: nobody covers orders/1 until the takeover
+    report("a/1", "orders/0", t1230)
+    assert shell.event_clock[0] == t12
+    shell._heard(  # the takeover: a's new generation covers both
+        0,
+        f"a/2 inf {t1230!r}".encode(),
+        orjson.dumps({"covers": ["orders/0", "orders/1"], "expect": ["orders/0", "orders/1"]}),
+    )
+    assert shell.event_clock[0] == t1230
