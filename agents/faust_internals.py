@@ -9,6 +9,8 @@ an attribute leaned on here. What each one is for:
   there, right before Faust commits) and a hook when an exception leaves an agent
   (``on_agent_error``: the worker ends the process there, before Faust acks the batch).
 - ``direct_delivery``: the consumer's ``wait_first`` without four tasks per message.
+- ``StreamGate``: no stream record delivered during a rebalance, and every record the fetch
+  loop did not hand to a stream fetched again (Faust lost input at a rebalance without it).
 - ``tune_fetcher``: aiokafka's fetch wait and the shard topic's records first.
 - ``committed_offset``: Faust's committed offset of an input partition (the watermark).
 - ``read_offsets``: how far the fetcher has delivered each partition (the lag gauge).
@@ -24,6 +26,7 @@ what the test catches.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -155,6 +158,122 @@ def direct_delivery(consumer: Any) -> Any:
     return wait_first
 
 
+class StreamGate:
+    """No stream record is delivered while a rebalance is under way, and every record the fetch
+    loop did not hand to a stream is fetched again: Faust 0.15.3 loses input around a rebalance.
+
+    What happened (the join/leave rebalance test, about one run in two on a loaded machine, with
+    the offsets of every delivery, ack, seek and commit traced): Faust's recovery resumes the
+    consumer's flow before it is done (to read the changelogs, or at once when there is nothing
+    to read); ``Recovery.on_recovery_completed`` then resumes the stream partitions, awaits
+    ``perform_seek`` (the committed offsets, through the consumer's thread: 40-300 ms here) and
+    only after it calls ``flow_control.resume()``, which *clears every stream's queue*. During
+    that seek the fetch loop delivered an input partition's records 48-69 to the router's queue
+    and moved Faust's read offset to 69; the seek set it back to 48; the clear dropped 49-69
+    before the router read them; the loop went on with records still in hand (70, 71...), took
+    48 -> 70 for a hole in the partition (``_add_gap(tp, 49, 70)``: a later commit steps over
+    it as if acked) and dropped the re-fetched 49-69 as already read ("DROPPED MESSAGE ROFF").
+    21 events were never routed: the watermark went past them (exceptions replay does not
+    raise, under new ids) or, when they were a partition's whole tail, never did (-inf).
+
+    So, from ``App.on_rebalance_start`` (the consumer's rebalance listener calls it first) to
+    ``App.on_rebalance_end`` (after the seek, the clear and the resume), while
+    ``app.rebalancing`` is true, ``Consumer._getmany`` asks aiokafka for changelog partitions
+    only; aiokafka keeps the others' fetched records buffered (a seek replaces them), so no
+    stream record is delivered, cleared, read past or taken for a gap. Stream records that come
+    back anyway (a fetch that started before the rebalance, or while the flow is stopped, when
+    Faust drops them itself) are dropped here and the gate stays shut until a seek started
+    after them has run (the fetch loop seeks itself if no rebalance is left to do it). A seek
+    rewinds a stream partition without a committed offset to its start too: aiokafka's
+    ``seek_to_committed`` leaves those where the fetcher stood, past what was dropped. A
+    delivery under way when a seek ran (a full queue, a full producer buffer) sets its read
+    offset after the seek's: ``getmany`` puts the seek's back.
+    """
+
+    def __init__(self, app: Any, consumer: Any) -> None:
+        self.app = app
+        self.consumer = consumer
+        #: stream records dropped (a count), and how many of them a completed seek fetches again
+        self.dropped = 0
+        self.rewound = 0
+        #: completed seeks, and the read offsets the last one set
+        self.seeks = 0
+        self.seeked: dict[Any, Any] = {}
+
+    def install(self) -> None:
+        consumer = self.consumer
+        self._getmany = consumer._getmany
+        self._iterate = consumer.getmany
+        self._perform_seek = consumer.perform_seek
+        consumer._getmany = self.fetch
+        consumer.getmany = self.deliver
+        consumer.perform_seek = self.perform_seek
+
+    def closed(self) -> bool:
+        """Stream partitions are not fetched: a rebalance, or a rewind still to do."""
+        return bool(self.app.rebalancing) or self.rewound < self.dropped
+
+    def _stream(self, tp: Any) -> bool:
+        return tp.topic not in self.app.tables.changelog_topics
+
+    async def fetch(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's)
+        """``Consumer._getmany``: changelog partitions alone while the gate is shut."""
+        app, consumer = self.app, self.consumer
+        if self.rewound < self.dropped and not app.rebalancing and consumer.assignment():
+            await self.perform_seek()  # no rebalance is left to fetch the dropped again
+        rebalances = app.rebalancing_count
+        if active_partitions is not None and self.closed():
+            active_partitions = {tp for tp in active_partitions if not self._stream(tp)}
+            if not active_partitions:
+                # never an empty set: aiokafka takes "no partitions" for "every partition"
+                await asyncio.sleep(min(timeout, 0.1))
+                return {}
+        records = await self._getmany(active_partitions=active_partitions, timeout=timeout)
+        if records and (
+            self.closed() or app.rebalancing_count != rebalances or not consumer.flow_active
+        ):
+            stale = [tp for tp in records if self._stream(tp)]
+            if stale:
+                for tp in stale:
+                    del records[tp]
+                self.dropped += 1
+        return records
+
+    async def deliver(self, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's signature)
+        """``Consumer.getmany``, the generator the fetch loop iterates."""
+        read_offset = self.consumer._read_offset
+        batch = self._iterate(timeout)
+        rewound = False
+        try:
+            async for tp, message in batch:
+                if rewound and self._stream(tp):
+                    continue  # fetched before the seek that ran meanwhile: it fetches it again
+                seeks = self.seeks
+                yield tp, message
+                if self.seeks != seeks:
+                    # the loop has just set the read offset to this message, past what the
+                    # seek that ran during its delivery fetches again
+                    read_offset[tp] = self.seeked.get(tp)
+                    rewound = True
+                    log.warning("a seek ran during a delivery on %s: its read offset restored", tp)
+        finally:
+            await batch.aclose()
+
+    async def perform_seek(self) -> None:
+        """``Consumer.perform_seek``: every assigned stream partition back to its committed
+        offset, or to its start if it has none; what was dropped before it is fetched again."""
+        dropped = self.dropped
+        consumer = self.consumer
+        await self._perform_seek()
+        committed = consumer._committed_offset
+        for tp in consumer.assignment():
+            if self._stream(tp) and not committed.get(tp):
+                await consumer.seek(tp, 0)  # its start (auto_offset_reset is "earliest")
+        self.seeked = dict(consumer._read_offset)
+        self.seeks += 1
+        self.rewound = max(self.rewound, dropped)
+
+
 class TunedApp(faust.App):
     """Faust's app with the worker's runtime changes (the pipeline bench runs a bare agent on it
     too, to show what they move on their own).
@@ -163,7 +282,7 @@ class TunedApp(faust.App):
       this worker never serves (our metrics are Prometheus, from ``telemetry``), yet it ran on
       every event of every stream. Faust's direct calls into ``app.monitor`` (commit and
       end-offset tracking) still work: only the per-event sensor hooks are gone.
-    - ``direct_delivery`` in the consumer's fetch loop.
+    - ``direct_delivery`` in the consumer's fetch loop, and the ``StreamGate`` around it.
     - ``before_flush``, awaited before each flush of the producer; ``after_flush`` after it.
     - ``on_agent_error``, awaited when an exception leaves an agent.
     """
@@ -200,6 +319,7 @@ class TunedApp(faust.App):
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()
         consumer.wait_first = direct_delivery(consumer)
+        StreamGate(self, consumer).install()
         return consumer
 
     def on_init_dependencies(self) -> Any:

@@ -66,6 +66,9 @@ BATCH = b"~batch"
 WATERMARK_HEADER = "orderwatch.watermark"
 #: A router not heard from for this long no longer holds the watermark back (it left).
 ROUTER_EXPIRY = 10.0
+#: A router's "nothing behind" (an infinite watermark) stands this long after it was heard; then
+#: it holds the clock at the largest time that router had read, until it reports again
+CAUGHT_UP_VALID = 2.0
 #: Inputs caught up this long (wall seconds) let the watermark move to the largest time read.
 CAUGHT_UP_FOR = 1.0
 INF = float("inf")
@@ -253,7 +256,10 @@ class Shell:
         self.highs: dict[tuple[str, int], int | None] = {}
         self.starts: dict[tuple[str, int], int | None] = {}
         self.caught_up_since: float | None = None
-        #: topics that do not hold the watermark (the blacklist: config, not a timed stream)
+        #: stage 1: since when (wall time) each input partition has had nothing to read
+        self.idle_since: dict[tuple[str, int], float] = {}
+        #: topics that hold the watermark only while unread (the blacklist: config, not a timed
+        #: stream; its last time is old, and holding it there would stop the clock)
         self.watermark_exempt: frozenset[str] = frozenset(watermark_exempt)
         #: stage 2: per shard partition, router id -> (watermark, largest read, wall time heard,
         #: input partitions it reads); and every input partition the routers expect to be read
@@ -629,13 +635,14 @@ class Shell:
         A partition that left this router is forgotten: if it comes back, what was read from
         it meanwhile was read by another router, so an old offset or time would be wrong.
         """
-        highs = {tp: highwater(*tp) for tp in assigned if tp[0] not in self.watermark_exempt}
+        highs = {tp: highwater(*tp) for tp in assigned}
         if highs.keys() != self.highs.keys():
             self.generation += 1
             self.router_id = f"{self.router_base}/{self.generation}"
             for gone in self.highs.keys() - highs.keys():
                 self.source_pos.pop(gone, None)
                 self.source_hi.pop(gone, None)
+                self.idle_since.pop(gone, None)
         self.highs = highs
         self.starts = {tp: position(*tp) for tp in highs} if position is not None else {}
 
@@ -648,26 +655,44 @@ class Shell:
         does the watermark give way to the largest time read: a high watermark is only as fresh
         as the last fetch, so one look could call a partition caught up that has just received
         a backlog.
+
+        The same wait applies to a partition on its own: one with nothing read here and nothing
+        to read (empty, or its committed offset at its end: another router read it all), and a
+        watermark-exempt one (the blacklist) read to its end, hold nothing back once they have
+        looked so for ``CAUGHT_UP_FOR``, not at the first look. A router that joined while the
+        input was being written took every partition for read to its end on the high
+        watermarks of its first fetch, reported "nothing behind", and the clock went past the
+        events that reached those partitions a moment later (the join/leave rebalance test).
+        An exempt partition with something unread holds the watermark at its last time (-inf
+        before its first message): the blacklist is read before the orders it names, as replay
+        reads them (a blacklist entry routed by one worker half a second after the order it
+        names, routed by the other, lost ``fraud.blacklisted``); it never holds once read.
         """
         holds = []
         caught_up = True
         top = -INF
+        now = self.wall()
         for tp, high in self.highs.items():
             hi = self.source_hi.get(tp, -INF)
-            top = max(top, hi)
-            if high == 0:
-                continue
+            exempt = tp[0] in self.watermark_exempt
+            if not exempt:
+                top = max(top, hi)
             pos = self.source_pos.get(tp)
-            if pos is None:
-                start = self.starts.get(tp)
-                if high is not None and start is not None and start >= high:
-                    # nothing read here and nothing to read: the consumer starts at the end
-                    # (another router read it all), so it holds nothing back
-                    continue
-            holds.append(hi)
-            if high is None or pos is None or pos + 1 < high:
+            start = self.starts.get(tp)
+            if high is None:
+                done = False
+            elif pos is not None:
+                done = pos + 1 >= high
+            else:
+                done = high == 0 or (start is not None and start >= high)
+            if not done:
+                self.idle_since.pop(tp, None)
                 caught_up = False
-        now = self.wall()
+            elif now - self.idle_since.setdefault(tp, now) >= CAUGHT_UP_FOR and (
+                pos is None or exempt
+            ):
+                continue  # nothing to read for a while (see above): holds nothing back
+            holds.append(hi)
         if not caught_up:
             self.caught_up_since = None
         elif self.caught_up_since is None:
@@ -697,9 +722,7 @@ class Shell:
             {
                 "covers": sorted(f"{t}/{p}" for t, p in self.highs),
                 "expect": sorted(
-                    f"{t}/{p}"
-                    for t, p in (assigned if expected is None else expected)
-                    if t not in self.watermark_exempt
+                    f"{t}/{p}" for t, p in (assigned if expected is None else expected)
                 ),
             }
         )
@@ -744,7 +767,9 @@ class Shell:
 
         While the routers heard from do not cover all inputs (a worker has joined and not
         reported yet, or one has left and its inputs are not picked up yet), nobody can vouch
-        for the missing inputs, so the clock holds.
+        for the missing inputs, so the clock holds. A router caught up vouches for its inputs
+        for ``CAUGHT_UP_VALID`` after its report; a silent one holds the clock at its last
+        largest time read until it expires.
         """
         now = self.wall()
         live = [r for r in self.reports.get(partition, {}).values() if now - r[2] <= ROUTER_EXPIRY]
@@ -755,7 +780,13 @@ class Shell:
             covered |= covers
         if not live or not covered >= self.expected.get(partition, frozenset()):
             return -INF
-        behind = [wm for wm, _, _, _ in live if wm != INF]
+        # a router killed with -9 while caught up would vouch for its inputs until it expires,
+        # and the others' clock would pass what reaches them before the takeover routes it
+        behind = [
+            hi if wm == INF and covers and now - heard > CAUGHT_UP_VALID else wm
+            for wm, hi, heard, covers in live
+        ]
+        behind = [wm for wm in behind if wm != INF]
         return min(behind) if behind else max(hi for _, hi, _, _ in live)
 
     def _publish(self, exceptions: list[ExceptionEvent], arrival: float | None = None) -> None:

@@ -106,3 +106,37 @@ def test_the_rocksdb_store_still_has_what_the_local_state_store_uses() -> None:
     assert "def _db_for_partition" in source(Store)
     assert isinstance(STORES.aliases, dict)
     assert "rocksdb" in STORES.aliases
+
+
+def test_the_stream_gate_still_matches_faust_s_rebalance_and_fetch_loop() -> None:
+    """What ``StreamGate`` (``test_stream_gate.py`` for its behaviour) leans on."""
+    from faust.tables.manager import TableManager
+    from faust.tables.recovery import Recovery
+
+    # the flag and count the gate reads: set by the rebalance listener first thing
+    begin = source(faust.App.on_rebalance_start)
+    assert "self.rebalancing = True" in begin and "self.rebalancing_count += 1" in begin
+    assert "self.rebalancing = False" in source(faust.App.on_rebalance_end)
+    listener = source(faust_aiokafka.ConsumerRebalanceListener.on_partitions_revoked)
+    assert "app.on_rebalance_start()" in listener
+    # the end of a recovery, in this order: seek, clear the streams' queues, end the rebalance
+    done = source(Recovery.on_recovery_completed)
+    seek, clear, end = (
+        done.index("consumer.perform_seek()"),
+        done.index("flow_control.resume()"),
+        done.index("on_rebalance_end()"),
+    )
+    assert seek < clear < end
+    # the three methods wrapped, called as the fetch loop calls them
+    waiting = source(faust_consumer.Consumer._wait_next_records)
+    assert "self._getmany(" in waiting and "active_partitions=active_partitions" in waiting
+    drain = source(faust_consumer.Consumer._drain_messages)
+    assert "getmany = self.getmany" in drain and "set_read_offset(tp, offset)" in drain
+    assert "await self.perform_seek()" in source(faust_consumer.Consumer.getmany)
+    seeking = source(faust_consumer.Consumer.perform_seek)
+    assert "read_offset.update(" in seeking and "self._committed_offset.update(" in seeking
+    assert inspect.iscoroutinefunction(faust_consumer.Consumer.seek)
+    # aiokafka: no seek without a committed offset; records of partitions not asked for kept
+    assert "if offset and offset > 0:" in source(aiokafka.AIOKafkaConsumer.seek_to_committed)
+    assert "if partitions and tp not in partitions:" in source(Fetcher.fetched_records)
+    assert isinstance(vars(TableManager)["changelog_topics"], property)

@@ -423,8 +423,10 @@ def test_a_router_whose_inputs_change_cannot_move_the_clock_on_its_old_report() 
 
 
 def test_an_input_with_nothing_left_to_read_does_not_hold_the_watermark() -> None:
+    """Once it has looked so for longer than a fetch takes (``CAUGHT_UP_FOR``), not at once."""
     rec = Recorder()
-    shell = make_shell(rec)
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
     both = [("orders", 0), ("orders", 1)]
     high = {("orders", 0): 100, ("orders", 1): 50}
     # orders/1 came from another worker that read and committed all of it
@@ -432,10 +434,51 @@ def test_an_input_with_nothing_left_to_read_does_not_hold_the_watermark() -> Non
     first = created("O1", "10:00")
     shell.look(both, lambda t, p: high[(t, p)], lambda t, p: start[(t, p)])
     shell.route(orjson.dumps(first), "orders", 0, 0)
+    assert shell.watermark()[0] == float("-inf"), "its high watermark may be a fetch old"
+    wall[0] += 2
     assert shell.watermark()[0] == occurred(first)
     # not knowing where the consumer stands, the unread partition must hold it back
     shell.look(both, lambda t, p: high[(t, p)])
     assert shell.watermark()[0] == float("-inf")
+
+
+def test_a_router_that_joins_while_input_is_written_does_not_vouch_for_it_at_first_look() -> None:
+    """The join/leave rebalance test: a second worker's first fetch showed every partition it
+    was given at its committed offset; it reported "nothing behind" (infinity) and the clock
+    passed the events written there a moment later, before anyone had routed them."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
+    inputs = [("orders", 0), ("payment-callbacks", 0)]
+    high = {("orders", 0): 40, ("payment-callbacks", 0): 20}
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: high[(t, p)])
+    assert shell.watermark()[0] == float("-inf")
+    high[("orders", 0)] = 45  # the next fetch: the writer's new orders
+    wall[0] += 0.5
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: {("orders", 0): 40}.get((t, p), 20))
+    assert shell.watermark()[0] == float("-inf"), "orders/0 has five events to read"
+
+
+def test_the_blacklist_is_read_before_the_clock_passes_what_it_names() -> None:
+    """Exempt from holding the watermark at its (old) last time, the blacklist still holds it
+    while it has something unread, and lets go once it has been read to its end for a while."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0], watermark_exempt={"blacklist"})
+    inputs = [("orders", 0), ("blacklist", 0)]
+    high = {("orders", 0): 100, ("blacklist", 0): 2}
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: 0)
+    first = created("O1", "10:00")
+    shell.route(orjson.dumps(first), "orders", 0, 0)
+    old = blacklist("customer_id", "C9", "00:00:30")
+    shell.route(orjson.dumps(old), "blacklist", 0, 0)
+    wall[0] += 5
+    assert shell.watermark()[0] == occurred(old), "one entry still unread"
+    shell.route(orjson.dumps(blacklist("customer_id", "C1", "09:59")), "blacklist", 0, 1)
+    assert shell.watermark()[0] == occurred(blacklist("customer_id", "C1", "09:59"))
+    wall[0] += 2  # read to its end for longer than a fetch takes: the orders alone count
+    assert shell.watermark()[0] == occurred(first)
+    assert shell.watermark()[1] == occurred(first), "its times are not the stream's"
 
 
 def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_waiting() -> None:
@@ -495,3 +538,33 @@ def test_stage_two_reuses_what_stage_one_decoded_and_forgets_it_after_the_last_c
     shell.revoke(set(range(PARTITIONS)))
     shell.route(orjson.dumps(created("O2", "10:05")), "orders", 0, rec.offset)
     assert shell.decoded == {}
+
+
+def test_a_caught_up_router_that_goes_silent_stops_vouching_for_its_inputs() -> None:
+    """A worker killed with -9 while caught up said "nothing behind" (an infinite watermark) in
+    its last report, which stays live until it expires: the clock must not go past what it had
+    read on the strength of that report while its inputs wait for the takeover."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
+    t10, t12, t1230 = (occurred(created("O", at)) for at in ("10:00", "12:00", "12:30"))
+
+    def report(router: str, covers: str, hi: float) -> None:
+        body = orjson.dumps({"covers": [covers], "expect": ["orders/0", "orders/1"]})
+        shell._heard(0, f"{router} inf {hi!r}".encode(), body)
+
+    report("a/1", "orders/0", t12)
+    report("b/1", "orders/1", t10)
+    assert shell.event_clock[0] == t12, "both caught up: the largest time read"
+    wall[0] += 3  # b is gone; a reads on
+    report("a/1", "orders/0", t1230)
+    assert shell.event_clock[0] == t12, "b's inputs may hold events after 10:00 it never read"
+    wall[0] += 10  # b expired: nobody covers orders/1 until the takeover
+    report("a/1", "orders/0", t1230)
+    assert shell.event_clock[0] == t12
+    shell._heard(  # the takeover: a's new generation covers both
+        0,
+        f"a/2 inf {t1230!r}".encode(),
+        orjson.dumps({"covers": ["orders/0", "orders/1"], "expect": ["orders/0", "orders/1"]}),
+    )
+    assert shell.event_clock[0] == t1230
