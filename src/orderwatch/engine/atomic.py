@@ -9,7 +9,8 @@ worker (which persists it) than in a replay that takes another path. ``step`` he
    ``Engine.step`` does first): their exceptions are good whatever the event does next;
 2. copies the shards the event routes to (``_copy``; Kafka Streams restores a failed task from
    its changelog instead, but a copy of a handful of shards per event is far cheaper than a
-   rebuilt partition), and the blacklist if the event is one of its changes;
+   rebuilt partition), and the blacklist if the event is one of its changes; the KPI shard,
+   too big to copy at every step, is kept and takes back the step's writes (``_Kept``);
 3. runs ``Engine.step``; if it raises, puts the copies back (deleting shards the event created),
    drops the exceptions the failed step produced, and raises ``StepFailed`` carrying the
    exceptions of step 1, which the caller publishes as usual.
@@ -234,13 +235,13 @@ _ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, t
 #: ``_ATOMS`` and every frozen model class met so far (parked events): tested inline, so a
 #: shard's waiting events cost a set lookup each rather than a call of ``_copy``
 _KEPT: set[type] = set(_ATOMS)
-#: The shared shards (the rate windows, the KPI windows, the actions): thousands of small
-#: containers (an entry per order of the open hour, per payment of the open window) that
-#: ``_copy`` walked in Python for every payment event (2 ms a step for the KPI shard, most of
-#: the worker's time). Their changelog form (``to_dict``, JSON) is written by orjson in C
-#: instead, and read back only when a step fails: the same form a restart or a cache miss
-#: reads, so it holds exactly what the engine needs.
-_SERIALIZED: frozenset[type] = frozenset({RateShard, KpiShard, ActionShard})
+#: The shared shards (the rate windows, the actions): thousands of small containers (an entry
+#: per payment of the open window) that ``_copy`` walked in Python for every payment event.
+#: Their changelog form (``to_dict``, JSON) is written by orjson in C instead, and read back
+#: only when a step fails: the same form a restart or a cache miss reads, so it holds exactly
+#: what the engine needs. The KPI shard, far bigger (every open window's orders, a day of
+#: payments: its JSON was most of the worker's time), is not saved whole: ``_Kept``.
+_SERIALIZED: frozenset[type] = frozenset({RateShard, ActionShard})
 
 
 _MISSING: Any = object()
@@ -375,9 +376,134 @@ class _Waiting:
         return shard
 
 
+class _Tracked(dict[str, Any]):
+    """A dict of the KPI shard (``windows``, each of its windows, ``payments``,
+    ``closed_until``) that notes each write in the shard's one undo log while a save is open:
+    the KPI shard holds every open window's orders and a day of payments, and its JSON form
+    before every step that touched it (``_Stored``) made each payment or KPI step O(shard).
+    A failed step now takes back its own writes, in reverse order, so its cost is O(writes).
+
+    ``engine/kpi.py`` writes only through the dict methods below; the lists it stores as
+    values are replaced, never written into (a write inside one would not be taken back).
+    A plain dict stored as a value becomes a ``_Tracked`` on the same log (a new window).
+    """
+
+    __slots__ = ("log",)
+
+    def __init__(self, items: Any, log: list[tuple[_Tracked, str, Any]]) -> None:
+        super().__init__(items)
+        self.log = log
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if _Journal.depth:
+            self.log.append((self, key, dict.get(self, key, _MISSING)))
+        if type(value) is dict:
+            value = _Tracked(value, self.log)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if _Journal.depth:
+            self.log.append((self, key, dict.get(self, key, _MISSING)))
+        dict.__delitem__(self, key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if _Journal.depth and key in self:
+            self.log.append((self, key, dict.__getitem__(self, key)))
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = dict.popitem(self)
+        if _Journal.depth:
+            self.log.append((self, key, value))
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _Tracked:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+
+_TRACKED = ("windows", "payments", "closed_until")
+#: the KPI shard's other fields (its key, its base ``Shard`` fields but the journaled timers
+#: and waiting events): small (it raises no exceptions) and copied by ``_copy``, so a field
+#: added later is saved too
+_KPI_COPIED = tuple(
+    f.name
+    for f in dataclasses.fields(KpiShard)
+    if f.name not in _TRACKED and f.name not in ("timers", "parked")
+)
+
+
+def _track(shard: KpiShard) -> list[tuple[_Tracked, str, Any]]:
+    """The KPI shard's undo log, its dicts made ``_Tracked`` on it the first time (a shard
+    new or read from the changelog: once, O(shard))."""
+    windows = shard.windows
+    tracked = type(shard.payments) is _Tracked and type(shard.closed_until) is _Tracked
+    if tracked and type(windows) is _Tracked:
+        return windows.log
+    log: list[tuple[_Tracked, str, Any]] = []
+    # every window copied into a dict of its own on this log (one read from a changelog
+    # value that is still shared would otherwise note its writes elsewhere)
+    shard.windows = _Tracked({k: _Tracked(v, log) for k, v in windows.items()}, log)
+    shard.payments = _Tracked(shard.payments, log)
+    shard.closed_until = _Tracked(shard.closed_until, log)
+    return log
+
+
+class _Kept:
+    """A KPI shard kept as it is while a step runs: its dicts are taken back by their undo
+    log, its timers and waiting events by their journals, its few other fields are copies."""
+
+    __slots__ = ("fields", "log", "mark", "parked", "parked_mark", "shard", "timers", "timers_mark")
+
+    def __init__(self, shard: KpiShard) -> None:
+        self.shard = shard
+        log = self.log = _track(shard)
+        if not _Journal.depth:
+            log.clear()  # the last step's notes: that step is over
+        self.mark = len(log)
+        self.fields = [_copy(getattr(shard, name)) for name in _KPI_COPIED]
+        self.parked, self.parked_mark = _journal(shard.parked)
+        self.timers, self.timers_mark = _journal(shard.timers)
+        shard.parked, shard.timers = self.parked, self.timers
+
+    def build(self) -> Shard:
+        shard = self.shard
+        log, mark = self.log, self.mark
+        while len(log) > mark:
+            d, key, old = log.pop()
+            if old is _MISSING:
+                dict.pop(d, key, None)
+            else:
+                dict.__setitem__(d, key, old)
+        for name, value in zip(_KPI_COPIED, self.fields, strict=True):
+            setattr(shard, name, _thaw(value))
+        if self.parked is not None:
+            self.parked.undo(self.parked_mark)
+        shard.parked = self.parked or None
+        if self.timers is not NO_TIMERS:
+            self.timers.undo(self.timers_mark)
+        shard.timers = self.timers or NO_TIMERS
+        return shard
+
+
 def _save_shard(shard: Shard) -> Any:
-    """What ``_restore`` builds the shard back from: ``_Stored`` for the shared shards, else a
-    ``_copy``. Either has ``build()``."""
+    """What ``_restore`` builds the shard back from: ``_Kept`` for the KPI shard, ``_Stored``
+    for the other shared shards, else a ``_copy``. Each has ``build()``."""
+    if type(shard) is KpiShard:
+        return _Kept(shard)
     if type(shard) not in _SERIALIZED:
         return _copy(shard)
     parked, parked_mark = _journal(shard.parked)
