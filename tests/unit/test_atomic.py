@@ -234,6 +234,19 @@ def test_a_failed_step_takes_back_its_writes_to_the_kpi_shard() -> None:
         assert kpi_state(engine) == before, data["payment_id"]
         assert engine.shards["g:kpis"] is kpis  # kept and taken back, not rebuilt
     assert changed[0]["payments"]["P2"][1:] == ["wallet", 1]
+    # replay applies an order's on-time shipment to the KPI shard within the order's step,
+    # though the event does not route there: taken back as well
+    atomic.step(
+        engine, ev(created("O6", "10:00")), ev(created("O6", "10:00")).occurred_ts, then=list
+    )
+    for data in (paid("O6", "10:01", payment_id="P6"), reserved("O6", "10:02")):
+        atomic.step(engine, ev(data), ev(data).occurred_ts, then=list)
+    before = kpi_state(engine)
+    shipped = logistics("shipped", "O6", "10:30")
+    with pytest.raises(atomic.StepFailed):
+        atomic.step(engine, ev(shipped), ev(shipped).occurred_ts, then=boom)
+    assert any("O6" in items for items in changed[-1]["windows"].values())
+    assert kpi_state(engine) == before
     # and then as it should: the same events applied for good change the shard
     atomic.step(engine, ev(retry), ev(retry).occurred_ts, then=list)
     assert kpi_state(engine)["payments"]["P2"][1:] == ["wallet", 1]

@@ -15,8 +15,10 @@ worker (which persists it) than in a replay that takes another path. ``step`` he
    drops the exceptions the failed step produced, and raises ``StepFailed`` carrying the
    exceptions of step 1, which the caller publishes as usual.
 
-What step 3 can touch is exactly the event's shards: deadlines it schedules and fires within
-the step belong to the shards it applied to. The heap keeps entries of the failed step; they
+What step 3 can touch is exactly the event's shards, and in replay the shards its derived
+records reach at once (an on-time shipment to ``g:kpis``, an intent to ``g:actions``...: saved
+when reached, ``_watch_sends``): deadlines it schedules and fires within the step belong to
+the shards it applied to. The heap keeps entries of the failed step; they
 are validated lazily against each shard's own deadlines (``Engine._sweep``), so a stale one is
 skipped and a restored shard re-enters its deadlines (duplicates fire once). Deadlines are
 made atomic one by one by ``guard``.
@@ -75,12 +77,15 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
         out = engine.life.out
         produced = len(out)
         marks = _marks(engine)
+        reached: list[tuple[str, Any, bool]] = []  # other shards its sends reach (replay)
         _Journal.depth += 1
+        _OPEN.append(reached)
         try:
             fire(shard, name, due, now)
         except Exception as exc:
             del out[produced:]
             _truncate(engine, marks)
+            _restore_shards(engine, reached)
             restored = engine.shards[shard.key] = saved.build()
             for deadline, at in restored.deadline_dict().items():
                 heapq.heappush(engine._heap, (at, next(engine._seq), shard.key, deadline))
@@ -100,6 +105,7 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
             failed(name, event, exc)
         finally:
             _Journal.depth -= 1
+            _OPEN.pop()
 
     engine._fire = guarded  # type: ignore[method-assign]
 
@@ -141,12 +147,15 @@ def step(
         # step, as core.py schedules it, while derived records leave with ``forward``)
         parks = engine.reorder and engine.forward and event.occurred_ts - 1e-6 >= t
         saved = _save(engine, keys, parks)
+        if not engine.forward:
+            _watch_sends(engine)
     except Exception as exc:  # nothing changed yet
         raise StepFailed(due, exc) from exc
     # what the engine hands on besides exceptions (command replies, flags for other shards):
     # a failed step's part of them is dropped with its state changes
     marks = _marks(engine)
     _Journal.depth += 1
+    _OPEN.append(saved[0])
     try:
         out = engine.step(event, t, only)
         return then(due + out if due else out)
@@ -156,6 +165,7 @@ def step(
         raise StepFailed(due, exc) from exc
     finally:
         _Journal.depth -= 1
+        _OPEN.pop()
 
 
 def _marks(engine: Engine) -> tuple[int, int, int, int, int]:
@@ -212,6 +222,15 @@ def _save(engine: Engine, keys: tuple[str, ...], parks: bool = False) -> Saved:
 
 def _restore(engine: Engine, saved: Saved) -> None:
     shards, blacklist = saved
+    _restore_shards(engine, shards)
+    if blacklist is not None:
+        engine.blacklist, engine.blacklist_at, was_dirty = blacklist
+        if not was_dirty:
+            engine.dirty.discard(BROADCAST)
+    engine.take_output()  # the failed step's partial output: never published
+
+
+def _restore_shards(engine: Engine, shards: list[tuple[str, Any, bool]]) -> None:
     for key, saved_shard, was_dirty in shards:
         if saved_shard is None:
             engine.shards.pop(key, None)
@@ -222,11 +241,43 @@ def _restore(engine: Engine, saved: Saved) -> None:
                 heapq.heappush(engine._heap, (due, next(engine._seq), key, name))
         if not was_dirty:
             engine.dirty.discard(key)
-    if blacklist is not None:
-        engine.blacklist, engine.blacklist_at, was_dirty = blacklist
-        if not was_dirty:
-            engine.dirty.discard(BROADCAST)
-    engine.take_output()  # the failed step's partial output: never published
+
+
+#: the shard lists of the saves open now (a step, a deadline fired in it: innermost last), to
+#: which a shard outside the event's route joins when a send reaches it (``_watch_sends``)
+_OPEN: list[list[tuple[str, Any, bool]]] = []
+#: the engine methods that, in replay (not ``forward``), apply a derived record to another
+#: shard at once: a flag to an order, a mark to a customer, an intent to ``g:actions``, an
+#: on-time shipment or delivery to ``g:kpis``
+_SENDS = ("flag", "derive", "send_intent", "send_contribution")
+
+
+def _watch_sends(engine: Engine) -> None:
+    """Save a shard a replay step reaches by a send when the send reaches it, in every save
+    open then (before anything changed it: the step did not route to it), so a failed step
+    takes the send back too. Live (``forward``) sends are output, dropped by ``_truncate``.
+    Installed once per engine, as ``guard`` is."""
+    if "_atomic_sends" in vars(engine):
+        return
+    vars(engine)["_atomic_sends"] = True
+    for name in _SENDS:
+        setattr(engine, name, _joining(engine, getattr(engine, name)))
+
+
+def _joining(engine: Engine, send: Callable[[Any], None]) -> Callable[[Any], None]:
+    def sending(record: Any) -> None:
+        if _OPEN and not engine.forward:
+            keys = (record.shard_key, *actions.companions(record))
+            shards, dirty = engine.shards, engine.dirty
+            for saves in _OPEN:
+                for key in keys:
+                    if all(key != k for k, _, _ in saves):
+                        shard = shards.get(key)
+                        at = None if shard is None else _save_shard(shard)
+                        saves.append((key, at, key in dirty))
+        send(record)
+
+    return sending
 
 
 #: Values a step never changes in place: kept, not copied. Tuples included: shards keep tuples
