@@ -15,7 +15,17 @@ from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
 from orderwatch.replay import replay
 from orderwatch.rulefiles import load_catalog
-from tests.factories import blacklist, created, paid, plus, status, to_jsonl
+from tests.factories import (
+    blacklist,
+    created,
+    logistics,
+    paid,
+    payment_failed,
+    plus,
+    reserved,
+    status,
+    to_jsonl,
+)
 
 CATALOG = load_catalog()
 MARKER = "boom-"
@@ -174,3 +184,95 @@ def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() ->
     got, err = run(BoomEngine(CATALOG), marked)
     assert got == clean and clean.count(b"\n") >= 1
     assert err == "line 4: internal_error: KeyError: <11 chars>\n"
+
+
+def kpi_state(engine: Engine) -> dict[str, Any]:
+    """The KPI shard's changelog form, through JSON (its own lists and dicts are compared by
+    value, not by identity)."""
+    return orjson.loads(orjson.dumps(engine.shards["g:kpis"].to_dict()))  # type: ignore[no-any-return]
+
+
+def kpi_engine() -> Engine:
+    """An engine whose KPI shard holds a window of payments, a published hour (entries kept
+    for late callbacks) and an on-time shipment, each step atomic."""
+    engine = Engine(CATALOG)
+    atomic.guard(engine, lambda *_: None)
+    events = [
+        created("O1", "09:00"),
+        paid("O1", "09:01", payment_id="P1"),
+        reserved("O1", "09:02"),
+        logistics("shipped", "O1", "09:30"),  # on time: a contribution to the KPI shard
+        payment_failed("O2", "10:05", payment_id="P2"),  # no method, not ok
+        paid("O3", "10:06", payment_id="P3", method="card"),
+    ]
+    for data in events:
+        atomic.step(engine, ev(data), ev(data).occurred_ts, then=list)
+    return engine
+
+
+def test_a_failed_step_takes_back_its_writes_to_the_kpi_shard() -> None:
+    """The KPI shard is not saved whole before a step (it holds every open window's orders and
+    a day of payments) but takes back the step's own writes: a new payment, a payment's entry
+    replaced (its first method, a success after a failure). An hour's publication, a deadline,
+    is taken back on its own (next test)."""
+    engine = kpi_engine()
+    kpis = engine.shards["g:kpis"]
+    before = kpi_state(engine)
+    assert before["windows"] and before["payments"]["P2"][1:] == [None, 0]
+    changed: list[dict[str, Any]] = []
+
+    def boom(_: list[Any]) -> None:
+        changed.append(kpi_state(engine))
+        raise RuntimeError("cannot encode")
+
+    retry = paid("O2", "10:07", payment_id="P2", method="wallet")  # P2's entry replaced
+    new = paid("O4", "10:08", payment_id="P4")  # a new payment and a new window's timer
+    for data in (retry, new):
+        with pytest.raises(atomic.StepFailed):
+            atomic.step(engine, ev(data), ev(data).occurred_ts, then=boom)
+        assert changed[-1] != before, "the step changed the shard"
+        assert kpi_state(engine) == before, data["payment_id"]
+        assert engine.shards["g:kpis"] is kpis  # kept and taken back, not rebuilt
+    assert changed[0]["payments"]["P2"][1:] == ["wallet", 1]
+    # replay applies an order's on-time shipment to the KPI shard within the order's step,
+    # though the event does not route there: taken back as well
+    atomic.step(
+        engine, ev(created("O6", "10:00")), ev(created("O6", "10:00")).occurred_ts, then=list
+    )
+    for data in (paid("O6", "10:01", payment_id="P6"), reserved("O6", "10:02")):
+        atomic.step(engine, ev(data), ev(data).occurred_ts, then=list)
+    before = kpi_state(engine)
+    shipped = logistics("shipped", "O6", "10:30")
+    with pytest.raises(atomic.StepFailed):
+        atomic.step(engine, ev(shipped), ev(shipped).occurred_ts, then=boom)
+    assert any("O6" in items for items in changed[-1]["windows"].values())
+    assert kpi_state(engine) == before
+    # and then as it should: the same events applied for good change the shard
+    atomic.step(engine, ev(retry), ev(retry).occurred_ts, then=list)
+    assert kpi_state(engine)["payments"]["P2"][1:] == ["wallet", 1]
+
+
+class CloseBoomEngine(Engine):
+    """Fails the publication of an hour's KPI records after it changed the KPI shard."""
+
+    def _fire(self, shard: Shard, name: str, due: float, now: float) -> None:
+        super()._fire(shard, name, due, now)
+        if name.startswith("kpi|"):
+            raise RuntimeError("after the hour was published")
+
+
+def test_a_failed_kpi_deadline_takes_back_its_writes() -> None:
+    engine = CloseBoomEngine(CATALOG)
+    failed: list[str] = []
+    atomic.guard(engine, lambda name, *_: failed.append(name))
+    for data in (paid("O1", "09:01", payment_id="P1"), paid("O2", "10:05", payment_id="P2")):
+        atomic.step(engine, ev(data), ev(data).occurred_ts, then=list)
+    assert failed == ["kpi|" + repr(ev(paid("O1", "09:00")).occurred_ts)]
+    before = kpi_state(engine)
+    late = ev(paid("O3", "11:30", payment_id="P3"))
+    engine.sweep(late.occurred_ts)
+    assert failed[1:] == ["kpi|" + repr(ev(paid("O2", "10:00")).occurred_ts)]
+    after = kpi_state(engine)
+    assert after.pop("dl") == {k: v for k, v in before.pop("dl").items() if k != failed[1]}
+    assert after == before  # the hour's windows, payments and closed_until as they were
+    assert engine.take_output() == [] and engine.kpi_records == []

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from orderwatch.events.codec import decode_event
-from orderwatch.simulate import AGO, SimConfig, Simulator
+from orderwatch.simulate import AGO, SimConfig, Simulator, write_file
 from tests.integration.harness import Topics
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -131,3 +131,11 @@ def test_action_state_benchmark_runs_and_keeps_g_actions_small(
     [row] = [line.split() for line in out.splitlines() if line.strip().startswith("1000")]
     # actions, us/step, bytes/commit, g:actions bytes, all action state bytes
     assert int(row[3].replace(",", "")) < 5_000 < int(row[4].replace(",", ""))
+
+
+def test_kpi_size_benchmark_measures_a_growing_kpi_shard(tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl"
+    write_file(Simulator(SimConfig(seed=1, orders=300)), path)
+    peak = load("bench_kpi_size").measure(path, every=500)
+    assert peak["events"] > 0 and peak["payments"] > 0
+    assert peak["bytes"] >= peak["payments_bytes"] + peak["windows_bytes"]

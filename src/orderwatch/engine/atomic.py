@@ -9,13 +9,16 @@ worker (which persists it) than in a replay that takes another path. ``step`` he
    ``Engine.step`` does first): their exceptions are good whatever the event does next;
 2. copies the shards the event routes to (``_copy``; Kafka Streams restores a failed task from
    its changelog instead, but a copy of a handful of shards per event is far cheaper than a
-   rebuilt partition), and the blacklist if the event is one of its changes;
+   rebuilt partition), and the blacklist if the event is one of its changes; the KPI shard,
+   too big to copy at every step, is kept and takes back the step's writes (``_Kept``);
 3. runs ``Engine.step``; if it raises, puts the copies back (deleting shards the event created),
    drops the exceptions the failed step produced, and raises ``StepFailed`` carrying the
    exceptions of step 1, which the caller publishes as usual.
 
-What step 3 can touch is exactly the event's shards: deadlines it schedules and fires within
-the step belong to the shards it applied to. The heap keeps entries of the failed step; they
+What step 3 can touch is exactly the event's shards, and in replay the shards its derived
+records reach at once (an on-time shipment to ``g:kpis``, an intent to ``g:actions``...: saved
+when reached, ``_watch_sends``): deadlines it schedules and fires within the step belong to
+the shards it applied to. The heap keeps entries of the failed step; they
 are validated lazily against each shard's own deadlines (``Engine._sweep``), so a stale one is
 skipped and a restored shard re-enters its deadlines (duplicates fire once). Deadlines are
 made atomic one by one by ``guard``.
@@ -74,12 +77,15 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
         out = engine.life.out
         produced = len(out)
         marks = _marks(engine)
+        reached: list[tuple[str, Any, bool]] = []  # other shards its sends reach (replay)
         _Journal.depth += 1
+        _OPEN.append(reached)
         try:
             fire(shard, name, due, now)
         except Exception as exc:
             del out[produced:]
             _truncate(engine, marks)
+            _restore_shards(engine, reached)
             restored = engine.shards[shard.key] = saved.build()
             for deadline, at in restored.deadline_dict().items():
                 heapq.heappush(engine._heap, (at, next(engine._seq), shard.key, deadline))
@@ -99,6 +105,7 @@ def guard(engine: Engine, failed: DeadlineFailed) -> None:
             failed(name, event, exc)
         finally:
             _Journal.depth -= 1
+            _OPEN.pop()
 
     engine._fire = guarded  # type: ignore[method-assign]
 
@@ -140,12 +147,15 @@ def step(
         # step, as core.py schedules it, while derived records leave with ``forward``)
         parks = engine.reorder and engine.forward and event.occurred_ts - 1e-6 >= t
         saved = _save(engine, keys, parks)
+        if not engine.forward:
+            _watch_sends(engine)
     except Exception as exc:  # nothing changed yet
         raise StepFailed(due, exc) from exc
     # what the engine hands on besides exceptions (command replies, flags for other shards):
     # a failed step's part of them is dropped with its state changes
     marks = _marks(engine)
     _Journal.depth += 1
+    _OPEN.append(saved[0])
     try:
         out = engine.step(event, t, only)
         return then(due + out if due else out)
@@ -155,6 +165,7 @@ def step(
         raise StepFailed(due, exc) from exc
     finally:
         _Journal.depth -= 1
+        _OPEN.pop()
 
 
 def _marks(engine: Engine) -> tuple[int, int, int, int, int]:
@@ -211,6 +222,15 @@ def _save(engine: Engine, keys: tuple[str, ...], parks: bool = False) -> Saved:
 
 def _restore(engine: Engine, saved: Saved) -> None:
     shards, blacklist = saved
+    _restore_shards(engine, shards)
+    if blacklist is not None:
+        engine.blacklist, engine.blacklist_at, was_dirty = blacklist
+        if not was_dirty:
+            engine.dirty.discard(BROADCAST)
+    engine.take_output()  # the failed step's partial output: never published
+
+
+def _restore_shards(engine: Engine, shards: list[tuple[str, Any, bool]]) -> None:
     for key, saved_shard, was_dirty in shards:
         if saved_shard is None:
             engine.shards.pop(key, None)
@@ -221,11 +241,43 @@ def _restore(engine: Engine, saved: Saved) -> None:
                 heapq.heappush(engine._heap, (due, next(engine._seq), key, name))
         if not was_dirty:
             engine.dirty.discard(key)
-    if blacklist is not None:
-        engine.blacklist, engine.blacklist_at, was_dirty = blacklist
-        if not was_dirty:
-            engine.dirty.discard(BROADCAST)
-    engine.take_output()  # the failed step's partial output: never published
+
+
+#: the shard lists of the saves open now (a step, a deadline fired in it: innermost last), to
+#: which a shard outside the event's route joins when a send reaches it (``_watch_sends``)
+_OPEN: list[list[tuple[str, Any, bool]]] = []
+#: the engine methods that, in replay (not ``forward``), apply a derived record to another
+#: shard at once: a flag to an order, a mark to a customer, an intent to ``g:actions``, an
+#: on-time shipment or delivery to ``g:kpis``
+_SENDS = ("flag", "derive", "send_intent", "send_contribution")
+
+
+def _watch_sends(engine: Engine) -> None:
+    """Save a shard a replay step reaches by a send when the send reaches it, in every save
+    open then (before anything changed it: the step did not route to it), so a failed step
+    takes the send back too. Live (``forward``) sends are output, dropped by ``_truncate``.
+    Installed once per engine, as ``guard`` is."""
+    if "_atomic_sends" in vars(engine):
+        return
+    vars(engine)["_atomic_sends"] = True
+    for name in _SENDS:
+        setattr(engine, name, _joining(engine, getattr(engine, name)))
+
+
+def _joining(engine: Engine, send: Callable[[Any], None]) -> Callable[[Any], None]:
+    def sending(record: Any) -> None:
+        if _OPEN and not engine.forward:
+            keys = (record.shard_key, *actions.companions(record))
+            shards, dirty = engine.shards, engine.dirty
+            for saves in _OPEN:
+                for key in keys:
+                    if all(key != k for k, _, _ in saves):
+                        shard = shards.get(key)
+                        at = None if shard is None else _save_shard(shard)
+                        saves.append((key, at, key in dirty))
+        send(record)
+
+    return sending
 
 
 #: Values a step never changes in place: kept, not copied. Tuples included: shards keep tuples
@@ -234,13 +286,13 @@ _ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes, t
 #: ``_ATOMS`` and every frozen model class met so far (parked events): tested inline, so a
 #: shard's waiting events cost a set lookup each rather than a call of ``_copy``
 _KEPT: set[type] = set(_ATOMS)
-#: The shared shards (the rate windows, the KPI windows, the actions): thousands of small
-#: containers (an entry per order of the open hour, per payment of the open window) that
-#: ``_copy`` walked in Python for every payment event (2 ms a step for the KPI shard, most of
-#: the worker's time). Their changelog form (``to_dict``, JSON) is written by orjson in C
-#: instead, and read back only when a step fails: the same form a restart or a cache miss
-#: reads, so it holds exactly what the engine needs.
-_SERIALIZED: frozenset[type] = frozenset({RateShard, KpiShard, ActionShard})
+#: The shared shards (the rate windows, the actions): thousands of small containers (an entry
+#: per payment of the open window) that ``_copy`` walked in Python for every payment event.
+#: Their changelog form (``to_dict``, JSON) is written by orjson in C instead, and read back
+#: only when a step fails: the same form a restart or a cache miss reads, so it holds exactly
+#: what the engine needs. The KPI shard, far bigger (every open window's orders, a day of
+#: payments: its JSON was most of the worker's time), is not saved whole: ``_Kept``.
+_SERIALIZED: frozenset[type] = frozenset({RateShard, ActionShard})
 
 
 _MISSING: Any = object()
@@ -375,9 +427,134 @@ class _Waiting:
         return shard
 
 
+class _Tracked(dict[str, Any]):
+    """A dict of the KPI shard (``windows``, each of its windows, ``payments``,
+    ``closed_until``) that notes each write in the shard's one undo log while a save is open:
+    the KPI shard holds every open window's orders and a day of payments, and its JSON form
+    before every step that touched it (``_Stored``) made each payment or KPI step O(shard).
+    A failed step now takes back its own writes, in reverse order, so its cost is O(writes).
+
+    ``engine/kpi.py`` writes only through the dict methods below; the lists it stores as
+    values are replaced, never written into (a write inside one would not be taken back).
+    A plain dict stored as a value becomes a ``_Tracked`` on the same log (a new window).
+    """
+
+    __slots__ = ("log",)
+
+    def __init__(self, items: Any, log: list[tuple[_Tracked, str, Any]]) -> None:
+        super().__init__(items)
+        self.log = log
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if _Journal.depth:
+            self.log.append((self, key, dict.get(self, key, _MISSING)))
+        if type(value) is dict:
+            value = _Tracked(value, self.log)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if _Journal.depth:
+            self.log.append((self, key, dict.get(self, key, _MISSING)))
+        dict.__delitem__(self, key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if _Journal.depth and key in self:
+            self.log.append((self, key, dict.__getitem__(self, key)))
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = dict.popitem(self)
+        if _Journal.depth:
+            self.log.append((self, key, value))
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _Tracked:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+
+_TRACKED = ("windows", "payments", "closed_until")
+#: the KPI shard's other fields (its key, its base ``Shard`` fields but the journaled timers
+#: and waiting events): small (it raises no exceptions) and copied by ``_copy``, so a field
+#: added later is saved too
+_KPI_COPIED = tuple(
+    f.name
+    for f in dataclasses.fields(KpiShard)
+    if f.name not in _TRACKED and f.name not in ("timers", "parked")
+)
+
+
+def _track(shard: KpiShard) -> list[tuple[_Tracked, str, Any]]:
+    """The KPI shard's undo log, its dicts made ``_Tracked`` on it the first time (a shard
+    new or read from the changelog: once, O(shard))."""
+    windows = shard.windows
+    tracked = type(shard.payments) is _Tracked and type(shard.closed_until) is _Tracked
+    if tracked and type(windows) is _Tracked:
+        return windows.log
+    log: list[tuple[_Tracked, str, Any]] = []
+    # every window copied into a dict of its own on this log (one read from a changelog
+    # value that is still shared would otherwise note its writes elsewhere)
+    shard.windows = _Tracked({k: _Tracked(v, log) for k, v in windows.items()}, log)
+    shard.payments = _Tracked(shard.payments, log)
+    shard.closed_until = _Tracked(shard.closed_until, log)
+    return log
+
+
+class _Kept:
+    """A KPI shard kept as it is while a step runs: its dicts are taken back by their undo
+    log, its timers and waiting events by their journals, its few other fields are copies."""
+
+    __slots__ = ("fields", "log", "mark", "parked", "parked_mark", "shard", "timers", "timers_mark")
+
+    def __init__(self, shard: KpiShard) -> None:
+        self.shard = shard
+        log = self.log = _track(shard)
+        if not _Journal.depth:
+            log.clear()  # the last step's notes: that step is over
+        self.mark = len(log)
+        self.fields = [_copy(getattr(shard, name)) for name in _KPI_COPIED]
+        self.parked, self.parked_mark = _journal(shard.parked)
+        self.timers, self.timers_mark = _journal(shard.timers)
+        shard.parked, shard.timers = self.parked, self.timers
+
+    def build(self) -> Shard:
+        shard = self.shard
+        log, mark = self.log, self.mark
+        while len(log) > mark:
+            d, key, old = log.pop()
+            if old is _MISSING:
+                dict.pop(d, key, None)
+            else:
+                dict.__setitem__(d, key, old)
+        for name, value in zip(_KPI_COPIED, self.fields, strict=True):
+            setattr(shard, name, _thaw(value))
+        if self.parked is not None:
+            self.parked.undo(self.parked_mark)
+        shard.parked = self.parked or None
+        if self.timers is not NO_TIMERS:
+            self.timers.undo(self.timers_mark)
+        shard.timers = self.timers or NO_TIMERS
+        return shard
+
+
 def _save_shard(shard: Shard) -> Any:
-    """What ``_restore`` builds the shard back from: ``_Stored`` for the shared shards, else a
-    ``_copy``. Either has ``build()``."""
+    """What ``_restore`` builds the shard back from: ``_Kept`` for the KPI shard, ``_Stored``
+    for the other shared shards, else a ``_copy``. Each has ``build()``."""
+    if type(shard) is KpiShard:
+        return _Kept(shard)
     if type(shard) not in _SERIALIZED:
         return _copy(shard)
     parked, parked_mark = _journal(shard.parked)

@@ -160,9 +160,12 @@ def apply_payment(
         s.payments[ev.payment_id] = [start, method, ok]
         _schedule_close(ctx, s, start)
     else:
-        if entry[1] is None and method:
-            entry[1] = method
-        entry[2] = entry[2] or ok
+        # a new list, never a write into the stored one: an atomic step takes back the
+        # shard's dict writes (``atomic._Tracked``), not writes inside its values
+        first_method = entry[1] if entry[1] is not None or not method else method
+        any_ok = entry[2] or ok
+        if first_method is not entry[1] or any_ok != entry[2]:
+            s.payments[ev.payment_id] = [entry[0], first_method, any_ok]
     ctx.dirty.add(s.key)
 
 
@@ -193,7 +196,9 @@ def on_close(ctx: Engine, s: Shard, name: str, due: float, now: float) -> None:
         if entry[0] != start:
             continue
         _, method, ok = entry
-        entry.append(True)  # published: kept a day so that a late callback is not a new one
+        # published: kept a day so that a late callback is not a new one (a new list: see
+        # ``apply_payment``)
+        s.payments[pid] = [*entry, True]
         c = counts.setdefault((PAY, method or "unknown"), [0, 0])
         c[0] += ok
         c[1] += 1
