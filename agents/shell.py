@@ -896,7 +896,14 @@ class Shell:
         indexed = 0
         for partition in fresh:
             engine = self.engine(partition)
-            engine.use_store(load(partition), capacity)
+            read = load(partition)
+            engine.use_store(read, capacity)
+            # the partition's copy of the blacklist is engine memory, not a cached shard: read
+            # it now, or a restart forgets every entry read before it (the topic's offsets are
+            # committed past them)
+            blacklist = read(broadcast_key(partition))
+            if blacklist is not None:
+                engine.restore(BROADCAST, orjson.loads(blacklist))
             indexed += engine.index_lazily(timers(partition))
             engine.take_dirty()
         return indexed

@@ -7,6 +7,7 @@ and carries on, and together they give exactly what one uninterrupted engine giv
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -568,3 +569,38 @@ def test_a_caught_up_router_that_goes_silent_stops_vouching_for_its_inputs() -> 
         orjson.dumps({"covers": ["orders/0", "orders/1"], "expect": ["orders/0", "orders/1"]}),
     )
     assert shell.event_clock[0] == t1230
+
+
+def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> None:
+    """The blacklist is engine memory beside the cached shards: a restart on RocksDB reads each
+    partition's copy back (it once forgot it: ``fraud.blacklisted`` missed after a kill -9)."""
+    from rocksdict import Options, Rdict
+
+    from orderwatch.agents import store
+
+    events = scenario()
+    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
+    rec = Recorder()
+    first = make_shell(rec)
+    half = len(events) // 2
+    feed(first, rec, events[:half])
+    first.sweep()
+    first.persist()
+    dbs = {
+        p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True)) for p in range(PARTITIONS)
+    }
+    try:
+        for p, db in dbs.items():
+            mine = {k: v for (part, k), v in rec.changelog.items() if part == p}
+            store.apply_writes(db, mine)
+        writer = store.Writer(store=None, changelog="c")
+        writer.db = lambda partition: dbs[partition]  # type: ignore[method-assign]
+        second = make_shell(rec, engine=Engine)
+        second.assigned = set()
+        second.restore_store(set(range(PARTITIONS)), writer.timers, writer.loader, 1000)
+        feed(second, rec, events[half:])
+        second.sweep()
+    finally:
+        for db in dbs.values():
+            db.close()
+    assert sorted(set(keyset(rec.exceptions))) == expected
