@@ -25,7 +25,7 @@ from orderwatch.engine import Engine
 from orderwatch.events.codec import decode_event
 from orderwatch.metrics import Metrics
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator, write_file
+from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 
 
 def traffic(orders: int) -> list[Any]:

@@ -43,7 +43,7 @@ from orderwatch.events.codec import decode_event
 from orderwatch.events.inbound import InboundEvent
 from orderwatch.heap import tune_collector
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator, write_file
+from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 
 SAMPLE_EVERY = 50_000
 CHUNK = 200_000

@@ -24,7 +24,7 @@ from orderwatch.engine import Engine, ReplayClock
 from orderwatch.engine.state import KPIS, KpiShard
 from orderwatch.events.codec import decode_event
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator, write_file
+from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 
 
 def measure(path: Path, every: int) -> dict[str, Any]:

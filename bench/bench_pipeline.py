@@ -54,7 +54,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from orderwatch.broker import EmbeddedBroker
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event
-from orderwatch.simulate import AGO, TOPICS, SimConfig, Simulator, topic_and_key
+from orderwatch.simulation.traffic import AGO, TOPICS, SimConfig, Simulator, topic_and_key
 
 # the worker subprocess helper of the integration tests, reused rather than copied
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -27,7 +27,7 @@ from orderwatch.engine import Engine
 from orderwatch.engine.state import ORDER
 from orderwatch.events.inbound import EVENT_ADAPTER, InboundEvent
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator
+from orderwatch.simulation.traffic import SimConfig, Simulator
 
 #: Seconds between two orders' payments: 1 M orders span 500 s, inside the 10-minute deadline
 #: of ``payment.paid_not_updated``, so nothing fires while the engine fills.

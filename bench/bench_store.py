@@ -49,7 +49,7 @@ from orderwatch.engine.state import ORDER
 from orderwatch.events.inbound import EVENT_ADAPTER
 from orderwatch.heap import RELEASE_EVERY
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import TOPICS, SimConfig, Simulator, topic_and_key
+from orderwatch.simulation.traffic import TOPICS, SimConfig, Simulator, topic_and_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.shell import partition_for

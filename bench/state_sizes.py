@@ -23,7 +23,7 @@ from orderwatch.engine import Engine
 from orderwatch.engine.state import NO_TIMERS, NOTHING_OPEN, ORDER, OrderShard
 from orderwatch.events.inbound import EVENT_ADAPTER
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator
+from orderwatch.simulation.traffic import SimConfig, Simulator
 
 FINAL = {"delivered", "closed", "cancelled", "completed"}
 

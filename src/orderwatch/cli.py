@@ -282,7 +282,7 @@ def rules_diff(
 ) -> None:
     """Replay the same events with both rule sets: what would be raised in addition, no longer,
     or with another severity or owner, per rule (and the known false positives avoided)."""
-    from orderwatch.whatif import render_text, run_diff, write_html
+    from orderwatch.reports.whatif import render_text, run_diff, write_html
 
     until_at = _parse_until(until)
     try:
@@ -388,10 +388,10 @@ def report(
     ] = None,
 ) -> None:
     """Weekly review of exceptions: counts, time to resolve, escalation; HTML plus CSV."""
-    from orderwatch.report import run_report
+    from orderwatch.reports.summary import run_report
 
     if what_if is not None:
-        from orderwatch.whatif import WhatIf, write_html
+        from orderwatch.reports.whatif import WhatIf, write_html
 
         try:
             page = write_html(WhatIf.from_json(what_if.read_bytes()), out)
@@ -410,7 +410,7 @@ def report(
         typer.echo(f"orderwatch: {exc}", err=True)
         raise typer.Exit(1) from None
     if kpis is not None:  # v2: the key indicators section (CONTRACT section 11)
-        from orderwatch.kpireport import add_to_report
+        from orderwatch.reports.kpis import add_to_report
 
         try:
             csv_path, skipped = add_to_report(paths[0], kpis)
@@ -490,7 +490,7 @@ def simulate(
     import orjson
 
     from orderwatch.engine.catalog import parse_duration
-    from orderwatch.simulate import SimConfig, Simulator, parse_mix, produce, write_file
+    from orderwatch.simulation.traffic import SimConfig, Simulator, parse_mix, produce, write_file
 
     if (to_file is None) == (bootstrap is None):
         raise typer.BadParameter("give exactly one of --to-file and --bootstrap")
@@ -539,11 +539,11 @@ def simulate(
 async def _produce_and_operate(
     sim: Any, bootstrap: str, rate: float, topics: dict[str, str], seconds: float
 ) -> dict[str, Any]:
-    """The traffic, and the simulated operator (sim_operator.py) for ``seconds`` beside it."""
+    """The traffic and the simulated operators beside it for ``seconds``."""
     from orderwatch.commands_client import Topics
     from orderwatch.settings import Settings
-    from orderwatch.sim_operator import run_operator
-    from orderwatch.simulate import produce
+    from orderwatch.simulation.operators import run_operator
+    from orderwatch.simulation.traffic import produce
 
     stop = asyncio.Event()
     operating = asyncio.create_task(run_operator(Topics.from_settings(Settings(), bootstrap), stop))
@@ -918,7 +918,7 @@ def sim_executor(
 ) -> None:
     """Demo only: a pretend OMS/payment service answering order-actions (not the detector)."""
     from orderwatch.settings import Settings
-    from orderwatch.sim_executor import run
+    from orderwatch.simulation.executor import run
 
     s = Settings()
     topics = {

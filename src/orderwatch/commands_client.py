@@ -240,7 +240,7 @@ async def read_exceptions(topics: Topics, stall_seconds: float = 30.0) -> list[E
     No consumer group: nothing is committed, nobody's offsets move. Messages that are not
     exception events are skipped (the report's reader counts them; here they only cost a line).
     """
-    from orderwatch.report import ReadStats, ReportError, read_topic
+    from orderwatch.reports.summary import ReadStats, ReportError, read_topic
 
     try:
         return await read_topic(

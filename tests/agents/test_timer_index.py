@@ -20,7 +20,7 @@ from orderwatch.agents import store
 from orderwatch.engine import Engine
 from orderwatch.events.inbound import EVENT_ADAPTER
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator
+from orderwatch.simulation.traffic import SimConfig, Simulator
 
 
 @pytest.fixture

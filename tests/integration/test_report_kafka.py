@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from orderwatch.broker import EmbeddedBroker, create_topics
-from orderwatch.report import ReadStats, compute, read_topic
+from orderwatch.reports.summary import ReadStats, compute, read_topic
 from tests.unit.test_report import week
 
 pytestmark = pytest.mark.integration

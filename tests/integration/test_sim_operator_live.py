@@ -18,8 +18,8 @@ import pytest
 
 from orderwatch.broker import EmbeddedBroker
 from orderwatch.commands_client import Topics as ClientTopics
-from orderwatch.sim_operator import Operator, run_operator
-from orderwatch.simulate import SimConfig, Simulator, produce
+from orderwatch.simulation.operators import Operator, run_operator
+from orderwatch.simulation.traffic import SimConfig, Simulator, produce
 from tests.integration.harness import Collector, Topics, WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from orderwatch.engine import Engine
 from orderwatch.engine.catalog import CONTRACT_RULES
 from orderwatch.replay import replay
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator
+from orderwatch.simulation.traffic import SimConfig, Simulator
 from tests.factories import end_ticks, to_jsonl
 from tests.integration.harness import Collector, Topics, WorkerProcess, produce
 from tests.integration.proxy import Proxy

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from orderwatch.events.codec import decode_event
-from orderwatch.simulate import AGO, SimConfig, Simulator, write_file
+from orderwatch.simulation.traffic import AGO, SimConfig, Simulator, write_file
 from tests.integration.harness import Topics
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

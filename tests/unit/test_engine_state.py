@@ -21,7 +21,7 @@ from orderwatch.engine.state import (
 )
 from orderwatch.events.codec import decode_event
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator
+from orderwatch.simulation.traffic import SimConfig, Simulator
 from tests.factories import address, created, logistics, paid, status, ts
 
 

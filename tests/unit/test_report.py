@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from orderwatch.cli import app
 from orderwatch.events.exception import Evidence, ExceptionEvent
-from orderwatch.report import (
+from orderwatch.reports.summary import (
     ReadStats,
     compute,
     human,

@@ -24,7 +24,7 @@ from orderwatch.engine.state import (
 )
 from orderwatch.events.inbound import EVENT_ADAPTER
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator
+from orderwatch.simulation.traffic import SimConfig, Simulator
 
 
 def stored(shard: OrderShard) -> bytes:

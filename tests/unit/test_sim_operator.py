@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from orderwatch.events.codec import decode_event
-from orderwatch.sim_operator import Operator, _pick
+from orderwatch.simulation.operators import Operator, _pick
 
 
 def event(ex: str, rule: str, state: str, seq: int, status: str, **f: Any) -> dict[str, Any]:

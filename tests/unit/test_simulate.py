@@ -22,7 +22,7 @@ from orderwatch.engine.catalog import CONTRACT_RULES
 from orderwatch.events.inbound import EVENT_TYPES
 from orderwatch.replay import replay
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import AGO, SimConfig, Simulator, _finish, topic_and_key
+from orderwatch.simulation.traffic import AGO, SimConfig, Simulator, _finish, topic_and_key
 
 Pair = tuple[str, str]
 

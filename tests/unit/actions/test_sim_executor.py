@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orderwatch.sim_executor import respond
+from orderwatch.simulation.executor import respond
 from tests.factories import created, paid, status
 from tests.unit.actions.book import command, rules_with, run
 

@@ -18,7 +18,7 @@ from orderwatch.engine.state import OrderShard
 from orderwatch.events.codec import decode_event
 from orderwatch.replay import replay
 from orderwatch.rulefiles import load_catalog
-from orderwatch.simulate import SimConfig, Simulator, write_file
+from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 from tests.unit.tuning.books import rules_dir
 
 NOWHERE = {"when": {"carrier": "no-such-carrier"}, "params": {"threshold": "1h"}}

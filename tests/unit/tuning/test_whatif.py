@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orderwatch.cli import app
-from orderwatch.whatif import WhatIf
+from orderwatch.reports.whatif import WhatIf
 from tests.unit.tuning.books import rules_dir
 
 QUANTITY = "fraud.abnormal_quantity"

@@ -1,7 +1,7 @@
 """A reference executor for the demo: a pretend OMS, payment service and WMS that carry out
 orderwatch's remediation actions (CONTRACT section 10).
 
-This is simulator code, like ``simulate.py``: it is *not* part of the detector, which never calls
+This is simulator code, like ``traffic.py``: it is *not* part of the detector, which never calls
 another system. It shows the contract from the executing side: read ``order-actions``, act only on
 ``status: requested`` (``planned`` is a dry run, for review), pass ``idempotency_key`` on to the
 API that does the work, and answer on ``order-action-results`` with ``action.succeeded`` or

@@ -299,7 +299,7 @@ def _e(value: object) -> str:
 
 def render_html(result: WhatIf) -> str:
     """The same as ``render_text``, as the report's HTML page ``what-if.html``."""
-    from orderwatch.report import _CSS, _table
+    from orderwatch.reports.summary import _CSS, _table
 
     t = result.totals
     out = [
