@@ -35,7 +35,7 @@ import heapq
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import orjson
 from pydantic import BaseModel
@@ -298,7 +298,29 @@ _SERIALIZED: frozenset[type] = frozenset({RateShard, ActionShard})
 _MISSING: Any = object()
 
 
-class _Journal(dict[str, Any]):
+class _WritesThrough(dict[str, Any]):
+    """A dict whose every write goes through ``__setitem__`` / ``__delitem__`` (which the
+    journaling subclasses below override), so no bulk method can change it unrecorded."""
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+
+class _Journal(_WritesThrough):
     """A flat dict of a shared shard (its timers, its waiting events) that notes each write
     made while a save is open, so a failed step takes its writes back instead of the dict
     being copied before every step: on the event-time clock a shared shard holds thousands of
@@ -339,23 +361,6 @@ class _Journal(dict[str, Any]):
         if _Journal.depth:
             self.log.append((key, value))
         return key, value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return dict.__getitem__(self, key)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def __ior__(self, other: Any) -> _Journal:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def clear(self) -> None:
-        for key in list(self):
-            del self[key]
 
     def mark(self) -> int:
         if not _Journal.depth:
@@ -427,7 +432,7 @@ class _Waiting:
         return shard
 
 
-class _Tracked(dict[str, Any]):
+class _Tracked(_WritesThrough):
     """A dict of the KPI shard (``windows``, each of its windows, ``payments``,
     ``closed_until``) that notes each write in the shard's one undo log while a save is open:
     the KPI shard holds every open window's orders and a day of payments, and its JSON form
@@ -467,23 +472,6 @@ class _Tracked(dict[str, Any]):
         if _Journal.depth:
             self.log.append((self, key, value))
         return key, value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return dict.__getitem__(self, key)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def __ior__(self, other: Any) -> _Tracked:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def clear(self) -> None:
-        for key in list(self):
-            del self[key]
 
 
 _TRACKED = ("windows", "payments", "closed_until")
