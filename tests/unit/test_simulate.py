@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,28 @@ def test_demo_dates_a_paid_after_cancel_history_into_the_past() -> None:
     assert emitted(cancel) < emitted(pay) <= now, "cancelled before the payment, both in the past"
 
 
+def test_demo_dates_no_event_after_the_clock_at_sending() -> None:
+    """The demo sends a simulated day in about a minute: a healthy event dated at its simulated
+    time was up to days ahead of the wall clock (negative ages on the console, and a worker clock
+    that had passed the backdated anomalies' deadlines before they arrived). Each is dated at
+    sending; a backdated one before it."""
+    start = 1_900_000_000.0
+    sim = Simulator(SimConfig(seed=5, orders=80, anomaly_rate=0.3, demo=True, start=start))
+    healthy = backdated = 0
+    for n, event in enumerate(sim.events(), 1):
+        now = start + n / 300  # make demo's default pace, 300 events a second
+        was_backdated = AGO in event
+        line = orjson.loads(_finish(event, partial(float, now)))
+        at = datetime.fromisoformat(line["occurred_at"].replace("Z", "+00:00")).timestamp()
+        assert at <= now + 0.0005, f"{line['type']} dated {at - now:.0f} s after it was sent"
+        if was_backdated:
+            backdated += 1
+        else:
+            healthy += 1
+            assert at == pytest.approx(now, abs=0.0005), "a healthy event is dated at sending"
+    assert healthy > 1000 and backdated > 10
+
+
 def test_kafka_keys_follow_the_contract_topic_table() -> None:
     sim = Simulator(SimConfig(seed=6, orders=40, anomaly_rate=0.5, duration=3 * 3600.0))
     seen: dict[str, str] = {}
@@ -210,3 +233,17 @@ def test_a_seeded_run_is_pinned_byte_for_byte(
     events, manifest = PINNED[seed]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == events
     assert hashlib.sha256(manifest_path(path).read_bytes()).hexdigest() == manifest
+
+
+def test_a_seeded_demo_run_is_pinned_before_dating() -> None:
+    """The demo's stream as the simulator yields it (backdating included, before ``_finish``
+    dates it at sending), pinned as main yielded it before the split."""
+    sim = Simulator(SimConfig(seed=4, orders=100, anomaly_rate=0.4, demo=True, start=1.9e9))
+    digest = hashlib.sha256()
+    for event in sim.events():
+        event["ago"] = event.pop(AGO, None)
+        digest.update(orjson.dumps(event) + b"\n")
+    assert (digest.hexdigest(), sim.events_emitted) == (
+        "d428b684dcac9f9529e8edb7fdd9459a49b44b94b2619ba92321baec4611f548",
+        3757,
+    )

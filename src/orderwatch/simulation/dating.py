@@ -1,8 +1,9 @@
 """Dating and pacing: when an event is emitted and what time it says it happened.
 
 Outside the demo every event carries its simulated time and nothing here changes it. In the demo
-(``SimConfig.demo``) an event is dated by the emitter's clock at sending (``AGO`` seconds before
-it), so that a timeout anomaly's deadline passes seconds after its trigger is emitted.
+(``SimConfig.demo``) every event is dated by the emitter's clock at sending: a healthy one at that
+moment, a timeout anomaly's history ``AGO`` seconds before it, so that its deadline passes seconds
+after its trigger is emitted.
 """
 
 from __future__ import annotations
@@ -45,10 +46,19 @@ def strip(life: Iterator[Step]) -> Iterator[Step]:
 
 
 def _finish(event: Event, clock: Callable[[], float] | None) -> bytes:
-    """Serialize one event; demo events get their ``occurred_at`` from the clock now."""
-    ago = event.pop(AGO, None)
-    if ago is not None and clock is not None:
-        event["occurred_at"] = _stamp(clock() - ago)
+    """Serialize one event; demo events (``clock`` given) get their ``occurred_at`` from it now.
+
+    Every demo event, not only a backdated anomaly's: a healthy one is dated at sending. Its
+    simulated time runs ahead of the clock (a run starts now and sends a simulated day in about
+    a minute), and dated so it put the worker's event-time clock up to days ahead of the wall
+    clock: the console showed negative ages, and the backdated anomalies arrived behind a clock
+    that had already passed their deadlines and closed their windows. Dated at sending, a
+    healthy journey runs faster than simulated, which keeps it inside every "too late" threshold;
+    never after the clock either (``max(ago, 0)``), so nothing the demo sends is from the future.
+    """
+    ago = event.pop(AGO, 0.0)
+    if clock is not None:
+        event["occurred_at"] = _stamp(clock() - max(ago, 0.0))
     return orjson.dumps(event)
 
 
