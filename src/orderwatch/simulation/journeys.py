@@ -86,33 +86,14 @@ class Journeys(Shop):
         """Reserve, allocate, ship, scan, deliver, complete: every gap well inside its rule."""
         r = self.rng
         tw = o.twist
-        t = t_paid
-        for sku, qty, _ in o.items:
-            t += r.uniform(1, 5)
-            if tw == "inventory.oversold" and sku == o.items[0][0]:
-                yield from self._short(o, t, sku, qty)
-                t = o.extra["restocked_at"]
-            elif tw == "inventory.reservation_failed" and sku == o.items[0][0]:
-                reason = ("lock_timeout", "conflict", "other")[o.variant % 3]
-                yield self._stock_ev(o, t, "inventory.reservation_failed", sku, qty, reason=reason)
-                t += r.uniform(60, 600)
-            yield self._stock_ev(
-                o, t, "inventory.reserved", sku, qty, available_after=self._take(o, sku, qty)
-            )
+        t = yield from self._reserve(o, t_paid)
         status = "pending_payment" if cod else "paid"
         if not cod:
             t += r.uniform(60, 1800)
             yield self._status(o, t, "allocated", "paid")
             status = "allocated"
         if o.cancel == "paid":  # the customer cancels before shipping: refund and release
-            t += r.uniform(600, 3 * HOUR)
-            yield self._refund(o, t, pid)
-            yield self._status(o, t + r.uniform(1, 30), "cancelled", status)
-            t += 60
-            for sku, qty, _ in o.items:
-                t += r.uniform(1, 5)
-                self.stock[(sku, o.customer.warehouse)] += qty
-                yield self._stock_ev(o, t, "inventory.released", sku, qty)
+            yield from self._cancel_paid(o, t, pid, status)
             return
         carriers = _CN_CARRIERS if o.customer.cn else _INTL_CARRIERS
         carrier, prefix = carriers[o.n % len(carriers)]
@@ -137,6 +118,36 @@ class Journeys(Shop):
                 status = "allocated"
         yield from self._transit(o, ship, tracking, status, cod)
 
+    def _reserve(self, o: _Order, t: float) -> Generator[Step, None, float]:
+        """Each line reserved from the warehouse; returns when the last one is."""
+        r = self.rng
+        tw = o.twist
+        for sku, qty, _ in o.items:
+            t += r.uniform(1, 5)
+            if tw == "inventory.oversold" and sku == o.items[0][0]:
+                yield from self._short(o, t, sku, qty)
+                t = o.extra["restocked_at"]
+            elif tw == "inventory.reservation_failed" and sku == o.items[0][0]:
+                reason = ("lock_timeout", "conflict", "other")[o.variant % 3]
+                yield self._stock_ev(o, t, "inventory.reservation_failed", sku, qty, reason=reason)
+                t += r.uniform(60, 600)
+            yield self._stock_ev(
+                o, t, "inventory.reserved", sku, qty, available_after=self._take(o, sku, qty)
+            )
+        return t
+
+    def _cancel_paid(self, o: _Order, t: float, pid: str, status: str) -> Life:
+        """Cancelled after payment, before shipping: refunded, its stock released."""
+        r = self.rng
+        t += r.uniform(600, 3 * HOUR)
+        yield self._refund(o, t, pid)
+        yield self._status(o, t + r.uniform(1, 30), "cancelled", status)
+        t += 60
+        for sku, qty, _ in o.items:
+            t += r.uniform(1, 5)
+            self.stock[(sku, o.customer.warehouse)] += qty
+            yield self._stock_ev(o, t, "inventory.released", sku, qty)
+
     def _short(self, o: _Order, t: float, sku: str, qty: int) -> Life:
         """inventory.oversold: the paid order finds no stock, until the warehouse restocks."""
         r = self.rng
@@ -151,6 +162,7 @@ class Journeys(Shop):
         o.extra["restocked_at"] = t + r.uniform(HOUR, 6 * HOUR)
 
     def _transit(self, o: _Order, ship: float, tracking: str, status: str, cod: bool) -> Life:
+        """From the warehouse to the door: scans in transit, the delivery, the end of the order."""
         r = self.rng
         tw = o.twist
         if tw == "logistics.delivery_delayed" and o.promise:
@@ -162,6 +174,18 @@ class Journeys(Shop):
         else:
             delivered = ship + r.uniform(24, 96) * HOUR
         ofd = delivered - r.uniform(2, 8) * HOUR
+        tracking = yield from self._scans(o, ship, ofd, tracking)
+        if tw in ("logistics.rejected", "customer.unreachable"):
+            ofd, delivered = yield from self._failed_attempt(o, ofd, tracking)
+        yield from self._delivery(o, ofd, delivered, tracking, status, cod)
+
+    def _scans(
+        self, o: _Order, ship: float, ofd: float, tracking: str
+    ) -> Generator[Step, None, str]:
+        """Hub scans until out for delivery; returns the tracking number (a lost parcel's
+        replacement has its own)."""
+        r = self.rng
+        tw = o.twist
         t = ship + r.uniform(1, 8) * HOUR
         stale_done = False
         deadline = ship + 7 * DAY
@@ -182,26 +206,42 @@ class Journeys(Shop):
                     tracking = f"{tracking}R"
                     yield self._logi(o, t + r.uniform(1, 4) * HOUR, "shipped", tracking)
             t += gap
-        if tw in ("logistics.rejected", "customer.unreachable"):
-            # the first attempt fails at the door; the courier comes back the next day
-            yield self._logi(o, ofd, "out_for_delivery", tracking)
-            kind = "rejected"
-            if tw == "customer.unreachable":
-                kind = ("address_unreachable", "phone_unreachable")[o.variant % 2]
-            yield self._logi(o, ofd + r.uniform(1, 3) * HOUR, "exception", tracking, kind=kind)
-            if tw == "customer.unreachable":
-                t_fix = ofd + 4 * HOUR
-                fixed = self._ev(
-                    "order.address_changed",
-                    t_fix,
-                    "oms",
-                    o.customer.cn,
-                    order_id=o.order_id,
-                    shipping_address=o.customer.address,
-                )
-                yield t_fix, fixed
-            ofd += DAY
-            delivered = ofd + r.uniform(1, 4) * HOUR
+        return tracking
+
+    def _failed_attempt(
+        self, o: _Order, ofd: float, tracking: str
+    ) -> Generator[Step, None, tuple[float, float]]:
+        """The first attempt fails at the door; the courier comes back the next day.
+
+        Returns the new out-for-delivery and delivery times."""
+        r = self.rng
+        tw = o.twist
+        yield self._logi(o, ofd, "out_for_delivery", tracking)
+        kind = "rejected"
+        if tw == "customer.unreachable":
+            kind = ("address_unreachable", "phone_unreachable")[o.variant % 2]
+        yield self._logi(o, ofd + r.uniform(1, 3) * HOUR, "exception", tracking, kind=kind)
+        if tw == "customer.unreachable":
+            t_fix = ofd + 4 * HOUR
+            fixed = self._ev(
+                "order.address_changed",
+                t_fix,
+                "oms",
+                o.customer.cn,
+                order_id=o.order_id,
+                shipping_address=o.customer.address,
+            )
+            yield t_fix, fixed
+        ofd += DAY
+        delivered = ofd + r.uniform(1, 4) * HOUR
+        return ofd, delivered
+
+    def _delivery(
+        self, o: _Order, ofd: float, delivered: float, tracking: str, status: str, cod: bool
+    ) -> Life:
+        """Delivered, paid at the door for cash on delivery, then completed (sometimes
+        refunded after)."""
+        r = self.rng
         yield self._logi(o, ofd, "out_for_delivery", tracking)
         yield self._logi(o, delivered, "delivered", tracking)
         t = delivered
