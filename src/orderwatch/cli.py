@@ -468,7 +468,7 @@ def simulate(
     mix: Annotated[
         str | None, typer.Option(help="rule[=weight],... or a family such as payment.")
     ] = None,
-    demo: Annotated[bool, typer.Option(help="start now; backdate injected timeouts")] = False,
+    demo: Annotated[bool, typer.Option(help="dated at sending; timeouts backdated")] = False,
     rate: Annotated[float, typer.Option(help="events per second (0: as fast as possible)")] = 0.0,
     manifest: Annotated[Path | None, typer.Option(help="manifest path with --bootstrap")] = None,
     topic_orders: Annotated[str, typer.Option()] = "orders",
