@@ -188,6 +188,34 @@ def test_demo_dates_no_event_after_the_clock_at_sending() -> None:
     assert healthy > 1000 and backdated > 10
 
 
+def test_demo_moves_the_times_inside_an_event_with_its_date() -> None:
+    """An account keeps its age at the order and a promise its days after it: a fresh account's
+    creation, simulated hours ahead of the clock, is never after the order dated at sending."""
+    start = 1_900_000_000.0
+    sim = Simulator(SimConfig(seed=5, orders=200, anomaly_rate=0.3, demo=True, start=start))
+
+    def ts(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    promised = 0
+    for n, event in enumerate(sim.events(), 1):
+        if event["type"] != "order.created":
+            continue
+        age = ts(event["occurred_at"]) - ts(event["customer"]["account_created_at"])
+        ahead = ts(event.get("promised_delivery_by", event["occurred_at"])) - ts(
+            event["occurred_at"]
+        )
+        line = orjson.loads(_finish(event, partial(float, start + n / 300)))
+        at = ts(line["occurred_at"])
+        assert at - ts(line["customer"]["account_created_at"]) == pytest.approx(age, abs=0.002)
+        assert age > 0
+        if "promised_delivery_by" in line:
+            promised += 1
+            assert ts(line["promised_delivery_by"]) - at == pytest.approx(ahead, abs=0.002)
+            assert line["promised_delivery_by"][-6:] == event["promised_delivery_by"][-6:]
+    assert promised > 10
+
+
 def test_kafka_keys_follow_the_contract_topic_table() -> None:
     sim = Simulator(SimConfig(seed=6, orders=40, anomaly_rate=0.5, duration=3 * 3600.0))
     seen: dict[str, str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import orjson
 
@@ -55,11 +56,29 @@ def _finish(event: Event, clock: Callable[[], float] | None) -> bytes:
     that had already passed their deadlines and closed their windows. Dated at sending, a
     healthy journey runs faster than simulated, which keeps it inside every "too late" threshold;
     never after the clock either (``max(ago, 0)``), so nothing the demo sends is from the future.
+    The other times in the event move with it (``_move``).
     """
     ago = event.pop(AGO, 0.0)
     if clock is not None:
-        event["occurred_at"] = _stamp(clock() - max(ago, 0.0))
+        at = clock() - max(ago, 0.0)
+        _move(event, at - _seconds(event["occurred_at"]))
     return orjson.dumps(event)
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def _move(event: Event, by: float) -> None:
+    """Move every time an event carries by ``by`` seconds, each in its own style (``+08:00`` or
+    ``Z``): an account keeps its age at the order, a promise its days after it."""
+    event["occurred_at"] = _stamp(_seconds(event["occurred_at"]) + by)
+    customer = event.get("customer")
+    if customer is not None:
+        customer["account_created_at"] = _stamp(_seconds(customer["account_created_at"]) + by)
+    promise = event.get("promised_delivery_by")
+    if promise is not None:
+        event["promised_delivery_by"] = _stamp(_seconds(promise) + by, promise.endswith("+08:00"))
 
 
 class _Pacer:
