@@ -31,10 +31,14 @@ what it needs (before, one ``g:kpis`` held every open hour and a day of payments
 100,000 orders a day, written whole at every commit that touched it).
 
 A ``g:kpis`` of that earlier layout (windows of several hours, ``payments``) read from a
-changelog is migrated by the first thing it applies or fires after the upgrade (its waiting
-events and timers bring it in within seconds): its open windows and its payments not yet
-published are sent as contributions to their hours' shards (merged there with what the orders
-send: a payment counts once per hour), and it keeps nothing but ``closed_until``.
+changelog gets a timer due at once (``KPI_MIGRATE``), so the first sweep that reaches it
+migrates it (or the first event waiting in it, whichever comes first): its open windows and
+its payments not yet published are sent as contributions to their hours' shards (merged there
+with what the orders send: a payment counts once per hour), and it keeps nothing but
+``closed_until``. Its published payments (kept a day against late callbacks) are dropped: an
+order's shard takes a payment it knew succeeded before the upgrade (``Payment.at``) in that
+success's hour, published by then, so its late callback is not counted again (a payment that
+only failed before the upgrade and is called back in a later hour within the day would be).
 
 A late timeout needs the rule's deadline: with ``logistics.not_shipped``
 (``logistics.delivery_delayed``) disabled only on-time orders are counted.
@@ -145,7 +149,13 @@ def _payment(ctx: Engine, s: OrderShard, ev: PaymentSucceeded | PaymentFailed, n
             s.pay_kpi = (*entries[:i], (pid, start, method, ok), *entries[i + 1 :])
             break
     else:
-        start = hour_of(ev.occurred_ts)
+        first_at = ev.occurred_ts
+        seen = s.payments.get(pid)
+        if seen is not None and seen.at is not None and seen.at < first_at:
+            # a success read before the upgrade (the earlier layout counted it on g:kpis): its
+            # hour is that one's, published by now, so a late callback is not counted again
+            first_at = seen.at
+        start = hour_of(first_at)
         s.pay_kpi = (*entries, (pid, start, method, ok))
     ctx.send_contribution(_payment_contribution(pid, start, method or UNKNOWN, ok, now))
 

@@ -30,6 +30,8 @@ KPIS = "g:kpis"
 #: v2: the shards of the hours being counted, ``g:kpis/<hour start>`` (``engine/kpi.py``); a
 #: ``g:kpis`` of the earlier layout (every hour in one shard) is migrated to them
 KPI_HOUR = KPIS + "/"
+#: the timer a ``g:kpis`` of the earlier layout gets when read, due at once: its migration
+KPI_MIGRATE = "kpi|migrate"
 FAILURE = "f:"
 #: v2: where a command goes that names no shard (an unknown rule, no subject): nothing lives
 #: there, so it is answered ``unknown_exception``
@@ -676,6 +678,9 @@ class KpiShard(Shard):
         shard.windows = dict(d.get("windows", {}))
         shard.payments = dict(d.get("payments", {}))
         shard.closed_until = dict(d.get("closed_until", {}))
+        if shard.key == KPIS and (shard.windows or shard.payments):
+            # the earlier layout: migrated by the first sweep that reaches it (``kpi.migrate``)
+            shard.timers = {**shard.timers, KPI_MIGRATE: shard.last_at}
         return shard
 
 
