@@ -46,6 +46,7 @@ A late timeout needs the rule's deadline: with ``logistics.not_shipped``
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import derived
@@ -134,9 +135,12 @@ def _payment(ctx: Engine, s: OrderShard, ev: PaymentSucceeded | PaymentFailed, n
     pid = ev.payment_id
     ok = 1 if type(ev) is PaymentSucceeded else 0
     method = getattr(ev, "method", None)
+    if method:
+        method = sys.intern(method)  # a handful of methods, a reference per payment
     entries = s.pay_kpi or ()
-    for i, (known, start, first, was_ok) in enumerate(entries):
-        if known == pid:
+    for i in range(0, len(entries), 4):
+        if entries[i] == pid:
+            _, start, first, was_ok = entries[i : i + 4]
             # the first method read is kept (an empty one too, as a method it is "unknown")
             if first is not None or not method:
                 method = first
@@ -144,9 +148,9 @@ def _payment(ctx: Engine, s: OrderShard, ev: PaymentSucceeded | PaymentFailed, n
                 ok = 1
             if method is first and ok == was_ok:
                 return
-            # a new tuple in a new tuple: a shard's tuples are never written into (an atomic
-            # step keeps them as they are, ``atomic._copy``)
-            s.pay_kpi = (*entries[:i], (pid, start, method, ok), *entries[i + 1 :])
+            # a new tuple: a shard's tuples are never written into (an atomic step keeps
+            # them as they are, ``atomic._copy``)
+            s.pay_kpi = (*entries[:i], pid, start, method, ok, *entries[i + 4 :])
             break
     else:
         first_at = ev.occurred_ts
@@ -155,9 +159,23 @@ def _payment(ctx: Engine, s: OrderShard, ev: PaymentSucceeded | PaymentFailed, n
             # a success read before the upgrade (the earlier layout counted it on g:kpis): its
             # hour is that one's, published by now, so a late callback is not counted again
             first_at = seen.at
-        start = hour_of(first_at)
-        s.pay_kpi = (*entries, (pid, start, method, ok))
+        start = _shared_hour(first_at)
+        s.pay_kpi = (*entries, pid, start, method, ok)
     ctx.send_contribution(_payment_contribution(pid, start, method or UNKNOWN, ok, now))
+
+
+#: one float object per hour start, shared by the payments of that hour (24 bytes each else)
+_HOURS: dict[float, float] = {}
+
+
+def _shared_hour(ts: float) -> float:
+    start = hour_of(ts)
+    shared = _HOURS.get(start)
+    if shared is None:
+        if len(_HOURS) >= 10_000:
+            _HOURS.clear()
+        shared = _HOURS[start] = start
+    return shared
 
 
 def _payment_contribution(

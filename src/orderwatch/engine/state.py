@@ -380,13 +380,14 @@ class OrderShard(Shard):
     carrier: str | None = None
     kpi_done: int | None = None
     #: v2 (section 11, ``engine/kpi.py``): per payment of the order (succeeded or failed, whose
-    #: events all come here), ``(payment_id, hour of its first event, method of its first
-    #: event that has one, 1 if one succeeded)``, what the shard sent to that hour's KPI shard;
-    #: None for an order without payment events. Must survive the compaction of a finished
-    #: order for at least a day after the hour is published (``hour + 1 h 1 min``): without it a
-    #: late callback of the payment would start it again in a new hour and count it twice. Small
-    #: (a tuple per payment), so keeping it for the order's life is the simple rule.
-    pay_kpi: tuple[tuple[str, float, str | None, int], ...] | None = None
+    #: events all come here), four values in one flat tuple: payment_id, hour of its first
+    #: event, method of its first event that has one, 1 if one succeeded: what the shard sent
+    #: to that hour's KPI shard; None for an order without payment events. Must survive the
+    #: compaction of a finished order for at least a day after the hour is published (hour +
+    #: 1 h 1 min): without it a late callback of the payment would start it again in a new hour
+    #: and count it twice. Small (four values a payment), so keeping it for the order's life
+    #: is the simple rule.
+    pay_kpi: tuple[Any, ...] | None = None
 
     _FIELDS = (
         "created_eid",
@@ -468,7 +469,7 @@ class OrderShard(Shard):
         shard.payments = {pid: Payment(*p) for pid, p in d.get("payments", {}).items()}
         shard.short_stock = d.get("short_stock") or None
         if d.get("pay_kpi"):
-            shard.pay_kpi = tuple(tuple(p) for p in d["pay_kpi"])
+            shard.pay_kpi = tuple(d["pay_kpi"])
         if shard.facts is not None:
             shard.facts = share_facts(tuple(shard.facts))
         return shard

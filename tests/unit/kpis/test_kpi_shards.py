@@ -93,7 +93,7 @@ def test_orphan_payments_are_counted_on_the_shard_they_make() -> None:
         engine.step(decode_event(orjson.dumps(data)), at("10:05"))
     shard = engine.shards["o:O9"]
     assert isinstance(shard, OrderShard) and shard.created_eid is None
-    assert shard.pay_kpi == (("P9", at("10:00"), "card", 1),)
+    assert shard.pay_kpi == ("P9", at("10:00"), "card", 1)
     engine.sweep(at("11:01") + 1)
     [record] = engine.take_kpis()
     assert (record.method, record.numerator, record.denominator) == ("card", 1, 1)
@@ -187,7 +187,7 @@ def test_an_old_layout_g_kpis_is_migrated_and_its_open_hours_still_counted() -> 
     ]
     # P0's late callback (10:42) is not counted again: its order's shard knew its success
     # (09:10) from before the upgrade, so its hour is 09:00, published
-    assert engine.shards["o:O0"].pay_kpi == (("P0", at("09:00"), "card", 1),)  # type: ignore[attr-defined]
+    assert engine.shards["o:O0"].pay_kpi == ("P0", at("09:00"), "card", 1)  # type: ignore[attr-defined]
 
 
 def test_replay_gives_the_records_of_the_earlier_layout_on_a_simulated_day(tmp_path: Path) -> None:
