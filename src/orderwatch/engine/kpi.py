@@ -12,6 +12,11 @@ Every count is judged per item where the item is, on the order's shard, which se
   failure): an upgrade of the same item. A later callback after the hour is published changes
   nothing: the hour's shard drops contributions once it has published, and the order's shard
   knows the payment (its hour stays the first event's), so it is never counted in a new hour.
+  Two differences from the earlier layout, both at the edges: a payment whose first event is
+  read after its hour was published stays in that hour (before, a later event of it in an open
+  hour counted it there), and a payment_id that two orders report is one item per hour but is
+  counted in each hour their first events fall in (before, once). Finished orders are
+  compacted (``orders.compact``) without touching ``pay_kpi``.
 * ``on_time_shipment_rate`` / ``on_time_delivery_rate`` are judged on the order's shard, where the
   order is: on time when it ships (is delivered) by its deadline (paid time + the
   ``logistics.not_shipped`` threshold; ``promised_delivery_by``), late when the order's own
