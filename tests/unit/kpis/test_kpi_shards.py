@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from orderwatch.engine import Engine, derived, kpi
+from orderwatch.engine import Engine, atomic, derived, kpi
 from orderwatch.engine.state import KPIS, KpiShard, OrderShard, Payment
 from orderwatch.events.codec import decode_event
 from orderwatch.replay import replay
@@ -199,3 +199,18 @@ def test_replay_gives_the_records_of_the_earlier_layout_on_a_simulated_day(tmp_p
     out = io.BytesIO()
     replay(lines, Engine(load_catalog()), io.BytesIO(), io.StringIO(), until, kpis=out)
     assert out.getvalue() == GOLDEN.read_bytes()
+
+
+def test_atomic_replay_steps_do_not_pile_up_an_hours_undo_log() -> None:
+    """In replay an hour's KPI shard is reached only by the orders' sends, inside their steps:
+    its undo log is cleared when no open save holds it, so it keeps one step's writes, not
+    the hour's (a failed step still takes its writes back: ``tests/unit/test_atomic.py``)."""
+    engine = Engine(load_catalog())
+    atomic.guard(engine, lambda *_: None)
+    for i in range(50):
+        data = paid(f"O{i}", f"10:{i:02d}", payment_id=f"P{i}", method="card")
+        event = decode_event(orjson.dumps(data))
+        atomic.step(engine, event, event.occurred_ts, then=list)
+    shard = engine.shards[kpi.hour_key(at("10:00"))]
+    assert isinstance(shard, KpiShard) and len(shard.windows["payment_success_rate"]) == 50
+    assert len(atomic._track(shard)) <= 2  # the last step's writes
