@@ -45,8 +45,8 @@ from faust.types import TP
 
 from orderwatch.agents.faust_internals import register_store, rocksdb_partition
 from orderwatch.engine.cache import ShardCache
-from orderwatch.engine.state import FORMAT_VERSION, StateFormatError
-from orderwatch.metrics import OPEN_STATUSES
+from orderwatch.engine.state import ACTION_RECORDS, FORMAT_VERSION, StateFormatError
+from orderwatch.metrics import OPEN_STATUSES, STATE_SHARD_KINDS
 
 log = logging.getLogger("orderwatch.store")
 
@@ -56,14 +56,22 @@ MARKER = "orderwatch-state.json"
 OFFSET_KEY = b"__faust\0offset__"
 #: Version of what a partition's database holds besides the shards (in the marker): 2 adds the
 #: timer index. A directory of another layout is rebuilt from the changelog like any mismatch.
-LAYOUT = 2
+#: 3: the counts record also counts the stored deadlines and action-record shards as their own
+#: kind (counts of layout 2 would be off by what was stored before)
+LAYOUT = 3
 #: The timer index's keys start with this: before every shard key and Faust's offset key.
 TIMER_PREFIX = b"\x00T"
-#: Each partition's counts of stored shards by kind and of open exceptions by rule and status
-#: (``apply_writes`` keeps them in the same write batch as the shards; the state gauges).
+#: Each partition's counts of stored shards by kind, of open exceptions by rule and status and
+#: of deadlines (``apply_writes`` keeps them in the same write batch as the shards; the state
+#: gauges).
 COUNTS_KEY = b"\x00C"
 #: Shard key prefix -> the ``kind`` label of ``orderwatch_state_shards`` (others: "rates").
 SHARD_KINDS = {b"o:": "order", b"s:": "stock", b"a:": "address", b"p:": "phone", b"c:": "customer"}
+#: The action records of one order (``g:actions/<order_id>``, ``state.ACTION_RECORDS``): one per
+#: order with actions, so a kind of their own, not among the few global shards ("rates").
+ACTION_RECORDS_PREFIX = ACTION_RECORDS.encode()
+#: The counts record's total of stored deadlines (``orderwatch_pending_deadlines``).
+DEADLINES = "deadlines"
 #: Stored shards' earliest deadlines read into the heap at a time (``Writer.timers``): ~100 B
 #: each in memory.
 TIMER_CHUNK = 10_000
@@ -132,11 +140,17 @@ _CURRENT = f'{{"v":{FORMAT_VERSION},"key":'.encode()
 
 def earliest(value: bytes | None) -> float | None:
     """The earliest deadline of a stored shard value (None: it has none, or it is no shard)."""
+    return _summary(value)[0]
+
+
+def _summary(value: bytes | None) -> tuple[float | None, int]:
+    """The earliest deadline of a stored shard value and how many it has (None, 0: none, or no
+    shard): the index entry and the ``deadlines`` count of ``apply_writes`` from one parse."""
     dl = deadlines_of(value)
     try:
-        return float(min(dl.values())) if dl else None
+        return (float(min(dl.values())), len(dl)) if dl else (None, 0)
     except (TypeError, ValueError):  # not a shard's deadlines: found when the value is read
-        return None
+        return None, 0
 
 
 def _dl_bytes(value: bytes) -> bytes | None:
@@ -205,6 +219,8 @@ def _kind(key: bytes) -> str | None:
     """The ``orderwatch_state_shards`` kind of a stored key (None: the blacklist's copy)."""
     if key.startswith(b"*:"):
         return None
+    if key.startswith(ACTION_RECORDS_PREFIX):
+        return "kind|actions"
     return "kind|" + SHARD_KINDS.get(key[:2], "rates")
 
 
@@ -218,8 +234,8 @@ def apply_writes(
     The index holds one entry per shard with deadlines, at its earliest one (the engine reads
     the shard's others when that one comes, ``Engine.index_lazily``); the old entry's time comes
     from the value the database holds now (one multi-get). The partition's counts (``COUNTS_KEY``:
-    shards by kind, open exceptions by rule and status) change in the same batch; returns
-    them."""
+    shards by kind, open exceptions by rule and status, deadlines) change in the same batch;
+    returns them."""
     from rocksdict import WriteBatch
 
     keys = list(writes)
@@ -245,17 +261,20 @@ def apply_writes(
             put(key, new)
             _open_tally(counts, new, 1)
             if old is None:  # a new shard (every record of a failover into an empty directory)
-                after = earliest(new)
+                after, n = _summary(new)
                 if after is not None:
                     put(timer_key(after, key), b"")
+                    counts[DEADLINES] = counts.get(DEADLINES, 0) + n
                 continue
             dl = _dl_bytes(new)
             if dl is not None and dl == _dl_bytes(old):
                 _open_tally(counts, old, -1)
                 continue  # the same deadlines: the same index entry
-            after = earliest(new)
+            after, n = _summary(new)
+            counts[DEADLINES] = counts.get(DEADLINES, 0) + n
         _open_tally(counts, old, -1)
-        before = earliest(old)
+        before, n = _summary(old)
+        counts[DEADLINES] = counts.get(DEADLINES, 0) - n
         if before == after:
             continue
         if before is not None:
@@ -305,7 +324,7 @@ def _mismatch(tabledir: Path, app_id: str, partitions: int) -> str | None:
         return f"a rebuild was asked for: {marker['rebuild']}"
     want = _marker(app_id, partitions)
     if marker.get("layout", 1) != LAYOUT:
-        return f"layout is {marker.get('layout', 1)!r} (no timer index), this worker's is {LAYOUT}"
+        return f"layout is {marker.get('layout', 1)!r}, this worker's is {LAYOUT}"
     for field in ("app_id", "format", "partitions"):
         if marker.get(field) != want[field]:
             return f"{field} is {marker.get(field)!r}, this worker's is {want[field]!r}"
@@ -503,8 +522,10 @@ class Writer:
             for name, n in counts.items():
                 totals[name] = totals.get(name, 0) + n
         m = self.metrics
-        for kind in ("order", "stock", "address", "phone", "customer", "rates"):
+        for kind in STATE_SHARD_KINDS:
             m.state_shards.labels(kind=kind).set(totals.get(f"kind|{kind}", 0))
+        # every stored deadline as of the last write-back, not only the shards in memory
+        m.pending_deadlines.set(totals.get(DEADLINES, 0))
         for rule_id in rules:
             total = 0
             for status in OPEN_STATUSES:

@@ -19,13 +19,24 @@ from orderwatch.agents.faust_internals import read_offsets
 from orderwatch.engine import Engine
 from orderwatch.engine.orders import TIMEOUTS
 from orderwatch.engine.silence import SilenceMonitor
+from orderwatch.engine.state import ACTION_RECORDS
 from orderwatch.events.commands import COMMAND_CLASSES, CommandReply
 from orderwatch.events.exception import ExceptionEvent
 from orderwatch.events.inbound import InboundEvent
-from orderwatch.metrics import OPEN_STATUSES, Metrics
+from orderwatch.metrics import OPEN_STATUSES, STATE_SHARD_KINDS, Metrics
 
 _TIMEOUT_RULES = frozenset(TIMEOUTS) | {"inventory.sync_drift", "system.source_silent"}
 _SHARD_KIND = {"o:": "order", "s:": "stock", "a:": "address", "p:": "phone", "c:": "customer"}
+
+
+def shard_kind(key: str) -> str:
+    """The ``kind`` label of ``orderwatch_state_shards`` for a shard key: an order's action
+    records (``g:actions/<order_id>``) are ``actions``, the other global shards ``rates``."""
+    if key.startswith(ACTION_RECORDS):
+        return "actions"
+    return _SHARD_KIND.get(key[:2], "rates")
+
+
 #: How many acknowledged exception_ids are remembered, so only the first acknowledgement of an
 #: exception counts towards the time to acknowledge (a repeat restarts ack_timeout, no more).
 ACKED_MEMORY = 100_000
@@ -198,12 +209,12 @@ class Telemetry:
         for engine in engines:
             rules.update(engine.rules)
             for key, shard in engine.shards.items():
-                kinds[_SHARD_KIND.get(key[:2], "rates")] += 1
+                kinds[shard_kind(key)] += 1
                 deadlines += len(shard.deadlines)
                 for op in shard.open.values():
                     open_by_rule[op.rule_id] += 1
                     by_status[(op.rule_id, op.status)] += 1
-        for kind in ("order", "stock", "address", "phone", "customer", "rates"):
+        for kind in STATE_SHARD_KINDS:
             m.state_shards.labels(kind=kind).set(kinds.get(kind, 0))
         for rule_id in rules:
             m.open_exceptions.labels(rule_id=rule_id).set(open_by_rule.get(rule_id, 0))

@@ -6,7 +6,9 @@ A simulated day (3 % anomalies) through the engine, then every order shard is cl
 (delivered, closed or cancelled, nothing open) or open (anything else), and measured: its JSON
 value as stored (and zlib-compressed, as a rough stand-in for RocksDB's block compression), and
 its deep size in memory (the shard object, its dicts, lists, sets, strings and floats; the shared
-empty mappings and interned names are not counted).
+empty mappings, facts tuples and interned strings are not counted), as the engine built it and
+as read back from its stored value (the RocksDB worker's cache). Finished orders are compacted
+(``engine.orders.compact``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Any
 import orjson
 
 from orderwatch.engine import Engine
-from orderwatch.engine.state import NO_TIMERS, NOTHING_OPEN, ORDER, OrderShard
+from orderwatch.engine.state import (
+    _SHARED_FACTS,
+    NO_TIMERS,
+    NOTHING_OPEN,
+    ORDER,
+    OrderShard,
+    shard_from_dict,
+)
 from orderwatch.events.inbound import EVENT_ADAPTER
 from orderwatch.rulefiles import load_catalog
 from orderwatch.simulation.traffic import SimConfig, Simulator
@@ -28,10 +37,21 @@ from orderwatch.simulation.traffic import SimConfig, Simulator
 FINAL = {"delivered", "closed", "cancelled", "completed"}
 
 
+def _interned(text: str) -> bool:
+    """Whether ``text`` is the interned copy (shared by every order holding the value)."""
+    return sys.intern((text + "\0")[:-1]) is text
+
+
 def deep_size(obj: Any, seen: set[int] | None = None) -> int:
-    """Bytes of ``obj`` and what it references (shared singletons counted once, elsewhere)."""
+    """Bytes of ``obj`` and what it references; the singletons and tuples every order shares
+    (empty mappings, the facts tuples of ``state.share_facts``, interned strings) are not
+    counted: they are paid once per process, not per order."""
     seen = set() if seen is None else seen
     if id(obj) in seen or obj is NOTHING_OPEN or obj is NO_TIMERS or obj is None:
+        return 0
+    if type(obj) is str and _interned(obj):
+        return 0
+    if type(obj) is tuple and _SHARED_FACTS.get(obj) is obj:
         return 0
     if isinstance(obj, bool | int) and -5 <= int(obj) <= 256:
         return 0
@@ -80,6 +100,8 @@ def measure(orders: int) -> dict[str, dict[str, float]]:
             "json": statistics.mean(len(v) for v in values),
             "zlib": statistics.mean(len(zlib.compress(v)) for v in values),
             "ram": statistics.mean(deep_size(s) for s in shards),
+            # as the RocksDB worker holds it: read back from its stored value
+            "loaded": statistics.mean(deep_size(shard_from_dict(orjson.loads(v))) for v in values),
         }
     return out
 
@@ -88,7 +110,8 @@ def report(sizes: dict[str, dict[str, float]]) -> None:
     for kind, f in sizes.items():
         print(
             f"{kind} orders ({f['count']:,.0f}): {f['json']:.0f} B stored as JSON "
-            f"({f['zlib']:.0f} B compressed alone), {f['ram']:.0f} B in RAM when loaded"
+            f"({f['zlib']:.0f} B compressed alone), {f['ram']:.0f} B in RAM as built, "
+            f"{f['loaded']:.0f} B in RAM when read back from the store"
         )
 
 

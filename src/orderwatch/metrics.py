@@ -37,7 +37,9 @@ ACTION_TYPES: Final = (
 
 #: The kinds of keyed state the worker keeps (one Faust table each); pre-created so the
 #: dashboard shows 0 rather than "no data" before the first report.
-STATE_SHARD_KINDS: Final = ("order", "stock", "address", "phone", "customer", "rates")
+#: ``actions``: one order's remediation action records (``g:actions/<order_id>``); ``rates``: the
+#: few global shards (rate windows, the action limits, the KPI windows)
+STATE_SHARD_KINDS: Final = ("order", "stock", "address", "phone", "customer", "actions", "rates")
 
 #: ``timeout``: deadline → published (how late the sweep is); ``event``: read → published.
 DETECTION_KINDS: Final = ("timeout", "event")

@@ -53,7 +53,7 @@ def test_each_write_batch_keeps_the_index_at_each_stored_shard_s_earliest_deadli
 ) -> None:
     assert store.apply_writes(
         db, {b"o:A": value("o:A", {"t1": 10.0, "evict": 99.0})}, offset=5
-    ) == {"kind|order": 1}
+    ) == {"kind|order": 1, "deadlines": 2}
     store.apply_writes(db, {b"o:B": value("o:B", {"t1": 5.0})})
     assert index(db) == [(5.0, "o:B"), (10.0, "o:A")]
     assert db.get(store.OFFSET_KEY) == b"5"
@@ -62,9 +62,9 @@ def test_each_write_batch_keeps_the_index_at_each_stored_shard_s_earliest_deadli
     assert index(db) == [(5.0, "o:B"), (20.0, "o:A")]
     assert store.apply_writes(
         db, {b"o:A": value("o:A", {"t1": 20.0, "park|x}": 7.0}), b"o:B": None}
-    ) == {"kind|order": 1}
+    ) == {"kind|order": 1, "deadlines": 2}
     assert index(db) == [(7.0, "o:A")]
-    store.apply_writes(db, {b"o:A": value("o:A", {})})
+    assert store.apply_writes(db, {b"o:A": value("o:A", {})})["deadlines"] == 0
     assert index(db) == []
     # values that are no shard (the blacklist's copy, an end mark) add nothing
     store.apply_writes(db, {b"*:0": orjson.dumps({"phone": []}), b"~end": None})
@@ -139,6 +139,8 @@ def test_the_stored_counts_follow_shards_and_open_exceptions_through_any_writes(
             b"o:A": value("o:A", {}, open=[op("r1"), op("r2", "acked")]),
             b"s:S/W": value("s:S/W", {}),
             b"g:rates": value("g:rates", {}),
+            b"g:actions": value("g:actions", {}),
+            b"g:actions/O1": value("g:actions/O1", {"evict": 5.0}),
             b"*:0": orjson.dumps({"phone": []}),
         },
     )
@@ -146,15 +148,26 @@ def test_the_stored_counts_follow_shards_and_open_exceptions_through_any_writes(
     assert counts == {
         "kind|order": 2,
         "kind|stock": 1,
-        "kind|rates": 1,
+        "kind|rates": 2,
+        "kind|actions": 1,
         "open|r1|open": 2,
         "open|r2|acked": 1,
+        "deadlines": 1,
     }
-    counts = store.apply_writes(db, {b"o:A": value("o:A", {}), b"o:B": None, b"o:C": None})
+    counts = store.apply_writes(
+        db,
+        {
+            b"o:A": value("o:A", {"t": 1.0, "evict": 9.0}),
+            b"o:B": None,
+            b"o:C": None,
+            b"g:actions/O1": None,
+        },
+    )
     assert {k: n for k, n in counts.items() if n} == {
         "kind|order": 1,
         "kind|stock": 1,
-        "kind|rates": 1,
+        "kind|rates": 2,
+        "deadlines": 2,
     }
     assert orjson.loads(db.get(store.COUNTS_KEY)) == counts, "stored with the shards"
 
@@ -202,3 +215,46 @@ def test_the_deadlines_are_read_from_their_slice_whatever_the_key() -> None:
     assert store.deadlines_of(value("o:A", {"park|a}b": 2.0})) == {"park|a}b": 2.0}
     assert store.deadlines_of(orjson.dumps({"key": "o:A", "dl": {"t": 1.0}})) == {"t": 1.0}
     assert store.deadlines_of(b"not json") == {}
+
+
+def test_the_state_gauges_count_every_stored_deadline_and_action_records_apart(db: Any) -> None:
+    """``orderwatch_pending_deadlines`` from the counts record: the deadlines of the shards
+    still in the store count, not only those of the shards the cache holds."""
+    from prometheus_client import CollectorRegistry
+
+    from orderwatch.agents.telemetry import shard_kind
+    from orderwatch.metrics import Metrics
+
+    whole = Engine(load_catalog())
+    sim = Simulator(SimConfig(seed=5, orders=60, anomaly_rate=0.3))
+    for raw in sim.events():
+        event = EVENT_ADAPTER.validate_python(raw)
+        whole.step(event, event.occurred_ts)
+    store.apply_writes(db, {k.encode(): orjson.dumps(s.to_dict()) for k, s in whole.shards.items()})
+    store.apply_writes(db, {b"g:actions/O1": value("g:actions/O1", {"expiry": 3.0, "evict": 9.0})})
+    registry = CollectorRegistry()
+    writer = store.Writer(store=None, changelog="c", metrics=Metrics(registry))
+    writer.db = lambda partition: db  # type: ignore[method-assign]
+    cold = Engine(load_catalog())
+    cold.use_store(writer.loader(0), capacity=16)  # holds nothing yet
+    writer.report({0: cold})
+    stored = sum(len(s.deadlines) for s in whole.shards.values()) + 2
+    assert stored > 100
+    assert registry.get_sample_value("orderwatch_pending_deadlines") == stored
+    kinds = {
+        kind: registry.get_sample_value("orderwatch_state_shards", {"kind": kind})
+        for kind in ("order", "actions", "rates")
+    }
+    orders = sum(1 for k in whole.shards if k.startswith("o:"))
+    records = sum(1 for k in whole.shards if k.startswith("g:actions/"))
+    # the rest: g:rates, g:actions, g:kpis and the creation failures' shards (f:)
+    rest = sum(1 for k in whole.shards if k[:2] not in ("o:", "s:", "a:", "p:", "c:")) - records
+    assert records and rest >= 3
+    assert kinds == {"order": orders, "actions": records + 1, "rates": rest}
+    assert shard_kind("g:actions/O1") == "actions"
+    assert [shard_kind(k) for k in ("g:actions", "g:kpis", "g:rates", "o:1")] == [
+        "rates",
+        "rates",
+        "rates",
+        "order",
+    ]

@@ -100,6 +100,7 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
         behaviour.observe(ctx, s, ev, now)
     if type(ev) in kpi.WATCHED:  # v2: on-time shipment and delivery (section 11)
         kpi.observe(ctx, s, ev, now)
+    compact(s)
 
 
 #: Events whose handlers change nothing a timeout is derived from (``_desired``'s fields, or an
@@ -1071,6 +1072,7 @@ def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -
         oid = s.order_id
         ctx.life.raise_(s, name, oid, iso(due), due, now, [eid], values, order_id=oid)
     _refresh(ctx, s)
+    compact(s)
 
 
 def _inhibitors_first(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
@@ -1105,3 +1107,94 @@ _HANDLERS: dict[type, Any] = {
     LogisticsDelivered: _logistics,
     LogisticsException: _logistics,
 }
+
+
+# --- a finished order keeps only what it still needs (issue 13, item 3) ----------------------
+
+#: the times of an order that are often equal (shipped by its first carrier event, delivered
+#: by its last, the address of its creation...): equal ones share one float object
+_TIMES = (
+    "created_at",
+    "address_at",
+    "status_at",
+    "paid_status_at",
+    "cancelled_at",
+    "shipped_at",
+    "logi_shipped_at",
+    "delivered_at",
+    "last_logi_at",
+    "first_logi_at",
+    "address_changed_at",
+    "promised_by",
+)
+
+
+def finished(s: OrderShard) -> bool:
+    """Delivered, or cancelled or closed as it now stands, with nothing open or waiting."""
+    if s.open or s.parked or s.short_stock:
+        return False
+    return s.delivered_at is not None or s.status in _CANCELLED
+
+
+def compact(s: OrderShard) -> None:
+    """Drop what a finished order can no longer use; runs after each of its events and
+    deadlines, so a field a late event writes again is dropped again.
+
+    Each field goes only when no later input can read it (``docs/architecture.md``, "Finished
+    orders"), whatever arrives: the rules then decide exactly as with the field kept, which
+    ``tests/unit/test_compaction.py`` checks against an engine that never compacts. What a late
+    or repeated event still needs stays: the created and cancelled times and ids, the total,
+    the status and its time (a regression), the status log (``payment.after_cancel``), every
+    payment (a duplicate, a mismatch, a refund; with its KPI fields), the address times (a late
+    change is judged), the facts (rule overrides), ``done``/``closed``/``replies`` (idempotence,
+    commands) and the KPI dimensions. Dropped:
+
+    * ``status_eid`` and each payment's ``refund_event_id``: written, never read;
+    * once created: ``address_eid`` (a created read after a later address), ``first_logi_at``
+      and ``first_logi_eid`` (``logistics.orphan``); ``created_eid`` is never unset;
+    * once a payment succeeded (``at`` and ``event_id`` stay): ``failed_at``/``failed_eid``
+      (``payment.failed_unpaid`` needs no success);
+    * once paid (a success, or a status at or beyond paid, whose time only moves earlier):
+      ``logi_shipped_at`` (``order.shipped_unpaid`` needs the order unpaid);
+    * once shipped (``shipped_at`` only moves earlier): ``paid_status_eid`` (the evidence of
+      ``logistics.not_shipped``);
+    * once delivered (``delivered_at`` is never unset): ``last_logi_eid`` (the evidence of
+      ``logistics.tracking_stale``), and ``shipped_eid`` too when also paid (tracking, delivery
+      and ``order.shipped_unpaid`` all over).
+
+    Lossless for the rest: the repeated strings (status, currencies, carrier, warehouse) are
+    interned and equal times share one float, which a shard read back from JSON does not.
+    """
+    if not finished(s):
+        return
+    s.status_eid = None
+    paid = False
+    for p in s.payments.values():
+        p.refund_event_id = None
+        if p.currency is not None:
+            p.currency = sys.intern(p.currency)
+        if p.at is not None and p.event_id is not None:
+            paid = True
+    if s.created_eid is not None:
+        s.address_eid = s.first_logi_at = s.first_logi_eid = None
+    if paid:
+        s.failed_at = s.failed_eid = None
+    if paid or s.paid_status_at is not None:
+        s.logi_shipped_at = None
+    if s.shipped_at is not None:
+        s.paid_status_eid = None
+    if s.delivered_at is not None:
+        s.last_logi_eid = None
+        if paid or s.paid_status_at is not None:
+            s.shipped_eid = None
+    for name in ("status", "currency", "carrier", "warehouse_id"):
+        value = getattr(s, name)
+        if value is not None:
+            setattr(s, name, sys.intern(value))
+    seen: dict[float, float] = {}
+    for name in _TIMES:
+        value = getattr(s, name)
+        if value is not None:
+            shared = seen.setdefault(value, value)
+            if shared is not value:
+                setattr(s, name, shared)

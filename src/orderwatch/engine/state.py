@@ -12,6 +12,7 @@ changelog topic is readable and writable by other tenants of the cluster).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -472,7 +473,27 @@ class OrderShard(Shard):
             shard.pay_kpi = tuple(d["pay_kpi"])
         if shard.facts is not None:
             shard.facts = share_facts(tuple(shard.facts))
+        _intern_loaded(shard)
         return shard
+
+
+#: the order's strings that take a few values across every order (statuses, currencies,
+#: carriers, warehouses): read back from JSON each is a new string of 50-60 bytes per order
+_REPEATED = ("status", "currency", "carrier", "warehouse_id", "total")
+
+
+def _intern_loaded(shard: OrderShard) -> None:
+    """Share the repeated strings of an order read from the store (lossless: equal strings),
+    as the engine shares them in the orders it builds (amounts interned, ``orders.compact``)."""
+    for name in _REPEATED:
+        value = getattr(shard, name)
+        if type(value) is str:
+            setattr(shard, name, sys.intern(value))
+    for p in shard.payments.values():
+        if type(p.amount) is str:
+            p.amount = sys.intern(p.amount)
+        if type(p.currency) is str:
+            p.currency = sys.intern(p.currency)
 
 
 @dataclass(slots=True)
