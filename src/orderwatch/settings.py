@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     retention: str = Field("14d", description="forget quiet finished state after this long")
     batch_max: int = Field(500, ge=1, description="events per agent batch")
     batch_within: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
+    commit_interval: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="seconds between input offset commits, each writing the state changed since "
+        "the last one first: longer writes a busy shard less often, a restart re-reads more",
+    )
 
     on_processing_error: Literal["dead_letter", "fail"] = Field(
         "dead_letter",
