@@ -79,3 +79,17 @@ def test_occurred_ts_is_the_timestamp_of_occurred_at(
     event = decode_event(order_at(text + offset))
     assert event.occurred_ts == event.occurred_at.timestamp()
     assert event.occurred_ts.hex() == event.occurred_at.timestamp().hex()
+
+
+@pytest.mark.parametrize("year", [1900, 1999, 2000, 8999, 9000])
+def test_years_at_the_edges_of_the_range_are_read(year: int) -> None:
+    assert decode_event(order_at(f"{year}-06-01T00:00:00Z")).occurred_at.year == year
+
+
+@pytest.mark.parametrize("year", ["0001", "1899", "9001", "9999"])
+def test_years_beyond_the_range_are_refused_with_that_reason(year: str) -> None:
+    """``_rfc3339`` accepts the common case by one pattern with the years in it: a year just
+    outside must still reach the full checks and their reason."""
+    with pytest.raises(EventValidationError) as refused:
+        decode_event(order_at(f"{year}-06-01T00:00:00Z"))
+    assert "outside the years 1900-9000" in refused.value.detail
