@@ -559,14 +559,22 @@ def _save_shard(shard: Shard) -> Any:
     return _Stored(data, parked, timers)
 
 
-#: per dataclass: its type, a getter of all its fields in one C call, and their names
-_PLANS: dict[type, tuple[type, Any, tuple[str, ...]]] = {}
+#: per dataclass: its type, a getter of all its fields in one C call, their names, and per
+#: tuple of its fields' types the fields ``_copy`` visits (position, whether a ``_FLAT`` dict)
+_PLANS: dict[
+    type, tuple[type, Any, tuple[str, ...], dict[tuple[type, ...], tuple[tuple[int, bool], ...]]]
+] = {}
 #: ``Shard`` fields that are flat dicts whose values a step replaces, never changes in place
 #: (deadline times; waiting events, frozen models or their JSON dicts): copied in C with
 #: ``dict()``. On the event-time clock most of a shard's deadlines and its biggest dict are
 #: its waiting events, and the generic walk cost ~50 ns per entry in Python.
 _FLAT = frozenset({"timers", "parked"})
 _DICTS = (dict, _Journal)
+
+
+#: Per dataclass, combinations of its fields' types remembered at most (``_copy``'s plan): an
+#: order shard meets a few hundred; beyond the limit the fields to visit are found each time
+_VISIT_LIMIT = 4096
 
 
 class _Saved:
@@ -613,16 +621,27 @@ def _copy(value: Any) -> Any:
         if not dataclasses.is_dataclass(value):
             return copy.deepcopy(value)
         names = tuple(f.name for f in dataclasses.fields(value))
-        plan = _PLANS[kind] = (kind, attrgetter(*names), names)
+        plan = _PLANS[kind] = (kind, attrgetter(*names), names, {})
     values = plan[1](value)
-    return _Saved(
-        kind,
-        plan[2],
-        [
-            v if type(v) in kept else dict(v) if name in _FLAT and type(v) in _DICTS else _copy(v)
-            for name, v in zip(plan[2], values, strict=True)
-        ],
-    )
+    types = tuple(map(type, values))
+    visits = plan[3]
+    visit = visits.get(types)
+    if visit is None:
+        # which fields to visit follows from their values' types alone: found once per
+        # combination of types (an order shard's ~50 fields are mostly None, numbers and
+        # strings, and a test of each in Python was most of the cost of saving it)
+        visit = tuple(
+            (i, name in _FLAT and t in _DICTS)
+            for i, (name, t) in enumerate(zip(plan[2], types, strict=True))
+            if t not in kept
+        )
+        if len(visits) < _VISIT_LIMIT:
+            visits[types] = visit
+    copied = list(values)
+    for i, flat in visit:
+        v = copied[i]
+        copied[i] = dict(v) if flat else _copy(v)
+    return _Saved(kind, plan[2], copied)
 
 
 def _thaw(value: Any) -> Any:
