@@ -6,10 +6,13 @@ refused with a reason, so a producer drifting from the contract shows up in the 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orderwatch.errors import EventValidationError
 from orderwatch.events.codec import decode_event
@@ -58,3 +61,35 @@ def test_a_customer_without_a_phone_is_refused() -> None:
     with pytest.raises(EventValidationError) as refused:
         decode_event(orjson.dumps(event))
     assert "customer.phone" in refused.value.detail
+
+
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(8999, 12, 31)),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+08:00", "-05:30"]),
+    st.sampled_from([0, 1, 3, 6]),
+)
+def test_occurred_ts_is_the_timestamp_of_occurred_at(
+    at: datetime, offset: str, digits: int
+) -> None:
+    """``occurred_ts`` computes the epoch seconds of a UTC time itself (pydantic's offset-0
+    tzinfo makes ``timestamp()`` slow): it must be exactly ``timestamp()``, bit for bit."""
+    text = at.strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{at.microsecond:06d}"[: digits + 1] if digits else ""
+    )
+    event = decode_event(order_at(text + offset))
+    assert event.occurred_ts == event.occurred_at.timestamp()
+    assert event.occurred_ts.hex() == event.occurred_at.timestamp().hex()
+
+
+@pytest.mark.parametrize("year", [1900, 1999, 2000, 8999, 9000])
+def test_years_at_the_edges_of_the_range_are_read(year: int) -> None:
+    assert decode_event(order_at(f"{year}-06-01T00:00:00Z")).occurred_at.year == year
+
+
+@pytest.mark.parametrize("year", ["0001", "1899", "9001", "9999"])
+def test_years_beyond_the_range_are_refused_with_that_reason(year: str) -> None:
+    """``_rfc3339`` accepts the common case by one pattern with the years in it: a year just
+    outside must still reach the full checks and their reason."""
+    with pytest.raises(EventValidationError) as refused:
+        decode_event(order_at(f"{year}-06-01T00:00:00Z"))
+    assert "outside the years 1900-9000" in refused.value.detail

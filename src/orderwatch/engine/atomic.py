@@ -386,25 +386,42 @@ def _journal(value: dict[str, Any] | None) -> tuple[Any, int]:
     return value, value.mark()
 
 
+def _journal_shard(shard: Shard) -> tuple[tuple[Any, int], tuple[Any, int]]:
+    """A shard's waiting events and timers made ``_Journal`` in place, with their marks."""
+    parked = _journal(shard.parked)
+    timers = _journal(shard.timers)
+    shard.parked, shard.timers = parked[0], timers[0]
+    return parked, timers
+
+
+def _take_back(shard: Shard, parked: tuple[Any, int], timers: tuple[Any, int]) -> None:
+    """Undo the writes noted since the marks in a shard's waiting events and timers (as
+    ``_journal`` returned them) and put both back on the shard: the one take-back of the
+    journaled dicts, for every save that keeps them instead of a copy."""
+    waiting, mark = parked
+    if waiting is not None:
+        waiting.undo(mark)
+    shard.parked = waiting or None
+    journal, mark = timers
+    if journal is not NO_TIMERS:
+        journal.undo(mark)
+    shard.timers = journal or NO_TIMERS
+
+
 class _Stored:
     """A shared shard as its changelog form without its timers and waiting events, and those
     two as ``_Journal`` with the mark to take them back to."""
 
-    __slots__ = ("data", "parked", "parked_mark", "timers", "timers_mark")
+    __slots__ = ("data", "parked", "timers")
 
     def __init__(self, data: bytes, parked: tuple[Any, int], timers: tuple[Any, int]) -> None:
         self.data = data
-        self.parked, self.parked_mark = parked
-        self.timers, self.timers_mark = timers
+        self.parked = parked
+        self.timers = timers
 
     def build(self) -> Shard:
         shard = shard_from_dict(orjson.loads(self.data))
-        if self.parked is not None:
-            self.parked.undo(self.parked_mark)
-        shard.parked = self.parked or None
-        if self.timers is not NO_TIMERS:
-            self.timers.undo(self.timers_mark)
-        shard.timers = self.timers or NO_TIMERS
+        _take_back(shard, self.parked, self.timers)
         return shard
 
 
@@ -413,22 +430,15 @@ class _Waiting:
     back by their journals and the shard object is kept (its JSON form was most of the cost
     of a step on the KPI shard, and on the event-time clock half of those steps only park)."""
 
-    __slots__ = ("parked", "parked_mark", "shard", "timers", "timers_mark")
+    __slots__ = ("parked", "shard", "timers")
 
     def __init__(self, shard: Shard) -> None:
         self.shard = shard
-        self.parked, self.parked_mark = _journal(shard.parked)
-        self.timers, self.timers_mark = _journal(shard.timers)
-        shard.parked, shard.timers = self.parked, self.timers
+        self.parked, self.timers = _journal_shard(shard)
 
     def build(self) -> Shard:
         shard = self.shard
-        if self.parked is not None:
-            self.parked.undo(self.parked_mark)
-        shard.parked = self.parked or None
-        if self.timers is not NO_TIMERS:
-            self.timers.undo(self.timers_mark)
-        shard.timers = self.timers or NO_TIMERS
+        _take_back(shard, self.parked, self.timers)
         return shard
 
 
@@ -505,7 +515,7 @@ class _Kept:
     """A KPI shard kept as it is while a step runs: its dicts are taken back by their undo
     log, its timers and waiting events by their journals, its few other fields are copies."""
 
-    __slots__ = ("fields", "log", "mark", "parked", "parked_mark", "shard", "timers", "timers_mark")
+    __slots__ = ("fields", "log", "mark", "parked", "shard", "timers")
 
     def __init__(self, shard: KpiShard) -> None:
         self.shard = shard
@@ -517,9 +527,7 @@ class _Kept:
             log.clear()
         self.mark = len(log)
         self.fields = [_copy(getattr(shard, name)) for name in _KPI_COPIED]
-        self.parked, self.parked_mark = _journal(shard.parked)
-        self.timers, self.timers_mark = _journal(shard.timers)
-        shard.parked, shard.timers = self.parked, self.timers
+        self.parked, self.timers = _journal_shard(shard)
 
     def build(self) -> Shard:
         shard = self.shard
@@ -532,12 +540,7 @@ class _Kept:
                 dict.__setitem__(d, key, old)
         for name, value in zip(_KPI_COPIED, self.fields, strict=True):
             setattr(shard, name, _thaw(value))
-        if self.parked is not None:
-            self.parked.undo(self.parked_mark)
-        shard.parked = self.parked or None
-        if self.timers is not NO_TIMERS:
-            self.timers.undo(self.timers_mark)
-        shard.timers = self.timers or NO_TIMERS
+        _take_back(shard, self.parked, self.timers)
         return shard
 
 
@@ -553,26 +556,33 @@ def _save_shard(shard: Shard) -> Any:
         return _Kept(shard)
     if type(shard) not in _SERIALIZED:
         return _copy(shard)
-    parked, parked_mark = _journal(shard.parked)
-    timers, timers_mark = _journal(shard.timers)
+    parked, timers = _journal_shard(shard)
     # out of the JSON: taken back by their journals (and ``base_dict`` would dump each
     # waiting event to JSON in place)
     shard.parked, shard.timers = None, NO_TIMERS
     try:
         data = orjson.dumps(shard.to_dict())
     finally:
-        shard.parked, shard.timers = parked, timers
-    return _Stored(data, (parked, parked_mark), (timers, timers_mark))
+        shard.parked, shard.timers = parked[0], timers[0]
+    return _Stored(data, parked, timers)
 
 
-#: per dataclass: its type, a getter of all its fields in one C call, and their names
-_PLANS: dict[type, tuple[type, Any, tuple[str, ...]]] = {}
+#: per dataclass: its type, a getter of all its fields in one C call, their names, and per
+#: tuple of its fields' types the fields ``_copy`` visits (position, whether a ``_FLAT`` dict)
+_PLANS: dict[
+    type, tuple[type, Any, tuple[str, ...], dict[tuple[type, ...], tuple[tuple[int, bool], ...]]]
+] = {}
 #: ``Shard`` fields that are flat dicts whose values a step replaces, never changes in place
 #: (deadline times; waiting events, frozen models or their JSON dicts): copied in C with
 #: ``dict()``. On the event-time clock most of a shard's deadlines and its biggest dict are
 #: its waiting events, and the generic walk cost ~50 ns per entry in Python.
 _FLAT = frozenset({"timers", "parked"})
 _DICTS = (dict, _Journal)
+
+
+#: Per dataclass, combinations of its fields' types remembered at most (``_copy``'s plan): an
+#: order shard meets a few hundred; beyond the limit the fields to visit are found each time
+_VISIT_LIMIT = 4096
 
 
 class _Saved:
@@ -619,16 +629,27 @@ def _copy(value: Any) -> Any:
         if not dataclasses.is_dataclass(value):
             return copy.deepcopy(value)
         names = tuple(f.name for f in dataclasses.fields(value))
-        plan = _PLANS[kind] = (kind, attrgetter(*names), names)
+        plan = _PLANS[kind] = (kind, attrgetter(*names), names, {})
     values = plan[1](value)
-    return _Saved(
-        kind,
-        plan[2],
-        [
-            v if type(v) in kept else dict(v) if name in _FLAT and type(v) in _DICTS else _copy(v)
-            for name, v in zip(plan[2], values, strict=True)
-        ],
-    )
+    types = tuple(map(type, values))
+    visits = plan[3]
+    visit = visits.get(types)
+    if visit is None:
+        # which fields to visit follows from their values' types alone: found once per
+        # combination of types (an order shard's ~50 fields are mostly None, numbers and
+        # strings, and a test of each in Python was most of the cost of saving it)
+        visit = tuple(
+            (i, name in _FLAT and t in _DICTS)
+            for i, (name, t) in enumerate(zip(plan[2], types, strict=True))
+            if t not in kept
+        )
+        if len(visits) < _VISIT_LIMIT:
+            visits[types] = visit
+    copied = list(values)
+    for i, flat in visit:
+        v = copied[i]
+        copied[i] = dict(v) if flat else _copy(v)
+    return _Saved(kind, plan[2], copied)
 
 
 def _thaw(value: Any) -> Any:
