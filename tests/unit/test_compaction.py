@@ -363,10 +363,12 @@ def test_compacted_orders_decide_like_kept_ones_whatever_comes_late(events: list
 
 
 def test_the_random_lives_do_compact_orders() -> None:
-    """The property is not empty: its lives finish orders that are then compacted."""
+    """The property is not empty: its lives finish orders that are then compacted.
+
+    Derandomized: the examples are the same on every run, so this count cannot flake."""
     compacting = 0
 
-    @settings(max_examples=30, deadline=None, database=None)
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True)
     @given(events=lives())
     def run(events: list[Event]) -> None:
         nonlocal compacting
@@ -375,4 +377,4 @@ def test_the_random_lives_do_compact_orders() -> None:
         compacting += bool(COMPACTED)
 
     run()
-    assert compacting >= 10
+    assert compacting >= 30
