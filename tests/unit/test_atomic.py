@@ -98,19 +98,20 @@ def test_a_copy_is_deep_enough_that_changes_to_the_shard_do_not_reach_it() -> No
 
 
 class SharedBoomEngine(Engine):
-    """Raises on marker events once they are applied to the KPI shard: after the order and
-    the rate windows took them (a payment routes to ``o:``, ``g:rates`` and ``g:kpis``)."""
+    """Raises on marker events once they are applied to the rate shard: after the order took
+    them and sent its payment to its hour's KPI shard (a payment routes to ``o:`` and
+    ``g:rates``; replay applies the order's contribution to ``g:kpis/<hour>`` at once)."""
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
         super()._apply(shard, event, at)
-        if event.event_id.startswith(MARKER) and shard.key == "g:kpis":
+        if event.event_id.startswith(MARKER) and shard.key == "g:rates":
             raise KeyError("13812345678")
 
 
 def shared_state(engine: Engine) -> dict[str, Any]:
     """The shared shards' changelog form, waiting events by id, and their timers."""
     out = {}
-    for key in ("g:rates", "g:kpis"):
+    for key in ("g:rates", *sorted(k for k in engine.shards if k.startswith("g:kpis"))):
         shard = engine.shards[key]
         parked = dict(shard.parked or {})
         # of a copy: ``to_dict`` turns the shard's own waiting events into JSON in place
@@ -130,7 +131,7 @@ def test_a_failed_step_leaves_the_shared_shards_and_their_waiting_events_as_they
         later = paid(f"O{i}", plus("10:00", minutes=i), payment_id=f"Q{i}")
         atomic.step(engine, ev(later), now, then=list)
     before = shared_state(engine)
-    assert all(len(parked) == 3 for _, parked in before.values())
+    assert len(before["g:rates"][1]) == 3 and len(before) == 2  # the rates, the 09:00 hour
     boom = ev(paid("O1", "09:40", payment_id="PX", event_id=f"{MARKER}1"))
     with pytest.raises(atomic.StepFailed):
         atomic.step(engine, boom, now, then=list)
@@ -141,14 +142,15 @@ def test_a_failed_step_leaves_the_shared_shards_and_their_waiting_events_as_they
     # a waiting marker that fails when the clock reaches it: only it leaves its shards
     late = ev(paid("O2", plus("10:00", minutes=30), payment_id="PY", event_id=f"{MARKER}2"))
     atomic.step(engine, late, now, then=list)
-    assert f"{MARKER}2" in (engine.shards["g:kpis"].parked or {})
+    assert f"{MARKER}2" in (engine.shards["g:rates"].parked or {})
     engine.sweep(ev(paid("O0", "11:00")).occurred_ts)
-    assert f"{MARKER}2" not in (engine.shards["g:kpis"].parked or {})
+    assert f"{MARKER}2" not in (engine.shards["g:rates"].parked or {})
 
 
 def test_a_step_that_only_parks_in_the_shared_shards_is_taken_back_by_their_journals() -> None:
     """Live on event time (``forward``), a payment read ahead of the clock only waits in the
-    rate and KPI shards; if encoding its output fails, its waiting entries and timers go."""
+    rate shard (and its order's); if encoding its output fails, its waiting entries and timers
+    go."""
     engine = Engine(CATALOG, reorder=True)
     engine.forward = True
     now = ev(paid("O0", "10:00")).occurred_ts
@@ -156,7 +158,7 @@ def test_a_step_that_only_parks_in_the_shared_shards_is_taken_back_by_their_jour
     atomic.step(engine, ev(paid("O1", "09:30")), now, then=list)
     atomic.step(engine, ev(paid("O1", "10:05", payment_id="Q1")), now, then=list)
     before = shared_state(engine)
-    kpis = engine.shards["g:kpis"]
+    kpis = engine.shards["g:rates"]
 
     def boom(_: list[Any]) -> None:
         raise RuntimeError("cannot encode")
@@ -165,7 +167,7 @@ def test_a_step_that_only_parks_in_the_shared_shards_is_taken_back_by_their_jour
     with pytest.raises(atomic.StepFailed):
         atomic.step(engine, ahead, now, then=boom)
     assert shared_state(engine) == before
-    assert engine.shards["g:kpis"] is kpis  # kept: nothing but its journals changed
+    assert engine.shards["g:rates"] is kpis  # kept: nothing but its journals changed
     assert ahead.event_id not in (kpis.parked or {})
     assert f"park|{ahead.event_id}" not in kpis.timers
 
@@ -187,14 +189,21 @@ def test_replay_reports_a_failing_line_and_gives_the_other_lines_exceptions() ->
 
 
 def kpi_state(engine: Engine) -> dict[str, Any]:
-    """The KPI shard's changelog form, through JSON (its own lists and dicts are compared by
-    value, not by identity)."""
-    return orjson.loads(orjson.dumps(engine.shards["g:kpis"].to_dict()))  # type: ignore[no-any-return]
+    """The hours' KPI shards' changelog form and the orders' payment KPI state, through JSON
+    (their own lists and dicts are compared by value, not by identity)."""
+    shards = {k: s.to_dict() for k, s in engine.shards.items() if k.startswith("g:kpis/")}
+    orders = {k: s.pay_kpi for k, s in engine.shards.items() if isinstance(s, OrderShard)}
+    return orjson.loads(orjson.dumps({**shards, "orders": orders}))  # type: ignore[no-any-return]
+
+
+def hour(hhmm: str) -> str:
+    """The key of the KPI shard of the hour of ``hhmm`` (on the factories' day)."""
+    return f"g:kpis/{int(ev(paid('O0', hhmm)).occurred_ts)}"
 
 
 def kpi_engine() -> Engine:
-    """An engine whose KPI shard holds a window of payments, a published hour (entries kept
-    for late callbacks) and an on-time shipment, each step atomic."""
+    """An engine whose KPI shards hold an hour of payments, a published hour and an on-time
+    shipment, each step atomic."""
     engine = Engine(CATALOG)
     atomic.guard(engine, lambda *_: None)
     events = [
@@ -211,14 +220,14 @@ def kpi_engine() -> Engine:
 
 
 def test_a_failed_step_takes_back_its_writes_to_the_kpi_shard() -> None:
-    """The KPI shard is not saved whole before a step (it holds every open window's orders and
-    a day of payments) but takes back the step's own writes: a new payment, a payment's entry
-    replaced (its first method, a success after a failure). An hour's publication, a deadline,
-    is taken back on its own (next test)."""
+    """A KPI shard is not saved whole before a step (it holds an hour's items) but takes back
+    the step's own writes: a new payment, a payment's item replaced (its first method, a
+    success after a failure). An hour's publication, a deadline, is taken back on its own
+    (next test)."""
     engine = kpi_engine()
-    kpis = engine.shards["g:kpis"]
+    kpis = engine.shards[hour("10:00")]
     before = kpi_state(engine)
-    assert before["windows"] and before["payments"]["P2"][1:] == [None, 0]
+    assert before[hour("10:00")]["windows"]["payment_success_rate"]["P2"] == ["unknown", 0]
     changed: list[dict[str, Any]] = []
 
     def boom(_: list[Any]) -> None:
@@ -232,8 +241,8 @@ def test_a_failed_step_takes_back_its_writes_to_the_kpi_shard() -> None:
             atomic.step(engine, ev(data), ev(data).occurred_ts, then=boom)
         assert changed[-1] != before, "the step changed the shard"
         assert kpi_state(engine) == before, data["payment_id"]
-        assert engine.shards["g:kpis"] is kpis  # kept and taken back, not rebuilt
-    assert changed[0]["payments"]["P2"][1:] == ["wallet", 1]
+        assert engine.shards[hour("10:00")] is kpis  # kept and taken back, not rebuilt
+    assert changed[0][hour("10:00")]["windows"]["payment_success_rate"]["P2"] == ["wallet", 1]
     # replay applies an order's on-time shipment to the KPI shard within the order's step,
     # though the event does not route there: taken back as well
     atomic.step(
@@ -245,11 +254,14 @@ def test_a_failed_step_takes_back_its_writes_to_the_kpi_shard() -> None:
     shipped = logistics("shipped", "O6", "10:30")
     with pytest.raises(atomic.StepFailed):
         atomic.step(engine, ev(shipped), ev(shipped).occurred_ts, then=boom)
-    assert any("O6" in items for items in changed[-1]["windows"].values())
+    assert any(
+        "O6" in items for s in changed[-1].values() for items in s.get("windows", {}).values()
+    )
     assert kpi_state(engine) == before
     # and then as it should: the same events applied for good change the shard
     atomic.step(engine, ev(retry), ev(retry).occurred_ts, then=list)
-    assert kpi_state(engine)["payments"]["P2"][1:] == ["wallet", 1]
+    got = kpi_state(engine)[hour("10:00")]["windows"]["payment_success_rate"]
+    assert got["P2"] == ["wallet", 1]
 
 
 class CloseBoomEngine(Engine):
@@ -268,11 +280,11 @@ def test_a_failed_kpi_deadline_takes_back_its_writes() -> None:
     for data in (paid("O1", "09:01", payment_id="P1"), paid("O2", "10:05", payment_id="P2")):
         atomic.step(engine, ev(data), ev(data).occurred_ts, then=list)
     assert failed == ["kpi|" + repr(ev(paid("O1", "09:00")).occurred_ts)]
-    before = kpi_state(engine)
+    before = kpi_state(engine)[hour("10:00")]
     late = ev(paid("O3", "11:30", payment_id="P3"))
     engine.sweep(late.occurred_ts)
     assert failed[1:] == ["kpi|" + repr(ev(paid("O2", "10:00")).occurred_ts)]
-    after = kpi_state(engine)
+    after = kpi_state(engine)[hour("10:00")]
     assert after.pop("dl") == {k: v for k, v in before.pop("dl").items() if k != failed[1]}
-    assert after == before  # the hour's windows, payments and closed_until as they were
+    assert after == before  # the hour's windows and closed_until as they were
     assert engine.take_output() == [] and engine.kpi_records == []

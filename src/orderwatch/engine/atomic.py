@@ -520,8 +520,11 @@ class _Kept:
     def __init__(self, shard: KpiShard) -> None:
         self.shard = shard
         log = self.log = _track(shard)
-        if not _Journal.depth:
-            log.clear()  # the last step's notes: that step is over
+        if not _Journal.depth or not _held(log):
+            # the last steps' notes: those steps are over (an hour's KPI shard is saved only
+            # inside steps in replay, reached by the orders' sends: cleared when no save open
+            # now holds a mark on its log, or the log would keep the hour's writes)
+            log.clear()
         self.mark = len(log)
         self.fields = [_copy(getattr(shard, name)) for name in _KPI_COPIED]
         self.parked, self.timers = _journal_shard(shard)
@@ -539,6 +542,11 @@ class _Kept:
             setattr(shard, name, _thaw(value))
         _take_back(shard, self.parked, self.timers)
         return shard
+
+
+def _held(log: list[tuple[_Tracked, str, Any]]) -> bool:
+    """Whether a save open now took a mark on this KPI shard's undo log."""
+    return any(type(at) is _Kept and at.log is log for saves in _OPEN for _, at, _ in saves)
 
 
 def _save_shard(shard: Shard) -> Any:

@@ -38,7 +38,6 @@ from orderwatch.engine.state import (
     EVICT,
     FAILURE,
     GLOBAL,
-    KPIS,
     NO_TIMERS,
     NOWHERE,
     ORDER,
@@ -122,7 +121,7 @@ _APPLY: dict[type[Shard], Callable[[Engine, Any, Any, float], None]] = {
     Shard: orders.creation_failed,
     ActionShard: lambda ctx, shard, ev, at: None,  # v2: reached only by _ANY_SHARD's inputs
     ActionRecords: lambda ctx, shard, ev, at: None,  # v2: never routed to (``home_key``)
-    KpiShard: kpi.apply_payment,  # v2: payment events (section 11)
+    KpiShard: kpi.apply_legacy,  # v2: a payment waiting in g:kpis of the earlier layout
 }
 
 
@@ -247,7 +246,8 @@ class Engine:
                 keys.append(PHONE + phone_hash(addr.phone))
             return tuple(keys)
         if kind is PaymentSucceeded or kind is PaymentFailed:
-            return (ORDER + event.order_id, GLOBAL, KPIS)  # type: ignore[union-attr,operator]
+            # v2: counted for section 11 on the order's shard (``kpi.observe``), not on g:kpis
+            return (ORDER + event.order_id, GLOBAL)  # type: ignore[union-attr,operator]
         if isinstance(event, OrderCreationFailed):
             # v2: on a shard of its subject (its order_id, else its event_id), so that a command
             # naming the rule and the subject finds it (an order_id alone could be either)
@@ -261,7 +261,7 @@ class Engine:
         if kind in actions.RESULTS or kind is derived.Intent:  # type: ignore[comparison-overlap]
             return (ACTIONS,)
         if kind is derived.Contribution:  # type: ignore[comparison-overlap]
-            return (KPIS,)
+            return (event.shard_key,)  # type: ignore[union-attr]
         if kind is derived.Mark:  # type: ignore[comparison-overlap]
             return (CUSTOMER + event.customer_id,)  # type: ignore[union-attr]
         return (ORDER + event.order_id,)  # type: ignore[union-attr]
@@ -431,13 +431,14 @@ class Engine:
         return records
 
     def send_contribution(self, record: derived.Contribution) -> None:
-        """An order's judgement for an indicator, to the KPI shard (as ``send_intent``)."""
+        """An order's judgement for an indicator, to its hour's KPI shard (as ``send_intent``)."""
         if self.forward:
             self.derived.append(record)
             return
-        shard = self.shards.get(KPIS)
+        key = record.shard_key
+        shard = self.shards.get(key)
         if shard is None:
-            shard = self.shards[KPIS] = new_shard(KPIS)
+            shard = self.shards[key] = new_shard(key)
         self._apply(shard, record, record.occurred_ts)  # type: ignore[arg-type]
 
     def send_intent(self, record: derived.Intent) -> None:

@@ -110,7 +110,8 @@ CONTRIBUTION: Literal["orderwatch.kpi"] = "orderwatch.kpi"
 
 
 class Contribution(_Derived):
-    """One order counted in an indicator's hour (``engine/kpi.py``): on time (``hit`` 1) or not."""
+    """One item counted in an indicator's hour (``engine/kpi.py``): an order on time (``hit``
+    1) or not, a payment succeeded or not. Sent to the shard of its hour."""
 
     type: Literal["orderwatch.kpi"] = CONTRIBUTION
     event_id: str
@@ -123,7 +124,8 @@ class Contribution(_Derived):
 
     @property
     def shard_key(self) -> str:
-        return "g:kpis"
+        """The shard of its hour, ``g:kpis/<hour start>`` (``kpi.hour_key``)."""
+        return f"g:kpis/{int(self.window_start)}"
 
 
 def mark(

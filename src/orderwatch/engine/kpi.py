@@ -1,31 +1,62 @@
 """Key indicators (CONTRACT section 11) per tumbling event-time UTC hour, pure like the rules.
 
-Where each count comes from:
+Every count is judged per item where the item is, on the order's shard, which sends one
+``derived.Contribution`` (kpi, hour, dimension, item, hit) to the shard of that hour,
+``g:kpis/<hour start>`` (applied at once in replay, through the shard topic live):
 
-* ``payment_success_rate``: payment events are routed to the KPI shard ``g:kpis`` itself (as they
-  are to the rate shard): per ``payment_id`` the hour of its first event read, the ``method`` of
-  its first event that has one, and whether one succeeded.
+* ``payment_success_rate``: payment events reach their order's shard (``o:``; an orphan payment,
+  whose order was never created, makes that shard and is counted as before). Per ``payment_id``
+  the shard keeps ``OrderShard.pay_kpi``: the hour of its first event read, the ``method`` of its
+  first event that has one, and whether one succeeded; it sends a contribution at the first
+  event and again whenever that state improves (a method becomes known, a success after a
+  failure): an upgrade of the same item. A later callback after the hour is published changes
+  nothing: the hour's shard drops contributions once it has published, and the order's shard
+  knows the payment (its hour stays the first event's), so it is never counted in a new hour.
+  Two differences from the earlier layout, both at the edges: a payment whose first event is
+  read after its hour was published stays in that hour (before, a later event of it in an open
+  hour counted it there), and a payment_id that two orders report is one item per hour but is
+  counted in each hour their first events fall in (before, once). Finished orders are
+  compacted (``orders.compact``) without touching ``pay_kpi``.
 * ``on_time_shipment_rate`` / ``on_time_delivery_rate`` are judged on the order's shard, where the
   order is: on time when it ships (is delivered) by its deadline (paid time + the
   ``logistics.not_shipped`` threshold; ``promised_delivery_by``), late when the order's own
   ``logistics.not_shipped`` (``logistics.delivery_delayed``) deadline passes first. Each order is
-  judged once per indicator and sends one ``derived.Contribution`` to ``g:kpis`` (at once in
-  replay, through the shard topic live), dimensioned by the warehouse of its first
-  ``inventory.reserved`` and the carrier of its ``logistics.shipped``.
+  judged once per indicator, dimensioned by the warehouse of its first ``inventory.reserved`` and
+  the carrier of its ``logistics.shipped``.
 
-``g:kpis`` publishes a window's records once the clock passes its end plus ``GRACE`` (one
-minute: live, contributions travel from other partitions), and drops what arrives for a window
-already published. A late timeout needs the rule's deadline: with ``logistics.not_shipped``
+An hour's shard holds, per indicator, item -> [dimension, hit]: contributions arrive at least
+once, so a second one of an item is merged, never added (hit only goes 0 -> 1, the dimension
+only from ``unknown`` to a known value: the result does not depend on delivery order). It
+publishes its records once the clock passes the hour's end plus ``GRACE`` (one minute: live,
+contributions travel from other partitions), then keeps only ``closed_until`` and drops what
+arrives later; a contribution that finds no open shard for an hour whose close has passed is
+dropped too (the shard was published and forgotten, or the hour never had anything). So no
+shard holds more than an hour's items: a commit writes the hours it touched, a restart reads
+what it needs (before, one ``g:kpis`` held every open hour and a day of payments: 7.8 MB at
+100,000 orders a day, written whole at every commit that touched it).
+
+A ``g:kpis`` of that earlier layout (windows of several hours, ``payments``) read from a
+changelog gets a timer due at once (``KPI_MIGRATE``), so the first sweep that reaches it
+migrates it (or the first event waiting in it, whichever comes first): its open windows and
+its payments not yet published are sent as contributions to their hours' shards (merged there
+with what the orders send: a payment counts once per hour), and it keeps nothing but
+``closed_until``. Its published payments (kept a day against late callbacks) are dropped: an
+order's shard takes a payment it knew succeeded before the upgrade (``Payment.at``) in that
+success's hour, published by then, so its late callback is not counted again (a payment that
+only failed before the upgrade and is called back in a later hour within the day would be).
+
+A late timeout needs the rule's deadline: with ``logistics.not_shipped``
 (``logistics.delivery_delayed``) disabled only on-time orders are counted.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import derived
 from orderwatch.engine.lifecycle import to_datetime
-from orderwatch.engine.state import KPIS, KpiShard, OrderShard, Shard
+from orderwatch.engine.state import KPI_HOUR, KPIS, KpiShard, OrderShard, Shard
 from orderwatch.events.inbound import (
     InboundEvent,
     InventoryReserved,
@@ -47,11 +78,13 @@ CLOSE = "kpi|"
 PAY = "payment_success_rate"
 SHIP = "on_time_shipment_rate"
 DELIVERY = "on_time_delivery_rate"
+UNKNOWN = "unknown"
 NOT_SHIPPED = "logistics.not_shipped"
 DELIVERY_DELAYED = "logistics.delivery_delayed"
+_PAYMENTS: frozenset[type] = frozenset({PaymentSucceeded, PaymentFailed})
 #: order events after which an indicator may be judged (one set lookup for the others)
 WATCHED: frozenset[type] = frozenset(
-    {InventoryReserved, LogisticsShipped, LogisticsDelivered, OrderStatusChanged}
+    {InventoryReserved, LogisticsShipped, LogisticsDelivered, OrderStatusChanged} | _PAYMENTS
 )
 _SHIP_DONE, _DELIVERY_DONE = 1, 2
 
@@ -60,12 +93,21 @@ def hour_of(ts: float) -> float:
     return ts - ts % HOUR
 
 
+def hour_key(start: float) -> str:
+    """The shard that counts the hour starting at ``start``: ``g:kpis/<epoch seconds>``."""
+    return f"{KPI_HOUR}{int(start)}"
+
+
 # --- on the order's shard ----------------------------------------------------------------------
 
 
 def observe(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
-    """After the order's own rules: note the dimensions, judge what is now on time."""
+    """After the order's own rules: count a payment, note the dimensions, judge what is now on
+    time."""
     kind = type(ev)
+    if kind in _PAYMENTS:
+        _payment(ctx, s, ev, now)  # type: ignore[arg-type]
+        return  # judged on the other events only, as before payments were counted here
     if kind is InventoryReserved and s.warehouse_id is None:
         s.warehouse_id = ev.warehouse_id  # type: ignore[union-attr]
     elif kind is LogisticsShipped and s.carrier is None:
@@ -89,6 +131,73 @@ def observe(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
         _send(ctx, s, DELIVERY, s.promised_by, s.carrier, 1, now)
         done |= _DELIVERY_DONE
     s.kpi_done = done or None
+
+
+def _payment(ctx: Engine, s: OrderShard, ev: PaymentSucceeded | PaymentFailed, now: float) -> None:
+    """A payment's first event fixes its hour; it is sent then, and again when its state
+    improves (a method becomes known, a success after a failure). Nothing else is sent: a
+    re-callback changes nothing, and a late one after publication is dropped by its hour."""
+    pid = ev.payment_id
+    ok = 1 if type(ev) is PaymentSucceeded else 0
+    method = getattr(ev, "method", None)
+    if method:
+        method = sys.intern(method)  # a handful of methods, a reference per payment
+    entries = s.pay_kpi or ()
+    for i in range(0, len(entries), 4):
+        if entries[i] == pid:
+            _, start, first, was_ok = entries[i : i + 4]
+            # the first method read is kept (an empty one too, as a method it is "unknown")
+            if first is not None or not method:
+                method = first
+            if was_ok:
+                ok = 1
+            if method is first and ok == was_ok:
+                return
+            # a new tuple: a shard's tuples are never written into (an atomic step keeps
+            # them as they are, ``atomic._copy``)
+            s.pay_kpi = (*entries[:i], pid, start, method, ok, *entries[i + 4 :])
+            break
+    else:
+        first_at = ev.occurred_ts
+        seen = s.payments.get(pid)
+        if seen is not None and seen.at is not None and seen.at < first_at:
+            # a success read before the upgrade (the earlier layout counted it on g:kpis): its
+            # hour is that one's, published by now, so a late callback is not counted again
+            first_at = seen.at
+        start = _shared_hour(first_at)
+        s.pay_kpi = (*entries, pid, start, method, ok)
+    ctx.send_contribution(_payment_contribution(pid, start, method or UNKNOWN, ok, now))
+
+
+#: one float object per hour start, shared by the payments of that hour (24 bytes each else)
+_HOURS: dict[float, float] = {}
+
+
+def _shared_hour(ts: float) -> float:
+    start = hour_of(ts)
+    shared = _HOURS.get(start)
+    if shared is None:
+        if len(_HOURS) >= 10_000:
+            _HOURS.clear()
+        shared = _HOURS[start] = start
+    return shared
+
+
+def _payment_contribution(
+    pid: str, start: float, dim: str, hit: int, now: float
+) -> derived.Contribution:
+    return derived.Contribution.model_construct(
+        type=derived.CONTRIBUTION,
+        # one id per state of the payment: a re-delivery is the same record, an upgrade is not
+        # (waiting for the clock in a shard, it must not replace the first)
+        event_id=f"{derived.CONTRIBUTION}|{PAY}|{pid}|{dim}|{hit}",
+        kpi=PAY,
+        window_start=start,
+        dimension=dim,
+        item=pid,
+        hit=hit,
+        occurred_ts=now,
+    )
 
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
@@ -117,62 +226,57 @@ def _paid_at(s: OrderShard) -> float | None:
 def _send(
     ctx: Engine, s: OrderShard, kpi: str, at: float, dim: str | None, hit: int, now: float
 ) -> None:
-    oid = s.order_id
-    ctx.send_contribution(
-        derived.Contribution.model_construct(
-            type=derived.CONTRIBUTION,
-            event_id=f"{derived.CONTRIBUTION}|{kpi}|{oid}",
-            kpi=kpi,
-            window_start=hour_of(at),
-            dimension=dim or "unknown",
-            item=oid,
-            hit=hit,
-            occurred_ts=now,
-        )
+    ctx.send_contribution(_contribution(kpi, hour_of(at), dim or UNKNOWN, s.order_id, hit, now))
+
+
+def _contribution(
+    kpi: str, start: float, dim: str, item: str, hit: int, now: float
+) -> derived.Contribution:
+    return derived.Contribution.model_construct(
+        type=derived.CONTRIBUTION,
+        event_id=f"{derived.CONTRIBUTION}|{kpi}|{item}",
+        kpi=kpi,
+        window_start=start,
+        dimension=dim,
+        item=item,
+        hit=hit,
+        occurred_ts=now,
     )
 
 
-# --- on the KPI shard --------------------------------------------------------------------------
+# --- on an hour's shard ------------------------------------------------------------------------
 
 
 def apply_contribution(ctx: Engine, s: KpiShard, c: derived.Contribution, now: float) -> None:
-    if c.window_start < s.closed_until.get(c.kpi, float("-inf")):
-        return  # its hour was published already
-    window = s.windows.setdefault(f"{c.kpi}|{c.window_start}", {})
-    window.setdefault(c.item, [c.dimension, c.hit])  # an order counts once
-    _schedule_close(ctx, s, c.window_start)
-
-
-def apply_payment(
-    ctx: Engine, s: KpiShard, ev: PaymentSucceeded | PaymentFailed, now: float
-) -> None:
-    if type(ev) is not PaymentSucceeded and type(ev) is not PaymentFailed:
+    if s.key == KPIS:
+        # one that waited in the earlier layout's shard: that shard moves, this goes on
+        migrate(ctx, s, now)
+        ctx.send_contribution(c)
         return
-    ok = 1 if type(ev) is PaymentSucceeded else 0
-    method = getattr(ev, "method", None)
-    entry = s.payments.get(ev.payment_id)
-    if entry is not None and len(entry) > 3:
-        return  # its hour is published: a later callback does not count it again
-    if entry is None:
-        start = hour_of(ev.occurred_ts)
-        if start < s.closed_until.get(PAY, float("-inf")):
-            return
-        s.payments[ev.payment_id] = [start, method, ok]
-        _schedule_close(ctx, s, start)
-    else:
-        # a new list, never a write into the stored one: an atomic step takes back the
-        # shard's dict writes (``atomic._Tracked``), not writes inside its values
-        first_method = entry[1] if entry[1] is not None or not method else method
-        any_ok = entry[2] or ok
-        if first_method is not entry[1] or any_ok != entry[2]:
-            s.payments[ev.payment_id] = [entry[0], first_method, any_ok]
-    ctx.dirty.add(s.key)
-
-
-def _schedule_close(ctx: Engine, s: KpiShard, start: float) -> None:
+    start = c.window_start
+    if start < s.closed_until.get(c.kpi, float("-inf")):
+        return  # its hour was published already
     name = f"{CLOSE}{start}"
     if name not in s.timers:
+        if now > start + HOUR + GRACE:
+            return  # the hour's close has passed: published and forgotten, or never counted
         ctx.schedule(s, name, start + HOUR + GRACE)
+    window = s.windows.get(c.kpi)
+    if window is None:
+        window = s.windows[c.kpi] = {}
+        window = s.windows[c.kpi]  # the shard's own (``atomic._Tracked`` wraps a new dict)
+    item = c.item
+    old = window.get(item)
+    if old is None:
+        window[item] = [c.dimension, c.hit]
+    else:
+        # at least once: merged, never added; hit 0 -> 1 and unknown -> a dimension only (a
+        # new list, never a write into the stored one: an atomic step takes back the shard's
+        # dict writes, ``atomic._Tracked``, not writes inside its values)
+        dim = c.dimension if old[0] == UNKNOWN else old[0]
+        hit = old[1] or c.hit
+        if dim != old[0] or hit != old[1]:
+            window[item] = [dim, hit]
     ctx.dirty.add(s.key)
 
 
@@ -180,29 +284,17 @@ def on_close(ctx: Engine, s: Shard, name: str, due: float, now: float) -> None:
     """The clock passed an hour's end (and the grace): publish its records, forget the hour."""
     if not isinstance(s, KpiShard) or not name.startswith(CLOSE):
         return
+    if s.key == KPIS:
+        migrate(ctx, s, now)  # the earlier layout's shard: its hours go to their own shards
+        return
     start = float(name[len(CLOSE) :])
     counts: dict[tuple[str, str], list[int]] = {}
-    for kpi in (SHIP, DELIVERY):
-        for dim, hit in s.windows.pop(f"{kpi}|{start}", {}).values():
+    for kpi in (SHIP, DELIVERY, PAY):
+        for dim, hit in s.windows.pop(kpi, {}).values():
             c = counts.setdefault((kpi, dim), [0, 0])
             c[0] += hit
             c[1] += 1
         s.closed_until[kpi] = max(s.closed_until.get(kpi, float("-inf")), start + HOUR)
-    for pid, entry in list(s.payments.items()):
-        if len(entry) > 3:
-            if entry[0] < start - DAY:  # published a day ago: late callbacks are over
-                del s.payments[pid]
-            continue
-        if entry[0] != start:
-            continue
-        _, method, ok = entry
-        # published: kept a day so that a late callback is not a new one (a new list: see
-        # ``apply_payment``)
-        s.payments[pid] = [*entry, True]
-        c = counts.setdefault((PAY, method or "unknown"), [0, 0])
-        c[0] += ok
-        c[1] += 1
-    s.closed_until[PAY] = max(s.closed_until.get(PAY, float("-inf")), start + HOUR)
     for (kpi, dim), (num, den) in sorted(counts.items()):
         fields: dict[str, Any] = {"method": None, "warehouse_id": None, "carrier": None}
         fields[DIMENSION[kpi]] = dim
@@ -219,4 +311,45 @@ def on_close(ctx: Engine, s: Shard, name: str, due: float, now: float) -> None:
     ctx.dirty.add(s.key)
 
 
-__all__ = ["KPIS"]
+# --- the earlier layout: one ``g:kpis`` with every open hour and a day of payments -------------
+
+
+def apply_legacy(ctx: Engine, s: KpiShard, ev: InboundEvent, now: float) -> None:
+    """An inbound event on a KPI shard: only a payment that waited in the earlier layout's
+    ``g:kpis`` (payments are no longer routed there). Counted as that layout did, then moved."""
+    if s.key != KPIS:
+        return
+    if type(ev) is PaymentSucceeded or type(ev) is PaymentFailed:
+        pid = ev.payment_id
+        ok = 1 if type(ev) is PaymentSucceeded else 0
+        method = getattr(ev, "method", None)
+        entry = s.payments.get(pid)
+        if entry is None:
+            s.payments[pid] = [hour_of(ev.occurred_ts), method, ok]
+        elif len(entry) == 3:  # not published yet (a published one is final)
+            first = entry[1] if entry[1] is not None or not method else method
+            s.payments[pid] = [entry[0], first, entry[2] or ok]
+    migrate(ctx, s, now)
+
+
+def migrate(ctx: Engine, s: KpiShard, now: float) -> None:
+    """Move the earlier layout's ``g:kpis`` to the hours' shards: each item of its open windows,
+    and each payment whose hour it has not published, is sent as a contribution (merged there
+    with what orders send); its published payments (kept a day against late callbacks) are
+    dropped, the orders' shards know their payments now. It keeps ``closed_until`` alone."""
+    for name in list(s.windows):
+        kpi, _, at = name.partition("|")
+        start = float(at)
+        for item, (dim, hit) in s.windows.pop(name).items():
+            ctx.send_contribution(_contribution(kpi, start, dim, item, hit, now))
+    for pid in list(s.payments):
+        entry = s.payments.pop(pid)
+        if len(entry) == 3:
+            start, method, ok = entry
+            ctx.send_contribution(_payment_contribution(pid, start, method or UNKNOWN, ok, now))
+    for name in [n for n in s.timers if n.startswith(CLOSE)]:
+        ctx.unschedule(s, name)
+    ctx.dirty.add(s.key)
+
+
+__all__ = ["KPIS", "hour_key"]

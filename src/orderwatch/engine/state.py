@@ -27,6 +27,11 @@ GLOBAL = "g:rates"
 ACTIONS = "g:actions"
 #: v2: the one shard that counts the hourly indicators (section 11, ``engine/kpi.py``)
 KPIS = "g:kpis"
+#: v2: the shards of the hours being counted, ``g:kpis/<hour start>`` (``engine/kpi.py``); a
+#: ``g:kpis`` of the earlier layout (every hour in one shard) is migrated to them
+KPI_HOUR = KPIS + "/"
+#: the timer a ``g:kpis`` of the earlier layout gets when read, due at once: its migration
+KPI_MIGRATE = "kpi|migrate"
 FAILURE = "f:"
 #: v2: where a command goes that names no shard (an unknown rule, no subject): nothing lives
 #: there, so it is answered ``unknown_exception``
@@ -374,6 +379,15 @@ class OrderShard(Shard):
     warehouse_id: str | None = None
     carrier: str | None = None
     kpi_done: int | None = None
+    #: v2 (section 11, ``engine/kpi.py``): per payment of the order (succeeded or failed, whose
+    #: events all come here), four values in one flat tuple: payment_id, hour of its first
+    #: event, method of its first event that has one, 1 if one succeeded: what the shard sent
+    #: to that hour's KPI shard; None for an order without payment events. Must survive the
+    #: compaction of a finished order for at least a day after the hour is published (hour +
+    #: 1 h 1 min): without it a late callback of the payment would start it again in a new hour
+    #: and count it twice. Small (four values a payment), so keeping it for the order's life
+    #: is the simple rule.
+    pay_kpi: tuple[Any, ...] | None = None
 
     _FIELDS = (
         "created_eid",
@@ -441,6 +455,8 @@ class OrderShard(Shard):
             }
         if self.short_stock:
             d["short_stock"] = self.short_stock
+        if self.pay_kpi:
+            d["pay_kpi"] = self.pay_kpi
         return d
 
     @classmethod
@@ -452,6 +468,8 @@ class OrderShard(Shard):
                 setattr(shard, name, d[name])
         shard.payments = {pid: Payment(*p) for pid, p in d.get("payments", {}).items()}
         shard.short_stock = d.get("short_stock") or None
+        if d.get("pay_kpi"):
+            shard.pay_kpi = tuple(d["pay_kpi"])
         if shard.facts is not None:
             shard.facts = share_facts(tuple(shard.facts))
         return shard
@@ -634,9 +652,13 @@ class ActionRecords(Shard):
 
 @dataclass(slots=True)
 class KpiShard(Shard):
-    """The hourly indicators being counted (``engine/kpi.py``): ``windows``: "kpi|start" ->
-    item (order_id) -> [dimension value, hit]; ``payments``: payment_id -> [start, method, ok];
-    ``closed_until``: per kpi, the end of the last hour published."""
+    """The indicators of one hour being counted, ``g:kpis/<start>`` (``engine/kpi.py``):
+    ``windows``: kpi -> item (order_id, payment_id) -> [dimension value, hit]; ``closed_until``:
+    per kpi, the end of the hour once published (then ``windows`` is empty).
+
+    The earlier layout, one ``g:kpis`` for every hour, read from a changelog until migrated:
+    ``windows``: "kpi|start" -> item -> [dimension value, hit]; ``payments``: payment_id ->
+    [start, method, ok] (and ``True`` once its hour was published). Empty in an hour's shard."""
 
     windows: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     payments: dict[str, list[Any]] = field(default_factory=dict)
@@ -645,7 +667,8 @@ class KpiShard(Shard):
     def to_dict(self) -> dict[str, Any]:
         d = self.base_dict()
         d["windows"] = self.windows
-        d["payments"] = self.payments
+        if self.payments:
+            d["payments"] = self.payments
         d["closed_until"] = self.closed_until
         return d
 
@@ -656,6 +679,9 @@ class KpiShard(Shard):
         shard.windows = dict(d.get("windows", {}))
         shard.payments = dict(d.get("payments", {}))
         shard.closed_until = dict(d.get("closed_until", {}))
+        if shard.key == KPIS and (shard.windows or shard.payments):
+            # the earlier layout: migrated by the first sweep that reaches it (``kpi.migrate``)
+            shard.timers = {**shard.timers, KPI_MIGRATE: shard.last_at}
         return shard
 
 
@@ -675,7 +701,7 @@ def new_shard(key: str) -> Shard:
         return RateShard(key)
     if key == ACTIONS:
         return ActionShard(key)
-    if key == KPIS:
+    if key == KPIS or key.startswith(KPI_HOUR):
         return KpiShard(key)
     if key.startswith(ACTION_RECORDS):
         return ActionRecords(key)
@@ -706,7 +732,7 @@ def shard_from_dict(d: dict[str, Any]) -> Shard:
         else ActionShard
         if key == ACTIONS
         else KpiShard
-        if key == KPIS
+        if key == KPIS or key.startswith(KPI_HOUR)
         else ActionRecords
         if key.startswith(ACTION_RECORDS)
         else _KINDS.get(key[:2])
