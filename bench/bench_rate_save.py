@@ -69,7 +69,9 @@ def main() -> None:
         atomic.step(engine, event, clock.observe(event.occurred_ts), then=list)
         if args.compare_json and i % 20_000 == 0 and "g:rates" in engine.shards:
             t0 = time.perf_counter()
-            compared.append((*_compare(engine.shards["g:rates"]), len(engine.shards["g:rates"].open)))
+            compared.append(
+                (*_compare(engine.shards["g:rates"]), len(engine.shards["g:rates"].open))
+            )
             started += time.perf_counter() - t0  # not the engine's time
     elapsed = time.perf_counter() - started
     print(f"events {len(events)}  engine+atomic {elapsed / len(events) * 1e6:.2f} µs/event")
