@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orderwatch.engine import Engine, atomic
 from orderwatch.engine.state import OrderShard, Payment, Shard
@@ -372,3 +374,73 @@ def test_a_failed_step_takes_back_its_writes_to_the_rate_shards_exceptions() -> 
     after = rate_state(engine)
     assert after.pop("dl") == {k: v for k, v in before.pop("dl").items() if k not in failed}
     assert after == before
+
+
+#: what a generated step does to the rate shard: a payment, a creation failure, a command
+#: (creation failures weighted: ten in a window raise a spike for the commands to act on)
+_RATE_STEPS = (
+    *("paid", "payment_failed", "payment_failed"),
+    *("creation_failed",) * 4,
+    *("acknowledge", "unacknowledge", "resolve", "reopen"),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(_RATE_STEPS),
+            st.integers(0, 15),  # seconds after the previous step
+            st.integers(0, 3),  # which exception of the rate shard a command is about
+            st.booleans(),  # whether the step fails after it changed the shards
+        ),
+        min_size=40,
+        max_size=150,
+    )
+)
+def test_failed_steps_leave_the_rate_shard_as_if_they_never_came(
+    steps: list[tuple[str, int, int, bool]],
+) -> None:
+    """Any run of payments, creation failures and commands on the rate shard's exceptions,
+    some steps failing after they changed it: after each failed step the rate shard is as it
+    was, and at the end every shard is as in a run where the failed events never came (only
+    the deadlines due before them fired, as ``atomic.step`` fires them)."""
+    tried, skipped = Engine(CATALOG), Engine(CATALOG)
+    for engine in (tried, skipped):
+        atomic.guard(engine, lambda *_: None)
+
+    def boom(_: list[Any]) -> None:
+        raise RuntimeError("cannot encode")
+
+    at = ev(paid("O0", "10:00")).occurred_ts
+    for i, (kind, gap, which, fails) in enumerate(steps):
+        at += gap
+        moment = plus("10:00", seconds=at - ev(paid("O0", "10:00")).occurred_ts)
+        rates = tried.shards.get("g:rates")
+        if kind in ("paid", "payment_failed"):
+            make = paid if kind == "paid" else payment_failed
+            data = make(f"O{i}", moment, payment_id=f"P{i}")
+        elif kind == "creation_failed" or rates is None:
+            data = creation_failed(moment, event_id=f"F{i}")
+        else:
+            known = [*rates.open.values(), *(rates.closed or {}).values()]
+            if not known:
+                continue
+            op = known[which % len(known)]
+            about = {"exception_id": op.exception_id, "rule_id": op.rule_id, "subject": op.subject}
+            extra = {"resolution": "fixed"} if kind == "resolve" else {}
+            data = command(kind, about, moment, **extra)
+        event = ev(data)
+        if fails:
+            tried.sweep(event.occurred_ts)  # what ``step`` fires first stays: not the event's
+            before = rate_state(tried) if rates is not None else None
+            with pytest.raises(atomic.StepFailed):
+                atomic.step(tried, event, event.occurred_ts, then=boom)
+            if before is not None:
+                assert rate_state(tried) == before, data["event_id"]
+                assert tried.shards["g:rates"] is rates
+            skipped.sweep(event.occurred_ts)
+        else:
+            atomic.step(tried, event, event.occurred_ts, then=list)
+            atomic.step(skipped, event, event.occurred_ts, then=list)
+    assert snapshot(tried)["shards"] == snapshot(skipped)["shards"]

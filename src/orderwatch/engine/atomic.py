@@ -747,14 +747,43 @@ def _track_open(op: Any) -> Any:
 _OPEN_CONTAINERS = ("event_ids", "absorbed", "values")
 
 
-class _Opens(_Tracked):
-    """The rate shard's ``open`` or ``closed``: a ``_Tracked`` dict on ``_RATE_LOG`` whose
-    exceptions are ``_TrackedOpen``."""
+class _RateDict(_Tracked):
+    """A dict of the rate shard on ``_RATE_LOG`` that also takes back its order: a deletion
+    notes the keys in order first (deletions are rare: a window judged, an exception resolved
+    or reopened), since a key put back would otherwise come last, and the order of
+    ``closed`` is the order exceptions closed in (``operator.py``), as the changelog keeps it."""
 
     __slots__ = ()
 
     def __init__(self, items: Any) -> None:
-        super().__init__({k: _track_open(v) for k, v in items.items()}, _RATE_LOG)
+        super().__init__(items, _RATE_LOG)
+
+    def _order(self, key: Any) -> None:
+        if _Journal.depth and key in self:
+            _RATE_LOG.append((self, _ALL, list(self)))
+
+    def __delitem__(self, key: str) -> None:
+        self._order(key)
+        _Tracked.__delitem__(self, key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._order(key)
+        return _Tracked.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        if self:
+            self._order(next(reversed(self)))
+        return _Tracked.popitem(self)
+
+
+class _Opens(_RateDict):
+    """The rate shard's ``open`` or ``closed``: a ``_RateDict`` whose exceptions are
+    ``_TrackedOpen``."""
+
+    __slots__ = ()
+
+    def __init__(self, items: Any) -> None:
+        super().__init__({k: _track_open(v) for k, v in items.items()})
 
     def __setitem__(self, key: str, value: Any) -> None:
         _Tracked.__setitem__(self, key, _track_open(value))
@@ -785,11 +814,11 @@ def _track_rate(shard: RateShard) -> None:
     if done is not None and type(done) is not _TrackedSet:
         shard.done = _TrackedSet(done)
     replies = shard.replies
-    if replies is not None and type(replies) is not _Tracked:
-        shard.replies = _Tracked(replies, _RATE_LOG)
+    if replies is not None and type(replies) is not _RateDict:
+        shard.replies = _RateDict(replies)
     payments: Any = shard.payments
-    if type(payments) is not _Tracked:
-        payments = _Tracked(payments, _RATE_LOG)
+    if type(payments) is not _RateDict:
+        payments = _RateDict(payments)
         shard.payments = payments
     for bucket in payments.values():
         if type(bucket[0]) is not _TrackedSet or type(bucket[1]) is not _TrackedSet:
@@ -797,8 +826,8 @@ def _track_rate(shard: RateShard) -> None:
             list.__setitem__(bucket, 0, _TrackedSet(bucket[0]))
             list.__setitem__(bucket, 1, _TrackedSet(bucket[1]))
     failures: Any = shard.failures
-    if type(failures) is not _Tracked:
-        failures = _Tracked(failures, _RATE_LOG)
+    if type(failures) is not _RateDict:
+        failures = _RateDict(failures)
         shard.failures = failures
     for start, ids in failures.items():
         if type(ids) is not _TrackedSet:
@@ -821,6 +850,10 @@ def _rate_undo(mark: int) -> None:
                 set.discard(target, key)
         elif kind is _TrackedList:
             list.__setitem__(target, slice(None), old)
+        elif key is _ALL:  # a dict's keys in order, before a deletion
+            items = [(k, dict.__getitem__(target, k)) for k in old]
+            dict.clear(target)
+            dict.update(target, items)
         elif kind is _TrackedOpen:
             if old is _MISSING:
                 object.__delattr__(target, key)
