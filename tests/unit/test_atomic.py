@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orderwatch.engine import Engine, atomic
 from orderwatch.engine.state import OrderShard, Payment, Shard
@@ -17,7 +19,9 @@ from orderwatch.replay import replay
 from orderwatch.rulefiles import load_catalog
 from tests.factories import (
     blacklist,
+    command,
     created,
+    creation_failed,
     logistics,
     paid,
     payment_failed,
@@ -288,3 +292,155 @@ def test_a_failed_kpi_deadline_takes_back_its_writes() -> None:
     assert after.pop("dl") == {k: v for k, v in before.pop("dl").items() if k != failed[1]}
     assert after == before  # the hour's windows and closed_until as they were
     assert engine.take_output() == [] and engine.kpi_records == []
+
+
+def rate_state(engine: Engine) -> Any:
+    """The rate shard's changelog form, through JSON (compared by value)."""
+    return orjson.loads(orjson.dumps(engine.shards["g:rates"].to_dict()))
+
+
+class RateBoomEngine(Engine):
+    """Fails a payment window's judgement after it raised its exception and dropped the window."""
+
+    def _fire(self, shard: Shard, name: str, due: float, now: float) -> None:
+        super()._fire(shard, name, due, now)
+        if name.startswith("pay|"):
+            raise RuntimeError("after the window was judged")
+
+
+def test_a_failed_step_takes_back_its_writes_to_the_rate_shards_exceptions() -> None:
+    """The rate shard is not saved as its JSON before a step (its windows' ids, its open and
+    closed exceptions) but takes back the step's writes: a window's new id, an open
+    exception updated in place, a new one, a command's status and reply, a resolution."""
+    engine = RateBoomEngine(CATALOG)
+    failed: list[str] = []
+    atomic.guard(engine, lambda name, *_: failed.append(name))
+    rates: list[Shard] = []
+    changed: list[Any] = []
+
+    def apply(events: list[dict[str, Any]]) -> list[Any]:
+        out: list[Any] = []
+        for data in events:
+            out += atomic.step(engine, ev(data), ev(data).occurred_ts, then=list)
+        rates.append(engine.shards["g:rates"])
+        return out
+
+    def boom(_: list[Any]) -> None:
+        changed.append(rate_state(engine))
+        raise RuntimeError("cannot encode")
+
+    def fail(events: list[dict[str, Any]]) -> None:
+        before = rate_state(engine)
+        for data in events:
+            with pytest.raises(atomic.StepFailed):
+                atomic.step(engine, ev(data), ev(data).occurred_ts, then=boom)
+            assert changed[-1] != before, f"{data['event_id']} changed the shard"
+            assert rate_state(engine) == before, data["event_id"]
+            assert engine.shards["g:rates"] is rates[-1]  # kept and taken back, not rebuilt
+
+    # a spike at the tenth failure of the 10:00 window, acknowledged
+    out = apply([creation_failed(plus("10:00", seconds=i), event_id=f"F{i}") for i in range(10)])
+    [spike] = [e for e in out if e.rule_id == "order.creation_failure_spike"]
+    apply([paid("O1", "10:01", payment_id="P1"), command("acknowledge", spike, "10:02")])
+    assert rate_state(engine)["open"][0]["st"] == "acknowledged"
+    first = [
+        creation_failed("10:03", event_id="F10"),  # a failure the open spike covers
+        paid("O2", "10:03", payment_id="P2"),  # a window's new payment id
+        command("unacknowledge", spike, "10:03"),  # its status and the command's reply
+        command("resolve", spike, "10:03", resolution="fixed"),  # moved to the closed ones
+    ]
+    fail(first)
+    assert "F10" in changed[0]["failures"][0][1]
+    assert changed[2]["open"][0].get("st") is None  # open again
+    assert changed[-1]["closed"][0]["id"] == spike.exception_id
+    # nine in the next window: the tenth raises another spike
+    apply([creation_failed(plus("10:05", seconds=i), event_id=f"G{i}") for i in range(9)])
+    second = [
+        creation_failed("10:06", event_id="G9"),  # a new spike
+        payment_failed("O3", "10:07", payment_id="P3"),  # a new window
+    ]
+    fail(second)
+    assert len(changed[-2]["open"]) == 2
+    # the same events applied for good change the shard (nothing left half-tracked)
+    apply([data | {"occurred_at": plus("10:06", seconds=30)} for data in first[2:]] + second)
+    after = rate_state(engine)
+    assert [o["v"]["failures"] for o in after["open"]] == [10]  # the 10:05 spike
+    assert after["closed"][0]["id"] == spike.exception_id
+    # a window's judgement that fails: its exception and the window's drop taken back
+    apply([payment_failed(f"Q{i}", "10:16", payment_id=f"R{i}") for i in range(20)])
+    before = rate_state(engine)
+    engine.sweep(ev(paid("O9", "10:30", payment_id="P9")).occurred_ts)
+    assert "pay|" + repr(ev(paid("O0", "10:15")).occurred_ts) in failed
+    after = rate_state(engine)
+    assert after.pop("dl") == {k: v for k, v in before.pop("dl").items() if k not in failed}
+    assert after == before
+
+
+#: what a generated step does to the rate shard: a payment, a creation failure, a command
+#: (creation failures weighted: ten in a window raise a spike for the commands to act on)
+_RATE_STEPS = (
+    *("paid", "payment_failed", "payment_failed"),
+    *("creation_failed",) * 4,
+    *("acknowledge", "unacknowledge", "resolve", "reopen"),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(_RATE_STEPS),
+            st.integers(0, 15),  # seconds after the previous step
+            st.integers(0, 3),  # which exception of the rate shard a command is about
+            st.booleans(),  # whether the step fails after it changed the shards
+        ),
+        min_size=40,
+        max_size=150,
+    )
+)
+def test_failed_steps_leave_the_rate_shard_as_if_they_never_came(
+    steps: list[tuple[str, int, int, bool]],
+) -> None:
+    """Any run of payments, creation failures and commands on the rate shard's exceptions,
+    some steps failing after they changed it: after each failed step the rate shard is as it
+    was, and at the end every shard is as in a run where the failed events never came (only
+    the deadlines due before them fired, as ``atomic.step`` fires them)."""
+    tried, skipped = Engine(CATALOG), Engine(CATALOG)
+    for engine in (tried, skipped):
+        atomic.guard(engine, lambda *_: None)
+
+    def boom(_: list[Any]) -> None:
+        raise RuntimeError("cannot encode")
+
+    at = ev(paid("O0", "10:00")).occurred_ts
+    for i, (kind, gap, which, fails) in enumerate(steps):
+        at += gap
+        moment = plus("10:00", seconds=at - ev(paid("O0", "10:00")).occurred_ts)
+        rates = tried.shards.get("g:rates")
+        if kind in ("paid", "payment_failed"):
+            make = paid if kind == "paid" else payment_failed
+            data = make(f"O{i}", moment, payment_id=f"P{i}")
+        elif kind == "creation_failed" or rates is None:
+            data = creation_failed(moment, event_id=f"F{i}")
+        else:
+            known = [*rates.open.values(), *(rates.closed or {}).values()]
+            if not known:
+                continue
+            op = known[which % len(known)]
+            about = {"exception_id": op.exception_id, "rule_id": op.rule_id, "subject": op.subject}
+            extra = {"resolution": "fixed"} if kind == "resolve" else {}
+            data = command(kind, about, moment, **extra)
+        event = ev(data)
+        if fails:
+            tried.sweep(event.occurred_ts)  # what ``step`` fires first stays: not the event's
+            before = rate_state(tried) if rates is not None else None
+            with pytest.raises(atomic.StepFailed):
+                atomic.step(tried, event, event.occurred_ts, then=boom)
+            if before is not None:
+                assert rate_state(tried) == before, data["event_id"]
+                assert tried.shards["g:rates"] is rates
+            skipped.sweep(event.occurred_ts)
+        else:
+            atomic.step(tried, event, event.occurred_ts, then=list)
+            atomic.step(skipped, event, event.occurred_ts, then=list)
+    assert snapshot(tried)["shards"] == snapshot(skipped)["shards"]

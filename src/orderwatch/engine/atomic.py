@@ -10,7 +10,8 @@ worker (which persists it) than in a replay that takes another path. ``step`` he
 2. copies the shards the event routes to (``_copy``; Kafka Streams restores a failed task from
    its changelog instead, but a copy of a handful of shards per event is far cheaper than a
    rebuilt partition), and the blacklist if the event is one of its changes; the KPI shard,
-   too big to copy at every step, is kept and takes back the step's writes (``_Kept``);
+   too big to copy at every step, is kept and takes back the step's writes (``_Kept``), and
+   so is the rate shard, saved before every payment event (``_RateKept``);
 3. runs ``Engine.step``; if it raises, puts the copies back (deleting shards the event created),
    drops the exceptions the failed step produced, and raises ``StepFailed`` carrying the
    exceptions of step 1, which the caller publishes as usual.
@@ -44,8 +45,10 @@ from orderwatch.engine import actions
 from orderwatch.engine.core import BROADCAST, PARK, Engine
 from orderwatch.engine.state import (
     NO_TIMERS,
+    NOTHING_OPEN,
     ActionShard,
     KpiShard,
+    Open,
     RateShard,
     Shard,
     shard_from_dict,
@@ -291,7 +294,9 @@ _KEPT: set[type] = set(_ATOMS)
 #: Their changelog form (``to_dict``, JSON) is written by orjson in C instead, and read back
 #: only when a step fails: the same form a restart or a cache miss reads, so it holds exactly
 #: what the engine needs. The KPI shard, far bigger (every open window's orders, a day of
-#: payments: its JSON was most of the worker's time), is not saved whole: ``_Kept``.
+#: payments: its JSON was most of the worker's time), is not saved whole: ``_Kept``; nor is
+#: the rate shard (``_RateKept``): its JSON was a quarter of an atomic step's time. Both stay
+#: here for ``_Waiting`` (a step that only parks in them).
 _SERIALIZED: frozenset[type] = frozenset({RateShard, ActionShard})
 
 
@@ -550,10 +555,13 @@ def _held(log: list[tuple[_Tracked, str, Any]]) -> bool:
 
 
 def _save_shard(shard: Shard) -> Any:
-    """What ``_restore`` builds the shard back from: ``_Kept`` for the KPI shard, ``_Stored``
-    for the other shared shards, else a ``_copy``. Each has ``build()``."""
+    """What ``_restore`` builds the shard back from: ``_Kept`` for the KPI shard, ``_RateKept``
+    for the rate shard, ``_Stored`` for the other shared shards, else a ``_copy``. Each has
+    ``build()``."""
     if type(shard) is KpiShard:
         return _Kept(shard)
+    if type(shard) is RateShard:
+        return _RateKept(shard)
     if type(shard) not in _SERIALIZED:
         return _copy(shard)
     parked, timers = _journal_shard(shard)
@@ -565,6 +573,328 @@ def _save_shard(shard: Shard) -> Any:
     finally:
         shard.parked, shard.timers = parked[0], timers[0]
     return _Stored(data, parked, timers)
+
+
+#: The rate shard's one undo log (``_RateKept``): (a tracked dict, set, list or exception, the
+#: key, element or field written, what it was before). One log for every tracked object: a
+#: step takes back what was written after its mark, whichever object it was.
+_RATE_LOG: list[tuple[Any, Any, Any]] = []
+#: ``_TrackedSet``'s and ``_TrackedList``'s note of a write that replaced the whole content
+_ALL: Any = object()
+
+
+class _TrackedSet(set[Any]):
+    """A set of the rate shard (a window's payment ids or failures, the ids raised before)
+    that notes each change in ``_RATE_LOG`` while a save is open. ``add`` is the one write on
+    the hot path (a payment id into its window): one note, instead of the window's ids dumped
+    to JSON before every payment event. Bulk changes note the whole content (rare)."""
+
+    __slots__ = ()
+
+    def add(self, item: Any) -> None:
+        if _Journal.depth and item not in self:
+            _RATE_LOG.append((self, item, False))
+        set.add(self, item)
+
+    def discard(self, item: Any) -> None:
+        if _Journal.depth and item in self:
+            _RATE_LOG.append((self, item, True))
+        set.discard(self, item)
+
+    def remove(self, item: Any) -> None:
+        if item not in self:
+            raise KeyError(item)
+        self.discard(item)
+
+    def _whole(self) -> None:
+        if _Journal.depth:
+            _RATE_LOG.append((self, _ALL, set(self)))
+
+    def pop(self) -> Any:
+        self._whole()
+        return set.pop(self)
+
+    def clear(self) -> None:
+        self._whole()
+        set.clear(self)
+
+    def update(self, *others: Any) -> None:
+        self._whole()
+        set.update(self, *others)
+
+    def difference_update(self, *others: Any) -> None:
+        self._whole()
+        set.difference_update(self, *others)
+
+    def intersection_update(self, *others: Any) -> None:
+        self._whole()
+        set.intersection_update(self, *others)
+
+    def symmetric_difference_update(self, other: Any) -> None:
+        self._whole()
+        set.symmetric_difference_update(self, other)
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[misc]
+        self.update(other)
+        return self
+
+    def __isub__(self, other: Any) -> Self:  # type: ignore[misc]
+        self.difference_update(other)
+        return self
+
+    def __iand__(self, other: Any) -> Self:  # type: ignore[misc]
+        self.intersection_update(other)
+        return self
+
+    def __ixor__(self, other: Any) -> Self:  # type: ignore[misc]
+        self.symmetric_difference_update(other)
+        return self
+
+
+class _TrackedList(list[Any]):
+    """A list in a rate shard's exception (``absorbed``, appended to in place): any change
+    notes its whole content first (a few ids)."""
+
+    __slots__ = ()
+
+    def _whole(self) -> None:
+        if _Journal.depth:
+            _RATE_LOG.append((self, _ALL, list(self)))
+
+    def append(self, item: Any) -> None:
+        self._whole()
+        list.append(self, item)
+
+    def extend(self, items: Any) -> None:
+        self._whole()
+        list.extend(self, items)
+
+    def insert(self, index: Any, item: Any) -> None:
+        self._whole()
+        list.insert(self, index, item)
+
+    def pop(self, index: Any = -1) -> Any:
+        self._whole()
+        return list.pop(self, index)
+
+    def remove(self, item: Any) -> None:
+        self._whole()
+        list.remove(self, item)
+
+    def clear(self) -> None:
+        self._whole()
+        list.clear(self)
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        self._whole()
+        list.sort(self, *args, **kwargs)
+
+    def reverse(self) -> None:
+        self._whole()
+        list.reverse(self)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._whole()
+        list.__setitem__(self, index, value)
+
+    def __delitem__(self, index: Any) -> None:
+        self._whole()
+        list.__delitem__(self, index)
+
+    def __iadd__(self, other: Any) -> Self:  # type: ignore[misc]
+        self.extend(other)
+        return self
+
+    def __imul__(self, n: Any) -> Self:  # type: ignore[misc]
+        self._whole()
+        list.__imul__(self, n)
+        return self
+
+
+def _tracked_value(value: Any) -> Any:
+    """A list or set stored in a rate shard's exception, tracked (``_TrackedOpen``)."""
+    kind = type(value)
+    if kind is list:
+        return _TrackedList(value)
+    if kind is set:
+        return _TrackedSet(value)
+    return value
+
+
+class _TrackedOpen(Open):
+    """An exception of the rate shard (open or closed): each field written while a save is open
+    is noted in ``_RATE_LOG`` (an escalation, a command, a resolution change them in place). An
+    ``Open`` becomes one by a change of class when its shard's dict holds it (``_Opens``); the
+    fields, and so its changelog form, are the same."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if _Journal.depth:
+            _RATE_LOG.append((self, name, getattr(self, name, _MISSING)))
+        object.__setattr__(self, name, _tracked_value(value))
+
+
+def _track_open(op: Any) -> Any:
+    if type(op) is Open:
+        op.__class__ = _TrackedOpen
+        for name in _OPEN_CONTAINERS:
+            object.__setattr__(op, name, _tracked_value(getattr(op, name)))
+    return op
+
+
+#: the fields of ``Open`` that may hold a list written in place (``absorbed``) or a container
+_OPEN_CONTAINERS = ("event_ids", "absorbed", "values")
+
+
+class _RateDict(_Tracked):
+    """A dict of the rate shard on ``_RATE_LOG`` that also takes back its order: a deletion
+    notes the keys in order first (deletions are rare: a window judged, an exception resolved
+    or reopened), since a key put back would otherwise come last, and the order of
+    ``closed`` is the order exceptions closed in (``operator.py``), as the changelog keeps it."""
+
+    __slots__ = ()
+
+    def __init__(self, items: Any) -> None:
+        super().__init__(items, _RATE_LOG)
+
+    def _order(self, key: Any) -> None:
+        if _Journal.depth and key in self:
+            _RATE_LOG.append((self, _ALL, list(self)))
+
+    def __delitem__(self, key: str) -> None:
+        self._order(key)
+        _Tracked.__delitem__(self, key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._order(key)
+        return _Tracked.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        if self:
+            self._order(next(reversed(self)))
+        return _Tracked.popitem(self)
+
+
+class _Opens(_RateDict):
+    """The rate shard's ``open`` or ``closed``: a ``_RateDict`` whose exceptions are
+    ``_TrackedOpen``."""
+
+    __slots__ = ()
+
+    def __init__(self, items: Any) -> None:
+        super().__init__({k: _track_open(v) for k, v in items.items()})
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _Tracked.__setitem__(self, key, _track_open(value))
+
+
+#: the rate shard's fields kept by reference and taken back by ``_RATE_LOG`` (their content),
+#: those journaled, and the rest (scalars), copied by ``_copy``: a field added later is saved
+_RATE_TRACKED = ("open", "done", "closed", "replies", "payments", "failures")
+_RATE_COPIED = tuple(
+    f.name
+    for f in dataclasses.fields(RateShard)
+    if f.name not in _RATE_TRACKED and f.name not in ("timers", "parked")
+)
+_rate_refs = attrgetter(*_RATE_TRACKED)
+
+
+def _track_rate(shard: RateShard) -> None:
+    """The rate shard's containers made tracked where they are not yet (a shard read from the
+    changelog, a dict or set created by the last step, a new window): O(windows) a save but
+    for the first, O(shard)."""
+    opened = shard.open
+    if opened is not NOTHING_OPEN and type(opened) is not _Opens:
+        shard.open = _Opens(opened)
+    closed = shard.closed
+    if closed is not None and type(closed) is not _Opens:
+        shard.closed = _Opens(closed)
+    done = shard.done
+    if done is not None and type(done) is not _TrackedSet:
+        shard.done = _TrackedSet(done)
+    replies = shard.replies
+    if replies is not None and type(replies) is not _RateDict:
+        shard.replies = _RateDict(replies)
+    payments: Any = shard.payments
+    if type(payments) is not _RateDict:
+        payments = _RateDict(payments)
+        shard.payments = payments
+    for bucket in payments.values():
+        if type(bucket[0]) is not _TrackedSet or type(bucket[1]) is not _TrackedSet:
+            # the same ids: a change of container, nothing to take back
+            list.__setitem__(bucket, 0, _TrackedSet(bucket[0]))
+            list.__setitem__(bucket, 1, _TrackedSet(bucket[1]))
+    failures: Any = shard.failures
+    if type(failures) is not _RateDict:
+        failures = _RateDict(failures)
+        shard.failures = failures
+    for start, ids in failures.items():
+        if type(ids) is not _TrackedSet:
+            dict.__setitem__(failures, start, _TrackedSet(ids))
+
+
+def _rate_undo(mark: int) -> None:
+    """Take back the writes noted in ``_RATE_LOG`` after ``mark``, latest first."""
+    log = _RATE_LOG
+    while len(log) > mark:
+        target, key, old = log.pop()
+        kind = type(target)
+        if kind is _TrackedSet:
+            if key is _ALL:
+                set.clear(target)
+                set.update(target, old)
+            elif old:
+                set.add(target, key)
+            else:
+                set.discard(target, key)
+        elif kind is _TrackedList:
+            list.__setitem__(target, slice(None), old)
+        elif key is _ALL:  # a dict's keys in order, before a deletion
+            items = [(k, dict.__getitem__(target, k)) for k in old]
+            dict.clear(target)
+            dict.update(target, items)
+        elif kind is _TrackedOpen:
+            if old is _MISSING:
+                object.__delattr__(target, key)
+            else:
+                object.__setattr__(target, key, old)
+        elif old is _MISSING:
+            dict.pop(target, key, None)
+        else:
+            dict.__setitem__(target, key, old)
+
+
+class _RateKept:
+    """The rate shard kept as it is while a step runs, instead of its changelog JSON (every
+    open window's payment ids sorted and dumped, its exceptions, before every payment event:
+    most of the time a step spent saving shards). Its containers and exceptions are taken back
+    by ``_RATE_LOG``, their references and scalars are put back, its timers and waiting events
+    are taken back by their journals. A payment event's save is O(windows)."""
+
+    __slots__ = ("fields", "mark", "parked", "refs", "shard", "timers")
+
+    def __init__(self, shard: RateShard) -> None:
+        self.shard = shard
+        _track_rate(shard)
+        if not _Journal.depth or not any(
+            type(at) is _RateKept for saves in _OPEN for _, at, _ in saves
+        ):
+            _RATE_LOG.clear()  # the notes of steps that are over
+        self.mark = len(_RATE_LOG)
+        self.refs = _rate_refs(shard)
+        self.fields = [_copy(getattr(shard, name)) for name in _RATE_COPIED]
+        self.parked, self.timers = _journal_shard(shard)
+
+    def build(self) -> Shard:
+        shard = self.shard
+        _rate_undo(self.mark)
+        for name, value in zip(_RATE_TRACKED, self.refs, strict=True):
+            setattr(shard, name, value)
+        for name, value in zip(_RATE_COPIED, self.fields, strict=True):
+            setattr(shard, name, _thaw(value))
+        _take_back(shard, self.parked, self.timers)
+        return shard
 
 
 #: per dataclass: its type, a getter of all its fields in one C call, their names, and per
