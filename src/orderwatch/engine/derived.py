@@ -18,6 +18,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from orderwatch.engine.state import hour_key
+
 #: ``type`` of a flag on the shard topic: not a contract type, so no input can be one (stage 1
 #: dead-letters unknown types; only stage 2 reads these).
 FLAG: Literal["orderwatch.flag"] = "orderwatch.flag"
@@ -124,8 +126,8 @@ class Contribution(_Derived):
 
     @property
     def shard_key(self) -> str:
-        """The shard of its hour, ``g:kpis/<hour start>`` (``kpi.hour_key``)."""
-        return f"g:kpis/{int(self.window_start)}"
+        """The shard of its hour, ``g:kpis/<hour start>``."""
+        return hour_key(self.window_start)
 
 
 def mark(

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import derived
 from orderwatch.engine.lifecycle import to_datetime
-from orderwatch.engine.state import KPI_HOUR, KPIS, KpiShard, OrderShard, Shard
+from orderwatch.engine.state import KPIS, KpiShard, OrderShard, Shard, hour_key
 from orderwatch.events.inbound import (
     InboundEvent,
     InventoryReserved,
@@ -91,11 +91,6 @@ _SHIP_DONE, _DELIVERY_DONE = 1, 2
 
 def hour_of(ts: float) -> float:
     return ts - ts % HOUR
-
-
-def hour_key(start: float) -> str:
-    """The shard that counts the hour starting at ``start``: ``g:kpis/<epoch seconds>``."""
-    return f"{KPI_HOUR}{int(start)}"
 
 
 # --- on the order's shard ----------------------------------------------------------------------
@@ -186,18 +181,9 @@ def _shared_hour(ts: float) -> float:
 def _payment_contribution(
     pid: str, start: float, dim: str, hit: int, now: float
 ) -> derived.Contribution:
-    return derived.Contribution.model_construct(
-        type=derived.CONTRIBUTION,
-        # one id per state of the payment: a re-delivery is the same record, an upgrade is not
-        # (waiting for the clock in a shard, it must not replace the first)
-        event_id=f"{derived.CONTRIBUTION}|{PAY}|{pid}|{dim}|{hit}",
-        kpi=PAY,
-        window_start=start,
-        dimension=dim,
-        item=pid,
-        hit=hit,
-        occurred_ts=now,
-    )
+    # one id per state of the payment: a re-delivery is the same record, an upgrade is not
+    # (waiting for the clock in a shard, it must not replace the first)
+    return _contribution(PAY, start, dim, pid, hit, now, f"|{dim}|{hit}")
 
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
@@ -230,11 +216,11 @@ def _send(
 
 
 def _contribution(
-    kpi: str, start: float, dim: str, item: str, hit: int, now: float
+    kpi: str, start: float, dim: str, item: str, hit: int, now: float, state: str = ""
 ) -> derived.Contribution:
     return derived.Contribution.model_construct(
         type=derived.CONTRIBUTION,
-        event_id=f"{derived.CONTRIBUTION}|{kpi}|{item}",
+        event_id=f"{derived.CONTRIBUTION}|{kpi}|{item}{state}",
         kpi=kpi,
         window_start=start,
         dimension=dim,

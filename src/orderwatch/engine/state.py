@@ -31,6 +31,13 @@ KPIS = "g:kpis"
 #: v2: the shards of the hours being counted, ``g:kpis/<hour start>`` (``engine/kpi.py``); a
 #: ``g:kpis`` of the earlier layout (every hour in one shard) is migrated to them
 KPI_HOUR = KPIS + "/"
+
+
+def hour_key(start: float) -> str:
+    """The shard that counts the hour starting at ``start``: ``g:kpis/<epoch seconds>``."""
+    return f"{KPI_HOUR}{int(start)}"
+
+
 #: the timer a ``g:kpis`` of the earlier layout gets when read, due at once: its migration
 KPI_MIGRATE = "kpi|migrate"
 FAILURE = "f:"
