@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from orderwatch.broker import create_topics, free_port
+from orderwatch.simulation.traffic import TOPICS
 
 STREAMS = ("orders", "payment-callbacks", "inventory", "logistics", "blacklist")
 
@@ -87,6 +88,11 @@ class Topics:
     @property
     def blacklist(self) -> str:
         return self.name("blacklist")
+
+    @property
+    def streams(self) -> dict[str, str]:
+        """The simulator's streams to this test's topics (``produce(..., topics=...)``)."""
+        return {stream: self.name(base) for stream, base in TOPICS.items()}
 
     def env(self) -> dict[str, str]:
         return {

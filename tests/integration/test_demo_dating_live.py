@@ -34,13 +34,7 @@ def test_demo_exceptions_are_never_dated_after_the_wall_clock(
     topics = Topics()
     asyncio.run(topics.create(broker.bootstrap))
     workers.append(WorkerProcess(broker.bootstrap, topics, tmp_path).start())
-    streams = {
-        "order": topics.name("orders"),
-        "payment": topics.name("payment-callbacks"),
-        "inventory": topics.name("inventory"),
-        "logistics": topics.name("logistics"),
-        "blacklist": topics.name("blacklist"),
-    }
+    streams = topics.streams
     sim = Simulator(SimConfig(seed=3, orders=150, demo=True, anomaly_rate=0.3, start=time.time()))
     received: list[tuple[float, dict[str, object]]] = []
 

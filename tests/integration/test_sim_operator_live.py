@@ -39,13 +39,7 @@ def test_the_simulated_operator_acknowledges_snoozes_and_resolves(
         commands=topics.commands,
         results=topics.replies,
     )
-    streams = {
-        "order": topics.name("orders"),
-        "payment": topics.name("payment-callbacks"),
-        "inventory": topics.name("inventory"),
-        "logistics": topics.name("logistics"),
-        "blacklist": topics.name("blacklist"),
-    }
+    streams = topics.streams
     sim = Simulator(SimConfig(seed=3, orders=150, demo=True, anomaly_rate=0.3, start=time.time()))
     operator = Operator(think=0.5)
     replies: Counter[bool] = Counter()
