@@ -93,3 +93,31 @@ def test_years_beyond_the_range_are_refused_with_that_reason(year: str) -> None:
     with pytest.raises(EventValidationError) as refused:
         decode_event(order_at(f"{year}-06-01T00:00:00Z"))
     assert "outside the years 1900-9000" in refused.value.detail
+
+
+#: where the NaN / Infinity literals may stand in a message that is otherwise valid
+NON_FINITE = [
+    b',"extra":NaN}',
+    b',"extra":[1,Infinity]}',
+    b',"extra":{"a":-Infinity}}',
+    b',"extra":[{"b":[NaN]}]}',
+]
+
+
+@pytest.mark.parametrize("tail", NON_FINITE)
+def test_nan_and_infinity_literals_are_refused_wherever_they_stand(tail: bytes) -> None:
+    raw = orjson.dumps(created("O1"))[:-1] + tail
+    with pytest.raises(EventValidationError) as refused:
+        decode_event(raw)
+    assert refused.value.reason == "invalid_json"
+    # and a literal under a key that a later duplicate replaces is still in the message
+    first = b'{"remark":' + tail[len(b',"extra":') : -1] + b"," + orjson.dumps(created("O1"))[1:]
+    with pytest.raises(EventValidationError) as refused:
+        decode_event(first)
+    assert refused.value.reason == "invalid_json"
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "NaN Infinity", "CNY", "nan"])
+def test_text_that_spells_nan_or_infinity_is_only_text(text: str) -> None:
+    event = decode_event(orjson.dumps({**created("O1"), "remark": text, text: text}))
+    assert event.remark == text  # type: ignore[union-attr]
