@@ -9,13 +9,17 @@ with other jobs, the time this process waits for a core is theirs, not the decod
 
     .venv/bin/python bench/bench_decode.py FILE [--lines 200000] [--rounds 3]
     .venv/bin/python bench/bench_decode.py FILE --old-src /tmp/dec-old/src [--rounds 4] [--engine]
+    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+        .venv/bin/python bench/bench_decode.py FILE --once --lines 30000 [--skip] [--engine]
 
 FILE is a day of events, one JSON per line (``bench/bench_engine.py --keep FILE`` writes one).
 ``--old-src`` is the ``src`` of another tree (``git archive REV src rules | tar -x -C DIR``);
 this tree's own ``src`` is the other side. ``--engine`` adds a decode+engine pass over the whole
 file per child (as ``orderwatch replay`` runs it, minus the output). Both sides run with the
 worker's collector thresholds (``orderwatch.heap.THRESHOLDS``, copied here so an old tree
-without them is measured the same way).
+without them is measured the same way). ``--once`` is for an instruction count: the
+difference of the counts with and without ``--skip``, over ``--lines``, is instructions per event
+(``PYTHONPATH=DIR/src`` for another tree).
 """
 
 from __future__ import annotations
@@ -113,6 +117,31 @@ def decode_engine(path: Path) -> float:
     return events / (_clock() - started)
 
 
+def once(path: Path, limit: int, engine: bool, skip: bool) -> None:
+    """Read the first ``limit`` lines, then decode each once (and step an engine with it), or
+    not at all with ``skip``: run both under ``valgrind --tool=cachegrind``, the difference of
+    their instruction counts over ``limit`` is the instructions per event, which the machine's
+    load does not move."""
+    from orderwatch.engine import Engine, ReplayClock
+    from orderwatch.events.codec import decode_event
+    from orderwatch.rulefiles import load_catalog
+
+    gc.set_threshold(*THRESHOLDS)
+    lines = read_lines(path, limit)
+    if not engine:
+        for line in [] if skip else lines:
+            decode_event(line)
+        return
+    try:
+        machine = Engine(load_catalog(), track_dirty=False)
+    except TypeError:  # an older engine without the option
+        machine = Engine(load_catalog())
+    clock = ReplayClock()
+    for line in [] if skip else lines:
+        event = decode_event(line)
+        machine.step(event, clock.observe(event.occurred_ts))
+
+
 def run_child(src: Path, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(src))
     cmd = [sys.executable, __file__, str(args.file), "--child", "--lines", str(args.lines)]
@@ -162,8 +191,13 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=3, help="passes per child in A/B mode")
     parser.add_argument("--old-src", help="the other tree's src: run A/B, interleaved")
     parser.add_argument("--engine", action="store_true", help="also decode+engine, whole file")
+    parser.add_argument("--once", action="store_true", help="decode --lines once, no figures")
+    parser.add_argument("--skip", action="store_true", help="with --once: read, decode none")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.once:
+        once(args.file, args.lines, args.engine, args.skip)
+        return
     if args.old_src:
         ab(args)
         return
