@@ -29,8 +29,15 @@ fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format src agents tests bench
 	$(BIN)/ruff check --fix src agents tests bench
 
+# Integration tests mostly wait (on the broker's group joins, on worker start-ups): make test runs
+# them in this many processes (each with its own broker), then the latency-sensitive ones
+# (marker "serial") alone. A bare `pytest` still runs everything in one process.
+TEST_PROCESSES ?= 3
+
 test: lint ## lint, then the whole test suite (unit, agents, integration on the embedded broker)
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/integration -m "not serial"
+	$(BIN)/pytest tests/integration -m "not serial" -n $(TEST_PROCESSES) --dist loadgroup
+	$(BIN)/pytest -m serial
 
 unit: $(STAMP) ## the unit tests only (no broker)
 	$(BIN)/pytest tests/unit

@@ -26,7 +26,8 @@ from orderwatch.broker import EmbeddedBroker, create_topics, free_port
 from orderwatch.events.codec import encode_exception
 from orderwatch.events.exception import Evidence, ExceptionEvent
 
-pytestmark = pytest.mark.integration
+# one Alertmanager for the module: its tests stay in one xdist process
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("alertmanager")]
 
 CANDIDATES = ("prometheus-alertmanager", "alertmanager")
 DEADLINE = 30.0

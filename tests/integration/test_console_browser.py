@@ -33,6 +33,8 @@ from tests.integration.harness import Collector, Topics, WorkerProcess, produce,
 
 pytestmark = [
     pytest.mark.integration,
+    # one worker, console and browser for the module: its tests stay in one xdist process
+    pytest.mark.xdist_group("console_browser"),
     pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium"),
 ]
 

@@ -27,7 +27,7 @@ from orderwatch.broker import EmbeddedBroker
 from tests.factories import created, paid, status
 from tests.integration.harness import Collector, Topics, WorkerProcess, produce, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 RULE = "payment.paid_not_updated"

@@ -29,7 +29,7 @@ from orderwatch.broker import EmbeddedBroker
 from tests.factories import created, logistics, paid, status
 from tests.integration.harness import Collector, Topics, WorkerProcess, produce
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 SILENCE = 3.0

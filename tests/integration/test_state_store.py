@@ -167,6 +167,7 @@ async def _standby_takeover(
     return a, events[third:], expected, seconds
 
 
+@pytest.mark.serial
 async def test_a_standby_takes_over_from_a_worker_that_leaves(
     broker: EmbeddedBroker, topics: Topics, workdir: Path, workers: list[WorkerProcess]
 ) -> None:
@@ -179,6 +180,7 @@ async def test_a_standby_takes_over_from_a_worker_that_leaves(
         await converge(out, expected, 120)
 
 
+@pytest.mark.serial
 async def test_a_standby_takes_over_from_a_worker_killed_with_9_in_seconds(
     broker: EmbeddedBroker, topics: Topics, workdir: Path, workers: list[WorkerProcess]
 ) -> None:

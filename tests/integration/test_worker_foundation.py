@@ -25,7 +25,7 @@ from orderwatch.rulefiles import load_catalog
 from tests.factories import created, paid, status, to_jsonl
 from tests.integration.harness import Collector, Topics, WorkerProcess, produce
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 RULE = "payment.paid_not_updated"
 THRESHOLD = timedelta(minutes=10)

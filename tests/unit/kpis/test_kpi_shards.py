@@ -21,9 +21,9 @@ from tests.factories import (
     created,
     paid,
     payment_failed,
-    to_jsonl,
     ts,
 )
+from tests.unit.kpis.test_kpis import kpis
 
 #: the records main's single ``g:kpis`` (payments counted there, a day of them kept) published
 #: for this simulated day, before the redesign: ``SimConfig(seed=3, orders=400,
@@ -36,18 +36,7 @@ def at(hhmm: str) -> float:
 
 
 def records(events: list[dict[str, Any]], until: str) -> list[tuple[Any, ...]]:
-    out, err, kpis = io.BytesIO(), io.StringIO(), io.BytesIO()
-    until_at = datetime.fromisoformat(ts(until))
-    replay(
-        io.BytesIO(to_jsonl(events)).readlines(),
-        Engine(load_catalog()),
-        out,
-        err,
-        until_at,
-        kpis=kpis,
-    )
-    assert err.getvalue() == ""
-    rows = [orjson.loads(x) for x in kpis.getvalue().splitlines()]
+    rows = kpis(events, until)
     return [
         (
             r["kpi"],
