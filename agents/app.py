@@ -37,6 +37,7 @@ from faust.types import TP
 from orderwatch.agents import envelope, reload
 from orderwatch.agents import store as local_store
 from orderwatch.agents.faust_internals import (
+    InputPause,
     TunedApp,
     aiokafka_producer,
     committed_offset,
@@ -61,6 +62,12 @@ log = logging.getLogger("orderwatch.worker")
 END_MARK = b"~end"
 #: Exit status of a worker stopped by an error it could not contain (EX_SOFTWARE)
 EXIT_CRASHED = 70
+#: With watermark alignment (event time), records handed over per fetch and buffered per stream:
+#: a pause stops what is fetched next, not what was handed over already, so these bound how far
+#: a paused input overshoots (Faust's 1000 and 4096: up to ~3,000 events of one partition,
+#: hours of a sparse stream's event time; at 250 and 1024 a few hundred). See ``Inputs.align``.
+ALIGNED_POLL_RECORDS = 250
+ALIGNED_STREAM_BUFFER = 1024
 
 
 def crash(exc: BaseException, where: str) -> None:
@@ -197,6 +204,7 @@ class Worker:
     def _make_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{h.strip()}" for h in s.bootstrap_servers.split(",") if h.strip()]
+        aligned = s.clock == "event" and s.align_drift > 0
         app: faust.App = TunedApp(
             s.app_id,
             broker=servers,
@@ -216,7 +224,8 @@ class Worker:
             # an envelope (up to envelope.MAX_BYTES) and a batch's changelog writes fit one record
             # batch; Faust's 16 KiB default sent each envelope down the one-message path
             producer_max_batch_size=2 * envelope.MAX_BYTES,
-            broker_max_poll_records=1000,
+            broker_max_poll_records=1000 if not aligned else ALIGNED_POLL_RECORDS,
+            **({"stream_buffer_maxsize": ALIGNED_STREAM_BUFFER} if aligned else {}),
             broker_commit_every=100_000,
             # each commit first writes every shard changed since the last (``Persistence``): a
             # busy shard (an open order, the shared rates and KPIs) is written once per commit,
@@ -428,6 +437,14 @@ class Inputs:
     def __init__(self, app: faust.App, source_names: set[str]) -> None:
         self.app = app
         self.source_names = source_names
+        self.pause = InputPause(app)
+
+    def align(self, shell: Shell, drift: float) -> int:
+        """Pause the input partitions read too far ahead of the others, resume the rest
+        (``Shell.ahead``); returns how many are paused. After each routed batch and each tick:
+        a router whose unpaused inputs have nothing left gets no batch to resume the others."""
+        paused: int = self.pause.apply(shell.ahead(drift))
+        return paused
 
     def assigned(self) -> list[tuple[str, int]]:
         return [
@@ -473,6 +490,7 @@ class Router:
         s: Settings,
     ) -> None:
         event_time = s.clock == "event"
+        align = event_time and s.align_drift > 0
 
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
@@ -482,6 +500,8 @@ class Router:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
                 shell.flush()
+                if align:
+                    inputs.align(shell, s.align_drift)
                 telemetry.flush()
                 await outbox.drain()
 
@@ -539,6 +559,9 @@ class Sweeper:
                         inputs.every_partition(),
                         inputs.position,
                     )
+                    if s.align_drift > 0:
+                        metrics.inputs_paused.set(inputs.align(shell, s.align_drift))
+                    metrics.parked_events.set(shell.parked)
                 shell.sweep()
             if time.monotonic() - persistence.flushed >= app.conf.broker_commit_interval:
                 # Faust commits (and so flushes) only after reading something: what timeouts

@@ -13,6 +13,8 @@ an attribute leaned on here. What each one is for:
   loop did not hand to a stream fetched again (Faust lost input at a rebalance without it).
 - ``tune_fetcher``: aiokafka's fetch wait and the shard topic's records first.
 - ``committed_offset``: Faust's committed offset of an input partition (the watermark).
+- ``InputPause``: input partitions read too far ahead of the watermark left out of the fetch
+  (through the ``StreamGate``), until the others catch up.
 - ``read_offsets``: how far the fetcher has delivered each partition (the lag gauge).
 - ``aiokafka_producer``: Faust's own aiokafka producer, for the outbox's record batches.
 - ``rocksdb_partition``, ``register_store``: one partition's database of Faust's RocksDB store
@@ -41,14 +43,27 @@ log = logging.getLogger("orderwatch.worker")
 
 
 def shard_first(fetcher: Any, topic: str) -> Any:
-    """``fetcher.fetched_records`` serving ``topic``'s buffered records before any other's."""
+    """``fetcher.fetched_records`` serving ``topic``'s buffered records before any other's, and
+    the other partitions in turn.
+
+    aiokafka serves its buffered partitions in the order their fetches came back, each drained
+    up to ``max_records`` before the next: a backlog was read one input partition at a time,
+    a whole fetch (1 MiB, thousands of events) of each, so in event time the inputs ran hours
+    apart and everything read ahead of the slowest waited, parked. A partition just served
+    goes to the back of the queue, so a backlog's partitions are read side by side and the
+    watermark alignment (``Shell.ahead``) can hold them together.
+    """
     original = fetcher.fetched_records
     buffered = fetcher._records  # an OrderedDict: topic-partition -> records, served in order
 
     async def fetched_records(*args: Any, **kwargs: Any) -> Any:
         for tp in [tp for tp in buffered if tp.topic == topic]:
             buffered.move_to_end(tp, last=False)
-        return await original(*args, **kwargs)
+        drained = await original(*args, **kwargs)
+        for tp in drained:
+            if tp in buffered:
+                buffered.move_to_end(tp)  # the others' turn next (see the docstring)
+        return drained
 
     return fetched_records
 
@@ -96,6 +111,34 @@ def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
     except Exception:  # a later Faust without it: the watermark waits for a first read
         return None
     return int(value) if value is not None else None
+
+
+class InputPause:
+    """Pauses and resumes the router's input partitions (watermark alignment, ``Shell.ahead``).
+
+    In the fetch itself (``StreamGate.fetch``, Faust's ``Consumer._getmany``): a paused
+    partition is left out of what aiokafka is asked to hand over, so nothing more of it reaches
+    the router, while aiokafka keeps at most the one fetch it has buffered for it (bytes, not
+    decoded events); resumed, it is read on from the next record. Records already handed over
+    are delivered as usual, so nothing is dropped, re-read or reordered.
+
+    Not Faust's ``Consumer.pause_partitions``: it takes the partition out of the very set the
+    fetch loop is iterating, and the loop silently skips that partition's records still in hand
+    (aiokafka's position is already past them: lost, and the next commit steps over them); and
+    the stream buffer's pressure callbacks (``on_buffer_drop``) put a paused partition back.
+    Fallback: an app without the gate (not a ``TunedApp``) is never paused.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    def apply(self, ahead: set[tuple[str, int]]) -> int:
+        """Pause exactly ``ahead``, resume the rest; returns how many are paused."""
+        gate: StreamGate | None = getattr(self.app, "stream_gate", None)
+        if gate is None:
+            return 0
+        gate.paused = {TP(topic, partition) for topic, partition in ahead}
+        return len(gate.paused)
 
 
 def read_offsets(consumer: Any) -> Any:
@@ -199,6 +242,8 @@ class StreamGate:
         #: completed seeks, and the read offsets the last one set
         self.seeks = 0
         self.seeked: dict[Any, Any] = {}
+        #: input partitions not fetched for now (``InputPause``)
+        self.paused: set[Any] = set()
 
     def install(self) -> None:
         consumer = self.consumer
@@ -222,8 +267,14 @@ class StreamGate:
         if self.rewound < self.dropped and not app.rebalancing and consumer.assignment():
             await self.perform_seek()  # no rebalance is left to fetch the dropped again
         rebalances = app.rebalancing_count
-        if active_partitions is not None and self.closed():
-            active_partitions = {tp for tp in active_partitions if not self._stream(tp)}
+        closed = self.closed()
+        if active_partitions is not None and (closed or self.paused):
+            # a new set: Faust's own is the one its loop checks each record against
+            active_partitions = {
+                tp
+                for tp in active_partitions
+                if not (self._stream(tp) and (closed or tp in self.paused))
+            }
             if not active_partitions:
                 # never an empty set: aiokafka takes "no partitions" for "every partition"
                 await asyncio.sleep(min(timeout, 0.1))
@@ -316,10 +367,14 @@ class TunedApp(faust.App):
         producer.flush = flush_state_first  # type: ignore[method-assign]
         return producer
 
+    #: the consumer's ``StreamGate`` (``InputPause`` pauses input partitions through it)
+    stream_gate: StreamGate | None = None
+
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()
         consumer.wait_first = direct_delivery(consumer)
-        StreamGate(self, consumer).install()
+        self.stream_gate = StreamGate(self, consumer)
+        self.stream_gate.install()
         return consumer
 
     def on_init_dependencies(self) -> Any:

@@ -23,6 +23,7 @@ replay's clock at the end of its input.
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import time
 import traceback
@@ -270,6 +271,9 @@ class Shell:
         #: stage 1: per shard partition, the (shard key, raw event) items routed and not yet sent
         self.routed: dict[int, list[tuple[bytes, bytes]]] = {}
         self.routed_bytes: dict[int, int] = {}
+        #: stage 2 (event time): per shard partition, the occurred_at of each event applied ahead
+        #: of the clock (the engine parks it until the clock reaches it), smallest first
+        self.parked_at: dict[int, list[float]] = {}
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -466,6 +470,10 @@ class Shell:
     ) -> None:
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
         engine = self.engine(partition)
+        if now < event.occurred_ts and self.clock == "event":
+            # the engine (``reorder``) parks it until the clock reaches it: counted for
+            # ``parked`` (an upper bound: a step that fails parks nothing)
+            heapq.heappush(self.parked_at.setdefault(partition, []), event.occurred_ts)
         if not self.contain:
             self._publish(engine.step(event, now, only), arrival)
             if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
@@ -701,6 +709,48 @@ class Shell:
             return INF, top
         return (min(holds) if holds else INF), top
 
+    def ahead(self, drift: float) -> set[tuple[str, int]]:
+        """Input partitions read more than ``drift`` seconds of event time past the slowest one
+        that still has something to read: the router pauses them (Flink's watermark alignment).
+
+        Every event read ahead of the clock waits, parked in its shard, until the clock (the
+        slowest input) reaches it: a backlog read at the same rate of messages on every input
+        partition parks most of what the fast ones read (a sparse stream covers hours of event
+        time while a dense one covers minutes), up to a whole backfill. Pausing the fast ones
+        bounds what waits to about ``drift`` seconds of input plus what was fetched before the
+        pause, and loses or reorders nothing: a paused partition is read on from where it
+        stopped.
+
+        Only partitions with a backlog count, on both sides. One read to its end cannot move the
+        clock by being read, so pausing others behind it would stop every input (it holds the
+        clock until all are caught up, as before); the slowest one with a backlog is never
+        paused, so something is always read. The watermark-exempt topics (the blacklist) neither
+        pause nor are paused. Uses the high watermarks of the last ``look``. ``drift`` <= 0:
+        nothing is paused.
+        """
+        if drift <= 0:
+            return set()
+        behind: list[tuple[tuple[str, int], float]] = []
+        for tp, high in self.highs.items():
+            if tp[0] in self.watermark_exempt:
+                continue
+            pos = self.source_pos.get(tp)
+            start = self.starts.get(tp)
+            if high is not None and (
+                (pos + 1 >= high) if pos is not None else (high == 0 or (start or 0) >= high)
+            ):
+                continue  # read to its end: neither holds the others nor is held
+            behind.append((tp, self.source_hi.get(tp, -INF)))
+        if not behind:
+            return set()
+        limit = min(hi for _, hi in behind) + drift
+        return {tp for tp, hi in behind if hi > limit}
+
+    @property
+    def parked(self) -> int:
+        """Events applied ahead of their partition's clock and not reached by it yet."""
+        return sum(len(at) for at in self.parked_at.values())
+
     def _stamp(self) -> list[tuple[str, bytes]]:
         wm, top = self.watermark()
         return [(WATERMARK_HEADER, f"{self.router_id} {wm!r} {top!r}".encode())]
@@ -761,6 +811,9 @@ class Shell:
         clock = self._watermark_clock(partition)
         if clock > self.event_clock.get(partition, -INF):
             self.event_clock[partition] = clock
+            parked = self.parked_at.get(partition)
+            while parked and parked[0] <= clock:
+                heapq.heappop(parked)  # the next sweep or step of the partition applies it
 
     def _watermark_clock(self, partition: int) -> float:
         """The smallest watermark of the live routers, once they cover every input partition.
@@ -918,6 +971,7 @@ class Shell:
             self.event_clock.pop(partition, None)
             self.reports.pop(partition, None)
             self.generations.pop(partition, None)
+            self.parked_at.pop(partition, None)
 
     @property
     def owned(self) -> set[int]:

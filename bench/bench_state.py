@@ -155,6 +155,12 @@ def main() -> None:
     parser.add_argument(
         "--quick-orders", type=int, default=0, help="the quick check's day of orders (0: skip)"
     )
+    parser.add_argument(
+        "--quick-clock",
+        choices=("event", "wall"),
+        default="event",
+        help="the quick check's worker clock: event (a past day is a backfill) or wall",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the store runs' directory")
     args = parser.parse_args()
     if args.large:
@@ -163,7 +169,7 @@ def main() -> None:
     if store_orders or args.quick_orders:
         import bench_store
 
-        bench_store.run(store_orders, args.quick_orders, args.keep)
+        bench_store.run(store_orders, args.quick_orders, args.keep, args.quick_clock)
 
 
 if __name__ == "__main__":

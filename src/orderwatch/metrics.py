@@ -314,6 +314,18 @@ class Metrics:
             "Shards held in memory by the engines' bounded caches (rocksdb store).",
             registry=r,
         )
+        self.parked_events = Gauge(
+            "orderwatch_parked_events",
+            "Event-time mode: events read ahead of the clock, waiting in their shards until the "
+            "clock reaches them (bounded by pausing inputs read ahead: ORDERWATCH_ALIGN_DRIFT).",
+            registry=r,
+        )
+        self.inputs_paused = Gauge(
+            "orderwatch_inputs_paused",
+            "Event-time mode: input partitions whose fetching is paused because they were read "
+            "more than ORDERWATCH_ALIGN_DRIFT seconds of event time ahead of the slowest one.",
+            registry=r,
+        )
         self.state_changelog_offset = Gauge(
             "orderwatch_state_changelog_offset",
             "Changelog offset the local state store holds, per state partition (rocksdb store): "

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         "the last one first: longer writes a busy shard less often, a restart re-reads more",
     )
 
+    align_drift: float = Field(
+        60.0,
+        ge=0,
+        description="event-time mode: seconds of event time an input partition may be read ahead "
+        "of the slowest one with a backlog before its fetching pauses (watermark alignment, which "
+        "bounds the events parked ahead of the clock); 0 never pauses",
+    )
+
     on_processing_error: Literal["dead_letter", "fail"] = Field(
         "dead_letter",
         description="an unexpected error on one message: dead-letter it (internal_error) and go "

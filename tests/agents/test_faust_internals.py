@@ -68,6 +68,21 @@ def test_the_fetcher_and_the_consumer_still_have_what_the_tweaks_set() -> None:
     assert hasattr(faust_aiokafka.Producer, "_ensure_producer")
 
 
+def test_the_fetch_loop_still_skips_records_of_partitions_gone_from_its_active_set() -> None:
+    """Why ``InputPause`` filters a copy in ``StreamGate.fetch`` and not Faust's own set (through
+    ``Consumer.pause_partitions``): the loop checks each handed-over record against the very set
+    it passed to ``_getmany``, so a partition paused mid-batch lost its records in hand; and
+    the stream buffer's ``on_buffer_drop`` adds a partition back whatever paused it. If Faust
+    stops doing either, ``pause_partitions`` may do; until then the gate must."""
+    getmany = source(faust_consumer.Consumer.getmany)
+    assert "tp in active_partitions" in getmany and "_wait_next_records" in getmany
+    assert "active_partitions.add(tp)" in source(faust_consumer.Consumer.on_buffer_drop)
+    # aiokafka hands over the partitions it is asked for, in its buffer's order (shard_first)
+    fetched = source(Fetcher.fetched_records)
+    assert "for tp in list(self._records.keys()):" in fetched
+    assert "if partitions and tp not in partitions:" in fetched
+
+
 def test_direct_delivery_still_matches_faust_s_fetch_loop() -> None:
     """The loop's call ``wait_first(callback(message), suspend_flow.wait())`` and the events
     ``direct_delivery`` reads (see ``test_direct_delivery.py`` for its behaviour)."""

@@ -26,7 +26,7 @@ from orderwatch.engine import Engine
 from orderwatch.engine.silence import SilenceMonitor
 from orderwatch.events.codec import decode_event
 from orderwatch.rulefiles import load_catalog
-from tests.factories import blacklist, created, end_ticks, paid, plus, run, status
+from tests.factories import blacklist, created, end_ticks, logistics, paid, plus, run, status
 
 PARTITIONS = 4
 CATALOG = load_catalog()
@@ -604,3 +604,57 @@ def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> Non
         for db in dbs.values():
             db.close()
     assert sorted(set(keyset(rec.exceptions))) == expected
+
+
+def test_inputs_read_too_far_ahead_of_the_slowest_one_with_a_backlog_are_paused() -> None:
+    """Watermark alignment: a partition more than the drift past the slowest input that still has
+    something to read is paused; one read to its end holds nobody back; the slowest is never
+    paused; the blacklist (exempt) neither pauses nor is paused; no drift, no pause."""
+    rec = Recorder()
+    shell = make_shell(rec, watermark_exempt={"blacklist"})
+    high = {("orders", 0): 100, ("payment-callbacks", 0): 100, ("logistics", 0): 100}
+    high[("blacklist", 0)] = 100
+    inputs = list(high)
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: 0)
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 0)
+    assert shell.ahead(60.0) == {("orders", 0)}, "payments, logistics unread: may be older"
+    shell.route(orjson.dumps(paid("O1", "10:01")), "payment-callbacks", 0, 0)
+    shell.route(orjson.dumps(logistics("shipped", "O1", "12:00")), "logistics", 0, 0)
+    shell.route(orjson.dumps(blacklist("customer_id", "C9", "15:00")), "blacklist", 0, 0)
+    assert shell.ahead(60.0) == {("logistics", 0)}, "two hours ahead of orders at 10:00"
+    assert shell.ahead(3 * 3600.0) == set()
+    assert shell.ahead(0.0) == set(), "no drift: alignment off"
+    assert shell.ahead(30.0) == {("payment-callbacks", 0), ("logistics", 0)}
+    # orders read to its end: it cannot move the clock by being read, so it holds nobody back
+    shell.route(orjson.dumps(created("O2", "10:00:30")), "orders", 0, 99)
+    assert shell.ahead(60.0) == {("logistics", 0)}, "payments (10:01) is the slowest now"
+    shell.route(orjson.dumps(paid("O2", "11:59:30")), "payment-callbacks", 0, 99)
+    assert shell.ahead(60.0) == set(), "logistics alone has a backlog: never paused"
+
+
+def test_the_parked_count_follows_the_clock() -> None:
+    """``Shell.parked``: events applied ahead of their partition's clock, until it reaches them."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
+    inputs = [("orders", 0), ("payment-callbacks", 0)]
+    high = {("orders", 0): 10, ("payment-callbacks", 0): 10}
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: 0)
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 0)
+    for i in range(3):
+        shell.route(
+            orjson.dumps(paid(f"O{i}", plus("11:00", minutes=i))), "payment-callbacks", 0, i
+        )
+    shell.flush()
+    shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
+    shell.process(rec.shard)
+    per_payment = shell.parked // 3  # a copy in each shard a payment is routed to
+    assert shell.parked == 3 * per_payment > 0, "three payments read an hour ahead of the orders"
+    shell.route(orjson.dumps(created("O9", "11:01:30")), "orders", 0, 1)
+    start = len(rec.shard)
+    shell.flush()
+    shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
+    shell.process(rec.shard[start:])
+    assert shell.parked == per_payment, "the clock (11:01:30) has reached two of them"
+    shell.revoke(shell.owned)
+    assert shell.parked == 0

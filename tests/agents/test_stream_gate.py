@@ -14,7 +14,7 @@ from typing import Any
 
 from faust.types import TP
 
-from orderwatch.agents.faust_internals import StreamGate
+from orderwatch.agents.faust_internals import InputPause, StreamGate
 
 CHANGELOG = "app-state-changelog"
 ORDERS = TP("orders", 0)
@@ -161,3 +161,34 @@ def _async(fun: Any) -> Any:
         fun()
 
     return call
+
+
+async def test_paused_input_partitions_are_left_out_of_the_fetch_in_a_set_of_its_own() -> None:
+    """``InputPause`` (watermark alignment): aiokafka is not asked for a paused partition, and
+    Faust's own set, which its fetch loop checks every handed-over record against, is untouched
+    (taking a partition out of it mid-batch made the loop skip records aiokafka had already
+    handed over: lost)."""
+    _, consumer, gate = gated()
+    gate.paused = {ORDERS}
+    faust_set = {ORDERS, PAYMENTS, STATE}
+    await consumer._getmany(active_partitions=faust_set, timeout=0.01)
+    assert consumer.asked == [{PAYMENTS, STATE}]
+    assert faust_set == {ORDERS, PAYMENTS, STATE}
+    # every stream partition paused: no call (aiokafka takes an empty set for "all")
+    assert await consumer._getmany(active_partitions={ORDERS}, timeout=0.01) == {}
+    assert len(consumer.asked) == 1
+    gate.paused = set()
+    await consumer._getmany(active_partitions=faust_set, timeout=0.01)
+    assert consumer.asked[-1] == {ORDERS, PAYMENTS, STATE}
+
+
+async def test_input_pause_sets_the_gate_of_a_tuned_app_and_leaves_others_alone() -> None:
+    class Tuned:
+        stream_gate = StreamGate(App(), Consumer(App()))
+
+    pause = InputPause(Tuned())  # type: ignore[arg-type]
+    assert pause.apply({("orders", 0)}) == 1
+    assert Tuned.stream_gate.paused == {ORDERS}
+    assert pause.apply(set()) == 0
+    assert Tuned.stream_gate.paused == set()
+    assert InputPause(object()).apply({("orders", 0)}) == 0  # type: ignore[arg-type]
