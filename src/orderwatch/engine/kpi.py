@@ -87,6 +87,12 @@ WATCHED: frozenset[type] = frozenset(
     {InventoryReserved, LogisticsShipped, LogisticsDelivered, OrderStatusChanged} | _PAYMENTS
 )
 _SHIP_DONE, _DELIVERY_DONE = 1, 2
+#: ``OrderShard.kpi_done`` once both indicators judged the order
+JUDGED = _SHIP_DONE | _DELIVERY_DONE
+#: the watched events ``observe`` reads whatever the order's state (a payment, a dimension);
+#: the others (a status change, a delivery) judge an order only once it shipped and while an
+#: indicator has not judged it (``orders.apply`` calls it for no other)
+ALWAYS: frozenset[type] = frozenset({InventoryReserved, LogisticsShipped} | _PAYMENTS)
 
 
 def hour_of(ts: float) -> float:

@@ -97,14 +97,25 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     kind = type(ev)
     noter = _FACT_NOTERS.get(kind)  # ``note_facts``, inline: it runs for every order event
     noted = noter is not None and noter(s, ev)
-    handler = _HANDLERS.get(kind)
-    if handler is not None:
-        handler(ctx, s, ev, now)
-    if kind not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
-        _refresh(ctx, s)
-    if kind in behaviour.WATCHED:  # v2: refunds and rejections counted per customer
+    if kind is OrderStatusChanged:  # the most frequent order event (no fact to note)
+        if _status_moved(ctx, s, ev, now):  # type: ignore[arg-type]
+            _refresh(ctx, s)
+    else:
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            handler(ctx, s, ev, now)
+        if kind not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
+            _refresh(ctx, s)
+    # v2: refunds and rejections counted per customer (of the status changes, only a refund)
+    if kind in behaviour.WATCHED and (
+        kind is not OrderStatusChanged or ev.status == behaviour.REFUNDED  # type: ignore[union-attr]
+    ):
         behaviour.observe(ctx, s, ev, now)
-    if kind in kpi.WATCHED:  # v2: on-time shipment and delivery (section 11)
+    # v2: on-time shipment and delivery (section 11), payments; of the other events only those
+    # that may judge the order (``kpi.ALWAYS``)
+    if kind in kpi.WATCHED and (
+        kind in kpi.ALWAYS or (s.shipped_at is not None and s.kpi_done != kpi.JUDGED)
+    ):
         kpi.observe(ctx, s, ev, now)
     # ``compact`` does nothing to an order not finished (most events): ``finished``, inline
     if (s.delivered_at is not None or s.status in _CANCELLED) and not (
@@ -368,6 +379,44 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
             s.cancelled_at, s.cancelled_eid = at, ev.event_id
         for pid, p in s.payments.items():
             _check_after_cancel(ctx, s, pid, p, now)
+
+
+def _status_moved(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> bool:
+    """``_status``, then whether it changed anything the order's timeouts are derived from.
+
+    Of what ``_refresh`` reads, ``_status`` writes only the status (``_desired`` asks only
+    whether it is cancelled or closed, and whether it is terminal), the paid, shipped and
+    delivered times, the shipped event, and the open and done exceptions (through the
+    lifecycle, counted by ``Lifecycle.changes``). When none of them moved, ``_refresh``, which
+    ran after every earlier change of the shard, could only confirm what is scheduled: most
+    status changes (pending, allocated, and shipped or delivered after the carrier said so)
+    skip it. With overrides or calendars on a timeout (``tuned_timeouts``) it always runs.
+    """
+    if ctx.tuning.timeouts:
+        _status(ctx, s, ev, now)
+        return True
+    life = ctx.life
+    status = s.status
+    before = (
+        status in _CANCELLED,
+        status in TERMINAL,
+        s.paid_status_at,
+        s.shipped_at,
+        s.shipped_eid,
+        s.delivered_at,
+        life.changes,
+    )
+    _status(ctx, s, ev, now)
+    status = s.status
+    return before != (
+        status in _CANCELLED,
+        status in TERMINAL,
+        s.paid_status_at,
+        s.shipped_at,
+        s.shipped_eid,
+        s.delivered_at,
+        life.changes,
+    )
 
 
 def _is_regression(before: str, after: str) -> bool:
@@ -796,7 +845,7 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     With overrides or calendars on a timeout rule, ``_tuned_desired`` computes the same from
     ``anchors`` through the engine's parameter resolution.
     """
-    if ctx.tuned_timeouts:
+    if ctx.tuning.timeouts:  # ``ctx.tuned_timeouts``, without the property's call
         return _tuned_desired(ctx, s)
     out: dict[str, float] = {}
     # the time of ``_first_success``, without its tie-break between payments of the same time
@@ -912,11 +961,12 @@ def note_facts(s: OrderShard, ev: InboundEvent) -> bool:
 
 
 def _with(s: OrderShard, changes: tuple[tuple[int, str | None], ...]) -> bool:
-    facts = list(s.facts) if s.facts is not None else list(NO_FACTS)
+    old = s.facts
+    facts = list(NO_FACTS if old is None else old)
     for i, value in changes:
         facts[i] = value
     new = tuple(facts)
-    if s.facts is not None and tuple(s.facts) == new:
+    if old is not None and tuple(old) == new:
         return False
     s.facts = share_facts(new)
     return True
