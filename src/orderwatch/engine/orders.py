@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from operator import attrgetter
+from functools import partial
+from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import behaviour, kpi
@@ -776,7 +777,8 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
         s.last_logi_at, s.last_logi_eid = at, ev.event_id
     if s.first_logi_at is None or at < s.first_logi_at:
         s.first_logi_at, s.first_logi_eid = at, ev.event_id
-    if isinstance(ev, LogisticsShipped):
+    kind = type(ev)  # exact types: the event classes are leaves (``Engine.route``)
+    if kind is LogisticsShipped:
         if s.logi_shipped_at is None or at < s.logi_shipped_at:
             s.logi_shipped_at = at
         if s.shipped_at is None or at < s.shipped_at:
@@ -785,9 +787,9 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
             ctx.life.resolve(
                 s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"carrier": ev.carrier}
             )
-    elif isinstance(ev, LogisticsDelivered):
+    elif kind is LogisticsDelivered:
         _delivered(ctx, s, at, ev.event_id, now)
-    elif isinstance(ev, LogisticsException):
+    elif kind is LogisticsException:
         _logistics_exception(ctx, s, ev, now)
 
 
@@ -1192,6 +1194,7 @@ _TIMES = (
     "promised_by",
 )
 _GET_TIMES = attrgetter(*_TIMES)
+_PRESENT = partial(is_not, None)
 
 
 def finished(s: OrderShard) -> bool:
@@ -1264,8 +1267,8 @@ def compact(s: OrderShard) -> None:
     if warehouse_id is not None:
         s.warehouse_id = sys.intern(warehouse_id)
     times = _GET_TIMES(s)
-    present = [value for value in times if value is not None]
-    if len(set(present)) == len({id(value) for value in present}):
+    present = [*filter(_PRESENT, times)]
+    if len(set(present)) == len(set(map(id, present))):
         return  # equal times are one object already (the usual case once compacted)
     seen: dict[float, float] = {}
     for name, value in zip(_TIMES, times, strict=True):

@@ -57,7 +57,7 @@ def _values(ctx: Engine, s: StockShard) -> dict[str, Any]:
 
 
 def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
-    if not isinstance(ev, InventorySnapshot):
+    if type(ev) is not InventorySnapshot:  # exact type: the event classes are leaves
         return
     at = ev.occurred_ts
     known = s.latest.get(ev.source)
