@@ -45,6 +45,9 @@ REJECTIONS = "logistics.repeated_rejections"
 WATCHED: frozenset[type] = frozenset(
     {PaymentRefunded, OrderStatusChanged, LogisticsException, OrderCreated}
 )
+#: the one status of those that ``observe`` reads (``orders.apply`` calls it for no other: a
+#: status change is the most frequent order event)
+REFUNDED = "refunded"
 #: timer on a customer's shard that keeps it (and its marks) until its last mark leaves the window
 KEEP = "bhv|keep"
 #: order_ids listed in evidence at most
@@ -54,7 +57,7 @@ _LISTED = 20
 def observe(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     """On the order's shard, after its own rules: note a first refund, rejection or customer."""
     kind = type(ev)
-    if kind is PaymentRefunded or (kind is OrderStatusChanged and ev.status == "refunded"):  # type: ignore[union-attr]
+    if kind is PaymentRefunded or (kind is OrderStatusChanged and ev.status == REFUNDED):  # type: ignore[union-attr]
         if s.first_refund is None:
             s.first_refund = [ev.occurred_ts, ev.event_id, False]
     elif kind is LogisticsException and ev.kind == "rejected":  # type: ignore[union-attr]

@@ -19,7 +19,11 @@ class ReplayClock:
         self.now: float = float("-inf")
 
     def observe(self, occurred_at: datetime | float) -> float:
-        ts = occurred_at if isinstance(occurred_at, float) else occurred_at.timestamp()
+        # (an exact type test first: every event's time, and ``isinstance`` costs a call more)
+        if type(occurred_at) is float or isinstance(occurred_at, float):
+            ts = occurred_at
+        else:
+            ts = occurred_at.timestamp()
         if ts > self.now:
             self.now = ts
         return self.now

@@ -335,13 +335,13 @@ class Engine:
             self._apply(shard, event, at)
 
     def _apply(self, shard: Shard, event: InboundEvent, at: float) -> None:
-        self.tuning.at = self.life.at = event.occurred_ts
+        occurred = event.occurred_ts
+        self.tuning.at = self.life.at = occurred
         special = _ANY_SHARD.get(type(event))
         if special is None:
             _APPLY[type(shard)](self, shard, event, at)
         else:
             special(self, shard, event, at)
-        occurred = event.occurred_ts
         if occurred > shard.last_at:
             shard.last_at = occurred
         if shard.evict_at is None:

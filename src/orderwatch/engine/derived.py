@@ -13,7 +13,7 @@ read like any routed event. Either way the order's shard applies the same raise.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -32,6 +32,9 @@ class _Derived(BaseModel):
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump())
+
+
+DerivedT = TypeVar("DerivedT", bound=_Derived)
 
 
 class Flag(_Derived):
@@ -128,6 +131,43 @@ class Contribution(_Derived):
     def shard_key(self) -> str:
         """The shard of its hour, ``g:kpis/<hour start>``."""
         return hour_key(self.window_start)
+
+
+_set = object.__setattr__
+
+
+def _built(kind: type[DerivedT], values: dict[str, Any]) -> DerivedT:
+    """``kind.model_construct(**values)`` for ``values`` naming every field of ``kind`` in its
+    declared order, at a third of the cost: no per-field loop (aliases, defaults), which for
+    the KPI contributions, one per payment and per judged order (``kpi._contribution``), was
+    most of what counting an order cost. The instance is the one ``model_construct`` builds
+    (``tests/unit/kpis/test_derived_built.py`` compares them), so ``to_bytes`` is unchanged.
+    """
+    record = kind.__new__(kind)
+    _set(record, "__dict__", values)
+    _set(record, "__pydantic_fields_set__", set(values))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
+def contribution(
+    kpi: str, start: float, dim: str, item: str, hit: int, now: float, event_id: str
+) -> Contribution:
+    """A ``Contribution`` (``kpi._contribution``), built as ``model_construct`` would."""
+    return _built(
+        Contribution,
+        {
+            "type": CONTRIBUTION,
+            "event_id": event_id,
+            "kpi": kpi,
+            "window_start": start,
+            "dimension": dim,
+            "item": item,
+            "hit": hit,
+            "occurred_ts": now,
+        },
+    )
 
 
 def mark(

@@ -87,6 +87,12 @@ WATCHED: frozenset[type] = frozenset(
     {InventoryReserved, LogisticsShipped, LogisticsDelivered, OrderStatusChanged} | _PAYMENTS
 )
 _SHIP_DONE, _DELIVERY_DONE = 1, 2
+#: ``OrderShard.kpi_done`` once both indicators judged the order
+JUDGED = _SHIP_DONE | _DELIVERY_DONE
+#: the watched events ``observe`` reads whatever the order's state (a payment, a dimension);
+#: the others (a status change, a delivery) judge an order only once it shipped and while an
+#: indicator has not judged it (``orders.apply`` calls it for no other)
+ALWAYS: frozenset[type] = frozenset({InventoryReserved, LogisticsShipped} | _PAYMENTS)
 
 
 def hour_of(ts: float) -> float:
@@ -218,19 +224,16 @@ def _send(
 def _contribution(
     kpi: str, start: float, dim: str, item: str, hit: int, now: float, state: str = ""
 ) -> derived.Contribution:
-    return derived.Contribution.model_construct(
-        type=derived.CONTRIBUTION,
-        event_id=f"{derived.CONTRIBUTION}|{kpi}|{item}{state}",
-        kpi=kpi,
-        window_start=start,
-        dimension=dim,
-        item=item,
-        hit=hit,
-        occurred_ts=now,
-    )
+    event_id = f"{derived.CONTRIBUTION}|{kpi}|{item}{state}"
+    return derived.contribution(kpi, start, dim, item, hit, now, event_id)
 
 
 # --- on an hour's shard ------------------------------------------------------------------------
+
+
+_NEVER = float("-inf")
+#: the close timer's name of each hour start (``kpi|<start>``), made once per hour
+_CLOSES: dict[float, str] = {}
 
 
 def apply_contribution(ctx: Engine, s: KpiShard, c: derived.Contribution, now: float) -> None:
@@ -240,9 +243,16 @@ def apply_contribution(ctx: Engine, s: KpiShard, c: derived.Contribution, now: f
         ctx.send_contribution(c)
         return
     start = c.window_start
-    if start < s.closed_until.get(c.kpi, float("-inf")):
+    if s.closed_until and start < s.closed_until.get(c.kpi, _NEVER):
         return  # its hour was published already
-    name = f"{CLOSE}{start}"
+    # (floats only: an int start, were there one, is written without ".0")
+    name = _CLOSES.get(start) if type(start) is float else None
+    if name is None:
+        name = f"{CLOSE}{start}"
+        if type(start) is float:
+            if len(_CLOSES) >= 10_000:
+                _CLOSES.clear()
+            _CLOSES[start] = name
     if name not in s.timers:
         if now > start + HOUR + GRACE:
             return  # the hour's close has passed: published and forgotten, or never counted

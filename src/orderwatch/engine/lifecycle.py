@@ -102,6 +102,10 @@ class Lifecycle:
         #: the time of the input being applied (an event's ``occurred_at``, a deadline's due
         #: time), set by the engine: a reopened exception is resolved only by a later one
         self.at = float("-inf")
+        #: raises and resolves asked for so far (those that could change something): a caller
+        #: that compares it before and after a handler knows whether the handler may have
+        #: changed the shard's open or done exceptions (``orders._status_moved``)
+        self.changes = 0
 
     def is_open(self, shard: Shard, rule_id: str, subject: str) -> bool:
         return f"{rule_id}|{subject}" in shard.open
@@ -125,6 +129,7 @@ class Lifecycle:
         rule = self.rules.get(rule_id)
         if rule is None or not rule.enabled:
             return False
+        self.changes += 1
         key = f"{rule_id}|{subject}"
         ex_id = exception_id(rule_id, subject, anchor)
         current = shard.open.get(key)
@@ -189,6 +194,7 @@ class Lifecycle:
         """Close an open exception because its resolving condition now holds."""
         if not shard.open:
             return False  # the common case, decided before building the key
+        self.changes += 1
         key = f"{rule_id}|{subject}"
         op = shard.open.get(key)
         if op is None or self.rules.get(rule_id) is None or not self.rules[rule_id].resolvable:

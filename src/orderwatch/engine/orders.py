@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import partial
+from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import behaviour, kpi
@@ -82,6 +84,9 @@ _CANCELLED = frozenset({"cancelled", "closed"})
 _PAID, _SHIPPED, _DELIVERED = PROGRESS["paid"], PROGRESS["shipped"], PROGRESS["delivered"]
 
 
+_ZERO = Decimal(0)
+
+
 def _money_text(amount: Decimal) -> str:
     """An amount as the shard keeps it, interned: prices repeat across the orders held, and a
     fresh string per order and payment is over 50 bytes (interned strings are freed with their
@@ -90,17 +95,34 @@ def _money_text(amount: Decimal) -> str:
 
 
 def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
-    noted = note_facts(s, ev)
-    handler = _HANDLERS.get(type(ev))
-    if handler is not None:
-        handler(ctx, s, ev, now)
-    if type(ev) not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
-        _refresh(ctx, s)
-    if type(ev) in behaviour.WATCHED:  # v2: refunds and rejections counted per customer
+    kind = type(ev)
+    noter = _FACT_NOTERS.get(kind)  # ``note_facts``, inline: it runs for every order event
+    noted = noter is not None and noter(s, ev)
+    if kind is OrderStatusChanged:  # the most frequent order event (no fact to note)
+        if _status_moved(ctx, s, ev, now):  # type: ignore[arg-type]
+            _refresh(ctx, s)
+    else:
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            handler(ctx, s, ev, now)
+        if kind not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
+            _refresh(ctx, s)
+    # v2: refunds and rejections counted per customer (of the status changes, only a refund)
+    if kind in behaviour.WATCHED and (
+        kind is not OrderStatusChanged or ev.status == behaviour.REFUNDED  # type: ignore[union-attr]
+    ):
         behaviour.observe(ctx, s, ev, now)
-    if type(ev) in kpi.WATCHED:  # v2: on-time shipment and delivery (section 11)
+    # v2: on-time shipment and delivery (section 11), payments; of the other events only those
+    # that may judge the order (``kpi.ALWAYS``)
+    if kind in kpi.WATCHED and (
+        kind in kpi.ALWAYS or (s.shipped_at is not None and s.kpi_done != kpi.JUDGED)
+    ):
         kpi.observe(ctx, s, ev, now)
-    compact(s)
+    # ``compact`` does nothing to an order not finished (most events): ``finished``, inline
+    if (s.delivered_at is not None or s.status in _CANCELLED) and not (
+        s.open or s.parked or s.short_stock
+    ):
+        compact(s)
 
 
 #: Events whose handlers change nothing a timeout is derived from (``_desired``'s fields, or an
@@ -360,6 +382,44 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
             _check_after_cancel(ctx, s, pid, p, now)
 
 
+def _status_moved(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> bool:
+    """``_status``, then whether it changed anything the order's timeouts are derived from.
+
+    Of what ``_refresh`` reads, ``_status`` writes only the status (``_desired`` asks only
+    whether it is cancelled or closed, and whether it is terminal), the paid, shipped and
+    delivered times, the shipped event, and the open and done exceptions (through the
+    lifecycle, counted by ``Lifecycle.changes``). When none of them moved, ``_refresh``, which
+    ran after every earlier change of the shard, could only confirm what is scheduled: most
+    status changes (pending, allocated, and shipped or delivered after the carrier said so)
+    skip it. With overrides or calendars on a timeout (``tuned_timeouts``) it always runs.
+    """
+    if ctx.tuning.timeouts:
+        _status(ctx, s, ev, now)
+        return True
+    life = ctx.life
+    status = s.status
+    before = (
+        status in _CANCELLED,
+        status in TERMINAL,
+        s.paid_status_at,
+        s.shipped_at,
+        s.shipped_eid,
+        s.delivered_at,
+        life.changes,
+    )
+    _status(ctx, s, ev, now)
+    status = s.status
+    return before != (
+        status in _CANCELLED,
+        status in TERMINAL,
+        s.paid_status_at,
+        s.shipped_at,
+        s.shipped_eid,
+        s.delivered_at,
+        life.changes,
+    )
+
+
 def _is_regression(before: str, after: str) -> bool:
     """Backwards in the progress order, or out of a terminal status into a non-terminal one.
 
@@ -497,6 +557,8 @@ def _active_payments(s: OrderShard) -> list[tuple[float, str, Payment]]:
 
 
 def _check_duplicate(ctx: Engine, s: OrderShard, now: float) -> None:
+    if len(s.payments) < 2:
+        return  # fewer than two active ones (nearly every order): nothing to sort
     active = _active_payments(s)
     if len(active) < 2:
         return
@@ -523,6 +585,8 @@ def _check_amount(ctx: Engine, s: OrderShard, pid: str, p: Payment, now: float) 
     if s.total is None or p.at is None or p.amount is None or p.event_id is None:
         return
     tolerance = ctx.params("payment.amount_mismatch", s).tolerance
+    if p.amount == s.total and p.currency == s.currency and not tolerance < _ZERO:
+        return  # the same amount text (most payments): a difference of zero, in tolerance
     diff = abs(Decimal(p.amount) - Decimal(s.total))
     if diff > tolerance or p.currency != s.currency:
         oid = s.order_id
@@ -713,7 +777,8 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
         s.last_logi_at, s.last_logi_eid = at, ev.event_id
     if s.first_logi_at is None or at < s.first_logi_at:
         s.first_logi_at, s.first_logi_eid = at, ev.event_id
-    if isinstance(ev, LogisticsShipped):
+    kind = type(ev)  # exact types: the event classes are leaves (``Engine.route``)
+    if kind is LogisticsShipped:
         if s.logi_shipped_at is None or at < s.logi_shipped_at:
             s.logi_shipped_at = at
         if s.shipped_at is None or at < s.shipped_at:
@@ -722,9 +787,9 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
             ctx.life.resolve(
                 s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"carrier": ev.carrier}
             )
-    elif isinstance(ev, LogisticsDelivered):
+    elif kind is LogisticsDelivered:
         _delivered(ctx, s, at, ev.event_id, now)
-    elif isinstance(ev, LogisticsException):
+    elif kind is LogisticsException:
         _logistics_exception(ctx, s, ev, now)
 
 
@@ -782,7 +847,7 @@ def _desired(ctx: Engine, s: OrderShard) -> dict[str, float]:
     With overrides or calendars on a timeout rule, ``_tuned_desired`` computes the same from
     ``anchors`` through the engine's parameter resolution.
     """
-    if ctx.tuned_timeouts:
+    if ctx.tuning.timeouts:  # ``ctx.tuned_timeouts``, without the property's call
         return _tuned_desired(ctx, s)
     out: dict[str, float] = {}
     # the time of ``_first_success``, without its tie-break between payments of the same time
@@ -898,11 +963,12 @@ def note_facts(s: OrderShard, ev: InboundEvent) -> bool:
 
 
 def _with(s: OrderShard, changes: tuple[tuple[int, str | None], ...]) -> bool:
-    facts = list(s.facts) if s.facts is not None else list(NO_FACTS)
+    old = s.facts
+    facts = list(NO_FACTS if old is None else old)
     for i, value in changes:
         facts[i] = value
     new = tuple(facts)
-    if s.facts is not None and tuple(s.facts) == new:
+    if old is not None and tuple(old) == new:
         return False
     s.facts = share_facts(new)
     return True
@@ -1127,6 +1193,8 @@ _TIMES = (
     "address_changed_at",
     "promised_by",
 )
+_GET_TIMES = attrgetter(*_TIMES)
+_PRESENT = partial(is_not, None)
 
 
 def finished(s: OrderShard) -> bool:
@@ -1187,13 +1255,23 @@ def compact(s: OrderShard) -> None:
         s.last_logi_eid = None
         if paid or s.paid_status_at is not None:
             s.shipped_eid = None
-    for name in ("status", "currency", "carrier", "warehouse_id"):
-        value = getattr(s, name)
-        if value is not None:
-            setattr(s, name, sys.intern(value))
+    # (attribute by attribute, not a loop of getattr/setattr: a finished order is compacted
+    # again after each of its later events, a third of them on a day of traffic)
+    status, currency, carrier, warehouse_id = s.status, s.currency, s.carrier, s.warehouse_id
+    if status is not None:
+        s.status = sys.intern(status)
+    if currency is not None:
+        s.currency = sys.intern(currency)
+    if carrier is not None:
+        s.carrier = sys.intern(carrier)
+    if warehouse_id is not None:
+        s.warehouse_id = sys.intern(warehouse_id)
+    times = _GET_TIMES(s)
+    present = [*filter(_PRESENT, times)]
+    if len(set(present)) == len(set(map(id, present))):
+        return  # equal times are one object already (the usual case once compacted)
     seen: dict[float, float] = {}
-    for name in _TIMES:
-        value = getattr(s, name)
+    for name, value in zip(_TIMES, times, strict=True):
         if value is not None:
             shared = seen.setdefault(value, value)
             if shared is not value:

@@ -34,8 +34,20 @@ KPI_HOUR = KPIS + "/"
 
 
 def hour_key(start: float) -> str:
-    """The shard that counts the hour starting at ``start``: ``g:kpis/<epoch seconds>``."""
-    return f"{KPI_HOUR}{int(start)}"
+    """The shard that counts the hour starting at ``start``: ``g:kpis/<epoch seconds>``.
+
+    Made once per hour and kept (``_HOUR_KEYS``): every contribution asks for its shard's key,
+    a few times on its way (``send_contribution``, an atomic step's save), and an hour has
+    thousands of them."""
+    key = _HOUR_KEYS.get(start)
+    if key is None:
+        if len(_HOUR_KEYS) >= 10_000:
+            _HOUR_KEYS.clear()
+        key = _HOUR_KEYS[start] = f"{KPI_HOUR}{int(start)}"
+    return key
+
+
+_HOUR_KEYS: dict[float, str] = {}
 
 
 #: the timer a ``g:kpis`` of the earlier layout gets when read, due at once: its migration

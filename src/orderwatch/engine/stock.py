@@ -28,10 +28,18 @@ def _bound(ctx: Engine, s: StockShard) -> tuple[float, float, float]:
 
 
 def _drifting(ctx: Engine, s: StockShard) -> bool:
-    """Whether the latest snapshots differ beyond max(A, P × the larger)."""
-    if len(s.latest) < 2:
+    """Whether the latest snapshots differ beyond max(A, P × the larger).
+
+    ``_bound``'s arithmetic, inline: it runs for every snapshot, the most frequent input."""
+    latest = s.latest
+    if len(latest) < 2:
         return False
-    hi, lo, bound = _bound(ctx, s)
+    figures: list[int] = [v[0] for v in latest.values()]
+    hi, lo = max(figures), min(figures)
+    if hi == lo:  # agreeing figures (most snapshots) exceed no bound (both parameters >= 0)
+        return False
+    params = ctx.params(RULE, s)
+    bound: float = max(float(params.min_difference), params.min_ratio * max(abs(hi), abs(lo)))
     return hi - lo > bound
 
 
@@ -49,19 +57,18 @@ def _values(ctx: Engine, s: StockShard) -> dict[str, Any]:
 
 
 def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
-    if not isinstance(ev, InventorySnapshot):
+    if type(ev) is not InventorySnapshot:  # exact type: the event classes are leaves
         return
     at = ev.occurred_ts
     known = s.latest.get(ev.source)
     if known is not None and (at, ev.event_id) <= (known[1], known[2]):
         return
     s.latest[ev.source] = [ev.available, at, ev.event_id]
-    subject = s.key[2:]
     if _drifting(ctx, s):
         if s.drift_since is None:
             s.drift_since = max(v[1] for v in s.latest.values())
         s.drift_eids = [v[2] for v in sorted(s.latest.values(), key=lambda v: (v[1], v[2]))]
-        if f"{RULE}|{subject}" not in s.open and ctx.enabled(RULE):
+        if f"{RULE}|{s.key[2:]}" not in s.open and ctx.enabled(RULE):
             ctx.schedule(s, RULE, s.drift_since + ctx.params(RULE, s).persist_for)
     else:
         s.drift_since = None
@@ -69,8 +76,10 @@ def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
             s.drift_eids = []
         if RULE in s.timers:
             ctx.unschedule(s, RULE)
-        if s.open and f"{RULE}|{subject}" in s.open:
-            ctx.life.resolve(s, RULE, subject, now, [ev.event_id], _values(ctx, s))
+        if s.open:
+            subject = s.key[2:]
+            if f"{RULE}|{subject}" in s.open:
+                ctx.life.resolve(s, RULE, subject, now, [ev.event_id], _values(ctx, s))
 
 
 def on_deadline(ctx: Engine, s: StockShard, name: str, due: float, now: float) -> None:

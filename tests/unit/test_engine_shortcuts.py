@@ -1,0 +1,138 @@
+"""The engine's shortcuts (issue 13, engine speed) decide exactly as the long way round.
+
+Each test runs the real engine over simulated traffic (every rule's anomalies injected) twice,
+once with a shortcut and once without, and compares everything it writes and holds after every
+event: the shortcuts may only save work, never change a verdict, a deadline or a shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from orderwatch.engine import Engine, ReplayClock, core, derived, kpi, orders
+from orderwatch.engine.state import OrderShard
+from orderwatch.events.codec import decode_event
+from orderwatch.events.inbound import InboundEvent
+from orderwatch.rulefiles import load_catalog
+from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
+from tests.factories import created, logistics, paid, status, to_jsonl
+
+_CATALOG = load_catalog()
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> list[InboundEvent]:
+    path = tmp_path_factory.mktemp("sim") / "traffic.jsonl"
+    write_file(Simulator(SimConfig(seed=13, orders=150, anomaly_rate=0.6)), path)
+    # and statuses that run ahead of the carrier (delivered before its delivery is read, shipped
+    # before the parcel, cancelled after shipping, refunded): each moves a timeout input
+    lives = [
+        [
+            created(o, "2026-11-20T08:00:00Z"),
+            paid(o, "2026-11-20T08:05:00Z", payment_id=f"P{o}"),
+            status(o, "paid", "2026-11-20T08:06:00Z"),
+            status(o, "shipped", "2026-11-20T09:00:00Z"),
+            logistics("shipped", o, "2026-11-20T10:00:00Z"),
+            status(o, last, "2026-11-21T09:00:00Z"),
+            logistics("delivered", o, "2026-11-22T10:00:00Z"),
+            status(o, "completed", "2026-11-23T10:00:00Z"),
+        ]
+        for o, last in (("X1", "delivered"), ("X2", "cancelled"), ("X3", "refunded"))
+    ]
+    early = [
+        decode_event(line) for line in to_jsonl([e for life in lives for e in life]).splitlines()
+    ]
+    simulated = [decode_event(line) for line in Path(path).read_bytes().splitlines()]
+    return sorted(early + simulated, key=lambda e: e.occurred_ts)
+
+
+def _lockstep(events: list[InboundEvent], long_way: Any) -> Iterator[tuple[Any, Any]]:
+    """(shortcut, long way) pairs of each step's output and the stepped order's shard."""
+    fast, slow = Engine(_CATALOG, track_dirty=False), Engine(_CATALOG, track_dirty=False)
+    fast_clock, slow_clock = ReplayClock(), ReplayClock()
+    for event in events:
+        out_fast = fast.step(event, fast_clock.observe(event.occurred_ts))
+        with long_way():
+            out_slow = slow.step(event, slow_clock.observe(event.occurred_ts))
+        yield [e.model_dump_json() for e in out_fast], [e.model_dump_json() for e in out_slow]
+        key = "o:" + str(getattr(event, "order_id", None))
+        if key in fast.shards or key in slow.shards:
+            yield fast.shards[key].to_dict(), slow.shards[key].to_dict()
+    yield (
+        [e.model_dump_json() for e in fast.sweep(fast_clock.finish(None))],
+        [e.model_dump_json() for e in slow.sweep(slow_clock.finish(None))],
+    )
+    yield (
+        [r.model_dump_json() for r in fast.take_kpis()],
+        [r.model_dump_json() for r in slow.take_kpis()],
+    )
+    yield (
+        {k: s.to_dict() for k, s in fast.shards.items()},
+        {k: s.to_dict() for k, s in slow.shards.items()},
+    )
+
+
+def test_a_status_change_that_moves_nothing_skips_refresh_and_nothing_differs(
+    traffic: list[InboundEvent],
+) -> None:
+    real = orders._status_moved
+    calls = {"skipped": 0}
+
+    def counting(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        moved = real(ctx, s, ev, now)
+        calls["skipped"] += not moved
+        return moved
+
+    def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        real(ctx, s, ev, now)
+        return True  # the long way: refresh after every status change
+
+    with mock.patch.object(orders, "_status_moved", counting):
+        pairs = list(_lockstep(traffic, lambda: mock.patch.object(orders, "_status_moved", always)))
+    assert calls["skipped"] > 100  # the shortcut is taken (else this test proves nothing)
+    for fast, slow in pairs:
+        assert fast == slow
+
+
+def test_observers_called_only_for_the_events_they_read_decide_the_same(
+    traffic: list[InboundEvent],
+) -> None:
+    """``orders.apply`` calls ``kpi.observe`` for a status change or a delivery only once the
+    order shipped and is not judged on both indicators: the long way calls it for every one."""
+    real_apply = orders.apply
+
+    def long_apply(ctx: Engine, s: Any, ev: Any, now: float) -> None:
+        real_apply(ctx, s, ev, now)
+        if type(ev) in kpi.WATCHED and type(ev) not in kpi.ALWAYS:
+            kpi.observe(ctx, s, ev, now)  # idempotent: a second call must change nothing
+
+    for fast, slow in _lockstep(
+        traffic, lambda: mock.patch.dict(core._APPLY, {OrderShard: long_apply})
+    ):
+        assert fast == slow
+
+
+def test_a_contribution_is_built_as_model_construct_builds_it() -> None:
+    built = derived.contribution("on_time_shipment_rate", 3600.0, "WH-1", "O1", 1, 42.5, "id")
+    constructed = derived.Contribution.model_construct(
+        type=derived.CONTRIBUTION,
+        event_id="id",
+        kpi="on_time_shipment_rate",
+        window_start=3600.0,
+        dimension="WH-1",
+        item="O1",
+        hit=1,
+        occurred_ts=42.5,
+    )
+    assert built == constructed
+    assert list(built.__dict__) == list(constructed.__dict__)  # field order: the JSON's order
+    assert built.model_fields_set == constructed.model_fields_set
+    assert built.__pydantic_extra__ is None and built.__pydantic_private__ is None
+    assert built.to_bytes() == constructed.to_bytes()
+    assert derived.decode(built.to_bytes()) == constructed
+    assert built.shard_key == "g:kpis/3600"
