@@ -396,27 +396,22 @@ def _status_moved(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float
     if ctx.tuning.timeouts:
         _status(ctx, s, ev, now)
         return True
-    life = ctx.life
-    status = s.status
-    before = (
-        status in _CANCELLED,
-        status in TERMINAL,
-        s.paid_status_at,
-        s.shipped_at,
-        s.shipped_eid,
-        s.delivered_at,
-        life.changes,
-    )
+    before = _timeout_inputs(ctx, s)
     _status(ctx, s, ev, now)
+    return before != _timeout_inputs(ctx, s)
+
+
+def _timeout_inputs(ctx: Engine, s: OrderShard) -> tuple[object, ...]:
+    """What of ``_refresh``'s inputs ``_status`` can move (``_status_moved`` compares them)."""
     status = s.status
-    return before != (
+    return (
         status in _CANCELLED,
         status in TERMINAL,
         s.paid_status_at,
         s.shipped_at,
         s.shipped_eid,
         s.delivered_at,
-        life.changes,
+        ctx.life.changes,
     )
 
 
