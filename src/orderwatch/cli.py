@@ -21,7 +21,7 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
-from orderwatch.errors import OrderwatchError, RuleFileError
+from orderwatch.errors import OrderwatchError, RuleFileError, RuleSetError
 
 app = typer.Typer(
     help="orderwatch: a streaming detector of e-commerce order exceptions.",
@@ -180,7 +180,8 @@ def rules_check(
     try:
         catalog = load_catalog(directory)
     except RuleFileError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        for each in exc.errors if isinstance(exc, RuleSetError) else [exc]:
+            typer.echo(f"error: {each}", err=True)
         raise typer.Exit(1) from None
     table = Table(title=f"{len(catalog)} rules from {catalog.directory}")
     for col in (

@@ -20,6 +20,21 @@ class RuleFileError(OrderwatchError):
         super().__init__(f"{where}: {message}")
 
 
+class RuleSetError(RuleFileError):
+    """Several rule files are invalid: each one's first mistake, in file order.
+
+    An operator fixing a rules directory should see every broken file in one run of ``rules
+    check``, not one per run. It is a ``RuleFileError`` (the first problem's file and line), so
+    callers that report one error keep working; ``errors`` holds them all.
+    """
+
+    def __init__(self, errors: list[RuleFileError]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.line, first.message)
+        self.errors = errors
+        self.args = ("\n".join(str(e) for e in errors),)
+
+
 class EventValidationError(OrderwatchError):
     """An input message is not valid JSON or not a valid event of the contract.
 

@@ -43,7 +43,7 @@ from orderwatch.engine.params import (
     local_midnight,
 )
 from orderwatch.engine.policy import PolicyFile, build, defaults, problem
-from orderwatch.errors import RuleFileError
+from orderwatch.errors import RuleFileError, RuleSetError
 from orderwatch.events.exception import Category, Owner, Severity
 
 
@@ -554,11 +554,18 @@ def load_catalog(directory: Path | str | None = None) -> Catalog:
         raise RuleFileError(str(folder), None, "rules directory not found")
     calendar = load_calendar(folder / CALENDAR_FILE)
     rules: dict[str, Rule] = {}
+    errors: list[RuleFileError] = []
     for path in sorted(folder.glob("*.yaml")):
         if path.name == CALENDAR_FILE:
             continue
-        rule = load_rule_file(path, calendar)
+        try:
+            rule = load_rule_file(path, calendar)
+        except RuleFileError as exc:
+            errors.append(exc)  # go on: every broken file is reported in one go
+            continue
         rules[rule.rule_id] = rule
+    if errors:
+        raise errors[0] if len(errors) == 1 else RuleSetError(errors)
     missing = [r for r in RULE_DEFS if r not in rules]
     if missing:
         raise RuleFileError(str(folder), None, f"no rule file for: {', '.join(missing)}")

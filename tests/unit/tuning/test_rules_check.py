@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orderwatch.cli import app
-from orderwatch.errors import RuleFileError
+from orderwatch.errors import RuleFileError, RuleSetError
 from orderwatch.rulefiles import load_catalog
 from tests.unit.tuning.books import rules_dir
 
@@ -137,3 +137,25 @@ def test_the_cli_prints_the_location_and_fails(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["rules", "check", str(Path(error.path).parent)])
     assert result.exit_code == 1
     assert "logistics.tracking_stale.yaml:12: overrides[0].when: unknown field" in result.output
+
+
+def test_every_broken_file_is_reported_in_one_run(tmp_path: Path) -> None:
+    folder = rules_dir(tmp_path, {"payment.duplicate": {"severity": "urgent"}})
+    (folder / "logistics.tracking_stale.yaml").write_text(
+        HEAD + "- when: {colour: red}\n  params: {threshold: 1h}\n", encoding="utf-8"
+    )
+    with pytest.raises(RuleSetError) as info:
+        load_catalog(folder)
+    assert [Path(e.path).name for e in info.value.errors] == [
+        "logistics.tracking_stale.yaml",
+        "payment.duplicate.yaml",
+    ]
+    # still one RuleFileError to callers that report one problem: the first file's
+    assert isinstance(info.value, RuleFileError)
+    assert info.value.path.endswith("logistics.tracking_stale.yaml") and info.value.line == 12
+    result = CliRunner().invoke(app, ["rules", "check", str(folder)])
+    assert result.exit_code == 1
+    lines = [x for x in result.output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 2, result.output
+    assert "logistics.tracking_stale.yaml:12: overrides[0].when: unknown field" in lines[0]
+    assert "payment.duplicate.yaml" in lines[1] and "severity" in lines[1]
