@@ -360,3 +360,44 @@ def test_any_order_and_repetition_of_action_events_gives_the_same_rows(
     for aid in _LIVES:
         assert again.action(aid) == once.action(aid)
     assert again.actions(None) == once.actions(None)
+
+
+async def test_the_approvals_list_pages(tmp_path: Path) -> None:
+    """More actions await approval than a page holds: the oldest first, page by page."""
+    users = tmp_path / "users.yaml"
+    add_account(users, "ada", PASSWORD, "approver")
+    store = Store(tmp_path / "console.sqlite3", {"payment.duplicate": 3600.0})
+    store.apply([exc()])
+    ids = [f"a-{i:03d}" for i in range(12)]
+    store.apply(
+        actions=[
+            action("awaiting_approval", f"2026-12-01T10:{i:02d}:00Z", aid)
+            for i, aid in enumerate(ids)
+        ]
+    )
+    settings = ConsoleSettings(
+        data_dir=tmp_path, console_users_file=users, console_port=0, console_page_size=5
+    )
+    runner = web.AppRunner(build_app(settings, store, project=False), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        http, _ = await _session(base, "ada")
+        async with http:
+            seen: list[str] = []
+            for number in (1, 2, 3):
+                async with http.get(f"{base}/actions?status=awaiting_approval&page={number}") as r:
+                    page = await r.text()
+                assert f"{number} / 3" in page
+                assert ('id="next-page"' in page) == (number < 3)
+                seen += [x.split('"')[0] for x in page.split('data-action-id="')[1:]]
+                # a decision taken here comes back to this page
+                assert (
+                    f'name="next" value="/actions?status=awaiting_approval&amp;page={number}"'
+                    in page
+                )
+        assert seen == ids  # every one once, oldest first
+    finally:
+        await runner.cleanup()

@@ -384,10 +384,6 @@ def _filters(request: web.Request, page_size: int) -> QueueFilter:
         value = q.get(name, "").strip()
         return value[:200] or None
 
-    try:
-        number = max(int(q.get("page", "1")), 1)
-    except ValueError:
-        number = 1
     return QueueFilter(
         owner=opt("owner"),
         severity=opt("severity"),
@@ -396,9 +392,17 @@ def _filters(request: web.Request, page_size: int) -> QueueFilter:
         assignee=opt("assignee"),
         text=opt("q"),
         sort="newest" if q.get("sort") == "newest" else "urgent",
-        page=min(number, 100_000),
+        page=_page_number(request),
         page_size=page_size,
     )
+
+
+def _page_number(request: web.Request) -> int:
+    """``?page=``, from 1 (anything else: the first page; at most 100,000)."""
+    try:
+        return min(max(int(request.query.get("page", "1")), 1), 100_000)
+    except ValueError:
+        return 1
 
 
 async def queue(request: web.Request) -> web.StreamResponse:
@@ -582,7 +586,10 @@ async def actions_view(request: web.Request) -> web.StreamResponse:
     status = request.query.get("status", "awaiting_approval")
     if status not in ACTION_STATUSES:
         status = ""
-    rows, total = console.store.actions(status or None)
+    size = console.settings.console_page_size
+    number = _page_number(request)
+    rows, total = console.store.actions(status or None, size, (number - 1) * size)
+    pages = max((total + size - 1) // size, 1)
     command_id = request.query.get("cmd")
     decision = console.store.decision(command_id) if command_id else None
     context: dict[str, Any] = {
@@ -594,14 +601,22 @@ async def actions_view(request: web.Request) -> web.StreamResponse:
         "total": total,
         "selected": status,
         "statuses": ACTION_STATUSES,
+        "number": number,
+        "pages": pages,
+        "page_link": lambda n: "/actions?" + urlencode({"status": status, "page": n}),
         "may_decide": user.may_decide,
         # with ?cmd=, a live refresh keeps the decision's flash (and completes it when the reply
         # or the action's event comes after the wait)
         "partial_url": "/actions?"
         + urlencode(
-            {"status": status, **({"cmd": command_id} if command_id else {}), "partial": 1}
+            {
+                "status": status,
+                "page": number,
+                **({"cmd": command_id} if command_id else {}),
+                "partial": 1,
+            }
         ),
-        "back": "/actions?" + urlencode({"status": status}),
+        "back": "/actions?" + urlencode({"status": status, "page": number}),
     }
     if request.query.get("partial"):
         return page.render("_actions_table.html", **context)

@@ -739,8 +739,11 @@ class Store:
         row = self.db.execute("SELECT * FROM actions WHERE action_id = ?", (action_id,)).fetchone()
         return None if row is None else self._action_out(row)
 
-    def actions(self, status: str | None, limit: int = 200) -> tuple[list[dict[str, Any]], int]:
-        """Actions in one status (None: every status), with their exception's owner and subject.
+    def actions(
+        self, status: str | None, limit: int = 200, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Actions in one status (None: every status), with their exception's owner and subject:
+        ``limit`` of them from ``offset`` (a page), and how many there are in all.
 
         Awaiting approval: the oldest first (the nearest to expiry); else the latest first.
         """
@@ -752,8 +755,8 @@ class Store:
         rows = self.db.execute(
             f"SELECT a.*, e.owner AS owner, e.subject AS subject, e.status AS exception_status "
             f"FROM actions a LEFT JOIN exceptions e USING (exception_id) WHERE {where} "
-            f"ORDER BY {order} LIMIT ?",
-            [*args, limit],
+            f"ORDER BY {order} LIMIT ? OFFSET ?",
+            [*args, limit, offset],
         ).fetchall()
         return [self._action_out(r) for r in rows], total
 
