@@ -686,14 +686,7 @@ class Shell:
             if not exempt:
                 top = max(top, hi)
             pos = self.source_pos.get(tp)
-            start = self.starts.get(tp)
-            if high is None:
-                done = False
-            elif pos is not None:
-                done = pos + 1 >= high
-            else:
-                done = high == 0 or (start is not None and start >= high)
-            if not done:
+            if not self._read_to_end(tp, high):
                 self.idle_since.pop(tp, None)
                 caught_up = False
             elif now - self.idle_since.setdefault(tp, now) >= CAUGHT_UP_FOR and (
@@ -708,6 +701,18 @@ class Shell:
         if caught_up and now - self.caught_up_since >= CAUGHT_UP_FOR:  # type: ignore[operator]
             return INF, top
         return (min(holds) if holds else INF), top
+
+    def _read_to_end(self, tp: tuple[str, int], high: int | None) -> bool:
+        """Input partition ``tp`` read to ``high`` (its high watermark at the last ``look``):
+        its last record read here, or nothing read here and nothing to read (empty, or its
+        committed offset at its end). An unknown high watermark is never the end."""
+        if high is None:
+            return False
+        pos = self.source_pos.get(tp)
+        if pos is not None:
+            return pos + 1 >= high
+        start = self.starts.get(tp)
+        return high == 0 or (start is not None and start >= high)
 
     def ahead(self, drift: float) -> set[tuple[str, int]]:
         """Input partitions read more than ``drift`` seconds of event time past the slowest one
@@ -734,12 +739,8 @@ class Shell:
         for tp, high in self.highs.items():
             if tp[0] in self.watermark_exempt:
                 continue
-            pos = self.source_pos.get(tp)
-            start = self.starts.get(tp)
-            if high is not None and (
-                (pos + 1 >= high) if pos is not None else (high == 0 or (start or 0) >= high)
-            ):
-                continue  # read to its end: neither holds the others nor is held
+            if self._read_to_end(tp, high):
+                continue  # neither holds the others nor is held
             behind.append((tp, self.source_hi.get(tp, -INF)))
         if not behind:
             return set()
