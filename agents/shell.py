@@ -684,6 +684,12 @@ class Shell:
         live-equals-replay test, on a loaded machine). Now a stream that flows holds the clock
         at its slowest input, as Flink's does, and the clock jumps only once input stops.
 
+        An input idle for ``CAUGHT_UP_FOR`` holds nothing back on its own either (Flink's
+        ``withIdleness``): once idleness meant idleness, a partition read to its end and quiet
+        would have held the clock at its last time for as long as any other input flowed, and
+        everything read after that time would have waited, parked. What reaches it later is
+        read at the clock, as any late event is.
+
         Idle time is measured in fetch responses when the consumer tells when it last had one
         for the partition (``look``'s ``fetched``): a second from the first look at its end to
         a fetch response still showing that end, not a second of wall time. A router starved of
@@ -691,10 +697,10 @@ class Shell:
         watermarks of before, took its inputs for idle and moved the clock past what had
         arrived meanwhile. Without ``fetched``, wall time.
 
-        The same wait applies to a partition on its own: one with nothing read here and nothing
-        to read (empty, or its committed offset at its end: another router read it all), and a
-        watermark-exempt one (the blacklist) read to its end, hold nothing back once they have
-        looked so for ``CAUGHT_UP_FOR``, not at the first look. A router that joined while the
+        The wait matters most for a partition with nothing read here and nothing to read
+        (empty, or its committed offset at its end: another router read it all), and a
+        watermark-exempt one (the blacklist) read to its end: they hold nothing back once they
+        have looked so for ``CAUGHT_UP_FOR``, not at the first look. A router that joined while the
         input was being written took every partition for read to its end on the high
         watermarks of its first fetch, reported "nothing behind", and the clock went past the
         events that reached those partitions a moment later (the join/leave rebalance test).
@@ -717,9 +723,8 @@ class Shell:
                 self.idle_since.pop(tp, None)
                 caught_up = False
             else:
-                idle = self._idle_for(tp, pos, now)
-                if idle >= CAUGHT_UP_FOR and (pos is None or exempt):
-                    continue  # nothing to read for a while (see above): holds nothing back
+                if self._idle_for(tp, pos, now) >= CAUGHT_UP_FOR:
+                    continue  # idle (see above): holds nothing back
             holds.append(hi)
         if not caught_up:
             self.caught_up_since = None

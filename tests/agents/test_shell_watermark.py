@@ -156,3 +156,18 @@ def test_without_fetch_times_idleness_is_wall_time_with_nothing_read() -> None:
     router.wall += TICK
     router.tick()
     assert router.shell.watermark() == (INF, occurred(created("O2", "09:59")))
+
+
+def test_a_quiet_input_holds_the_clock_only_until_it_is_idle() -> None:
+    """Flink's withIdleness: a partition read to its end with nothing read for a second holds
+    nothing back, though another input flows; before that it holds the clock at its last time."""
+    router = Router()
+    router.written[PAYMENTS].append(paid("O1", "09:00"))
+    router.written[ORDERS].append(created("O1", "08:58"))
+    router.step()
+    for i in range(int(3 / TICK)):
+        router.written[ORDERS].append(created(f"F{i}", plus("10:00", seconds=20 * i)))
+        router.step()
+        if i * TICK < CAUGHT_UP_FOR - TICK:
+            assert router.shell.watermark()[0] == occurred(paid("O1", "09:00")), i
+    assert router.shell.watermark()[0] == occurred(router.written[ORDERS][-1]), "flowing"
