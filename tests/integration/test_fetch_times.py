@@ -48,7 +48,8 @@ async def test_a_quiet_partition_is_stamped_by_each_fetch_and_not_while_the_loop
         assert later - first >= 0.3
 
         blocked = time.time()
-        time.sleep(1.2)  # the loop blocked (a starved router): no response is read meanwhile
+        # the loop blocked (a starved router): no response is read meanwhile
+        time.sleep(1.2)  # noqa: ASYNC251
         stale = fetched(topic, 0)
         assert stale is not None and stale <= blocked, "no fetch response while blocked"
 
