@@ -256,9 +256,14 @@ class Shell:
         #: consumer stood in each (its committed offset until it delivers a message)
         self.highs: dict[tuple[str, int], int | None] = {}
         self.starts: dict[tuple[str, int], int | None] = {}
+        #: stage 1: since when (wall time) every input has been idle (see ``watermark``)
         self.caught_up_since: float | None = None
-        #: stage 1: since when (wall time) each input partition has had nothing to read
-        self.idle_since: dict[tuple[str, int], float] = {}
+        #: stage 1: since when (wall time) each input partition has had nothing to read, and the
+        #: offset read at that time (a record read since ends the idleness)
+        self.idle_since: dict[tuple[str, int], tuple[float, int | None]] = {}
+        #: stage 1: wall time of the last fetch response for each input partition, at the last
+        #: look, when the consumer tells (``look``'s ``fetched``)
+        self.fetched_at: dict[tuple[str, int], float | None] = {}
         #: topics that hold the watermark only while unread (the blacklist: config, not a timed
         #: stream; its last time is old, and holding it there would stop the clock)
         self.watermark_exempt: frozenset[str] = frozenset(watermark_exempt)
@@ -636,9 +641,12 @@ class Shell:
         assigned: Iterable[tuple[str, int]],
         highwater: Callable[[str, int], int | None],
         position: Callable[[str, int], int | None] | None = None,
+        fetched: Callable[[str, int], float | None] | None = None,
     ) -> None:
         """Refresh the input partitions, their high watermarks and the consumer's position in
-        each (before each routed batch and each report).
+        each (before each routed batch and each report); ``fetched``, when the consumer tells,
+        the wall time of the last fetch response for each (aiokafka's ``last_poll_timestamp``),
+        the evidence ``watermark`` measures idleness by.
 
         A partition that left this router is forgotten: if it comes back, what was read from
         it meanwhile was read by another router, so an old offset or time would be wrong.
@@ -653,21 +661,46 @@ class Shell:
                 self.idle_since.pop(gone, None)
         self.highs = highs
         self.starts = {tp: position(*tp) for tp in highs} if position is not None else {}
+        self.fetched_at = {tp: fetched(*tp) for tp in highs} if fetched is not None else {}
 
     def watermark(self) -> tuple[float, float]:
         """(watermark, largest occurred_at read) over this router's input partitions.
 
         Every input partition that has ever held data holds the watermark at the largest
         occurred_at read from it (-inf before its first message, or while its high watermark is
-        unknown). Only when every partition has been caught up for ``CAUGHT_UP_FOR`` seconds
-        does the watermark give way to the largest time read: a high watermark is only as fresh
-        as the last fetch, so one look could call a partition caught up that has just received
-        a backlog.
+        unknown). Only when every partition has been idle for ``CAUGHT_UP_FOR`` seconds does the
+        watermark give way to the largest time read: a high watermark is only as fresh as the
+        last fetch, so one look could call a partition caught up that has just received a
+        backlog.
 
-        The same wait applies to a partition on its own: one with nothing read here and nothing
-        to read (empty, or its committed offset at its end: another router read it all), and a
-        watermark-exempt one (the blacklist) read to its end, hold nothing back once they have
-        looked so for ``CAUGHT_UP_FOR``, not at the first look. A router that joined while the
+        Idle means read to its end with no record read since: it is measured from the first
+        look that saw the partition so, and a record read ends it (``idle_since`` keeps the
+        offset). Being read to the end at each look was not enough: a router keeping up with a
+        live stream reads each batch to its end before this is asked (the envelope's stamp), so
+        it looked caught up all along, said "nothing behind" a second into the stream, and the
+        clock went to the newest time read on any input. Producers write partitions in batches,
+        so another partition's older events were often not readable yet: a deadline fired
+        before the event that met it (``payment.paid_not_updated`` raised then resolved in the
+        live-equals-replay test, on a loaded machine). Now a stream that flows holds the clock
+        at its slowest input, as Flink's does, and the clock jumps only once input stops.
+
+        An input idle for ``CAUGHT_UP_FOR`` holds nothing back on its own either (Flink's
+        ``withIdleness``): once idleness meant idleness, a partition read to its end and quiet
+        would have held the clock at its last time for as long as any other input flowed, and
+        everything read after that time would have waited, parked. What reaches it later is
+        read at the clock, as any late event is.
+
+        Idle time is measured in fetch responses when the consumer tells when it last had one
+        for the partition (``look``'s ``fetched``): a second from the first look at its end to
+        a fetch response still showing that end, not a second of wall time. A router starved of
+        CPU for over a second (its loop blocked, fetch responses unread) woke with the high
+        watermarks of before, took its inputs for idle and moved the clock past what had
+        arrived meanwhile. Without ``fetched``, wall time.
+
+        The wait matters most for a partition with nothing read here and nothing to read
+        (empty, or its committed offset at its end: another router read it all), and a
+        watermark-exempt one (the blacklist) read to its end: they hold nothing back once they
+        have looked so for ``CAUGHT_UP_FOR``, not at the first look. A router that joined while the
         input was being written took every partition for read to its end on the high
         watermarks of its first fetch, reported "nothing behind", and the clock went past the
         events that reached those partitions a moment later (the join/leave rebalance test).
@@ -686,28 +719,57 @@ class Shell:
             if not exempt:
                 top = max(top, hi)
             pos = self.source_pos.get(tp)
-            start = self.starts.get(tp)
-            if high is None:
-                done = False
-            elif pos is not None:
-                done = pos + 1 >= high
-            else:
-                done = high == 0 or (start is not None and start >= high)
-            if not done:
+            if not self._read_to_end(tp, high):
                 self.idle_since.pop(tp, None)
                 caught_up = False
-            elif now - self.idle_since.setdefault(tp, now) >= CAUGHT_UP_FOR and (
-                pos is None or exempt
-            ):
-                continue  # nothing to read for a while (see above): holds nothing back
+            else:
+                if self._idle_for(tp, pos, now) >= CAUGHT_UP_FOR:
+                    continue  # idle (see above): holds nothing back
             holds.append(hi)
         if not caught_up:
             self.caught_up_since = None
         elif self.caught_up_since is None:
             self.caught_up_since = now
-        if caught_up and now - self.caught_up_since >= CAUGHT_UP_FOR:  # type: ignore[operator]
+        if caught_up and self._caught_up_for(now) >= CAUGHT_UP_FOR:
             return INF, top
         return (min(holds) if holds else INF), top
+
+    def _idle_for(self, tp: tuple[str, int], pos: int | None, now: float) -> float:
+        """How long input partition ``tp``, read to its end, has been idle (see ``watermark``):
+        0 at its first look so or when a record was read since, which also ends the inputs'
+        common idleness (``caught_up_since``)."""
+        since = self.idle_since.get(tp)
+        if since is None or since[1] != pos:
+            self.idle_since[tp] = (now, pos)
+            self.caught_up_since = None
+            return 0.0
+        return self._evidence(tp, now) - since[0]
+
+    def _evidence(self, tp: tuple[str, int], now: float) -> float:
+        """The latest time this router knows ``tp``'s state at: its last fetch response, when
+        the consumer tells, else now."""
+        fetched = self.fetched_at.get(tp)
+        return now if fetched is None else min(now, fetched)
+
+    def _caught_up_for(self, now: float) -> float:
+        """How long every input has been idle: since ``caught_up_since``, up to the oldest of
+        their last fetch responses (see ``watermark``)."""
+        since = self.caught_up_since
+        if since is None:
+            return 0.0
+        return min((self._evidence(tp, now) for tp in self.highs), default=now) - since
+
+    def _read_to_end(self, tp: tuple[str, int], high: int | None) -> bool:
+        """Input partition ``tp`` read to ``high`` (its high watermark at the last ``look``):
+        its last record read here, or nothing read here and nothing to read (empty, or its
+        committed offset at its end). An unknown high watermark is never the end."""
+        if high is None:
+            return False
+        pos = self.source_pos.get(tp)
+        if pos is not None:
+            return pos + 1 >= high
+        start = self.starts.get(tp)
+        return high == 0 or (start is not None and start >= high)
 
     def ahead(self, drift: float) -> set[tuple[str, int]]:
         """Input partitions read more than ``drift`` seconds of event time past the slowest one
@@ -734,12 +796,8 @@ class Shell:
         for tp, high in self.highs.items():
             if tp[0] in self.watermark_exempt:
                 continue
-            pos = self.source_pos.get(tp)
-            start = self.starts.get(tp)
-            if high is not None and (
-                (pos + 1 >= high) if pos is not None else (high == 0 or (start or 0) >= high)
-            ):
-                continue  # read to its end: neither holds the others nor is held
+            if self._read_to_end(tp, high):
+                continue  # neither holds the others nor is held
             behind.append((tp, self.source_hi.get(tp, -INF)))
         if not behind:
             return set()
@@ -761,12 +819,13 @@ class Shell:
         highwater: Callable[[str, int], int | None],
         expected: Iterable[tuple[str, int]] | None = None,
         position: Callable[[str, int], int | None] | None = None,
+        fetched: Callable[[str, int], float | None] | None = None,
     ) -> None:
         """Tell every shard partition how far this router's inputs have been read, and which
         inputs it reads (``expected``: every input partition of the group, when known)."""
         assigned = list(assigned)
         self.flush()  # a report must not overtake events routed before it
-        self.look(assigned, highwater, position)
+        self.look(assigned, highwater, position, fetched)
         stamp = self._stamp()
         body = orjson.dumps(
             {

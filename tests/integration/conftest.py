@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import WorkerProcess
+from orderwatch.broker import EmbeddedBroker
+from tests.integration.harness import Topics, WorkerProcess
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker) -> Topics:
+    """Topics of this test alone (unique names, 4 partitions each) on the session's broker; a
+    module that shares its topics between tests overrides it with a module-scoped one."""
+    t = Topics()
+    asyncio.run(t.create(broker.bootstrap))
+    return t
 
 
 @pytest.fixture

@@ -226,11 +226,22 @@ async def produce(
     events: list[dict[str, Any] | tuple[str, bytes]],
     security: dict[str, Any] | None = None,
 ) -> None:
-    """Send events to their stream's topic (keyed as the contract says); raw (topic, bytes) too."""
+    """Send events to their stream's topic (keyed as the contract says); raw (topic, bytes) too.
+
+    What the broker holds is at every moment a prefix of ``events``, as an in-order source
+    writes: aiokafka has one request in flight per broker and each request takes every
+    partition's batch at once, so with no linger and batches that never fill (a batch cut
+    mid-partition waits for the next request) no partition's later events are readable before
+    another's earlier ones. With ``linger_ms=5`` a full 16 KiB batch of one partition went out
+    while older events of another lingered; a test process starved of CPU for a second right
+    then left the worker's inputs idle with a newer time read than some not yet readable, and
+    its clock rightly passed them (the flaky live-equals-replay test).
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         max_request_size=4 * 1024 * 1024,
-        linger_ms=5,
+        max_batch_size=4 * 1024 * 1024,
+        linger_ms=0,
         **(security or {}),
     )
     await producer.start()

@@ -8,7 +8,6 @@ the requests pass from the order shards' partitions to the one action shard's pa
 
 from __future__ import annotations
 
-import asyncio
 import io
 import shutil
 from pathlib import Path
@@ -128,13 +127,6 @@ def test_the_scenario_covers_what_it_should(tmp_path: Path) -> None:
     assert ("payment.refund", "failed") in got
     assert ("fulfillment.hold", "planned") in got
     assert ("fulfillment.release", "planned") in got
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
 
 
 async def test_actions_through_the_worker_give_what_replay_gives(

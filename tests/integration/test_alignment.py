@@ -11,7 +11,6 @@ exactly replay's (nothing lost, reordered or renamed).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 
@@ -28,13 +27,6 @@ ORDERS = 2_000
 DRIFT = "60"
 #: parked events may not exceed this share of the backlog (without alignment: most of it)
 SHARE = 0.25
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
 
 
 class Sampler:

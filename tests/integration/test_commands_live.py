@@ -8,7 +8,6 @@ nothing when it comes back.
 
 from __future__ import annotations
 
-import asyncio
 import io
 from pathlib import Path
 from typing import Any
@@ -125,13 +124,6 @@ def key(e: dict[str, Any]) -> tuple[Any, ...]:
         e["note"],
         e["inhibited_by"],
     )
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
 
 
 async def converge(

@@ -8,7 +8,6 @@ replay`` of the events the worker should have taken into account.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.integration
 
 FAULTS = Path(__file__).parent / "faults"
 EXIT_CRASHED = 70
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
 
 
 def faulty_worker(

@@ -20,7 +20,6 @@ the blacklist topic, the worker reads it back, and the customer's next order is
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections import Counter
 from dataclasses import dataclass
@@ -171,13 +170,6 @@ def third_phase(seen: Out) -> list[Event]:
         # every partition's clock past 11:01: the 10:00 KPI hour is published
         *end_ticks(ts("11:30")),
     ]
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
 
 
 def test_the_scenario_covers_what_it_should(tmp_path: Path) -> None:

@@ -50,7 +50,13 @@ def test_rules_are_valid() -> None:
 
 
 def test_every_alert_behaves_as_its_unit_tests_say() -> None:
-    result = _promtool("test", "rules", str(PROMETHEUS_DIR / "alerts.test.yaml"))
+    # alerts.long.test.yaml: the day- and week-long cases, at a 5-minute evaluation interval
+    result = _promtool(
+        "test",
+        "rules",
+        str(PROMETHEUS_DIR / "alerts.test.yaml"),
+        str(PROMETHEUS_DIR / "alerts.long.test.yaml"),
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout

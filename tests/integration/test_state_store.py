@@ -9,7 +9,6 @@ the changelog, never read as state.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.integration
 
 OFFSET = "orderwatch_state_changelog_offset"
 PARTITIONS = 4
-
-
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
 
 
 @pytest.fixture

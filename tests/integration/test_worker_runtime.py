@@ -70,13 +70,6 @@ async def converge(collector: Collector, expected: set[Key], within: float) -> N
 
 
 @pytest.fixture
-def topics(broker: EmbeddedBroker) -> Topics:
-    t = Topics()
-    asyncio.run(t.create(broker.bootstrap))
-    return t
-
-
-@pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
 

@@ -21,7 +21,10 @@ from orderwatch.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
-ALERT_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yaml"
+ALERT_TESTS = [
+    ROOT / "deploy" / "prometheus" / "alerts.test.yaml",
+    ROOT / "deploy" / "prometheus" / "alerts.long.test.yaml",
+]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "orderwatch.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
 DASHBOARD_PROVIDERS = (
@@ -181,7 +184,8 @@ def test_every_alert_routes_and_explains_itself(alert: dict[str, Any]) -> None:
 
 def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
     cases: dict[str, set[bool]] = {}
-    for test in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
+    tests = [t for path in ALERT_TESTS for t in yaml.safe_load(path.read_text())["tests"]]
+    for test in tests:
         for case in test.get("alert_rule_test", []):
             cases.setdefault(case["alertname"], set()).add(bool(case.get("exp_alerts")))
 
