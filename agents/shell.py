@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import itertools
 import logging
 import time
 import traceback
@@ -82,8 +81,6 @@ DIRTY_LIMIT = 5_000
 #: (shard key, raw event, partition, arrival time, watermark stamp) as stage 2 reads it; the key
 #: ``BATCH`` carries an envelope of many (shard key, raw event) items instead
 ShardMessage = tuple[bytes, bytes, int, float | None, bytes | None]
-#: An envelope event waiting in stage 2 for the clock: (occurred_at, order read, shard key, event)
-Waiting = tuple[float, int, str, InboundEvent]
 
 
 Headers = list[tuple[str, bytes]]
@@ -277,10 +274,6 @@ class Shell:
         #: stage 2 (event time): per shard partition, the occurred_at of each event applied ahead
         #: of the clock (the engine parks it until the clock reaches it), smallest first
         self.parked_at: dict[int, list[float]] = {}
-        #: stage 2 (event time): per shard partition, envelope events read ahead of the clock and
-        #: not handed to the engine yet, smallest occurred_at first (see ``_step_stamped``)
-        self.waiting: dict[int, list[Waiting]] = {}
-        self._read_order = itertools.count()
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -431,8 +424,6 @@ class Shell:
             if stamp is not None:
                 # the stamp says everything up to and including this message has been read
                 self._heard(partition, stamp, raw if key_bytes == report else None)
-                if self.waiting.get(partition):
-                    self._release(partition)
         for partition in touched:
             if self.clock == "event":
                 engine = self.engine(partition)
@@ -472,18 +463,14 @@ class Shell:
         self,
         key: str,
         event: InboundEvent,
-        raw: bytes | None,
+        raw: bytes,
         partition: int,
         arrival: float | None,
         now: float,
-        fresh: bool = True,
     ) -> None:
-        """One event copy through its partition's engine. ``fresh``: read just now, not one that
-        waited (``_hold``), which was counted when read; ``raw`` None: its JSON form, if any is
-        dead-lettered (what a parked event that fails in the engine's sweep leaves, too)."""
         only = (BROADCAST,) if key.startswith(BROADCAST) else (key,)
         engine = self.engine(partition)
-        if fresh and now < event.occurred_ts and self.clock == "event":
+        if now < event.occurred_ts and self.clock == "event":
             # the engine (``reorder``) parks it until the clock reaches it: counted for
             # ``parked`` (an upper bound: a step that fails parks nothing)
             heapq.heappush(self.parked_at.setdefault(partition, []), event.occurred_ts)
@@ -491,7 +478,7 @@ class Shell:
             self._publish(engine.step(event, now, only), arrival)
             if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
                 self._hand_on(engine)
-            self.counters.processed += fresh
+            self.counters.processed += 1
             return
         try:
             # encoded inside the atomic step: an exception that cannot be written fails the
@@ -499,14 +486,12 @@ class Shell:
             sends = atomic.step(engine, event, now, only, then=self._encode)
         except atomic.StepFailed as failed:
             self._publish(failed.due, arrival)
-            if raw is None:
-                raw = orjson.dumps(event.model_dump(mode="json"))
             self._failed(raw, failed.error, "detect", self.shard_topic, partition, -1)
             return
         self._send_encoded(sends, arrival)
         if engine.replies or engine.derived or engine.action_events or engine.kpi_records:
             self._hand_on(engine)
-        self.counters.processed += fresh
+        self.counters.processed += 1
 
     def _deadline_failed(
         self, partition: int, name: str, event: InboundEvent | None, exc: BaseException
@@ -612,7 +597,7 @@ class Shell:
         before = self.now(partition)
         self._heard(partition, stamp)
         clock = self.now(partition)
-        decoded: list[tuple[str, InboundEvent, bytes | None]] = []
+        decoded: list[tuple[str, InboundEvent, bytes]] = []
         for key_bytes, raw in items:
             try:
                 event = self._decode_routed(raw)
@@ -623,88 +608,10 @@ class Shell:
                     raise
                 self._failed(raw, exc, "detect", self.shard_topic, partition, -1)
         decoded.sort(key=lambda item: item[1].occurred_ts)
-        if self.waiting.get(partition):
-            # what waited and the clock now reaches goes first on a tie: it was read earlier
-            due: list[tuple[str, InboundEvent, bytes | None]] = [
-                (key, event, None) for key, event in self._due(partition, clock)
-            ]
-            for shard_key, event, body in heapq.merge(
-                due, decoded, key=lambda item: item[1].occurred_ts
-            ):
-                self._read_at(shard_key, event, body, partition, arrival, before, clock)
-            return
-        for shard_key, event, body in decoded:
-            self._read_at(shard_key, event, body, partition, arrival, before, clock)
-
-    def _read_at(
-        self,
-        shard_key: str,
-        event: InboundEvent,
-        raw: bytes | None,
-        partition: int,
-        arrival: float | None,
-        before: float,
-        clock: float,
-    ) -> None:
-        """An event of an envelope, in time order: late (at or before the old clock) at that
-        clock, within the new clock at its own time, beyond it held back (``_hold``); ``raw``
-        None: one that waited, applied as the engine's sweep would have (no arrival, no
-        second count)."""
-        occurred = event.occurred_ts
-        if raw is None:
-            self._apply(shard_key, event, None, partition, None, max(before, occurred), False)
-        elif occurred <= clock:
-            now = before if occurred <= before else occurred
+        for shard_key, event, raw in decoded:
+            occurred = event.occurred_ts
+            now = before if occurred <= before else (occurred if occurred <= clock else clock)
             self._apply(shard_key, event, raw, partition, arrival, now)
-        elif self.clock == "event":
-            self._hold(partition, occurred, shard_key, event)
-        else:
-            self._apply(shard_key, event, raw, partition, arrival, clock)
-
-    # --- stage 2: events read ahead of the clock ---------------------------------------------
-
-    def _hold(self, partition: int, occurred: float, key: str, event: InboundEvent) -> None:
-        """Keep an envelope event read ahead of the clock here until the clock reaches it.
-
-        The engine (``reorder``) would park it: a step that copies and saves its shards, a
-        deadline, and at the clock a second guarded step, each with a copy of the shard;
-        in a backlog read at the same rate of messages on every input, most events are ahead
-        of the slowest input (nine in ten on the pipeline bench). Held here, it costs one heap
-        entry and is applied once, at its own time, when a stamp or report moves the clock
-        past it (``_due``): what the engine's sweep would do, in the same order (deadlines
-        before it fire first). Before the partition's shards are written (``_persist``) the
-        engine parks whatever still waits, so the changelog holds it as before and a commit
-        never covers an event kept in memory alone. Counted as read (``processed``) and in
-        ``parked`` now, as a parked event is.
-        """
-        heapq.heappush(
-            self.waiting.setdefault(partition, []),
-            (occurred, next(self._read_order), key, event),
-        )
-        heapq.heappush(self.parked_at.setdefault(partition, []), occurred)
-        self.counters.processed += 1
-
-    def _due(self, partition: int, clock: float) -> list[tuple[str, InboundEvent]]:
-        """The waiting events the clock has reached, in time order (then the order read)."""
-        waiting = self.waiting[partition]
-        due = []
-        while waiting and waiting[0][0] <= clock:
-            _, _, key, event = heapq.heappop(waiting)
-            due.append((key, event))
-        return due
-
-    def _release(self, partition: int) -> None:
-        """Apply the waiting events a clock moved by a report (not an envelope) reaches."""
-        clock = self.now(partition)
-        for key, event in self._due(partition, clock):
-            self._apply(key, event, None, partition, None, event.occurred_ts, False)
-
-    def _park_waiting(self, partition: int) -> None:
-        """Hand whatever still waits to the engine, which parks it in its shards (``_hold``)."""
-        waiting = self.waiting.pop(partition, [])
-        now = self.now(partition)
-        for _, _, key, event in sorted(waiting):
-            self._apply(key, event, None, partition, None, now, False)
 
     def sweep(self) -> None:
         """Fire due deadlines of every owned partition; the timer calls this every tick."""
@@ -971,8 +878,6 @@ class Shell:
         return written
 
     def _persist(self, partition: int) -> int:
-        if self.waiting.get(partition):
-            self._park_waiting(partition)
         engine = self.engines[partition]
         written = 0
         for key, state in engine.take_dirty().items():

@@ -509,15 +509,8 @@ def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_
     shell.route(orjson.dumps(created("O2", "10:05")), "orders", 1, 0)
     shell.flush()  # stamp: orders/0 read to 10:10, orders/1 to 10:05 -> watermark 10:05
     shell.process(rec.shard[start:])
+    assert set(parked) == {"O3"}, "only the event beyond the watermark waits"
     assert max(shell.event_clock.values()) == occurred(created("O2", "10:05"))
-    waiting = [event.order_id for w in shell.waiting.values() for _, _, _, event in w]
-    assert set(waiting) == {"O3"}, "only the event beyond the watermark waits"
-    assert parked == [], "in stage 2, not parked in its shards: applied once, when reached"
-    assert shell.parked == len(waiting)
-    shell.persist()
-    assert set(parked) == {"O3"}, "before its shards are written, the engine parks what waits"
-    assert not any(shell.waiting.values())
-    assert shell.parked == len(waiting), "still ahead of the clock"
 
 
 def test_stage_two_reuses_what_stage_one_decoded_and_forgets_it_after_the_last_copy(
@@ -665,53 +658,3 @@ def test_the_parked_count_follows_the_clock() -> None:
     assert shell.parked == per_payment, "the clock (11:01:30) has reached two of them"
     shell.revoke(shell.owned)
     assert shell.parked == 0
-
-
-@pytest.mark.parametrize("commit_every", [0, 3])
-def test_events_read_ahead_wait_in_stage_two_and_the_day_agrees_with_replay(
-    commit_every: int,
-) -> None:
-    """A backlog read unevenly (many orders, then few of the other streams): most events are
-    ahead of the clock and wait in stage 2 (``Shell.waiting``), applied once when the clock
-    reaches them; with commits between (``commit_every`` rounds) what still waits is parked in
-    the shards first. Either way the day's exceptions are replay's."""
-    from orderwatch.simulation.traffic import SimConfig, Simulator
-
-    sim = Simulator(SimConfig(seed=5, orders=40, anomaly_rate=0.3))
-    day = list(sim.events())
-    events = day + end_ticks(sim.manifest()["until"])
-    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
-    streams: dict[str, list[bytes]] = {"orders": [], "others": []}
-    for e in events:
-        streams["orders" if e["type"].startswith("order.") else "others"].append(orjson.dumps(e))
-    high = {(topic, 0): len(values) for topic, values in streams.items()}
-    inputs = list(high)
-    rec = Recorder()
-    shell = make_shell(rec)
-    read = dict.fromkeys(streams, 0)
-    most_waiting, rounds, start = 0, 0, 0
-    while any(read[t] < len(v) for t, v in streams.items()):
-        shell.look(inputs, lambda t, p: high[(t, p)])
-        for topic, chunk in (("orders", 40), ("others", 10)):
-            for value in streams[topic][read[topic] : read[topic] + chunk]:
-                shell.route(value, topic, 0, read[topic])
-                read[topic] += 1
-        shell.flush()
-        shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
-        while start < len(rec.shard):
-            batch, start = rec.shard[start:], len(rec.shard)
-            shell.process(batch)
-        most_waiting = max(most_waiting, sum(len(w) for w in shell.waiting.values()))
-        rounds += 1
-        if commit_every and rounds % commit_every == 0:
-            shell.persist()
-        shell.sweep()
-    shell.caught_up_since = -1e18  # caught up long ago: the clock moves to the largest time read
-    shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
-    while start < len(rec.shard):
-        batch, start = rec.shard[start:], len(rec.shard)
-        shell.process(batch)
-    shell.sweep()
-    assert most_waiting > 0, "the orders read ahead waited in stage 2"
-    assert not any(shell.waiting.values()) and shell.parked == 0
-    assert sorted(set(keyset(rec.exceptions))) == expected
