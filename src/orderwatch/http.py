@@ -24,11 +24,15 @@ __all__ = ["start_http"]
 
 
 def _app(metrics: Metrics, is_ready: Callable[[], bool]) -> web.Application:
-    async def metrics_handler(_: web.Request) -> web.Response:
+    async def metrics_handler(request: web.Request) -> web.Response:
         # ``generate_latest`` writes the classic (0.0.4) text format; prometheus_client's
         # CONTENT_TYPE_LATEST now announces 1.0.0, which Prometheus 2.x servers do not expect.
+        # ``?name[]=...`` (repeatable) renders those families alone, as prometheus_client's own
+        # exporter does: a poller of one counter (the pipeline bench, 4 times a second) does not
+        # make the worker render, nor itself parse, every series
+        names = request.query.getall("name[]", [])
         return web.Response(
-            body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
+            body=metrics.render(names or None), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
         )
 
     async def healthz(_: web.Request) -> web.Response:

@@ -368,6 +368,9 @@ class Metrics:
         for action_type in ACTION_TYPES:
             self.action_type_paused.labels(type=action_type).set(1 if action_type in types else 0)
 
-    def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format, as served on ``/metrics``."""
+    def render(self, names: list[str] | None = None) -> bytes:
+        """The registry in the Prometheus text exposition format, as served on ``/metrics``;
+        ``names``: only the families with these sample names (``/metrics?name[]=...``)."""
+        if names:
+            return generate_latest(self.registry.restricted_registry(names))
         return generate_latest(self.registry)

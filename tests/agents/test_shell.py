@@ -658,3 +658,52 @@ def test_the_parked_count_follows_the_clock() -> None:
     assert shell.parked == per_payment, "the clock (11:01:30) has reached two of them"
     shell.revoke(shell.owned)
     assert shell.parked == 0
+
+
+@pytest.mark.parametrize("commit_every", [0, 3])
+def test_a_backlog_read_unevenly_parks_most_events_and_the_day_agrees_with_replay(
+    commit_every: int,
+) -> None:
+    """A backlog read unevenly (many orders, then few of the other streams): many events are
+    read ahead of the clock and wait, parked in their shards, until it reaches them; with
+    commits between (``commit_every`` rounds) or not, the day's exceptions are replay's."""
+    from orderwatch.simulation.traffic import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(seed=5, orders=40, anomaly_rate=0.3))
+    day = list(sim.events())
+    events = day + end_ticks(sim.manifest()["until"])
+    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
+    streams: dict[str, list[bytes]] = {"orders": [], "others": []}
+    for e in events:
+        streams["orders" if e["type"].startswith("order.") else "others"].append(orjson.dumps(e))
+    high = {(topic, 0): len(values) for topic, values in streams.items()}
+    inputs = list(high)
+    rec = Recorder()
+    shell = make_shell(rec)
+    read = dict.fromkeys(streams, 0)
+    most_parked, rounds, start = 0, 0, 0
+    while any(read[t] < len(v) for t, v in streams.items()):
+        shell.look(inputs, lambda t, p: high[(t, p)])
+        for topic, chunk in (("orders", 40), ("others", 10)):
+            for value in streams[topic][read[topic] : read[topic] + chunk]:
+                shell.route(value, topic, 0, read[topic])
+                read[topic] += 1
+        shell.flush()
+        shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
+        while start < len(rec.shard):
+            batch, start = rec.shard[start:], len(rec.shard)
+            shell.process(batch)
+        most_parked = max(most_parked, shell.parked)
+        rounds += 1
+        if commit_every and rounds % commit_every == 0:
+            shell.persist()
+        shell.sweep()
+    shell.caught_up_since = -1e18  # caught up long ago: the clock moves to the largest time read
+    shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
+    while start < len(rec.shard):
+        batch, start = rec.shard[start:], len(rec.shard)
+        shell.process(batch)
+    shell.sweep()
+    assert most_parked > 0, "the orders read ahead waited"
+    assert shell.parked == 0
+    assert sorted(set(keyset(rec.exceptions))) == expected
