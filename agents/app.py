@@ -36,6 +36,7 @@ from faust.types import TP
 
 from orderwatch.agents import envelope, reload
 from orderwatch.agents import store as local_store
+from orderwatch.agents.fetches import app_fetch_times
 from orderwatch.agents.faust_internals import (
     InputPause,
     TunedApp,
@@ -438,6 +439,7 @@ class Inputs:
         self.app = app
         self.source_names = source_names
         self.pause = InputPause(app)
+        self._fetched = app_fetch_times(app)
 
     def align(self, shell: Shell, drift: float) -> int:
         """Pause the input partitions read too far ahead of the others, resume the rest
@@ -474,6 +476,11 @@ class Inputs:
         offset: int | None = committed_offset(self.app, topic, partition)
         return offset
 
+    def fetched(self, topic: str, partition: int) -> float | None:
+        """When the consumer last had a fetch response for the partition (``Shell.watermark``
+        measures idleness by it)."""
+        return self._fetched(topic, partition)
+
 
 class Router:
     """Stage 1, an agent on the input topics: validate, dead-letter, repartition by shard key
@@ -495,7 +502,9 @@ class Router:
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
                 if event_time:
-                    shell.look(inputs.assigned(), inputs.highwater, inputs.position)
+                    shell.look(
+                        inputs.assigned(), inputs.highwater, inputs.position, inputs.fetched
+                    )
                 for event in batch:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)
@@ -558,6 +567,7 @@ class Sweeper:
                         inputs.highwater,
                         inputs.every_partition(),
                         inputs.position,
+                        inputs.fetched,
                     )
                     if s.align_drift > 0:
                         metrics.inputs_paused.set(inputs.align(shell, s.align_drift))
