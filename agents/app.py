@@ -36,11 +36,11 @@ from faust.types import TP
 
 from orderwatch.agents import envelope, reload
 from orderwatch.agents import store as local_store
-from orderwatch.agents.fetches import app_fetch_times
 from orderwatch.agents.faust_internals import (
     InputPause,
     TunedApp,
     aiokafka_producer,
+    app_fetch_times,
     committed_offset,
     direct_delivery,
     shard_first,
@@ -479,7 +479,8 @@ class Inputs:
     def fetched(self, topic: str, partition: int) -> float | None:
         """When the consumer last had a fetch response for the partition (``Shell.watermark``
         measures idleness by it)."""
-        return self._fetched(topic, partition)
+        at: float | None = self._fetched(topic, partition)
+        return at
 
 
 class Router:
@@ -502,9 +503,7 @@ class Router:
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
                 if event_time:
-                    shell.look(
-                        inputs.assigned(), inputs.highwater, inputs.position, inputs.fetched
-                    )
+                    shell.look(inputs.assigned(), inputs.highwater, inputs.position, inputs.fetched)
                 for event in batch:
                     msg = event.message
                     shell.route(event.value, msg.topic, msg.partition, msg.offset)

@@ -16,13 +16,18 @@ an attribute leaned on here. What each one is for:
 - ``InputPause``: input partitions read too far ahead of the watermark left out of the fetch
   (through the ``StreamGate``), until the others catch up.
 - ``read_offsets``: how far the fetcher has delivered each partition (the lag gauge).
+- ``fetch_times``, ``app_fetch_times``: when the consumer last had a fetch response for an input
+  partition (aiokafka's ``last_poll_timestamp``), the evidence ``Shell.watermark`` measures an
+  input's idleness by; a router whose loop was blocked has no newer response, so its inputs
+  cannot age into "idle" on high watermarks from before the stall.
 - ``aiokafka_producer``: Faust's own aiokafka producer, for the outbox's record batches.
 - ``rocksdb_partition``, ``register_store``: one partition's database of Faust's RocksDB store
   and the store's URL scheme, for the local state store (``agents/store.py``; its ``Store``
   subclass overrides ``on_rebalance``, a public hook).
 
 Fallbacks: a missing attribute leaves Faust's own behaviour (``tune_fetcher``, ``committed_offset``
-log or return None); the hooks on the app are methods Faust calls itself, so a rename there is
+log or return None; ``fetch_times`` returns None and the clock measures idleness in wall
+time); the hooks on the app are methods Faust calls itself, so a rename there is
 what the test catches.
 """
 
@@ -35,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.sensors import Sensor
 from faust.types import TP
 from mode.services import WaitResults
@@ -384,3 +390,26 @@ class TunedApp(faust.App):
         # a sensor whose hooks do nothing: Faust warns about every rebalance without any sensor
         self.sensors.add(Sensor())
         return dependencies
+
+
+Fetched = Callable[[str, int], float | None]
+
+
+def fetch_times(consumer: Callable[[], Any]) -> Fetched:
+    """``fetched(topic, partition)``: wall seconds of the last fetch response for the partition
+    of the aiokafka consumer ``consumer()`` returns; None before its first one, when it is not
+    assigned, or when the consumer cannot tell (not started, another aiokafka)."""
+
+    def fetched(topic: str, partition: int) -> float | None:
+        try:
+            ms = consumer().last_poll_timestamp(TopicPartition(topic, partition))
+        except Exception:  # not assigned (an assertion in aiokafka), not started, renamed
+            return None
+        return None if ms is None else float(ms) / 1000.0
+
+    return fetched
+
+
+def app_fetch_times(app: faust.App) -> Fetched:
+    """``fetch_times`` of a Faust app's aiokafka consumer (Faust's consumer thread holds it)."""
+    return fetch_times(lambda: app.consumer._thread._ensure_consumer())  # type: ignore[attr-defined]

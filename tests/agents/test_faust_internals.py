@@ -66,6 +66,8 @@ def test_the_fetcher_and_the_consumer_still_have_what_the_tweaks_set() -> None:
     assert "self._read_offset" in source(faust_consumer.Consumer.__init__)
     assert "self._committed_offset.update(" in source(faust_consumer.Consumer.perform_seek)
     assert hasattr(faust_aiokafka.Producer, "_ensure_producer")
+    # fetch_times: the time of a partition's last fetch response (the event clock's idleness)
+    assert "last_poll_timestamp" in source(aiokafka.AIOKafkaConsumer.last_poll_timestamp)
 
 
 def test_the_fetch_loop_still_skips_records_of_partitions_gone_from_its_active_set() -> None:

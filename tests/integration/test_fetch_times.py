@@ -1,9 +1,9 @@
 """The evidence the event clock measures idleness by, from a real consumer and broker.
 
 ``Shell.watermark`` takes an input for idle only once a fetch response a second after it first
-looked read to its end still shows that end (``agents/fetches.py``). That holds only if aiokafka
-stamps a quiet partition at every (empty) fetch response, and stamps nothing while the consumer's
-loop is blocked.
+looked read to its end still shows that end (``fetch_times`` in ``agents/faust_internals.py``).
+That holds only if aiokafka stamps a quiet partition at every (empty) fetch response, and
+stamps nothing while the consumer's loop is blocked.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from orderwatch.agents.fetches import fetch_times
+from orderwatch.agents.faust_internals import fetch_times
 from orderwatch.broker import EmbeddedBroker, create_topics
 
 pytestmark = pytest.mark.integration

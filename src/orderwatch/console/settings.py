@@ -54,7 +54,9 @@ class ConsoleSettings(Settings):
     console_command_timeout: float = Field(
         10.0, gt=0, description="seconds to wait for a command's reply"
     )
-    console_page_size: int = Field(50, ge=5, le=500, description="queue and approvals rows per page")
+    console_page_size: int = Field(
+        50, ge=5, le=500, description="queue and approvals rows per page"
+    )
 
     @property
     def console_dir(self) -> Path:
