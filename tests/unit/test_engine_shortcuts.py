@@ -136,3 +136,68 @@ def test_a_contribution_is_built_as_model_construct_builds_it() -> None:
     assert built.to_bytes() == constructed.to_bytes()
     assert derived.decode(built.to_bytes()) == constructed
     assert built.shard_key == "g:kpis/3600"
+
+
+def test_a_scan_refreshes_only_the_tracking_deadline_and_nothing_differs(
+    traffic: list[InboundEvent],
+) -> None:
+    """``orders._scan_moved``: after a carrier scan that moved only the latest carrier event,
+    ``logistics.tracking_stale`` alone is brought in line; the long way runs ``_refresh``."""
+    real = orders._scan_moved
+    calls = {"short": 0}
+
+    def counting(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        moved = real(ctx, s, ev, now)
+        calls["short"] += not moved
+        return moved
+
+    def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        orders._logistics(ctx, s, ev, now)
+        return True  # the long way: refresh after every scan
+
+    with mock.patch.object(orders, "_scan_moved", counting):
+        pairs = list(_lockstep(traffic, lambda: mock.patch.object(orders, "_scan_moved", always)))
+    assert calls["short"] > 100  # the shortcut is taken (else this test proves nothing)
+    for fast, slow in pairs:
+        assert fast == slow
+
+
+def test_a_scan_after_tracking_stale_was_raised_and_resolved_decides_as_the_long_way() -> None:
+    """The armed test of ``_refresh_tracking``: a stale tracking raised, resolved by a scan
+    (the full refresh runs), then scans that re-arm it and let it fire again; and a scan read
+    late, older than the last one, which moves nothing."""
+    o = "T1"
+    lines = to_jsonl(
+        [
+            created(o, "2026-11-20T08:00:00Z"),
+            paid(o, "2026-11-20T08:05:00Z", payment_id="PT1"),
+            logistics("shipped", o, "2026-11-20T10:00:00Z"),
+            logistics("scanned", o, "2026-11-20T12:00:00Z"),
+            logistics("scanned", o, "2026-11-25T12:00:00Z"),  # after it went stale: resolves
+            logistics("out_for_delivery", o, "2026-11-25T13:00:00Z"),
+            logistics("scanned", o, "2026-11-25T11:00:00Z"),  # late and older: moves nothing
+            logistics("scanned", o, "2026-11-30T13:00:00Z"),  # stale again in between
+            # shipped by its status before the carrier's scans: the tracking deadline runs
+            # from the status (the later), whatever scans earlier than it say
+            created("T2", "2026-12-01T08:00:00Z"),
+            paid("T2", "2026-12-01T08:05:00Z", payment_id="PT2"),
+            status("T2", "shipped", "2026-12-01T10:00:00Z"),
+            logistics("scanned", "T2", "2026-12-01T09:00:00Z"),
+            logistics("scanned", "T2", "2026-12-01T09:30:00Z"),
+            logistics("scanned", "T2", "2026-12-06T09:30:00Z"),
+        ]
+    )
+    events = [decode_event(line) for line in lines.splitlines()]  # as read, one late
+    real = orders._scan_moved
+
+    def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        orders._logistics(ctx, s, ev, now)
+        return True
+
+    raised = 0
+    for fast, slow in _lockstep(events, lambda: mock.patch.object(orders, "_scan_moved", always)):
+        assert fast == slow
+        if isinstance(fast, list):
+            raised += sum('"logistics.tracking_stale"' in e for e in fast)
+    assert raised >= 4  # raised, resolved, raised again, resolved: the armed test was exercised
+    assert orders._scan_moved is real

@@ -101,6 +101,9 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     if kind is OrderStatusChanged:  # the most frequent order event (no fact to note)
         if _status_moved(ctx, s, ev, now):  # type: ignore[arg-type]
             _refresh(ctx, s)
+    elif kind in _SCANS:  # the next most frequent: a carrier's scan on the way
+        if _scan_moved(ctx, s, ev, now):  # (always True with tuned timeouts: facts count)
+            _refresh(ctx, s)
     else:
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -413,6 +416,59 @@ def _timeout_inputs(ctx: Engine, s: OrderShard) -> tuple[object, ...]:
         s.delivered_at,
         ctx.life.changes,
     )
+
+
+#: carrier scans on the way (neither the shipment nor its end): ``_scan_moved``
+_SCANS: frozenset[type] = frozenset((LogisticsScanned, LogisticsOutForDelivery))
+
+
+def _scan_moved(ctx: Engine, s: OrderShard, ev: Any, now: float) -> bool:
+    """``_logistics`` for a scan, then whether ``_refresh`` must run in full after it.
+
+    Of what ``_refresh`` reads, a scan writes only the first and the latest carrier event and
+    the open and done exceptions (resolving ``logistics.tracking_stale``, counted by
+    ``Lifecycle.changes``). When only the latest carrier event moved (a scan later than the
+    last one, the usual case), the one timeout derived from it, ``logistics.tracking_stale``,
+    is brought in line here exactly as ``_refresh`` would (``_refresh_tracking``); nothing
+    else of ``_desired`` can differ, and ``_refresh`` ran after every earlier change of the
+    shard. With overrides or calendars on a timeout (``tuned_timeouts``), or a catalog
+    without every timeout rule, it always runs in full.
+    """
+    if ctx.tuning.timeouts or len(ctx.timeout_limits) != len(TIMEOUTS):
+        _logistics(ctx, s, ev, now)
+        return True
+    last, first, changes = s.last_logi_at, s.first_logi_at, ctx.life.changes
+    _logistics(ctx, s, ev, now)
+    if s.first_logi_at is not first or ctx.life.changes != changes:
+        return True
+    if s.last_logi_at is not last:
+        _refresh_tracking(ctx, s)
+    return False
+
+
+def _refresh_tracking(ctx: Engine, s: OrderShard) -> None:
+    """``_refresh`` for ``logistics.tracking_stale`` alone: its due time as ``_desired``
+    derives it, scheduled (``postpone``) or cancelled by the same test of being armed."""
+    shipped_at = s.shipped_at
+    if shipped_at is None or s.delivered_at is not None or not s.shipped_eid:
+        return  # not desired, before the scan as after it: not scheduled either
+    last = s.last_logi_at or shipped_at
+    if shipped_at > last:
+        last = shipped_at
+    due = last + ctx.timeout_limits[TRACKING_STALE]
+    armed = TRACKING_STALE in ctx.enabled_timeouts
+    opened, done = s.open, s.done
+    if armed and (opened or done):
+        oid = s.key[2:]
+        armed = f"{TRACKING_STALE}|{oid}" not in opened and not (
+            done and exception_id(TRACKING_STALE, oid, iso(due)) in done
+        )
+    deadlines = s.timers
+    if armed:
+        if deadlines.get(TRACKING_STALE) != due:
+            ctx.postpone(s, TRACKING_STALE, due)
+    elif TRACKING_STALE in deadlines:
+        ctx.unschedule(s, TRACKING_STALE)
 
 
 def _is_regression(before: str, after: str) -> bool:
