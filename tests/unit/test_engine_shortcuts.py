@@ -201,3 +201,41 @@ def test_a_scan_after_tracking_stale_was_raised_and_resolved_decides_as_the_long
             raised += sum('"logistics.tracking_stale"' in e for e in fast)
     assert raised >= 4  # raised, resolved, raised again, resolved: the armed test was exercised
     assert orders._scan_moved is real
+
+
+def test_contributions_applied_in_place_as_plain_objects_decide_as_the_records(
+    traffic: list[InboundEvent],
+) -> None:
+    """``kpi.Counted``: in replay (not ``forward``) a contribution is a plain object, not the
+    pydantic record the shard topic needs; the long way builds the record every time."""
+    made = {"plain": 0, "records": 0}
+    real = kpi.Counted
+
+    def counting(*args: Any) -> Any:
+        made["plain"] += 1
+        return real(*args)
+
+    def record(kpi_name: str, start: float, dim: str, item: str, hit: int, now: float) -> Any:
+        made["records"] += 1
+        if kpi_name == kpi.PAY:
+            return kpi._payment_contribution(item, start, dim, hit, now)
+        return kpi._contribution(kpi_name, start, dim, item, hit, now)
+
+    with mock.patch.object(kpi, "Counted", counting):
+        pairs = list(_lockstep(traffic, lambda: mock.patch.object(kpi, "Counted", record)))
+    assert made["plain"] > 100 and made["plain"] == made["records"]
+    for fast, slow in pairs:
+        assert fast == slow
+
+
+def test_a_live_engine_still_forwards_contribution_records() -> None:
+    """With ``forward`` (live) the contributions leave as ``derived.Contribution`` records."""
+    engine = Engine(_CATALOG, track_dirty=False)
+    engine.forward = True
+    clock = ReplayClock()
+    lines = to_jsonl([created("F1", "2026-11-20T08:00:00Z"), paid("F1", "2026-11-20T08:05:00Z")])
+    for line in lines.splitlines():
+        event = decode_event(line)
+        engine.step(event, clock.observe(event.occurred_ts))
+    sent = [r for r in engine.take_derived() if type(r) is derived.Contribution]
+    assert sent and all(r.event_id.startswith(derived.CONTRIBUTION) for r in sent)

@@ -133,6 +133,7 @@ _ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
     derived.Mark: behaviour.apply_mark,
     derived.Intent: actions.apply_intent,
     derived.Contribution: kpi.apply_contribution,
+    kpi.Counted: kpi.apply_contribution,  # the same, made and applied in one engine (replay)
     ActionSucceeded: actions.apply_result,
     ActionFailed: actions.apply_result,
 }
@@ -430,10 +431,12 @@ class Engine:
         records, self.kpi_records = self.kpi_records, []
         return records
 
-    def send_contribution(self, record: derived.Contribution) -> None:
-        """An order's judgement for an indicator, to its hour's KPI shard (as ``send_intent``)."""
+    def send_contribution(self, record: derived.Contribution | kpi.Counted) -> None:
+        """An order's judgement for an indicator, to its hour's KPI shard (as ``send_intent``).
+
+        A ``kpi.Counted`` is made only when not ``forward``; forwarded ones are records."""
         if self.forward:
-            self.derived.append(record)
+            self.derived.append(record)  # type: ignore[arg-type]
             return
         key = record.shard_key
         shard = self.shards.get(key)
