@@ -15,9 +15,9 @@ from unittest import mock
 import pytest
 
 from orderwatch.engine import Engine, ReplayClock, core, derived, kpi, orders
-from orderwatch.engine.state import OrderShard
+from orderwatch.engine.state import OrderShard, StockShard
 from orderwatch.events.codec import decode_event
-from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.inbound import InboundEvent, InventorySnapshot
 from orderwatch.rulefiles import load_catalog
 from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 from tests.factories import created, logistics, paid, status, to_jsonl
@@ -239,3 +239,28 @@ def test_a_live_engine_still_forwards_contribution_records() -> None:
         engine.step(event, clock.observe(event.occurred_ts))
     sent = [r for r in engine.take_derived() if type(r) is derived.Contribution]
     assert sent and all(r.event_id.startswith(derived.CONTRIBUTION) for r in sent)
+
+
+def test_a_snapshot_goes_to_its_stock_shard_as_its_route_says(
+    traffic: list[InboundEvent],
+) -> None:
+    """``Engine.step`` applies an inventory snapshot to its stock shard without building a
+    route; the long way passes ``only=Engine.route(event)`` (``_step_keys``) for every event."""
+    fast, slow = Engine(_CATALOG, track_dirty=False), Engine(_CATALOG, track_dirty=False)
+    fast_clock, slow_clock = ReplayClock(), ReplayClock()
+    snapshots = 0
+    for event in traffic:
+        out_fast = fast.step(event, fast_clock.observe(event.occurred_ts))
+        only = Engine.route(event)
+        out_slow = slow.step(event, slow_clock.observe(event.occurred_ts), only=only)
+        assert [e.model_dump_json() for e in out_fast] == [e.model_dump_json() for e in out_slow]
+        if type(event) is InventorySnapshot:
+            snapshots += 1
+            (key,) = only
+            assert type(fast.shards[key]) is type(slow.shards[key]) is StockShard
+            assert fast.shards[key].to_dict() == slow.shards[key].to_dict()
+    assert snapshots > 100
+    assert fast.sweep(fast_clock.finish(None)) == slow.sweep(slow_clock.finish(None))
+    assert {k: s.to_dict() for k, s in fast.shards.items()} == {
+        k: s.to_dict() for k, s in slow.shards.items()
+    }
