@@ -298,7 +298,7 @@ class Engine:
                 self._apply(shard, event, occurred if occurred > t else t)
         elif only is None and type(event) is InventorySnapshot:
             # a quarter of the input: its one stock shard, as ``route`` and ``_step_keys`` would
-            key = f"{STOCK}{event.sku}/{event.warehouse_id}"  # type: ignore[union-attr]
+            key = f"{STOCK}{event.sku}/{event.warehouse_id}"
             shard = shards.get(key)
             if shard is None:
                 shard = shards[key] = StockShard(key)
