@@ -218,8 +218,11 @@ def test_contributions_applied_in_place_as_plain_objects_decide_as_the_records(
     def record(kpi_name: str, start: float, dim: str, item: str, hit: int, now: float) -> Any:
         made["records"] += 1
         if kpi_name == kpi.PAY:
-            return kpi._payment_contribution(item, start, dim, hit, now)
-        return kpi._contribution(kpi_name, start, dim, item, hit, now)
+            built = kpi._payment_contribution(item, start, dim, hit, now)
+        else:
+            built = kpi._contribution(kpi_name, start, dim, item, hit, now)
+        assert real(kpi_name, start, dim, item, hit, now).event_id == built.event_id
+        return built
 
     with mock.patch.object(kpi, "Counted", counting):
         pairs = list(_lockstep(traffic, lambda: mock.patch.object(kpi, "Counted", record)))

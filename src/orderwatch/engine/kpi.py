@@ -222,6 +222,12 @@ class Counted:
         """The shard of its hour, ``g:kpis/<hour start>`` (as ``derived.Contribution``'s)."""
         return hour_key(self.window_start)
 
+    @property
+    def event_id(self) -> str:
+        """The id its record would carry (``_contribution``), made only if read."""
+        state = f"|{self.dimension}|{self.hit}" if self.kpi == PAY else ""
+        return f"{derived.CONTRIBUTION}|{self.kpi}|{self.item}{state}"
+
 
 def on_deadline(ctx: Engine, s: OrderShard, name: str, due: float, now: float) -> None:
     """The order's not-shipped or delivery deadline passed first: late."""
