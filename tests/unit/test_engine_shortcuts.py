@@ -43,6 +43,16 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> list[InboundEvent]:
             status(o, "completed", "2026-11-23T10:00:00Z"),
         ]
         for o, last in (("X1", "delivered"), ("X2", "cancelled"), ("X3", "refunded"))
+    ] + [
+        # paid, then a terminal status that is not a cancel before any shipment: the order no
+        # longer needs shipping (``logistics.not_shipped`` is cancelled by the status alone)
+        [
+            created(o, "2026-11-20T08:00:00Z"),
+            paid(o, "2026-11-20T08:05:00Z", payment_id=f"P{o}"),
+            status(o, "paid", "2026-11-20T08:06:00Z"),
+            status(o, last, "2026-11-20T09:00:00Z"),
+        ]
+        for o, last in (("X4", "refunded"), ("X5", "completed"))
     ]
     early = [
         decode_event(line) for line in to_jsonl([e for life in lives for e in life]).splitlines()

@@ -399,13 +399,34 @@ def _status_moved(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float
     if ctx.tuning.timeouts:
         _status(ctx, s, ev, now)
         return True
-    before = _timeout_inputs(ctx, s)
+    # ``_timeout_inputs`` before and after, field by field in locals: the same object is the
+    # same value, and another object (equal or not) only makes ``_refresh`` run, idempotent
+    life = ctx.life
+    status, changes = s.status, life.changes
+    paid, shipped, shipped_eid, delivered = (
+        s.paid_status_at,
+        s.shipped_at,
+        s.shipped_eid,
+        s.delivered_at,
+    )
     _status(ctx, s, ev, now)
-    return before != _timeout_inputs(ctx, s)
+    if (
+        s.paid_status_at is not paid
+        or s.shipped_at is not shipped
+        or s.shipped_eid is not shipped_eid
+        or s.delivered_at is not delivered
+        or life.changes != changes
+    ):
+        return True
+    new = s.status
+    return new is not status and (
+        (new in _CANCELLED) != (status in _CANCELLED) or (new in TERMINAL) != (status in TERMINAL)
+    )
 
 
 def _timeout_inputs(ctx: Engine, s: OrderShard) -> tuple[object, ...]:
-    """What of ``_refresh``'s inputs ``_status`` can move (``_status_moved`` compares them)."""
+    """What of ``_refresh``'s inputs ``_status`` can move (``_status_moved`` compares them
+    field by field, without building this tuple; kept as their definition)."""
     status = s.status
     return (
         status in _CANCELLED,
