@@ -340,7 +340,7 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
 
 
 def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> None:
-    at = ev.occurred_ts
+    at, eid = ev.occurred_ts, ev.event_id  # read once: a model's attribute is a slow read
     new: str = ev.status
     before: str | None = ev.previous_status
     # Only a strictly later event moves away from the status we hold: two changes in the same
@@ -352,35 +352,35 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
             s,
             "order.status_regression",
             s.order_id,
-            ev.event_id,
+            eid,
             at,
             now,
-            [ev.event_id],
+            [eid],
             {"from_status": before, "to_status": new},
             order_id=s.order_id,
         )
     _log_status(s, at, new)
     if s.status is None or at >= s.status_at:
-        s.status, s.status_at, s.status_eid = new, at, ev.event_id
+        s.status, s.status_at, s.status_eid = new, at, eid
     rank = PROGRESS.get(new, -1)
     if rank >= _PAID:
         if s.paid_status_at is None or at < s.paid_status_at:
-            s.paid_status_at, s.paid_status_eid = at, ev.event_id
+            s.paid_status_at, s.paid_status_eid = at, eid
         if s.open:  # most orders have nothing open: no evidence to build
-            ctx.life.resolve(s, PAID_NOT_UPDATED, s.order_id, now, [ev.event_id], {"status": new})
-        _became_paid(ctx, s, ev.event_id, now)
+            ctx.life.resolve(s, PAID_NOT_UPDATED, s.order_id, now, [eid], {"status": new})
+        _became_paid(ctx, s, eid, now)
     if rank >= _SHIPPED and (s.shipped_at is None or at < s.shipped_at):
-        s.shipped_at, s.shipped_eid = at, ev.event_id
+        s.shipped_at, s.shipped_eid = at, eid
         if s.open:
-            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"status": new})
+            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [eid], {"status": new})
     if rank >= _DELIVERED:
-        _delivered(ctx, s, at, ev.event_id, now)
+        _delivered(ctx, s, at, eid, now)
     if new in TERMINAL and s.status == new and s.open:
         # the order no longer needs shipping: chasing the warehouse for it would be noise
-        ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"status": new})
+        ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [eid], {"status": new})
     if new in _CANCELLED:
         if s.cancelled_at is None or at < s.cancelled_at:
-            s.cancelled_at, s.cancelled_eid = at, ev.event_id
+            s.cancelled_at, s.cancelled_eid = at, eid
         for pid, p in s.payments.items():
             _check_after_cancel(ctx, s, pid, p, now)
 
@@ -832,7 +832,7 @@ def _released(ctx: Engine, s: OrderShard, ev: InventoryReleased, now: float) -> 
 
 
 def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
-    at = ev.occurred_ts
+    at, eid = ev.occurred_ts, ev.event_id  # read once (``_status``)
     previous = s.last_logi_at
     if s.open and (previous is None or at > previous):
         op = s.open.get(f"{TRACKING_STALE}|{s.order_id}")
@@ -842,25 +842,23 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
                 TRACKING_STALE,
                 s.order_id,
                 now,
-                [ev.event_id],
+                [eid],
                 {"new_event": ev.type, "new_event_at": iso(at)},
             )
     if previous is None or at > previous:
-        s.last_logi_at, s.last_logi_eid = at, ev.event_id
+        s.last_logi_at, s.last_logi_eid = at, eid
     if s.first_logi_at is None or at < s.first_logi_at:
-        s.first_logi_at, s.first_logi_eid = at, ev.event_id
+        s.first_logi_at, s.first_logi_eid = at, eid
     kind = type(ev)  # exact types: the event classes are leaves (``Engine.route``)
     if kind is LogisticsShipped:
         if s.logi_shipped_at is None or at < s.logi_shipped_at:
             s.logi_shipped_at = at
         if s.shipped_at is None or at < s.shipped_at:
-            s.shipped_at, s.shipped_eid = at, ev.event_id
+            s.shipped_at, s.shipped_eid = at, eid
         if s.open:
-            ctx.life.resolve(
-                s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"carrier": ev.carrier}
-            )
+            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [eid], {"carrier": ev.carrier})
     elif kind is LogisticsDelivered:
-        _delivered(ctx, s, at, ev.event_id, now)
+        _delivered(ctx, s, at, eid, now)
     elif kind is LogisticsException:
         _logistics_exception(ctx, s, ev, now)
 
