@@ -15,9 +15,9 @@ from unittest import mock
 import pytest
 
 from orderwatch.engine import Engine, ReplayClock, core, derived, kpi, orders
-from orderwatch.engine.state import OrderShard
+from orderwatch.engine.state import OrderShard, StockShard
 from orderwatch.events.codec import decode_event
-from orderwatch.events.inbound import InboundEvent
+from orderwatch.events.inbound import InboundEvent, InventorySnapshot
 from orderwatch.rulefiles import load_catalog
 from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 from tests.factories import created, logistics, paid, status, to_jsonl
@@ -43,6 +43,16 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> list[InboundEvent]:
             status(o, "completed", "2026-11-23T10:00:00Z"),
         ]
         for o, last in (("X1", "delivered"), ("X2", "cancelled"), ("X3", "refunded"))
+    ] + [
+        # paid, then a terminal status that is not a cancel before any shipment: the order no
+        # longer needs shipping (``logistics.not_shipped`` is cancelled by the status alone)
+        [
+            created(o, "2026-11-20T08:00:00Z"),
+            paid(o, "2026-11-20T08:05:00Z", payment_id=f"P{o}"),
+            status(o, "paid", "2026-11-20T08:06:00Z"),
+            status(o, last, "2026-11-20T09:00:00Z"),
+        ]
+        for o, last in (("X4", "refunded"), ("X5", "completed"))
     ]
     early = [
         decode_event(line) for line in to_jsonl([e for life in lives for e in life]).splitlines()
@@ -136,3 +146,153 @@ def test_a_contribution_is_built_as_model_construct_builds_it() -> None:
     assert built.to_bytes() == constructed.to_bytes()
     assert derived.decode(built.to_bytes()) == constructed
     assert built.shard_key == "g:kpis/3600"
+
+
+def test_a_scan_refreshes_only_the_tracking_deadline_and_nothing_differs(
+    traffic: list[InboundEvent],
+) -> None:
+    """``orders._scan_moved``: after a carrier scan that moved only the latest carrier event,
+    ``logistics.tracking_stale`` alone is brought in line; the long way runs ``_refresh``."""
+    real = orders._scan_moved
+    calls = {"short": 0}
+
+    def counting(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        moved = real(ctx, s, ev, now)
+        calls["short"] += not moved
+        return moved
+
+    def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        orders._logistics(ctx, s, ev, now)
+        return True  # the long way: refresh after every scan
+
+    with mock.patch.object(orders, "_scan_moved", counting):
+        pairs = list(_lockstep(traffic, lambda: mock.patch.object(orders, "_scan_moved", always)))
+    assert calls["short"] > 100  # the shortcut is taken (else this test proves nothing)
+    for fast, slow in pairs:
+        assert fast == slow
+
+
+def test_a_scan_after_tracking_stale_was_raised_and_resolved_decides_as_the_long_way() -> None:
+    """The armed test of ``_refresh_tracking``: a stale tracking raised, resolved by a scan
+    (the full refresh runs), then scans that re-arm it and let it fire again; and a scan read
+    late, older than the last one, which moves nothing."""
+    o = "T1"
+    lines = to_jsonl(
+        [
+            created(o, "2026-11-20T08:00:00Z"),
+            paid(o, "2026-11-20T08:05:00Z", payment_id="PT1"),
+            logistics("shipped", o, "2026-11-20T10:00:00Z"),
+            logistics("scanned", o, "2026-11-20T12:00:00Z"),
+            logistics("scanned", o, "2026-11-25T12:00:00Z"),  # after it went stale: resolves
+            logistics("out_for_delivery", o, "2026-11-25T13:00:00Z"),
+            logistics("scanned", o, "2026-11-25T11:00:00Z"),  # late and older: moves nothing
+            logistics("scanned", o, "2026-11-30T13:00:00Z"),  # stale again in between
+            # shipped by its status before the carrier's scans: the tracking deadline runs
+            # from the status (the later), whatever scans earlier than it say
+            created("T2", "2026-12-01T08:00:00Z"),
+            paid("T2", "2026-12-01T08:05:00Z", payment_id="PT2"),
+            status("T2", "shipped", "2026-12-01T10:00:00Z"),
+            logistics("scanned", "T2", "2026-12-01T09:00:00Z"),
+            logistics("scanned", "T2", "2026-12-01T09:30:00Z"),
+            logistics("scanned", "T2", "2026-12-06T09:30:00Z"),
+        ]
+    )
+    events = [decode_event(line) for line in lines.splitlines()]  # as read, one late
+    real = orders._scan_moved
+
+    def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        orders._logistics(ctx, s, ev, now)
+        return True
+
+    raised = 0
+    for fast, slow in _lockstep(events, lambda: mock.patch.object(orders, "_scan_moved", always)):
+        assert fast == slow
+        if isinstance(fast, list):
+            raised += sum('"logistics.tracking_stale"' in e for e in fast)
+    assert raised >= 4  # raised, resolved, raised again, resolved: the armed test was exercised
+    assert orders._scan_moved is real
+
+
+def test_contributions_applied_in_place_as_plain_objects_decide_as_the_records(
+    traffic: list[InboundEvent],
+) -> None:
+    """``kpi.Counted``: in replay (not ``forward``) a contribution is a plain object, not the
+    pydantic record the shard topic needs; the long way builds the record every time."""
+    made = {"plain": 0, "records": 0}
+    real = kpi.Counted
+
+    def counting(*args: Any) -> Any:
+        made["plain"] += 1
+        return real(*args)
+
+    def record(kpi_name: str, start: float, dim: str, item: str, hit: int, now: float) -> Any:
+        made["records"] += 1
+        if kpi_name == kpi.PAY:
+            built = kpi._payment_contribution(item, start, dim, hit, now)
+        else:
+            built = kpi._contribution(kpi_name, start, dim, item, hit, now)
+        assert real(kpi_name, start, dim, item, hit, now).event_id == built.event_id
+        return built
+
+    with mock.patch.object(kpi, "Counted", counting):
+        pairs = list(_lockstep(traffic, lambda: mock.patch.object(kpi, "Counted", record)))
+    assert made["plain"] > 100 and made["plain"] == made["records"]
+    for fast, slow in pairs:
+        assert fast == slow
+
+
+def test_a_live_engine_still_forwards_contribution_records() -> None:
+    """With ``forward`` (live) the contributions leave as ``derived.Contribution`` records."""
+    engine = Engine(_CATALOG, track_dirty=False)
+    engine.forward = True
+    clock = ReplayClock()
+    lines = to_jsonl([created("F1", "2026-11-20T08:00:00Z"), paid("F1", "2026-11-20T08:05:00Z")])
+    for line in lines.splitlines():
+        event = decode_event(line)
+        engine.step(event, clock.observe(event.occurred_ts))
+    sent = [r for r in engine.take_derived() if type(r) is derived.Contribution]
+    assert sent and all(r.event_id.startswith(derived.CONTRIBUTION) for r in sent)
+
+
+def test_a_snapshot_goes_to_its_stock_shard_as_its_route_says(
+    traffic: list[InboundEvent],
+) -> None:
+    """``Engine.step`` applies an inventory snapshot to its stock shard without building a
+    route; the long way passes ``only=Engine.route(event)`` (``_step_keys``) for every event."""
+    fast, slow = Engine(_CATALOG, track_dirty=False), Engine(_CATALOG, track_dirty=False)
+    fast_clock, slow_clock = ReplayClock(), ReplayClock()
+    snapshots = 0
+    for event in traffic:
+        out_fast = fast.step(event, fast_clock.observe(event.occurred_ts))
+        only = Engine.route(event)
+        out_slow = slow.step(event, slow_clock.observe(event.occurred_ts), only=only)
+        assert [e.model_dump_json() for e in out_fast] == [e.model_dump_json() for e in out_slow]
+        if type(event) is InventorySnapshot:
+            snapshots += 1
+            (key,) = only
+            assert type(fast.shards[key]) is type(slow.shards[key]) is StockShard
+            assert fast.shards[key].to_dict() == slow.shards[key].to_dict()
+    assert snapshots > 100
+    assert fast.sweep(fast_clock.finish(None)) == slow.sweep(slow_clock.finish(None))
+    assert {k: s.to_dict() for k, s in fast.shards.items()} == {
+        k: s.to_dict() for k, s in slow.shards.items()
+    }
+
+
+def test_an_events_fields_read_from_its_dict_are_its_attributes(
+    traffic: list[InboundEvent],
+) -> None:
+    """``stock.apply`` reads a snapshot's fields from the model's ``__dict__`` (a key) instead
+    of its attributes (pydantic's ``__getattr__`` hook): every field is there, and
+    ``occurred_ts`` once read (``stock.apply`` reads the attribute when it is not)."""
+    line = to_jsonl([status("D1", "paid", "2026-11-20T08:06:00Z")]).splitlines()[0]
+    fresh = decode_event(line)
+    checked = 0
+    for event in [fresh, *traffic]:
+        d = event.__dict__
+        for name in type(event).model_fields:
+            assert d[name] == getattr(event, name)
+        assert d.get("occurred_ts") in (None, event.occurred_ts)
+        assert d["occurred_ts"] == event.occurred_ts  # read now: in the dict from here on
+        checked += 1
+    assert checked > 1000

@@ -133,6 +133,7 @@ _ANY_SHARD: dict[type, Callable[[Engine, Any, Any, float], None]] = {
     derived.Mark: behaviour.apply_mark,
     derived.Intent: actions.apply_intent,
     derived.Contribution: kpi.apply_contribution,
+    kpi.Counted: kpi.apply_contribution,  # the same, made and applied in one engine (replay)
     ActionSucceeded: actions.apply_result,
     ActionFailed: actions.apply_result,
 }
@@ -295,6 +296,16 @@ class Engine:
                 self._park(shard, event, occurred)
             else:
                 self._apply(shard, event, occurred if occurred > t else t)
+        elif only is None and type(event) is InventorySnapshot:
+            # a quarter of the input: its one stock shard, as ``route`` and ``_step_keys`` would
+            key = f"{STOCK}{event.sku}/{event.warehouse_id}"
+            shard = shards.get(key)
+            if shard is None:
+                shard = shards[key] = StockShard(key)
+            if occurred > t and self._must_wait(shard, t, occurred):
+                self._park(shard, event, occurred)
+            else:
+                self._apply(shard, event, occurred if occurred > t else t)
         else:
             self._step_keys(event, t, occurred, self.route(event) if only is None else only)
         if heap and heap[0][0] < t:
@@ -430,10 +441,12 @@ class Engine:
         records, self.kpi_records = self.kpi_records, []
         return records
 
-    def send_contribution(self, record: derived.Contribution) -> None:
-        """An order's judgement for an indicator, to its hour's KPI shard (as ``send_intent``)."""
+    def send_contribution(self, record: derived.Contribution | kpi.Counted) -> None:
+        """An order's judgement for an indicator, to its hour's KPI shard (as ``send_intent``).
+
+        A ``kpi.Counted`` is made only when not ``forward``; forwarded ones are records."""
         if self.forward:
-            self.derived.append(record)
+            self.derived.append(record)  # type: ignore[arg-type]
             return
         key = record.shard_key
         shard = self.shards.get(key)

@@ -101,6 +101,9 @@ def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     if kind is OrderStatusChanged:  # the most frequent order event (no fact to note)
         if _status_moved(ctx, s, ev, now):  # type: ignore[arg-type]
             _refresh(ctx, s)
+    elif kind in _SCANS:  # the next most frequent: a carrier's scan on the way
+        if _scan_moved(ctx, s, ev, now):  # (always True with tuned timeouts: facts count)
+            _refresh(ctx, s)
     else:
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -337,7 +340,7 @@ def _check_blacklist(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -
 
 
 def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> None:
-    at = ev.occurred_ts
+    at, eid = ev.occurred_ts, ev.event_id  # read once: a model's attribute is a slow read
     new: str = ev.status
     before: str | None = ev.previous_status
     # Only a strictly later event moves away from the status we hold: two changes in the same
@@ -349,35 +352,35 @@ def _status(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float) -> N
             s,
             "order.status_regression",
             s.order_id,
-            ev.event_id,
+            eid,
             at,
             now,
-            [ev.event_id],
+            [eid],
             {"from_status": before, "to_status": new},
             order_id=s.order_id,
         )
     _log_status(s, at, new)
     if s.status is None or at >= s.status_at:
-        s.status, s.status_at, s.status_eid = new, at, ev.event_id
+        s.status, s.status_at, s.status_eid = new, at, eid
     rank = PROGRESS.get(new, -1)
     if rank >= _PAID:
         if s.paid_status_at is None or at < s.paid_status_at:
-            s.paid_status_at, s.paid_status_eid = at, ev.event_id
+            s.paid_status_at, s.paid_status_eid = at, eid
         if s.open:  # most orders have nothing open: no evidence to build
-            ctx.life.resolve(s, PAID_NOT_UPDATED, s.order_id, now, [ev.event_id], {"status": new})
-        _became_paid(ctx, s, ev.event_id, now)
+            ctx.life.resolve(s, PAID_NOT_UPDATED, s.order_id, now, [eid], {"status": new})
+        _became_paid(ctx, s, eid, now)
     if rank >= _SHIPPED and (s.shipped_at is None or at < s.shipped_at):
-        s.shipped_at, s.shipped_eid = at, ev.event_id
+        s.shipped_at, s.shipped_eid = at, eid
         if s.open:
-            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"status": new})
+            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [eid], {"status": new})
     if rank >= _DELIVERED:
-        _delivered(ctx, s, at, ev.event_id, now)
+        _delivered(ctx, s, at, eid, now)
     if new in TERMINAL and s.status == new and s.open:
         # the order no longer needs shipping: chasing the warehouse for it would be noise
-        ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"status": new})
+        ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [eid], {"status": new})
     if new in _CANCELLED:
         if s.cancelled_at is None or at < s.cancelled_at:
-            s.cancelled_at, s.cancelled_eid = at, ev.event_id
+            s.cancelled_at, s.cancelled_eid = at, eid
         for pid, p in s.payments.items():
             _check_after_cancel(ctx, s, pid, p, now)
 
@@ -396,13 +399,34 @@ def _status_moved(ctx: Engine, s: OrderShard, ev: OrderStatusChanged, now: float
     if ctx.tuning.timeouts:
         _status(ctx, s, ev, now)
         return True
-    before = _timeout_inputs(ctx, s)
+    # ``_timeout_inputs`` before and after, field by field in locals: the same object is the
+    # same value, and another object (equal or not) only makes ``_refresh`` run, idempotent
+    life = ctx.life
+    status, changes = s.status, life.changes
+    paid, shipped, shipped_eid, delivered = (
+        s.paid_status_at,
+        s.shipped_at,
+        s.shipped_eid,
+        s.delivered_at,
+    )
     _status(ctx, s, ev, now)
-    return before != _timeout_inputs(ctx, s)
+    if (
+        s.paid_status_at is not paid
+        or s.shipped_at is not shipped
+        or s.shipped_eid is not shipped_eid
+        or s.delivered_at is not delivered
+        or life.changes != changes
+    ):
+        return True
+    new = s.status
+    return new is not status and (
+        (new in _CANCELLED) != (status in _CANCELLED) or (new in TERMINAL) != (status in TERMINAL)
+    )
 
 
 def _timeout_inputs(ctx: Engine, s: OrderShard) -> tuple[object, ...]:
-    """What of ``_refresh``'s inputs ``_status`` can move (``_status_moved`` compares them)."""
+    """What of ``_refresh``'s inputs ``_status`` can move (``_status_moved`` compares them
+    field by field, without building this tuple; kept as their definition)."""
     status = s.status
     return (
         status in _CANCELLED,
@@ -413,6 +437,59 @@ def _timeout_inputs(ctx: Engine, s: OrderShard) -> tuple[object, ...]:
         s.delivered_at,
         ctx.life.changes,
     )
+
+
+#: carrier scans on the way (neither the shipment nor its end): ``_scan_moved``
+_SCANS: frozenset[type] = frozenset((LogisticsScanned, LogisticsOutForDelivery))
+
+
+def _scan_moved(ctx: Engine, s: OrderShard, ev: Any, now: float) -> bool:
+    """``_logistics`` for a scan, then whether ``_refresh`` must run in full after it.
+
+    Of what ``_refresh`` reads, a scan writes only the first and the latest carrier event and
+    the open and done exceptions (resolving ``logistics.tracking_stale``, counted by
+    ``Lifecycle.changes``). When only the latest carrier event moved (a scan later than the
+    last one, the usual case), the one timeout derived from it, ``logistics.tracking_stale``,
+    is brought in line here exactly as ``_refresh`` would (``_refresh_tracking``); nothing
+    else of ``_desired`` can differ, and ``_refresh`` ran after every earlier change of the
+    shard. With overrides or calendars on a timeout (``tuned_timeouts``), or a catalog
+    without every timeout rule, it always runs in full.
+    """
+    if ctx.tuning.timeouts or len(ctx.timeout_limits) != len(TIMEOUTS):
+        _logistics(ctx, s, ev, now)
+        return True
+    last, first, changes = s.last_logi_at, s.first_logi_at, ctx.life.changes
+    _logistics(ctx, s, ev, now)
+    if s.first_logi_at is not first or ctx.life.changes != changes:
+        return True
+    if s.last_logi_at is not last:
+        _refresh_tracking(ctx, s)
+    return False
+
+
+def _refresh_tracking(ctx: Engine, s: OrderShard) -> None:
+    """``_refresh`` for ``logistics.tracking_stale`` alone: its due time as ``_desired``
+    derives it, scheduled (``postpone``) or cancelled by the same test of being armed."""
+    shipped_at = s.shipped_at
+    if shipped_at is None or s.delivered_at is not None or not s.shipped_eid:
+        return  # not desired, before the scan as after it: not scheduled either
+    last = s.last_logi_at or shipped_at
+    if shipped_at > last:
+        last = shipped_at
+    due = last + ctx.timeout_limits[TRACKING_STALE]
+    armed = TRACKING_STALE in ctx.enabled_timeouts
+    opened, done = s.open, s.done
+    if armed and (opened or done):
+        oid = s.key[2:]
+        armed = f"{TRACKING_STALE}|{oid}" not in opened and not (
+            done and exception_id(TRACKING_STALE, oid, iso(due)) in done
+        )
+    deadlines = s.timers
+    if armed:
+        if deadlines.get(TRACKING_STALE) != due:
+            ctx.postpone(s, TRACKING_STALE, due)
+    elif TRACKING_STALE in deadlines:
+        ctx.unschedule(s, TRACKING_STALE)
 
 
 def _is_regression(before: str, after: str) -> bool:
@@ -755,7 +832,7 @@ def _released(ctx: Engine, s: OrderShard, ev: InventoryReleased, now: float) -> 
 
 
 def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
-    at = ev.occurred_ts
+    at, eid = ev.occurred_ts, ev.event_id  # read once (``_status``)
     previous = s.last_logi_at
     if s.open and (previous is None or at > previous):
         op = s.open.get(f"{TRACKING_STALE}|{s.order_id}")
@@ -765,25 +842,23 @@ def _logistics(ctx: Engine, s: OrderShard, ev: Any, now: float) -> None:
                 TRACKING_STALE,
                 s.order_id,
                 now,
-                [ev.event_id],
+                [eid],
                 {"new_event": ev.type, "new_event_at": iso(at)},
             )
     if previous is None or at > previous:
-        s.last_logi_at, s.last_logi_eid = at, ev.event_id
+        s.last_logi_at, s.last_logi_eid = at, eid
     if s.first_logi_at is None or at < s.first_logi_at:
-        s.first_logi_at, s.first_logi_eid = at, ev.event_id
+        s.first_logi_at, s.first_logi_eid = at, eid
     kind = type(ev)  # exact types: the event classes are leaves (``Engine.route``)
     if kind is LogisticsShipped:
         if s.logi_shipped_at is None or at < s.logi_shipped_at:
             s.logi_shipped_at = at
         if s.shipped_at is None or at < s.shipped_at:
-            s.shipped_at, s.shipped_eid = at, ev.event_id
+            s.shipped_at, s.shipped_eid = at, eid
         if s.open:
-            ctx.life.resolve(
-                s, NOT_SHIPPED, s.order_id, now, [ev.event_id], {"carrier": ev.carrier}
-            )
+            ctx.life.resolve(s, NOT_SHIPPED, s.order_id, now, [eid], {"carrier": ev.carrier})
     elif kind is LogisticsDelivered:
-        _delivered(ctx, s, at, ev.event_id, now)
+        _delivered(ctx, s, at, eid, now)
     elif kind is LogisticsException:
         _logistics_exception(ctx, s, ev, now)
 

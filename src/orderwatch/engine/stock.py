@@ -59,11 +59,17 @@ def _values(ctx: Engine, s: StockShard) -> dict[str, Any]:
 def apply(ctx: Engine, s: StockShard, ev: InboundEvent, now: float) -> None:
     if type(ev) is not InventorySnapshot:  # exact type: the event classes are leaves
         return
-    at = ev.occurred_ts
-    known = s.latest.get(ev.source)
-    if known is not None and (at, ev.event_id) <= (known[1], known[2]):
+    # the fields from the model's ``__dict__``, not through pydantic's ``__getattr__`` hook
+    # (``orders._fields``): a snapshot is a quarter of the input
+    d = ev.__dict__
+    at = d.get("occurred_ts")
+    if at is None:  # not read yet (``Engine.step`` reads it first)
+        at = ev.occurred_ts
+    source, eid = d["source"], d["event_id"]
+    known = s.latest.get(source)
+    if known is not None and (at, eid) <= (known[1], known[2]):
         return
-    s.latest[ev.source] = [ev.available, at, ev.event_id]
+    s.latest[source] = [d["available"], at, eid]
     if _drifting(ctx, s):
         if s.drift_since is None:
             s.drift_since = max(v[1] for v in s.latest.values())
