@@ -372,6 +372,9 @@ def quick_run(
         # earlier run); the worker may have released memory at the end of the backlog by then
         day_rss = rss(first.proc.pid)  # type: ignore[union-attr]
         released = first.log().count("memory released")
+        lookups = first.metric("orderwatch_shard_cache_lookups_total")
+        misses = first.metric("orderwatch_shard_cache_lookups_total", result="miss")
+        cached = first.metric("orderwatch_shard_cache_shards")
         # the worker's once-a-minute full collection and malloc_trim (orderwatch/heap.py)
         time.sleep(RELEASE_EVERY + 5)
         settled_rss = rss(first.proc.pid)  # type: ignore[union-attr]
@@ -394,6 +397,9 @@ def quick_run(
         "peak_rss": peak_rss,
         "drained_s": drained if drained is not None else -1.0,
         "burst_releases": released,
+        "cache_lookups": lookups,
+        "cache_misses": misses,
+        "cached_shards": cached,
         "events": len(records),
         "fed_rate": fed.rate,
         "cold_start_s": cold,
@@ -465,6 +471,12 @@ def report_quick(f: dict[str, Any]) -> None:
         f"the day = every shard message committed ({f['drained_s']:.1f} s after the last event "
         f"was read) + 3 s; memory releases at the end of a burst (or idle after one) before "
         f"it: {f['burst_releases']}"
+    )
+    print(
+        f"  shard cache after the day: {f['cached_shards']:,.0f} shards, "
+        f"{f['cache_misses']:,.0f} misses of {f['cache_lookups']:,.0f} lookups "
+        f"({f['cache_misses'] / max(f['cache_lookups'], 1):.1%}; a miss is a RocksDB read and "
+        "a shard decode)"
     )
     print(
         f"  cold start {f['cold_start_s']:.1f} s, restart after kill -9 {f['restart_s']:.1f} s "
