@@ -578,8 +578,6 @@ class Sweeper:
             if writer is not None:
                 writer.report(shell.engines)
             if releaser.due(shell.counters.processed, time.monotonic()):
-                if releaser.backlog_read and writer is not None:
-                    writer.shrink(shell.engines, local_store.SHRINK_TO)
                 release_memory()  # once a minute, and as soon as a backlog is read
 
         self.timer = app.timer(s.sweep_interval, on_leader=False)(_crash_on_error("sweep", sweep))

@@ -45,7 +45,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from orderwatch.agents.faust_internals import register_store, rocksdb_partition
-from orderwatch.engine.cache import MIN_CAPACITY, ShardCache
+from orderwatch.engine.cache import ShardCache
 from orderwatch.engine.state import ACTION_RECORDS, FORMAT_VERSION, StateFormatError
 from orderwatch.metrics import OPEN_STATUSES, STATE_SHARD_KINDS
 
@@ -76,8 +76,6 @@ DEADLINES = "deadlines"
 #: Stored shards' earliest deadlines read into the heap at a time (``Writer.timers``): ~100 B
 #: each in memory.
 TIMER_CHUNK = 10_000
-#: Shards each engine's cache keeps when a backlog's burst is over (``Writer.shrink``).
-SHRINK_TO = 1_000
 
 #: RocksDB options per partition database. Faust's defaults (a 2 GiB block cache and three
 #: 64 MiB memtables per database) are sized for a machine of its own; these bound one database's
@@ -567,25 +565,6 @@ class Writer:
         self._counted = (hits, misses)
         self.metrics.shard_cache_shards.set(size)
         self._gauges(engines)
-
-    def shrink(self, engines: Mapping[int, Any], keep: int) -> int:
-        """Drop all but the ``keep`` most recently used shards of each engine's cache (changed
-        ones stay, as in any eviction): called when a backlog's burst is over, so the shards
-        of the backlog, read back from the store if they are needed again, do not hold the
-        allocator's arenas (issue 13, the quick check's RSS). Returns the shards dropped."""
-        dropped = 0
-        for engine in engines.values():
-            cache = engine.shards
-            if not isinstance(cache, ShardCache) or len(cache) <= keep:
-                continue
-            before, capacity = len(cache), cache.capacity
-            cache.capacity = max(keep, MIN_CAPACITY)
-            try:
-                cache._trim()  # the cache's own eviction: pinned shards are held, not dropped
-            finally:
-                cache.capacity = capacity
-            dropped += before - len(cache)
-        return dropped
 
     def stored_counts(self, partition: int) -> dict[str, int]:
         counts = self.counts.get(partition)

@@ -86,8 +86,6 @@ class Releaser:
         self.peak = 0.0
         #: a burst ended and was released: release again once the worker is idle
         self.follow = False
-        #: the last release was at the end of a burst (or idle after one), not the minute's
-        self.backlog_read = False
 
     def due(self, processed: int, now: float) -> bool:
         """Whether to release now (and if so, the next burst counts from here)."""
@@ -114,7 +112,6 @@ class Releaser:
             log.info("idle after a burst: memory released")
         if burst_over or idle or now - self.last >= self.every:
             self.follow = burst_over
-            self.backlog_read = burst_over or idle
             self.last = now
             self.base = processed
             self.peak = 0.0

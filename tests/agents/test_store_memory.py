@@ -47,22 +47,3 @@ def test_the_same_sizes_give_the_same_objects_and_no_write_buffer_budget_none() 
     assert store.shared_memory(3 * MiB, MiB) is store.shared_memory(3 * MiB, MiB)
     cache, manager = store.shared_memory(3 * MiB, 0)
     assert manager is None and cache.get_usage() == 0
-
-
-def test_shrink_keeps_the_most_recent_and_every_changed_shard() -> None:
-    from types import SimpleNamespace
-
-    from orderwatch.engine.cache import ShardCache
-
-    pinned: set[str] = set()
-    cache = ShardCache(lambda key: None, 1_000, pinned)
-    for i in range(300):
-        cache[f"o:{i}"] = SimpleNamespace(key=f"o:{i}")  # type: ignore[assignment]
-    pinned.update({"o:0", "o:1"})  # changed since the last write-back: never dropped
-    writer = store.Writer(store=None, changelog="c")
-    dropped = writer.shrink({0: SimpleNamespace(shards=cache)}, 50)
-    assert dropped == 250
-    assert cache.capacity == 1_000
-    assert all(f"o:{i}" in cache for i in range(252, 300))
-    assert cache.get("o:0") is not None and cache.get("o:1") is not None  # held, not lost
-    assert cache.get("o:100") is None  # dropped: read from the store if needed again
