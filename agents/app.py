@@ -51,7 +51,7 @@ from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine.catalog import parse_duration
 from orderwatch.engine.silence import SilenceMonitor
-from orderwatch.heap import RELEASE_EVERY, release_memory
+from orderwatch.heap import Releaser, release_memory
 from orderwatch.http import start_http
 from orderwatch.metrics import Metrics
 from orderwatch.rulefiles import load_catalog
@@ -366,7 +366,11 @@ class Topology:
             key_type=bytes,
             value_type=bytes,
             **(
-                {"options": local_store.rocksdb_options(s.rocksdb_block_cache_mb)}
+                {
+                    "options": local_store.rocksdb_options(
+                        s.rocksdb_block_cache_mb, s.rocksdb_write_buffer_mb
+                    )
+                }
                 if s.store == "rocksdb"
                 else {}
             ),
@@ -555,7 +559,7 @@ class Sweeper:
         s: Settings,
     ) -> None:
         event_time = s.clock == "event"
-        released = [time.monotonic()]
+        releaser = Releaser(time.monotonic())
         writer = persistence.writer
 
         async def sweep() -> None:
@@ -582,9 +586,8 @@ class Sweeper:
             telemetry.stages(shell.counters.queued, shell.counters.processed)
             if writer is not None:
                 writer.report(shell.engines)
-            if time.monotonic() - released[0] >= RELEASE_EVERY:
-                release_memory()
-                released[0] = time.monotonic()
+            if releaser.due(shell.counters.processed, time.monotonic()):
+                release_memory()  # once a minute, and as soon as a backlog is read
 
         self.timer = app.timer(s.sweep_interval, on_leader=False)(_crash_on_error("sweep", sweep))
 

@@ -351,12 +351,14 @@ def quick_run(
     time.sleep(2)
     cold_rss = rss(first.proc.pid)  # type: ignore[union-attr]
     peak_parked = 0.0
+    peak_rss = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak_parked
+        nonlocal peak_parked, peak_rss
         while not done.wait(1.0):
             peak_parked = max(peak_parked, first.metric("orderwatch_parked_events"))
+            peak_rss = max(peak_rss, rss(first.proc.pid))  # type: ignore[union-attr]
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -364,9 +366,15 @@ def quick_run(
         asyncio.run(send_all(broker.bootstrap, records))
         fed = worker_consume(first, len(records), within=600)
         done.set()
-        wait_drained(broker.bootstrap, first, within=300)
+        drained = wait_drained(broker.bootstrap, first, within=300)
         time.sleep(3)
+        # "after the day": every shard message committed, then 3 s (the sampling point of every
+        # earlier run); the worker may have released memory at the end of the backlog by then
         day_rss = rss(first.proc.pid)  # type: ignore[union-attr]
+        released = first.log().count("memory released")
+        lookups = first.metric("orderwatch_shard_cache_lookups_total")
+        misses = first.metric("orderwatch_shard_cache_lookups_total", result="miss")
+        cached = first.metric("orderwatch_shard_cache_shards")
         # the worker's once-a-minute full collection and malloc_trim (orderwatch/heap.py)
         time.sleep(RELEASE_EVERY + 5)
         settled_rss = rss(first.proc.pid)  # type: ignore[union-attr]
@@ -386,6 +394,12 @@ def quick_run(
         "orders": orders,
         "clock": clock,
         "peak_parked": peak_parked,
+        "peak_rss": peak_rss,
+        "drained_s": drained if drained is not None else -1.0,
+        "burst_releases": released,
+        "cache_lookups": lookups,
+        "cache_misses": misses,
+        "cached_shards": cached,
         "events": len(records),
         "fed_rate": fed.rate,
         "cold_start_s": cold,
@@ -451,6 +465,18 @@ def report_quick(f: dict[str, Any]) -> None:
         f"worker's collection and malloc_trim) {f['settled_rss'] / MiB:.0f} MiB "
         f"({f['settled_rss'] / f['cold_rss']:.2f}x), after restart "
         f"{f['restart_rss'] / MiB:.0f} MiB"
+    )
+    print(
+        f"  RSS at most {f['peak_rss'] / MiB:.0f} MiB while fed (sampled each second); after "
+        f"the day = every shard message committed ({f['drained_s']:.1f} s after the last event "
+        f"was read) + 3 s; memory releases at the end of a burst (or idle after one) before "
+        f"it: {f['burst_releases']}"
+    )
+    print(
+        f"  shard cache after the day: {f['cached_shards']:,.0f} shards, "
+        f"{f['cache_misses']:,.0f} misses of {f['cache_lookups']:,.0f} lookups "
+        f"({f['cache_misses'] / max(f['cache_lookups'], 1):.1%}; a miss is a RocksDB read and "
+        "a shard decode)"
     )
     print(
         f"  cold start {f['cold_start_s']:.1f} s, restart after kill -9 {f['restart_s']:.1f} s "

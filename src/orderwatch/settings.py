@@ -90,7 +90,16 @@ class Settings(BaseSettings):
         20_000, ge=64, description="shards kept in memory per partition (rocksdb store)"
     )
     rocksdb_block_cache_mb: int = Field(
-        8, ge=1, description="RocksDB block cache per partition database, MiB"
+        16,
+        ge=1,
+        description="RocksDB block cache shared by all the worker's partition databases, MiB "
+        "(the memtables are charged to it)",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        8,
+        ge=0,
+        description="RocksDB memtables of all the worker's partition databases together, MiB, "
+        "charged to the block cache (write buffer manager); 0: up to 2 x 4 MiB per database",
     )
     state_mismatch: Literal["rebuild", "fail"] = Field(
         "rebuild",
