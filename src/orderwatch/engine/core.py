@@ -286,22 +286,21 @@ class Engine:
                 self._remediate()  # what fired before the event is asked for before it is read
         occurred = event.occurred_ts
         shards = self.shards
-        if only is None and type(event) in _ORDER_ONLY:
-            # most events: exactly one order shard, without building a route tuple
-            key = ORDER + event.order_id  # type: ignore[union-attr,operator]
-            shard = shards.get(key)
-            if shard is None:
-                shard = shards[key] = OrderShard(key)
-            if occurred > t and self._must_wait(shard, t, occurred):
-                self._park(shard, event, occurred)
+        kind = type(event)
+        if only is None and (kind in _ORDER_ONLY or kind is InventorySnapshot):
+            # most events (an order's, or a snapshot: a quarter of the input) reach exactly one
+            # shard: found here without building a route tuple, as ``route`` and ``_step_keys``
+            # would
+            shard_type: type[Shard]
+            if kind is InventorySnapshot:
+                key = f"{STOCK}{event.sku}/{event.warehouse_id}"  # type: ignore[union-attr]
+                shard_type = StockShard
             else:
-                self._apply(shard, event, occurred if occurred > t else t)
-        elif only is None and type(event) is InventorySnapshot:
-            # a quarter of the input: its one stock shard, as ``route`` and ``_step_keys`` would
-            key = f"{STOCK}{event.sku}/{event.warehouse_id}"
+                key = ORDER + event.order_id  # type: ignore[union-attr,operator]
+                shard_type = OrderShard
             shard = shards.get(key)
             if shard is None:
-                shard = shards[key] = StockShard(key)
+                shard = shards[key] = shard_type(key)
             if occurred > t and self._must_wait(shard, t, occurred):
                 self._park(shard, event, occurred)
             else:
