@@ -7,7 +7,7 @@ event: the shortcuts may only save work, never change a verdict, a deadline or a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -87,26 +87,37 @@ def _lockstep(events: list[InboundEvent], long_way: Any) -> Iterator[tuple[Any, 
     )
 
 
+def _shortcut_agrees(
+    traffic: list[InboundEvent], name: str, long_way: Callable[[Engine, Any, Any, float], bool]
+) -> None:
+    """Run ``traffic`` with the predicate ``orders.<name>`` (False: the shortcut is taken) in
+    lockstep with ``long_way`` in its place: the shortcut must be taken often (else the test
+    proves nothing) and every output and shard must be the same."""
+    real = getattr(orders, name)
+    calls = {"short": 0}
+
+    def counting(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
+        moved: bool = real(ctx, s, ev, now)
+        calls["short"] += not moved
+        return moved
+
+    with mock.patch.object(orders, name, counting):
+        pairs = list(_lockstep(traffic, lambda: mock.patch.object(orders, name, long_way)))
+    assert calls["short"] > 100  # the shortcut is taken (else this test proves nothing)
+    for fast, slow in pairs:
+        assert fast == slow
+
+
 def test_a_status_change_that_moves_nothing_skips_refresh_and_nothing_differs(
     traffic: list[InboundEvent],
 ) -> None:
     real = orders._status_moved
-    calls = {"skipped": 0}
-
-    def counting(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
-        moved = real(ctx, s, ev, now)
-        calls["skipped"] += not moved
-        return moved
 
     def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
         real(ctx, s, ev, now)
         return True  # the long way: refresh after every status change
 
-    with mock.patch.object(orders, "_status_moved", counting):
-        pairs = list(_lockstep(traffic, lambda: mock.patch.object(orders, "_status_moved", always)))
-    assert calls["skipped"] > 100  # the shortcut is taken (else this test proves nothing)
-    for fast, slow in pairs:
-        assert fast == slow
+    _shortcut_agrees(traffic, "_status_moved", always)
 
 
 def test_observers_called_only_for_the_events_they_read_decide_the_same(
@@ -153,23 +164,12 @@ def test_a_scan_refreshes_only_the_tracking_deadline_and_nothing_differs(
 ) -> None:
     """``orders._scan_moved``: after a carrier scan that moved only the latest carrier event,
     ``logistics.tracking_stale`` alone is brought in line; the long way runs ``_refresh``."""
-    real = orders._scan_moved
-    calls = {"short": 0}
-
-    def counting(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
-        moved = real(ctx, s, ev, now)
-        calls["short"] += not moved
-        return moved
 
     def always(ctx: Engine, s: Any, ev: Any, now: float) -> bool:
         orders._logistics(ctx, s, ev, now)
         return True  # the long way: refresh after every scan
 
-    with mock.patch.object(orders, "_scan_moved", counting):
-        pairs = list(_lockstep(traffic, lambda: mock.patch.object(orders, "_scan_moved", always)))
-    assert calls["short"] > 100  # the shortcut is taken (else this test proves nothing)
-    for fast, slow in pairs:
-        assert fast == slow
+    _shortcut_agrees(traffic, "_scan_moved", always)
 
 
 def test_a_scan_after_tracking_stale_was_raised_and_resolved_decides_as_the_long_way() -> None:
