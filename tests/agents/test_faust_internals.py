@@ -123,6 +123,26 @@ def test_the_rocksdb_store_still_has_what_the_local_state_store_uses() -> None:
     assert "def _db_for_partition" in source(Store)
     assert isinstance(STORES.aliases, dict)
     assert "rocksdb" in STORES.aliases
+    # ``SharedOptions`` (agents/store.py) replaces the store's ``rocksdb_options`` and rebuilds
+    # ``RocksDBOptions.as_options`` from these fields: were either renamed, the worker would
+    # silently fall back to a cache per partition database
+    from faust.stores.rocksdb import RocksDBOptions
+
+    store_source = source(Store)
+    assert "self.rocksdb_options = " in store_source and "self.use_rocksdict" in store_source
+    assert "self.rocksdb_options.open(" in store_source
+    options_init = source(RocksDBOptions.__init__)
+    for field in (
+        "block_cache_size",
+        "bloom_filter_size",
+        "write_buffer_size",
+        "target_file_size_base",
+        "max_write_buffer_number",
+        "max_open_files",
+        "extra_options",
+    ):
+        assert f"self.{field}" in options_init, field
+    assert "def as_options" in source(RocksDBOptions)
 
 
 def test_the_stream_gate_still_matches_faust_s_rebalance_and_fetch_loop() -> None:
