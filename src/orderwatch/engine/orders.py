@@ -477,15 +477,8 @@ def _refresh_tracking(ctx: Engine, s: OrderShard) -> None:
     if shipped_at > last:
         last = shipped_at
     due = last + ctx.timeout_limits[TRACKING_STALE]
-    armed = TRACKING_STALE in ctx.enabled_timeouts
-    opened, done = s.open, s.done
-    if armed and (opened or done):
-        oid = s.key[2:]
-        armed = f"{TRACKING_STALE}|{oid}" not in opened and not (
-            done and exception_id(TRACKING_STALE, oid, iso(due)) in done
-        )
     deadlines = s.timers
-    if armed:
+    if _armed(ctx, s, TRACKING_STALE, due):
         if deadlines.get(TRACKING_STALE) != due:
             ctx.postpone(s, TRACKING_STALE, due)
     elif TRACKING_STALE in deadlines:
@@ -1167,17 +1160,9 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
     desired = _desired(ctx, s)  # in the order of TIMEOUTS, which is the order they are scheduled
     deadlines = s.timers
     if desired:
-        enabled = ctx.enabled_timeouts
-        opened, done = s.open, s.done
         kept = 0
         for rule_id, due in desired.items():
-            armed = rule_id in enabled
-            if armed and (opened or done):
-                oid = s.key[2:]
-                armed = f"{rule_id}|{oid}" not in opened and not (
-                    done and exception_id(rule_id, oid, iso(due)) in done
-                )
-            if armed:
+            if _armed(ctx, s, rule_id, due):
                 kept += 1
                 if deadlines.get(rule_id) != due:
                     if rule_id == TRACKING_STALE:
@@ -1194,6 +1179,21 @@ def _refresh(ctx: Engine, s: OrderShard) -> None:
         # something beyond the desired timeouts: one may no longer be desired
         for name in [n for n in deadlines if n in _TIMEOUT_SET and n not in desired]:
             ctx.unschedule(s, name)
+
+
+def _armed(ctx: Engine, s: OrderShard, rule_id: str, due: float) -> bool:
+    """Whether timeout ``rule_id`` due at ``due`` could still raise a new exception: its rule
+    enabled, no exception of it open for the order, and the one it would raise not raised
+    before (``_refresh`` and ``_refresh_tracking`` schedule it only then)."""
+    if rule_id not in ctx.enabled_timeouts:
+        return False
+    opened, done = s.open, s.done
+    if not (opened or done):
+        return True
+    oid = s.key[2:]
+    return f"{rule_id}|{oid}" not in opened and not (
+        done and exception_id(rule_id, oid, iso(due)) in done
+    )
 
 
 def refresh(ctx: Engine, s: OrderShard) -> None:
