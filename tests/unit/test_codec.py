@@ -6,8 +6,10 @@ refused with a reason, so a producer drifting from the contract shows up in the 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -15,7 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orderwatch.errors import EventValidationError
+from orderwatch.events import inbound
 from orderwatch.events.codec import decode_event
+from orderwatch.events.inbound import epoch_seconds
 from tests.factories import created
 
 
@@ -65,20 +69,54 @@ def test_a_customer_without_a_phone_is_refused() -> None:
 
 @given(
     st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(8999, 12, 31)),
-    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+08:00", "-05:30"]),
+    st.sampled_from(
+        ["Z", "z", "+00:00", "-00:00", "+08:00", "-05:30", "+05:45", "+14:00", "-12:00", "-23:59"]
+    ),
     st.sampled_from([0, 1, 3, 6]),
 )
 def test_occurred_ts_is_the_timestamp_of_occurred_at(
     at: datetime, offset: str, digits: int
 ) -> None:
-    """``occurred_ts`` computes the epoch seconds of a UTC time itself (pydantic's offset-0
-    tzinfo makes ``timestamp()`` slow): it must be exactly ``timestamp()``, bit for bit."""
+    """``occurred_ts`` computes the epoch seconds itself (pydantic's ``tzinfo`` makes
+    ``timestamp()`` slow): it must be exactly ``timestamp()``, bit for bit, at any offset; and
+    so must ``epoch_seconds`` of the event's other times."""
     text = at.strftime("%Y-%m-%dT%H:%M:%S") + (
         f".{at.microsecond:06d}"[: digits + 1] if digits else ""
     )
     event = decode_event(order_at(text + offset))
     assert event.occurred_ts == event.occurred_at.timestamp()
     assert event.occurred_ts.hex() == event.occurred_at.timestamp().hex()
+    assert epoch_seconds(event.occurred_at).hex() == event.occurred_at.timestamp().hex()
+    account = event.customer.account_created_at  # type: ignore[attr-defined]
+    assert epoch_seconds(account).hex() == account.timestamp().hex()
+
+
+def test_epoch_seconds_takes_its_shortcuts_and_timestamp_for_any_other_zone() -> None:
+    """The offset-0 object and the table of fixed offsets are what the decoder gives (else the
+    shortcuts are never taken); a zone whose offset depends on the date, a standard
+    ``timezone`` and offsets beyond the table's size get ``timestamp()`` itself."""
+    utc = decode_event(order_at("2026-11-20T10:00:00.5Z")).occurred_at
+    assert utc.tzinfo is inbound._UTC
+    east = decode_event(order_at("2026-11-20T18:00:00.25+08:00")).occurred_at
+    assert type(east.tzinfo) is inbound._TZINFO and east.tzinfo in inbound._OFFSETS
+    assert inbound._OFFSETS[east.tzinfo] == 8 * 3600
+    for at in (
+        datetime(2026, 3, 29, 1, 30, 0, 7, tzinfo=ZoneInfo("Europe/Berlin")),
+        datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+        datetime(2026, 11, 20, 18, 0, 0, 1, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+        datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ):
+        assert epoch_seconds(at).hex() == at.timestamp().hex()
+    with mock.patch.object(inbound, "_OFFSETS", {}), mock.patch.object(inbound, "_MAX_OFFSETS", 1):
+        for minutes in range(-600, 600, 7):
+            at = decode_event(order_at(f"2026-11-20T18:00:00.1{_offset(minutes)}")).occurred_at
+            assert epoch_seconds(at).hex() == at.timestamp().hex()
+        assert len(inbound._OFFSETS) == 1  # bounded: a producer of every offset cannot grow it
+
+
+def _offset(minutes: int) -> str:
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 @pytest.mark.parametrize("year", [1900, 1999, 2000, 8999, 9000])

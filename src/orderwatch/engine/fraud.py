@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orderwatch.engine import derived
 from orderwatch.engine.catalog import format_duration
 from orderwatch.engine.state import ADDRESS, CUSTOMER, PHONE, OrderShard, WindowEntry, WindowShard
-from orderwatch.events.inbound import InboundEvent, OrderCreated
+from orderwatch.events.inbound import InboundEvent, OrderCreated, epoch_seconds
 from orderwatch.normalize import mask_phone, normalize_address
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ def admits(ctx: Engine, key: str, ev: InboundEvent) -> bool:
     if not ctx.enabled(rule_id):
         return False
     if rule_id == BURST:
-        age = ev.occurred_ts - ev.customer.account_created_at.timestamp()
+        # ``timestamp()`` exactly, without its call of pydantic's ``TzInfo.utcoffset``
+        age = ev.occurred_ts - epoch_seconds(ev.customer.account_created_at)
         return bool(age < ctx.params(rule_id).max_account_age)
     if rule_id == CLUSTER:
         # no street: blank addresses are customer.invalid_address, not one place (the street is
