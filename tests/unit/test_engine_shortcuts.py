@@ -17,7 +17,7 @@ import pytest
 from orderwatch.engine import Engine, ReplayClock, core, derived, kpi, orders
 from orderwatch.engine.state import OrderShard, StockShard
 from orderwatch.events.codec import decode_event
-from orderwatch.events.inbound import InboundEvent, InventorySnapshot
+from orderwatch.events.inbound import InboundEvent, InventorySnapshot, OrderStatusChanged
 from orderwatch.rulefiles import load_catalog
 from orderwatch.simulation.traffic import SimConfig, Simulator, write_file
 from tests.factories import created, logistics, paid, status, to_jsonl
@@ -254,25 +254,34 @@ def test_a_live_engine_still_forwards_contribution_records() -> None:
     assert sent and all(r.event_id.startswith(derived.CONTRIBUTION) for r in sent)
 
 
+@pytest.mark.parametrize("track_dirty", [False, True])
 def test_a_snapshot_goes_to_its_stock_shard_as_its_route_says(
-    traffic: list[InboundEvent],
+    traffic: list[InboundEvent], track_dirty: bool
 ) -> None:
-    """``Engine.step`` applies an inventory snapshot to its stock shard without building a
-    route; the long way passes ``only=Engine.route(event)`` (``_step_keys``) for every event."""
-    fast, slow = Engine(_CATALOG, track_dirty=False), Engine(_CATALOG, track_dirty=False)
+    """``Engine.step`` applies an inventory snapshot to its stock shard, and an order's own
+    event to the order's shard, without building a route and with ``_apply`` inline; the long
+    way passes ``only=Engine.route(event)`` (``_step_keys``, ``_apply``) for every event."""
+    fast = Engine(_CATALOG, track_dirty=track_dirty)
+    slow = Engine(_CATALOG, track_dirty=track_dirty)
+    assert fast._inline  # the shortcut is on (a subclass overriding ``_apply`` turns it off)
     fast_clock, slow_clock = ReplayClock(), ReplayClock()
-    snapshots = 0
+    snapshots = orders_own = 0
     for event in traffic:
         out_fast = fast.step(event, fast_clock.observe(event.occurred_ts))
         only = Engine.route(event)
         out_slow = slow.step(event, slow_clock.observe(event.occurred_ts), only=only)
         assert [e.model_dump_json() for e in out_fast] == [e.model_dump_json() for e in out_slow]
-        if type(event) is InventorySnapshot:
-            snapshots += 1
+        if type(event) is InventorySnapshot or type(event) in core._ORDER_ONLY:
+            snapshots += type(event) is InventorySnapshot
+            orders_own += type(event) is not InventorySnapshot
             (key,) = only
-            assert type(fast.shards[key]) is type(slow.shards[key]) is StockShard
+            kind = StockShard if type(event) is InventorySnapshot else OrderShard
+            assert type(fast.shards[key]) is type(slow.shards[key]) is kind
             assert fast.shards[key].to_dict() == slow.shards[key].to_dict()
-    assert snapshots > 100
+            assert fast.shards[key].last_at == slow.shards[key].last_at
+        assert fast._heap == slow._heap
+        assert fast.take_dirty() == slow.take_dirty()
+    assert snapshots > 100 and orders_own > 1000
     assert fast.sweep(fast_clock.finish(None)) == slow.sweep(slow_clock.finish(None))
     assert {k: s.to_dict() for k, s in fast.shards.items()} == {
         k: s.to_dict() for k, s in slow.shards.items()
@@ -296,3 +305,8 @@ def test_an_events_fields_read_from_its_dict_are_its_attributes(
         assert d["occurred_ts"] == event.occurred_ts  # read now: in the dict from here on
         checked += 1
     assert checked > 1000
+
+
+def test_a_status_change_notes_no_fact() -> None:
+    """``orders.apply`` asks ``_FACT_NOTERS`` for every order event but a status change."""
+    assert OrderStatusChanged not in orders._FACT_NOTERS

@@ -43,6 +43,7 @@ from orderwatch.events.inbound import (
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
+    epoch_seconds,
 )
 from orderwatch.normalize import (
     is_valid_address,
@@ -96,20 +97,21 @@ def _money_text(amount: Decimal) -> str:
 
 def apply(ctx: Engine, s: OrderShard, ev: InboundEvent, now: float) -> None:
     kind = type(ev)
-    noter = _FACT_NOTERS.get(kind)  # ``note_facts``, inline: it runs for every order event
-    noted = noter is not None and noter(s, ev)
     if kind is OrderStatusChanged:  # the most frequent order event (no fact to note)
         if _status_moved(ctx, s, ev, now):  # type: ignore[arg-type]
             _refresh(ctx, s)
-    elif kind in _SCANS:  # the next most frequent: a carrier's scan on the way
-        if _scan_moved(ctx, s, ev, now):  # (always True with tuned timeouts: facts count)
-            _refresh(ctx, s)
     else:
-        handler = _HANDLERS.get(kind)
-        if handler is not None:
-            handler(ctx, s, ev, now)
-        if kind not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
-            _refresh(ctx, s)
+        noter = _FACT_NOTERS.get(kind)  # ``note_facts``, inline: before the handler
+        noted = noter is not None and noter(s, ev)
+        if kind in _SCANS:  # the next most frequent: a carrier's scan on the way
+            if _scan_moved(ctx, s, ev, now):  # (always True with tuned timeouts: facts count)
+                _refresh(ctx, s)
+        else:
+            handler = _HANDLERS.get(kind)
+            if handler is not None:
+                handler(ctx, s, ev, now)
+            if kind not in _NO_TIMEOUT_INPUT or (noted and ctx.tuned_timeouts):
+                _refresh(ctx, s)
     # v2: refunds and rejections counted per customer (of the status changes, only a refund)
     if kind in behaviour.WATCHED and (
         kind is not OrderStatusChanged or ev.status == behaviour.REFUNDED  # type: ignore[union-attr]
@@ -150,7 +152,8 @@ def _created(ctx: Engine, s: OrderShard, ev: OrderCreated, now: float) -> None:
     s.created_at = at
     s.total = _money_text(ev.total_amount)
     s.currency = ev.currency
-    s.promised_by = ev.promised_delivery_by.timestamp() if ev.promised_delivery_by else None
+    promised = ev.promised_delivery_by  # ``timestamp()`` exactly (``epoch_seconds``)
+    s.promised_by = epoch_seconds(promised) if promised else None
     life = ctx.life
     for orphan in (PAYMENT_ORPHAN, LOGISTICS_ORPHAN) if s.open else ():
         if _is_open(s, orphan):
@@ -1055,13 +1058,17 @@ def _facts_address(s: OrderShard, ev: OrderAddressChanged) -> bool:
 
 
 def _facts_carrier(s: OrderShard, ev: Any) -> bool:
+    # the carrier first: noted already and the same (nearly every carrier event after the
+    # first) is False whatever the time says, and the time is then not read (a model's field
+    # is a slow read)
+    facts = s.facts
+    carrier = ev.carrier
+    if facts is not None and facts[_CARRIER] == carrier:
+        return False
     last = s.last_logi_at
     if last is not None and ev.occurred_ts <= last:
         return False
-    facts = s.facts
-    if facts is not None and facts[_CARRIER] == ev.carrier:
-        return False
-    return _with(s, ((_CARRIER, ev.carrier),))
+    return _with(s, ((_CARRIER, carrier),))
 
 
 def _facts_warehouse(s: OrderShard, ev: InventoryReserved | InventoryReservationFailed) -> bool:
