@@ -378,3 +378,42 @@ def test_the_random_lives_do_compact_orders() -> None:
 
     run()
     assert compacting >= 30
+
+
+def test_the_times_read_for_compaction_are_the_times_in_their_order() -> None:
+    """``orders._times`` spells ``_TIMES`` out as slot reads: the same fields, in that order."""
+    shard = OrderShard(ORDER + "O1")
+    for i, name in enumerate(orders._TIMES):
+        setattr(shard, name, float(i))
+    assert orders._times(shard) == tuple(getattr(shard, n) for n in orders._TIMES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([None, 0, 1, 2, 3]), min_size=12, max_size=12),
+    st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_equal_times_of_a_finished_order_end_as_one_object_the_first_of_them(
+    values: list[int | None], fresh: list[bool]
+) -> None:
+    """``compact`` leaves each kept time equal to what it was and the very object of the first
+    kept time equal to it (in ``_TIMES`` order), whether the equal ones were one object, some
+    objects or all different; ``seen`` times that are one object already (the check that skips
+    the sharing) change nothing."""
+    shard = OrderShard(ORDER + "O1")
+    pool = [1_763_600_000.25 + v for v in range(4)]
+    for name, value, new in zip(orders._TIMES, values, fresh, strict=True):
+        if value is not None:
+            # a fresh object of the same value, or the pool's one (shared by all that take it)
+            setattr(shard, name, float(repr(pool[value])) if new else pool[value])
+    shard.delivered_at = shard.delivered_at or float(repr(pool[0]))  # finished: delivered
+    before = orders._times(shard)
+    orders.compact(shard)
+    after = orders._times(shard)
+    kept = [i for i, t in enumerate(after) if t is not None]
+    for i in kept:
+        assert after[i] == before[i]
+        first = next(j for j in kept if before[j] == before[i])
+        assert after[i] is before[first]
+    orders.compact(shard)  # again: nothing to share, nothing moves
+    assert all(a is b for a, b in zip(orders._times(shard), after, strict=True))

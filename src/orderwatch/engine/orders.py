@@ -14,8 +14,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from functools import partial
-from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
 from orderwatch.engine import behaviour, kpi
@@ -1270,8 +1268,25 @@ _TIMES = (
     "address_changed_at",
     "promised_by",
 )
-_GET_TIMES = attrgetter(*_TIMES)
-_PRESENT = partial(is_not, None)
+
+
+def _times(s: OrderShard) -> tuple[float | None, ...]:
+    """The ``_TIMES`` of the shard, in that order (slot reads: a third of ``attrgetter``'s
+    instructions; ``test_compaction`` holds the two to the same tuple)."""
+    return (
+        s.created_at,
+        s.address_at,
+        s.status_at,
+        s.paid_status_at,
+        s.cancelled_at,
+        s.shipped_at,
+        s.logi_shipped_at,
+        s.delivered_at,
+        s.last_logi_at,
+        s.first_logi_at,
+        s.address_changed_at,
+        s.promised_by,
+    )
 
 
 def finished(s: OrderShard) -> bool:
@@ -1343,10 +1358,18 @@ def compact(s: OrderShard) -> None:
         s.carrier = sys.intern(carrier)
     if warehouse_id is not None:
         s.warehouse_id = sys.intern(warehouse_id)
-    times = _GET_TIMES(s)
-    present = [*filter(_PRESENT, times)]
-    if len(set(present)) == len(set(map(id, present))):
-        return  # equal times are one object already (the usual case once compacted)
+    times = _times(s)
+    # equal times are one object already (the usual case once compacted): sorted, equal times
+    # stand together, so it is enough that each one is its predecessor when equal to it (a
+    # set of values against a set of ``id``s said the same for twice the instructions, the
+    # ids being new integers to allocate and hash)
+    previous: float | None = None
+    for time in sorted([t for t in times if t is not None]):
+        if time == previous and time is not previous:
+            break
+        previous = time
+    else:
+        return
     seen: dict[float, float] = {}
     for name, value in zip(_TIMES, times, strict=True):
         if value is not None:
