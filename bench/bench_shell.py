@@ -31,7 +31,7 @@ from orderwatch.heap import tune_collector
 from orderwatch.rulefiles import load_catalog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_pipeline import day_of_events
+from bench_pipeline import day_of_events
 from tests.integration.harness import Topics
 
 PARTITIONS = 4
