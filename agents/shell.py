@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import logging
 import time
 import traceback
@@ -83,6 +84,11 @@ DIRTY_LIMIT = 5_000
 ShardMessage = tuple[bytes, bytes, int, float | None, bytes | None]
 
 
+#: An event waiting in the shell for its partition's clock (``Shell.waiting``): (occurred_at,
+#: read order, shard key, event, arrival)
+Waiting = tuple[float, int, str, InboundEvent, float | None]
+
+
 Headers = list[tuple[str, bytes]]
 Send = Callable[..., Any]
 
@@ -94,6 +100,10 @@ def partition_for(key: bytes, partitions: int) -> int:
     Cached: murmur2 is pure Python here, and an order's key recurs for each of its ~30 events.
     """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _time_and_order(item: tuple[Any, ...]) -> tuple[float, int]:
+    return item[0], item[1]
 
 
 def broadcast_key(partition: int) -> str:
@@ -279,6 +289,10 @@ class Shell:
         #: stage 2 (event time): per shard partition, the occurred_at of each event applied ahead
         #: of the clock (the engine parks it until the clock reaches it), smallest first
         self.parked_at: dict[int, list[float]] = {}
+        #: stage 2 (event time): per shard partition, the events read ahead of the clock that
+        #: wait in the shell for it, a heap by (occurred_at, read order); see ``_step_stamped``
+        self.waiting: dict[int, list[Waiting]] = {}
+        self._read_order = itertools.count()
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -428,7 +442,10 @@ class Shell:
                 self._step(key_bytes.decode(), raw, partition, arrival)
             if stamp is not None:
                 # the stamp says everything up to and including this message has been read
+                before = self.now(partition)
                 self._heard(partition, stamp, raw if key_bytes == report else None)
+                if self.waiting.get(partition):
+                    self._step_waiting(partition, before, [])
         for partition in touched:
             if self.clock == "event":
                 engine = self.engine(partition)
@@ -468,7 +485,7 @@ class Shell:
         self,
         key: str,
         event: InboundEvent,
-        raw: bytes,
+        raw: bytes | None,
         partition: int,
         arrival: float | None,
         now: float,
@@ -491,6 +508,8 @@ class Shell:
             sends = atomic.step(engine, event, now, only, then=self._encode)
         except atomic.StepFailed as failed:
             self._publish(failed.due, arrival)
+            if raw is None:  # an event that waited in the shell: its bytes were not kept
+                raw = orjson.dumps(event.model_dump(mode="json"))
             self._failed(raw, failed.error, "detect", self.shard_topic, partition, -1)
             return
         self._send_encoded(sends, arrival)
@@ -598,25 +617,71 @@ class Shell:
         read back); read in time order at its own time, the engine sees exactly what waiting
         would have given (deadlines before the event fire first), without the detour. Events
         beyond the new clock still wait. Ties keep the order they were read in.
+
+        Events beyond the new clock wait here in the shell (``waiting``), each applied at its own
+        time once a stamp or report moves the clock past it, in time order with what arrives
+        then. Parked in the engine instead, nine events in ten of a backlog (every input but the
+        slowest is read ahead of the clock) cost two atomic steps each (parked, then fired with
+        a copy of its shard) and a deadline; waiting here, one. ``persist`` parks in the engine
+        whatever still waits before the state is written, so no offset commit covers an event
+        held in memory alone.
         """
         before = self.now(partition)
         self._heard(partition, stamp)
         clock = self.now(partition)
-        decoded: list[tuple[str, InboundEvent, bytes]] = []
+        order = self._read_order
+        decoded: list[tuple[float, int, str, InboundEvent, bytes | None, float | None]] = []
         for key_bytes, raw in items:
             try:
                 event = self._decode_routed(raw)
-                if event is not None:
-                    decoded.append((key_bytes.decode(), event, raw))
+                if event is None:
+                    continue
+                occurred = event.occurred_ts
+                if occurred > clock:
+                    heapq.heappush(
+                        self.waiting.setdefault(partition, []),
+                        (occurred, next(order), key_bytes.decode(), event, arrival),
+                    )
+                else:
+                    decoded.append((occurred, next(order), key_bytes.decode(), event, raw, arrival))
             except Exception as exc:
                 if not self.contain:
                     raise
                 self._failed(raw, exc, "detect", self.shard_topic, partition, -1)
-        decoded.sort(key=lambda item: item[1].occurred_ts)
-        for shard_key, event, raw in decoded:
-            occurred = event.occurred_ts
+        if decoded or self.waiting.get(partition):
+            self._step_waiting(partition, before, decoded)
+
+    def _step_waiting(
+        self,
+        partition: int,
+        before: float,
+        decoded: list[tuple[float, int, str, InboundEvent, bytes | None, float | None]],
+    ) -> None:
+        """Apply ``decoded`` (read now, within the clock) and the waiting events the clock has
+        reached, in time order (ties in the order read), each at its own time."""
+        clock = self.now(partition)
+        queue = self.waiting.get(partition)
+        if queue and queue[0][0] <= clock:
+            while queue and queue[0][0] <= clock:
+                occurred, seq, key, event, arrival = heapq.heappop(queue)
+                decoded.append((occurred, seq, key, event, None, arrival))
+            if not queue:
+                del self.waiting[partition]
+        decoded.sort(key=_time_and_order)
+        for occurred, _, shard_key, event, raw, arrival in decoded:
             now = before if occurred <= before else (occurred if occurred <= clock else clock)
             self._apply(shard_key, event, raw, partition, arrival, now)
+
+    def _park_waiting(self, partition: int) -> None:
+        """Everything waiting in the shell for ``partition``'s clock, parked in its engine (in
+        time order, at the clock: ``_apply``), so the state written next holds it."""
+        queue = self.waiting.pop(partition, None)
+        if not queue:
+            return
+        now = self.now(partition)
+        while queue:
+            _, _, key, event, arrival = heapq.heappop(queue)
+            self._apply(key, event, None, partition, arrival, now)
 
     def sweep(self) -> None:
         """Fire due deadlines of every owned partition; the timer calls this every tick."""
@@ -806,8 +871,11 @@ class Shell:
 
     @property
     def parked(self) -> int:
-        """Events applied ahead of their partition's clock and not reached by it yet."""
-        return sum(len(at) for at in self.parked_at.values())
+        """Events applied ahead of their partition's clock and not reached by it yet, and
+        events waiting in the shell for it (``waiting``)."""
+        return sum(len(at) for at in self.parked_at.values()) + sum(
+            len(queue) for queue in self.waiting.values()
+        )
 
     def _stamp(self) -> list[tuple[str, bytes]]:
         wm, top = self.watermark()
@@ -933,6 +1001,7 @@ class Shell:
         written = 0
         for partition in list(self.engines) if partitions is None else partitions:
             if partition in self.engines:
+                self._park_waiting(partition)  # an offset commit follows: none in memory alone
                 written += self._persist(partition)
         return written
 
@@ -1031,6 +1100,7 @@ class Shell:
             self.reports.pop(partition, None)
             self.generations.pop(partition, None)
             self.parked_at.pop(partition, None)
+            self.waiting.pop(partition, None)  # parked by ``persist`` above: none is left
 
     @property
     def owned(self) -> set[int]:

@@ -119,6 +119,9 @@ class Span:
     first: float | None = None
     last: float | None = None
     complete: bool = True
+    #: CPU seconds of the consuming process (all threads) from its first event to its last: the
+    #: figure the rate follows on two shared cores, and far steadier than the rate under load
+    cpu: float = 0.0
 
     def see(self, n: int, received: float, done: float) -> None:
         """``n`` events arrived at ``received`` and were handled by ``done``."""
@@ -193,17 +196,21 @@ def faust_child(bootstrap: str, topics: list[str], expect: int, out: Path, direc
     )
     source = app.topic(*topics, key_serializer="raw", value_serializer="raw")
     span = Span()
+    cpu_first: list[float] = []
 
     @app.agent(source, concurrency=1)
     async def decode(stream: Any) -> None:
         async for batch in stream.take_events(500, within=0.05):
             received = time.monotonic()
+            if not cpu_first:
+                cpu_first.append(time.process_time())
             for event in batch:
                 with contextlib.suppress(EventValidationError):
                     decode_event(event.value)
             span.see(len(batch), received, time.monotonic())
             if span.events >= expect and span.complete:
                 span.complete = False  # report once
+                span.cpu = time.process_time() - cpu_first[0]
                 write_result(out, span)
 
     faust.Worker(app, loglevel="warning").execute_from_commandline()
@@ -211,7 +218,7 @@ def faust_child(bootstrap: str, topics: list[str], expect: int, out: Path, direc
 
 def write_result(out: Path, span: Span) -> None:
     tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({"events": span.events, "seconds": span_s(span)}))
+    tmp.write_bytes(orjson.dumps({"events": span.events, "seconds": span_s(span), "cpu": span.cpu}))
     tmp.rename(out)
 
 
@@ -253,7 +260,7 @@ def run_faust(
         print(f"  bare Faust did not finish in {within:.0f} s; its log ends:\n{tail}")
         return Span(complete=False)
     result = orjson.loads(out.read_bytes())
-    return Span(result["events"], 0.0, result["seconds"])
+    return Span(result["events"], 0.0, result["seconds"], cpu=result.get("cpu", 0.0))
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -284,14 +291,30 @@ def metric_sum(worker: WorkerProcess, name: str, **labels: str) -> float:
     )
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a live process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_consume(worker: WorkerProcess, expect: int, within: float) -> Span:
-    """(c) poll ``orderwatch_events_consumed_total`` until it reaches ``expect``."""
+    """(c) poll ``orderwatch_events_consumed_total`` until it reaches ``expect``; ``cpu`` counts
+    from the first poll that saw an event (the caller adds what its detector takes after)."""
     span, seen, deadline = Span(), 0.0, time.monotonic() + within
+    pid = worker.proc.pid if worker.proc is not None else 0
     while seen < expect:
         if time.monotonic() > deadline or not worker.alive():
             span.complete = False
             break
         now_seen = metric_sum(worker, "orderwatch_events_consumed_total")
+        if now_seen < seen:  # a scrape that failed (0.0): the count never goes down
+            time.sleep(0.25)
+            continue
+        if now_seen and span.first is None:
+            span.cpu = -process_cpu(pid)
         now = time.monotonic()
         span.see(int(now_seen - seen), now, now)
         seen = now_seen
@@ -601,6 +624,8 @@ def throughput(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) 
     spy = profile(worker, args.profile)
     try:
         full = worker_consume(worker, n, args.within)
+        pid = worker.proc.pid if worker.proc is not None else 0
+        read_cpu = full.cpu + process_cpu(pid)
         print(f"(c) orderwatch worker:    {full.rate:9,.0f} events/s{note(full, n)}")
         ratio = full.rate / bare.rate if bare.rate else float("nan")
         print(f"worker / bare Faust: {ratio:.2f}")
@@ -616,10 +641,18 @@ def throughput(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) 
             )
         )
         e2e = n / (span_s(full) + drained) if drained is not None and full.complete else 0.0
+        e2e_cpu = full.cpu + process_cpu(pid)
         if e2e:
             print(
                 f"    worker end to end (first read -> detector done): {e2e:,.0f} events/s"
                 + (f" ({e2e / bare.rate:.2f} of bare Faust)" if bare.rate else "")
+            )
+        if bare.cpu:
+            # on two shared cores the rates follow the CPU each process needs per event
+            print(
+                f"    CPU from the first event on: (b) {bare.cpu:.1f} s, (c) read "
+                f"{read_cpu:.1f} s, end to end {e2e_cpu:.1f} s ({e2e_cpu / bare.cpu:.2f}x (b)); "
+                f"the worker's whole life {process_cpu(pid):.1f} s"
             )
         figures |= {
             "events": n,
@@ -630,6 +663,8 @@ def throughput(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) 
             "worker_over_faust_direct": full.rate / direct.rate if direct.rate else float("nan"),
             "worker_eps": full.rate,
             "worker_over_faust": ratio,
+            "faust_cpu_s": bare.cpu,
+            "worker_cpu_s": e2e_cpu,
             "worker_exceptions": settled(worker, "orderwatch_exceptions_published_total"),
         }
         print(f"    exceptions published: {figures['worker_exceptions']:,.0f}")

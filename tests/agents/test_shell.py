@@ -484,7 +484,8 @@ def test_the_blacklist_is_read_before_the_clock_passes_what_it_names() -> None:
 
 def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_waiting() -> None:
     """An envelope's stamp covers its own events: those at or before the clock it gives are
-    read at their own time, in time order; only those beyond it wait in their shard."""
+    read at their own time, in time order; only those beyond it wait, in the shell, and are
+    parked in their shard when the state is written (before an offset commit)."""
     parked: list[str] = []
 
     class Counting(Engine):
@@ -509,8 +510,13 @@ def test_events_within_their_envelopes_watermark_are_read_in_time_order_without_
     shell.route(orjson.dumps(created("O2", "10:05")), "orders", 1, 0)
     shell.flush()  # stamp: orders/0 read to 10:10, orders/1 to 10:05 -> watermark 10:05
     shell.process(rec.shard[start:])
-    assert set(parked) == {"O3"}, "only the event beyond the watermark waits"
+    waiting = [e[3].order_id for queue in shell.waiting.values() for e in queue]  # type: ignore[attr-defined]
+    assert set(waiting) == {"O3"}, "only the event beyond the watermark waits (each copy)"
+    assert parked == [] and shell.parked == len(waiting)
     assert max(shell.event_clock.values()) == occurred(created("O2", "10:05"))
+    shell.persist()
+    assert set(parked) == {"O3"}, "parked in its shards before the state is written"
+    assert shell.waiting == {} and shell.parked == len(waiting)
 
 
 def test_stage_two_reuses_what_stage_one_decoded_and_forgets_it_after_the_last_copy(
@@ -706,4 +712,62 @@ def test_a_backlog_read_unevenly_parks_most_events_and_the_day_agrees_with_repla
     shell.sweep()
     assert most_parked > 0, "the orders read ahead waited"
     assert shell.parked == 0
+    assert sorted(set(keyset(rec.exceptions))) == expected
+
+
+@pytest.mark.parametrize("crash_round", [4, 7])
+def test_events_waiting_in_the_shell_survive_a_crash_after_a_commit(crash_round: int) -> None:
+    """Events read ahead of the clock wait in the shell, in memory (``Shell.waiting``). A commit
+    (``persist``, then the offsets of every envelope read so far) must not cover one of them in
+    memory alone: stage 2 killed after a commit and recovered from the changelog, reading the
+    shard topic again from the committed position, gives exactly replay's exceptions."""
+    from orderwatch.simulation.traffic import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(seed=5, orders=40, anomaly_rate=0.3))
+    day = list(sim.events())
+    events = day + end_ticks(sim.manifest()["until"])
+    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
+    streams: dict[str, list[bytes]] = {"orders": [], "others": []}
+    for e in events:
+        streams["orders" if e["type"].startswith("order.") else "others"].append(orjson.dumps(e))
+    high = {(topic, 0): len(values) for topic, values in streams.items()}
+    inputs = list(high)
+    rec = Recorder()
+    router = make_shell(rec)  # stage 1 (its stage 2 is never used)
+    detector = make_shell(rec)  # stage 2, killed once
+    read = dict.fromkeys(streams, 0)
+    rounds = start = committed = 0
+    waited_at_crash = 0
+    while any(read[t] < len(v) for t, v in streams.items()):
+        router.look(inputs, lambda t, p: high[(t, p)])
+        for topic, chunk in (("orders", 40), ("others", 10)):
+            for value in streams[topic][read[topic] : read[topic] + chunk]:
+                router.route(value, topic, 0, read[topic])
+                read[topic] += 1
+        router.flush()
+        router.send_watermarks(inputs, lambda t, p: high[(t, p)])
+        while start < len(rec.shard):
+            batch, start = rec.shard[start:], len(rec.shard)
+            detector.process(batch)
+        rounds += 1
+        if rounds % 3 == 0:
+            detector.persist()  # the commit: the state first, then every offset read so far
+            committed = start
+        detector.sweep()
+        if rounds == crash_round:
+            waited_at_crash = sum(len(queue) for queue in detector.waiting.values())
+            # killed: only the changelog and the committed position survive
+            detector = make_shell(rec)
+            detector.restore(
+                [(key, value) for (_, key), value in rec.changelog.items()], set(range(PARTITIONS))
+            )
+            start = committed
+    router.caught_up_since = -1e18  # caught up long ago: the clock moves to the largest time read
+    router.send_watermarks(inputs, lambda t, p: high[(t, p)])
+    while start < len(rec.shard):
+        batch, start = rec.shard[start:], len(rec.shard)
+        detector.process(batch)
+    detector.sweep()
+    assert waited_at_crash > 0, "events were waiting in the shell when it was killed"
+    assert detector.parked == 0
     assert sorted(set(keyset(rec.exceptions))) == expected
