@@ -46,6 +46,7 @@ from orderwatch.agents.faust_internals import (
     shard_first,
     tune_fetcher,
 )
+from orderwatch.agents.membership import Membership
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
@@ -191,6 +192,11 @@ class Worker:
         self.retention = parse_duration(settings.retention)
         self.app = self._make_app()
         self._wire()
+        # a restart ends its killed incarnation's group membership before joining (membership.py)
+        self.membership = Membership(
+            Path(self.app.conf.tabledir), settings.app_id, local_store.consumer_options(settings)
+        )
+        self.membership.attach(self.app)
 
     @property
     def ready(self) -> bool:
