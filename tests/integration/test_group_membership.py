@@ -1,11 +1,13 @@
 """A worker restarted after kill -9 on its state directory does not wait for its dead incarnation.
 
 The dead incarnation's member stays in the group until its session expires; the restarted worker
-ends it with a LeaveGroup before joining (``agents/membership.py``). The tests run with a 30 s
-session: a restart that waited for the dead member could not be ready within 25 s of the kill
-(the broker holds the join until the session has expired), one that ended it is ready in a few
-seconds, so the bound tells the two apart with a margin no loaded machine eats.
-"""
+ends it with a LeaveGroup before joining (``agents/membership.py``). The first test runs with a
+50 s session, so that the two outcomes are far apart whatever the machine's load: a restart that
+waited for the dead member could not be ready before the broker evicts it, 50 s after its last
+heartbeat (at least ~46 s after the kill); one that ended it is ready after its start and
+Tansu's JoinGroup hold (half the session: 25 s), ~30 s after the kill. Ready within 40 s tells
+them apart with ~6 s of margin either side; the LeaveGroup's answer shows the mechanism: the
+coordinator still had the dead member and removed it."""
 
 from __future__ import annotations
 
@@ -21,19 +23,17 @@ from tests.integration.harness import Topics, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
-SESSION = "30"
+SESSION = "50"
 #: well under the session: the restart cannot be ready this soon while the dead member holds on
-WITHIN_SESSION = 25.0
+WITHIN_SESSION = 40.0
 
 
 def tabledir(workdir: Path) -> Path:
     return workdir / "data" / "v1" / "tables"
 
 
-def start(bootstrap: str, topics: Topics, workdir: Path) -> WorkerProcess:
-    return WorkerProcess(
-        bootstrap, topics, workdir, store="rocksdb", clock="event", session_timeout=SESSION
-    )
+def start(bootstrap: str, topics: Topics, workdir: Path, **settings: str) -> WorkerProcess:
+    return WorkerProcess(bootstrap, topics, workdir, store="rocksdb", clock="event", **settings)
 
 
 def recorded(workdir: Path) -> str | None:
@@ -47,17 +47,17 @@ def recorded(workdir: Path) -> str | None:
 async def test_a_restart_after_kill_9_ends_the_dead_member_instead_of_waiting_for_its_session(
     broker: EmbeddedBroker, topics: Topics, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    first = start(broker.bootstrap, topics, tmp_path).start()
+    first = start(broker.bootstrap, topics, tmp_path, session_timeout=SESSION).start(90)
     workers.append(first)
     wait_until(lambda: recorded(tmp_path) is not None, 30, "the member id recorded")
     dead = recorded(tmp_path)
     first.kill()
     killed = time.monotonic()
 
-    second = start(broker.bootstrap, topics, tmp_path)
+    second = start(broker.bootstrap, topics, tmp_path, session_timeout=SESSION)
     workers.append(second)
     second.launch()
-    wait_until(lambda: second.ready() or not second.alive(), 60, "the restarted worker's /readyz")
+    wait_until(lambda: second.ready() or not second.alive(), 90, "the restarted worker's /readyz")
     ready_after = time.monotonic() - killed
     log = second.log()
     assert second.alive(), log[-3000:]
