@@ -38,6 +38,7 @@ from orderwatch.agents import envelope, reload
 from orderwatch.agents import store as local_store
 from orderwatch.agents.faust_internals import (
     InputPause,
+    PromptTableManager,
     TunedApp,
     aiokafka_producer,
     app_fetch_times,
@@ -245,6 +246,8 @@ class Worker:
             # so Faust's check "our changelog offset <= the broker's end" fails on a healthy
             # rebalance and crashes recovery. Real Kafka answers correctly either way.
             recovery_consistency_check=False,
+            # Faust's manager sleeps 1 s before the consumer may join (faust_internals)
+            TableManager=PromptTableManager,
         )
         return app
 

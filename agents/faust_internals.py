@@ -24,6 +24,8 @@ an attribute leaned on here. What each one is for:
 - ``rocksdb_partition``, ``register_store``: one partition's database of Faust's RocksDB store
   and the store's URL scheme, for the local state store (``agents/store.py``; its ``Store``
   subclass overrides ``on_rebalance``, a public hook).
+- ``PromptTableManager``: Faust's table manager without the 1 s sleep that held back the
+  consumer's JoinGroup at every start.
 - ``group_member``: the consumer's member id in its group (``agents/membership.py`` records it
   so that a restart after kill -9 ends the dead incarnation's membership before joining).
 
@@ -44,6 +46,7 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 from faust.sensors import Sensor
+from faust.tables import TableManager
 from faust.types import TP
 from mode.services import WaitResults
 
@@ -457,3 +460,23 @@ async def leave_group(options: dict[str, Any], group: str, member_id: str, withi
             return int(response.error_code)
     finally:
         await client.close()
+
+
+class PromptTableManager(TableManager):
+    """Faust's ``TableManager`` without the one-second sleep its ``on_start`` begins with.
+
+    Faust sleeps so that tables an app declares while it starts are registered before the
+    manager freezes the set (``_update_channels``: after it, adding a table raises). The
+    worker declares its one table when it builds the topology, before the app starts, so the
+    sleep only delayed the consumer's JoinGroup, which waits for the changelog topics the
+    manager subscribes here: a second of every cold start and every restart (measured:
+    JoinGroup sent 1.0 s after "TableManager: Starting"; docs/benchmarks.md, "Issue 13:
+    restart-to-ready and group membership"). The rest is Faust's ``on_start`` as is;
+    ``test_faust_internals`` fails if Faust's changes. Passed as the app's ``TableManager``
+    setting (``Worker._make_app``); fallback: leaving the setting out restores Faust's.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()

@@ -199,3 +199,30 @@ def test_the_group_member_id_and_leave_group_are_still_where_membership_reads_th
     ]
     app = TunedApp("internals-test", broker="kafka://127.0.0.1:1", store="memory://")
     assert faust_internals.group_member(app) is None  # not joined: the fallback, no error
+
+
+def test_the_prompt_table_manager_is_faust_s_on_start_without_its_sleep() -> None:
+    """``PromptTableManager``: were Faust's ``on_start`` to do more than sleep and these two
+    calls, the override would skip it; here that shows before a release does."""
+    from faust.tables import TableManager
+
+    from orderwatch.agents.faust_internals import PromptTableManager
+
+    def body(fun: object) -> list[str]:
+        lines = [line.strip() for line in source(fun).splitlines()]
+        return [line for line in lines if line and not line.startswith(('"""', "async def"))]
+
+    assert body(TableManager.on_start) == [
+        "await self.sleep(1.0)",
+        "if not self.should_stop:",
+        "await self._update_channels()",
+        "await self.recovery.start()",
+    ]
+    assert body(PromptTableManager.on_start) == body(TableManager.on_start)[1:]
+    app = TunedApp(
+        "internals-test",
+        broker="kafka://127.0.0.1:1",
+        store="memory://",
+        TableManager=PromptTableManager,
+    )
+    assert isinstance(app.tables, PromptTableManager)
