@@ -20,9 +20,10 @@ Why not static membership (KIP-345, ``group.instance.id``; Faust's
 (two aiokafka consumers, docs/operations.md "Group membership"), Tansu answers a known instance
 id with the old assignment and no rebalance, but holds every static member's JoinGroup and
 SyncGroup 3 s each (its ``PAUSE_MS``): a cold start 3 s slower than a dynamic one; a static member
-killed beside another took 15 s to rejoin (the survivor's partitions revoked for 14 s) against
-4 s dynamic; and two live consumers with the same instance id were both given every partition
-(no fencing), so a duplicated id would process everything twice. Ending the dead member works
+killed beside another took 6-15 s to rejoin (the survivor's partitions revoked for 6-14 s)
+against 3-4 s dynamic; and two live consumers with the same instance id were both given every
+partition (no fencing), so a duplicated id would process everything twice
+(``bench/probe_membership.py``). Ending the dead member works
 on every broker and keeps the dynamic protocol the tests and the standby failover rely on.
 """
 
