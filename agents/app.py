@@ -38,6 +38,7 @@ from orderwatch.agents import envelope, reload
 from orderwatch.agents import store as local_store
 from orderwatch.agents.faust_internals import (
     InputPause,
+    PromptTableManager,
     TunedApp,
     aiokafka_producer,
     app_fetch_times,
@@ -46,6 +47,7 @@ from orderwatch.agents.faust_internals import (
     shard_first,
     tune_fetcher,
 )
+from orderwatch.agents.membership import Membership
 from orderwatch.agents.outbox import Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
@@ -191,6 +193,11 @@ class Worker:
         self.retention = parse_duration(settings.retention)
         self.app = self._make_app()
         self._wire()
+        # a restart ends its killed incarnation's group membership before joining (membership.py)
+        self.membership = Membership(
+            Path(self.app.conf.tabledir), settings.app_id, local_store.consumer_options(settings)
+        )
+        self.membership.attach(self.app)
 
     @property
     def ready(self) -> bool:
@@ -239,6 +246,8 @@ class Worker:
             # so Faust's check "our changelog offset <= the broker's end" fails on a healthy
             # rebalance and crashes recovery. Real Kafka answers correctly either way.
             recovery_consistency_check=False,
+            # Faust's manager sleeps 1 s before the consumer may join (faust_internals)
+            TableManager=PromptTableManager,
         )
         return app
 

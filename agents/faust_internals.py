@@ -24,11 +24,15 @@ an attribute leaned on here. What each one is for:
 - ``rocksdb_partition``, ``register_store``: one partition's database of Faust's RocksDB store
   and the store's URL scheme, for the local state store (``agents/store.py``; its ``Store``
   subclass overrides ``on_rebalance``, a public hook).
+- ``PromptTableManager``: Faust's table manager without the 1 s sleep that held back the
+  consumer's JoinGroup at every start.
+- ``group_member``: the consumer's member id in its group (``agents/membership.py`` records it
+  so that a restart after kill -9 ends the dead incarnation's membership before joining).
 
 Fallbacks: a missing attribute leaves Faust's own behaviour (``tune_fetcher``, ``committed_offset``
 log or return None; ``fetch_times`` returns None and the clock measures idleness in wall
-time); the hooks on the app are methods Faust calls itself, so a rename there is
-what the test catches.
+time; ``group_member`` returns None and a restart waits for the old session); the hooks on
+the app are methods Faust calls itself, so a rename there is what the test catches.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 from faust.sensors import Sensor
+from faust.tables import TableManager
 from faust.types import TP
 from mode.services import WaitResults
 
@@ -413,3 +418,65 @@ def fetch_times(consumer: Callable[[], Any]) -> Fetched:
 def app_fetch_times(app: faust.App) -> Fetched:
     """``fetch_times`` of a Faust app's aiokafka consumer (Faust's consumer thread holds it)."""
     return fetch_times(lambda: app.consumer._thread._ensure_consumer())  # type: ignore[attr-defined]
+
+
+def group_member(app: faust.App) -> str | None:
+    """The member id the group coordinator gave the worker's consumer at its last join, or None.
+
+    ``agents/membership.py`` keeps it in the state directory, so that a worker restarted on that
+    directory after a kill -9 ends the dead incarnation's membership (LeaveGroup) before it joins
+    instead of waiting for the broker to expire its session. aiokafka holds it on the consumer's
+    group coordinator (``AIOKafkaConsumer._coordinator.member_id``); no public accessor exists.
+    Fallback: None (nothing is recorded; a restart waits for the session, as before).
+    """
+    try:
+        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        member = consumer._coordinator.member_id
+    except Exception:  # a later Faust or aiokafka without these internals
+        return None
+    return member if isinstance(member, str) and member else None
+
+
+async def leave_group(options: dict[str, Any], group: str, member_id: str, within: float) -> int:
+    """Send one LeaveGroup for ``member_id`` of ``group`` to its coordinator; the error code.
+
+    aiokafka sends LeaveGroup only for its own consumer as it closes; ending a member id the
+    process does not hold (a killed incarnation's, ``agents/membership.py``) takes its client
+    and protocol layer: ``AIOKafkaClient``'s coordinator lookup and ``LeaveGroupRequest``
+    (v0/v1: group and member id, what every Kafka since 0.9 and Tansu answer). ``options``:
+    bootstrap servers and credentials (``store.consumer_options``). Raises on a broker that does
+    not answer within ``within`` seconds; the caller goes on without it.
+    """
+    from aiokafka import AIOKafkaClient
+    from aiokafka.client import CoordinationType
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    client = AIOKafkaClient(**options, request_timeout_ms=max(1, int(within * 1000)))
+    try:
+        async with asyncio.timeout(within):
+            await client.bootstrap()
+            node = await client.coordinator_lookup(CoordinationType.GROUP, group)
+            response = await client.send(node, LeaveGroupRequest(group, member_id))
+            return int(response.error_code)
+    finally:
+        await client.close()
+
+
+class PromptTableManager(TableManager):
+    """Faust's ``TableManager`` without the one-second sleep its ``on_start`` begins with.
+
+    Faust sleeps so that tables an app declares while it starts are registered before the
+    manager freezes the set (``_update_channels``: after it, adding a table raises). The
+    worker declares its one table when it builds the topology, before the app starts, so the
+    sleep only delayed the consumer's JoinGroup, which waits for the changelog topics the
+    manager subscribes here: a second of every cold start and every restart (measured:
+    JoinGroup sent 1.0 s after "TableManager: Starting"; docs/benchmarks.md, "Issue 13:
+    restart-to-ready and group membership"). The rest is Faust's ``on_start`` as is;
+    ``test_faust_internals`` fails if Faust's changes. Passed as the app's ``TableManager``
+    setting (``Worker._make_app``); fallback: leaving the setting out restores Faust's.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()

@@ -21,4 +21,5 @@ def run_worker(settings: Settings | None = None) -> None:
 
     tune_collector()
     worker = Worker(conf)
+    worker.membership.end_previous()  # before the consumer joins (agents/membership.py)
     _Worker(worker.app, loglevel=conf.log_level.lower()).execute_from_commandline()

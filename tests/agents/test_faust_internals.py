@@ -177,3 +177,52 @@ def test_the_stream_gate_still_matches_faust_s_rebalance_and_fetch_loop() -> Non
     assert "if offset and offset > 0:" in source(aiokafka.AIOKafkaConsumer.seek_to_committed)
     assert "if partitions and tp not in partitions:" in source(Fetcher.fetched_records)
     assert isinstance(vars(TableManager)["changelog_topics"], property)
+
+
+def test_the_group_member_id_and_leave_group_are_still_where_membership_reads_them() -> None:
+    """``group_member`` and ``leave_group`` (``agents/membership.py``: a restart after kill -9
+    ends its dead incarnation's membership). Were these renamed, ``group_member`` would return
+    None and nothing would be recorded: restarts would wait for the dead member's session
+    again, silently; ``test_group_membership.py`` shows the behaviour against the broker."""
+    from aiokafka.client import AIOKafkaClient, CoordinationType
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    assert "self._coordinator = " in source(aiokafka.AIOKafkaConsumer)
+    assert "self.member_id = " in source(GroupCoordinator.__init__)
+    assert inspect.iscoroutinefunction(AIOKafkaClient.coordinator_lookup)
+    assert CoordinationType.GROUP == 0
+    assert list(inspect.signature(LeaveGroupRequest.__init__).parameters) == [
+        "self",
+        "group",
+        "member_id",
+    ]
+    app = TunedApp("internals-test", broker="kafka://127.0.0.1:1", store="memory://")
+    assert faust_internals.group_member(app) is None  # not joined: the fallback, no error
+
+
+def test_the_prompt_table_manager_is_faust_s_on_start_without_its_sleep() -> None:
+    """``PromptTableManager``: were Faust's ``on_start`` to do more than sleep and these two
+    calls, the override would skip it; here that shows before a release does."""
+    from faust.tables import TableManager
+
+    from orderwatch.agents.faust_internals import PromptTableManager
+
+    def body(fun: object) -> list[str]:
+        lines = [line.strip() for line in source(fun).splitlines()]
+        return [line for line in lines if line and not line.startswith(('"""', "async def"))]
+
+    assert body(TableManager.on_start) == [
+        "await self.sleep(1.0)",
+        "if not self.should_stop:",
+        "await self._update_channels()",
+        "await self.recovery.start()",
+    ]
+    assert body(PromptTableManager.on_start) == body(TableManager.on_start)[1:]
+    app = TunedApp(
+        "internals-test",
+        broker="kafka://127.0.0.1:1",
+        store="memory://",
+        TableManager=PromptTableManager,
+    )
+    assert isinstance(app.tables, PromptTableManager)
