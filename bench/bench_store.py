@@ -389,6 +389,8 @@ def quick_run(
     restart_rss = rss(second.proc.pid)  # type: ignore[union-attr]
     second.kill()
     disk = du(workdir / "quick" / "data")
+    for worker_log in (workdir / "quick").glob("worker-*.log"):  # kept with --keep
+        shutil.copy(worker_log, workdir / f"quick-{worker_log.name}")
     shutil.rmtree(workdir / "quick", ignore_errors=True)
     return {
         "orders": orders,

@@ -69,3 +69,16 @@ def test_once_more_when_idle_after_a_burst() -> None:
     assert len(idle) == 1 and idle[0] - t + 5.0 <= 3.0
     t, n, more = run(releaser, t, n, 0.0, 20.0)  # and not again until the minute
     assert more == []
+
+
+def test_a_backlog_longer_than_the_minute_is_released_at_its_end() -> None:
+    releaser = Releaser(0.0)
+    # 90 s of backlog: the minute's release comes in its middle, and what is left after it
+    # (15,000 events) is fewer than a burst's worth
+    t, n, during = run(releaser, 0.0, 0, 500.0, 90.0)
+    assert during == [RELEASE_EVERY]
+    assert (90.0 - RELEASE_EVERY) * 500 < BURST_EVENTS
+    end = t
+    t, n, after = run(releaser, t, n, 0.0, 10.0)
+    # the burst counts from its start, not from the minute's release
+    assert len(after) == 2 and after[0] - end <= 3.0
