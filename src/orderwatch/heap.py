@@ -94,9 +94,6 @@ class Releaser:
         self.peak = 0.0
         #: a burst ended and was released: release again once the worker is idle
         self.follow = False
-        #: the last release was at the end of a burst (or idle after one), not the minute's:
-        #: the caller may drop what the backlog left cached before it releases
-        self.backlog_read = False
 
     def due(self, processed: int, now: float) -> bool:
         """Whether to release now (and if so, the next burst counts from here)."""
@@ -123,7 +120,6 @@ class Releaser:
             log.info("a burst of %d events is over: memory released", processed - self.base)
         elif idle:
             log.info("idle after a burst: memory released")
-        self.backlog_read = burst_over or idle
         if burst_over or idle:
             self.follow = burst_over
             self.last = self.last_burst = now
