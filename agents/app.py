@@ -627,7 +627,9 @@ class Rebalancing:
             if writer is None:
                 loaded = shell.restore(list(topology.table.data.items()), owned)
             else:
-                loaded = local_store.restore(shell, writer, owned, s.shard_cache, app.conf.tabledir)
+                loaded = local_store.restore(
+                    shell, writer, owned, s.shard_cache, app.conf.tabledir, s.shard_cache_mb << 20
+                )
             worker.ready = True
             worker.metrics.rebalances.inc()
             log.info("state recovered: %d shards, partitions %s", loaded, sorted(owned))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from orderwatch.agents.app import Worker
-from orderwatch.heap import tune_collector
+from orderwatch.heap import tune_allocator, tune_collector
 from orderwatch.logs import configure
 from orderwatch.settings import Settings
 
@@ -20,6 +20,7 @@ def run_worker(settings: Settings | None = None) -> None:
             configure(conf.log_format, conf.log_level)
 
     tune_collector()
+    tune_allocator()  # large buffers in mappings of their own: a backlog's go back at once
     worker = Worker(conf)
     worker.membership.end_previous()  # before the consumer joins (agents/membership.py)
     _Worker(worker.app, loglevel=conf.log_level.lower()).execute_from_commandline()

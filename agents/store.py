@@ -470,6 +470,9 @@ class Writer:
         self.counts: dict[int, dict[str, int]] = {}
         #: what a stored value that is not a readable shard does (``restore``: rebuild, exit)
         self.unreadable: Callable[[str], None] = _ignore
+        #: the shell's engines by partition (``restore``): their caches learn the stored size
+        #: of each shard written (``ShardCache.sized``), what their byte budget counts
+        self.engines: Mapping[int, Any] = {}
 
     def db(self, partition: int) -> Any:
         return rocksdb_partition(self.store, partition)
@@ -488,6 +491,13 @@ class Writer:
             writes = self.writes.pop(p, None)
             if writes:
                 self.counts[p] = apply_writes(self.db(p), writes)
+                engine = self.engines.get(p)
+                cache = None if engine is None else engine.shards
+                if isinstance(cache, ShardCache):
+                    sized = cache.sized
+                    for key, value in writes.items():
+                        if value is not None:
+                            sized(key.decode(), len(value))
 
     def loader(self, partition: int) -> Callable[[str], bytes | None]:
         """The engine's read of a shard not in its cache. A stored value that is not a shard of
@@ -549,13 +559,14 @@ class Writer:
         are stored (``apply_writes``), not by walking the cache, which holds a part of them."""
         if self.metrics is None:
             return
-        hits = misses = size = 0
+        hits = misses = size = held = 0
         for engine in engines.values():
             cache = engine.shards
             if isinstance(cache, ShardCache):
                 hits += cache.hits
                 misses += cache.misses
                 size += len(cache)
+                held += cache.bytes
         counted_hits, counted_misses = self._counted
         # engines come and go with partitions: count what grew, never negative
         if hits > counted_hits:
@@ -564,6 +575,7 @@ class Writer:
             self.metrics.shard_cache_lookups.labels(result="miss").inc(misses - counted_misses)
         self._counted = (hits, misses)
         self.metrics.shard_cache_shards.set(size)
+        self.metrics.shard_cache_bytes.set(held)
         self._gauges(engines)
 
     def stored_counts(self, partition: int) -> dict[str, int]:
@@ -623,7 +635,9 @@ def _rebuild_and_exit(tabledir: Any) -> Callable[[str], None]:
     return stop
 
 
-def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir: Any) -> int:
+def restore(
+    shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir: Any, budget: int = 0
+) -> int:
     """The shell's engines of newly owned partitions over their stores (``Shell.restore_store``);
     returns the deadlines read into memory (the first chunk of each partition's timer index).
 
@@ -639,6 +653,11 @@ def restore(shell: Any, writer: Writer, owned: set[int], capacity: int, tabledir
     for partition in fresh:
         writer.counts.pop(partition, None)  # recovered meanwhile: read again when reported
     indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity)
+    writer.engines = shell.engines
+    for partition in owned:
+        cache = shell.engines[partition].shards
+        if isinstance(cache, ShardCache):
+            cache.budget = budget  # bytes of stored form per partition (0: the count alone)
     seconds = time.monotonic() - started
     log.info("deadline index: %d stored entries read in %.2f s", indexed, seconds)
     if writer.metrics is not None:

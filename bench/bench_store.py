@@ -371,6 +371,7 @@ def quick_run(
         # "after the day": every shard message committed, then 3 s (the sampling point of every
         # earlier run); the worker may have released memory at the end of the backlog by then
         day_rss = rss(first.proc.pid)  # type: ignore[union-attr]
+        day_at = datetime.now(UTC).strftime("%H:%M:%S")  # to find it in the worker's log
         released = first.log().count("memory released")
         lookups = first.metric("orderwatch_shard_cache_lookups_total")
         misses = first.metric("orderwatch_shard_cache_lookups_total", result="miss")
@@ -389,6 +390,8 @@ def quick_run(
     restart_rss = rss(second.proc.pid)  # type: ignore[union-attr]
     second.kill()
     disk = du(workdir / "quick" / "data")
+    for worker_log in (workdir / "quick").glob("worker-*.log"):  # kept with --keep
+        shutil.copy(worker_log, workdir / f"quick-{worker_log.name}")
     shutil.rmtree(workdir / "quick", ignore_errors=True)
     return {
         "orders": orders,
@@ -406,6 +409,7 @@ def quick_run(
         "restart_s": restart,
         "cold_rss": cold_rss,
         "day_rss": day_rss,
+        "day_at": day_at,
         "settled_rss": settled_rss,
         "restart_rss": restart_rss,
         "disk_bytes": disk,
@@ -469,8 +473,8 @@ def report_quick(f: dict[str, Any]) -> None:
     print(
         f"  RSS at most {f['peak_rss'] / MiB:.0f} MiB while fed (sampled each second); after "
         f"the day = every shard message committed ({f['drained_s']:.1f} s after the last event "
-        f"was read) + 3 s; memory releases at the end of a burst (or idle after one) before "
-        f"it: {f['burst_releases']}"
+        f"was read) + 3 s, {f['day_at']} UTC; memory releases at the end of a burst (or idle "
+        f"after one) before it: {f['burst_releases']}"
     )
     print(
         f"  shard cache after the day: {f['cached_shards']:,.0f} shards, "

@@ -45,6 +45,7 @@ def fill_sample_values(metrics: Metrics) -> None:
     metrics.shard_cache_lookups.labels(result="hit").inc(9)
     metrics.shard_cache_lookups.labels(result="miss").inc(1)
     metrics.shard_cache_shards.set(10)
+    metrics.shard_cache_bytes.set(4_096)
     metrics.state_changelog_offset.labels(partition="0").set(1234)
     metrics.state_restore_seconds.set(0.5)
     metrics.action_events.labels(type="order.resync_status", status="planned").inc()

@@ -314,6 +314,12 @@ class Metrics:
             "Shards held in memory by the engines' bounded caches (rocksdb store).",
             registry=r,
         )
+        self.shard_cache_bytes = Gauge(
+            "orderwatch_shard_cache_bytes",
+            "Stored (encoded) bytes of the shards held in memory by the engines' bounded caches "
+            "(rocksdb store; in RAM a decoded shard takes ~3 times its stored size).",
+            registry=r,
+        )
         self.parked_events = Gauge(
             "orderwatch_parked_events",
             "Event-time mode: events read ahead of the clock, waiting in their shards until the "

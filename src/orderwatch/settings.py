@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     shard_cache: int = Field(
         20_000, ge=64, description="shards kept in memory per partition (rocksdb store)"
     )
+    shard_cache_mb: int = Field(
+        8,
+        ge=0,
+        description="stored MiB of the shards kept in memory per partition (rocksdb store; a "
+        "decoded shard takes ~3x its stored size in RAM; 0: only ORDERWATCH_SHARD_CACHE bounds)",
+    )
     rocksdb_block_cache_mb: int = Field(
         16,
         ge=1,

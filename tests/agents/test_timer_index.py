@@ -258,3 +258,31 @@ def test_the_state_gauges_count_every_stored_deadline_and_action_records_apart(d
         "rates",
         "order",
     ]
+
+
+def test_the_writer_tells_each_cache_the_stored_size_of_what_it_writes(db: Any) -> None:
+    """The byte budget of a shard cache (``ORDERWATCH_SHARD_CACHE_MB``) counts a shard at the
+    length the store was given for it, and ``orderwatch_shard_cache_bytes`` reports the sum."""
+    from prometheus_client import CollectorRegistry
+
+    from orderwatch.metrics import Metrics
+
+    registry = CollectorRegistry()
+    writer = store.Writer(store=None, changelog="c", metrics=Metrics(registry))
+    writer.db = lambda partition: db  # type: ignore[method-assign]
+    engine = Engine(load_catalog())
+    cache = engine.use_store(writer.loader(0), capacity=1_000)
+    cache.budget = 10_000
+    writer.engines = {0: engine}
+    events = day(20)
+    for event in events:
+        engine.step(event, event.occurred_ts)
+    written = {k: orjson.dumps(v) for k, v in engine.take_dirty().items() if v is not None}
+    for key, value in written.items():
+        writer.write(0, key.encode(), value)
+    writer.flush(0)
+    cache.flushed()
+    assert all(cache.sizes[k] == len(written[k]) for k in cache.sizes)
+    assert cache.bytes == sum(cache.sizes.values()) <= 10_000 < sum(map(len, written.values()))
+    writer.report({0: engine})
+    assert registry.get_sample_value("orderwatch_shard_cache_bytes") == cache.bytes

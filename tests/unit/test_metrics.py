@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "orderwatch_ready": ("gauge", frozenset()),
     "orderwatch_shard_cache_lookups": ("counter", frozenset({"result"})),
     "orderwatch_shard_cache_shards": ("gauge", frozenset()),
+    "orderwatch_shard_cache_bytes": ("gauge", frozenset()),
     "orderwatch_parked_events": ("gauge", frozenset()),
     "orderwatch_inputs_paused": ("gauge", frozenset()),
     "orderwatch_state_changelog_offset": ("gauge", frozenset({"partition"})),

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from orderwatch.engine import Engine
-from orderwatch.engine.cache import ShardCache, decode_shard
+from orderwatch.engine.cache import MIN_CAPACITY, NEW_SHARD_BYTES, ShardCache, decode_shard
 from orderwatch.engine.state import (
     FORMAT_VERSION,
     ORDER,
@@ -94,7 +94,7 @@ def test_a_dirty_shard_is_never_dropped_and_a_deletion_hides_the_stored_value() 
     a.last_at = 5.0  # changed in memory, not written back yet
     dirty.add("o:A")
     for i in range(40):
-        cache[f"o:B{i}"] = OrderShard(f"o:B{i}")
+        cache[f"o:B{i:02d}"] = OrderShard(f"o:B{i:02d}")
     assert len(cache) == 17, "the 16 most recent and the changed one"
     assert cache.get("o:A") is a, "a changed shard stays until written back"
     del cache["o:A"]
@@ -105,17 +105,49 @@ def test_a_dirty_shard_is_never_dropped_and_a_deletion_hides_the_stored_value() 
     assert cache.get("o:A") is None
 
 
+def test_a_byte_budget_bounds_the_cache_by_the_stored_sizes() -> None:
+    big = {f"o:B{i:02d}": stored(OrderShard(f"o:B{i:02d}")) + b" " * 1_000 for i in range(40)}
+    size = len(big["o:B00"])
+    dirty: set[str] = set()
+    cache = ShardCache(big.get, capacity=1_000, pinned=dirty, budget=20 * size)
+    for i in range(40):
+        cache.get(f"o:B{i:02d}")
+    assert len(cache) == 20 and cache.bytes == 20 * size, "the count alone would keep 40"
+    assert cache.evictions == 20 and not cache.resident("o:B00") and cache.resident("o:B39")
+    # a shard made in memory counts NEW_SHARD_BYTES until its write-back tells its size
+    cache["o:N"] = OrderShard("o:N")
+    dirty.add("o:N")
+    assert cache.sizes["o:N"] == NEW_SHARD_BYTES
+    cache.sized("o:N", 5 * size)
+    cache.sized("o:elsewhere", 10**9)  # not in memory: no estimate to correct
+    dirty.clear()
+    cache.flushed()
+    assert cache.bytes <= 20 * size and cache.resident("o:N")
+    assert cache.bytes == sum(cache.sizes.values()) == sum(cache.sizes[k] for k in cache), (
+        "every shard in memory counted once"
+    )
+    del cache["o:N"]
+    assert cache.bytes == sum(cache.sizes.values()) and "o:N" not in cache.sizes
+    # never below MIN_CAPACITY shards, whatever their size
+    tiny = ShardCache(big.get, capacity=1_000, pinned=set(), budget=1)
+    for i in range(40):
+        tiny.get(f"o:B{i:02d}")
+    assert len(tiny) == MIN_CAPACITY
+
+
 def day(orders: int) -> list[Any]:
     sim = Simulator(SimConfig(seed=5, orders=orders, anomaly_rate=0.3))
     return [EVENT_ADAPTER.validate_python(e) for e in sim.events()]
 
 
-def test_an_engine_over_a_tiny_cache_gives_what_an_engine_over_a_dict_gives() -> None:
+@pytest.mark.parametrize("budget", [0, 4_000])
+def test_an_engine_over_a_tiny_cache_gives_what_an_engine_over_a_dict_gives(budget: int) -> None:
     events = day(60)
     plain = Engine(load_catalog())
     cached = Engine(load_catalog())
     store: dict[str, bytes] = {}
-    cache = cached.use_store(lambda key: store.get(key), capacity=16)
+    cache = cached.use_store(lambda key: store.get(key), capacity=16 if not budget else 1_000)
+    cache.budget = budget  # 4,000 B: a handful of shards, the byte bound alone evicts
     out_plain, out_cached = [], []
     for n, event in enumerate(events):
         out_plain += plain.step(event, event.occurred_ts)
@@ -126,12 +158,15 @@ def test_an_engine_over_a_tiny_cache_gives_what_an_engine_over_a_dict_gives() ->
                     store.pop(key, None)
                 else:
                     store[key] = orjson.dumps(data)
+                    cache.sized(key, len(store[key]))  # as the worker's writer does
             cache.flushed()
     end = events[-1].occurred_ts + 30 * 86400
     out_plain += plain.sweep(end)
     out_cached += cached.sweep(end)
     assert [e.model_dump() for e in out_cached] == [e.model_dump() for e in out_plain]
     assert cache.loads > 0 and len(cache) <= 16 + len(cached.dirty)
+    if budget:
+        assert cache.evictions > 0 and cache.bytes == sum(cache.sizes.values())
 
 
 def test_stored_deadlines_indexed_without_the_shards_fire_when_due() -> None:

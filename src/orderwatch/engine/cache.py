@@ -9,6 +9,14 @@ methods the engine and the rule modules use (``get``, ``[]``, ``in``, ``del``, `
 
 Pure: the store is a callable ``key -> bytes | None`` the shell injects; nothing here does I/O.
 
+The cache is bounded by a count of shards (``capacity``) and, optionally, by bytes (``budget``):
+a shard's size is estimated by the length of its stored form, which the store reads (a miss) or
+writes (``sized``, at write-back) anyway; a shard created in memory counts ``NEW_SHARD_BYTES``
+until it is written. Shards differ in size by two orders of magnitude (a stock shard ~190 B
+stored, an order ~700 B, a busy customer's or KPI hour's many KB), so a count alone does not
+bound memory: in RAM a decoded shard takes ~2.8 times its stored length (measured on a
+simulated day, tracemalloc), which is what ``budget`` bounds.
+
 Write-back is unchanged: a changed shard is in the engine's ``dirty`` set until the shell takes
 and writes it at the next commit, and a dirty shard is never dropped from the cache (it would be
 lost, and a read from the store would return its older state). A shard deleted by eviction is a
@@ -31,6 +39,8 @@ DEFAULT_CAPACITY = 20_000
 #: its customer, address and phone, the rate windows) while it loads the next, and a sweep
 #: fires deadline after deadline; the most recently used shards must never be the ones dropped.
 MIN_CAPACITY = 16
+#: Estimated stored bytes of a shard created in memory, until its first write-back says.
+NEW_SHARD_BYTES = 256
 
 Loader = Callable[[str], bytes | None]
 
@@ -57,11 +67,16 @@ class ShardCache(MutableMapping[str, Shard]):
     memory only (the metrics walk).
     """
 
-    def __init__(self, load: Loader, capacity: int, pinned: set[str]) -> None:
+    def __init__(self, load: Loader, capacity: int, pinned: set[str], budget: int = 0) -> None:
         if capacity < MIN_CAPACITY:
             raise ValueError(f"a shard cache holds at least {MIN_CAPACITY} shards")
         self.load = load
         self.capacity = capacity
+        #: stored bytes of the shards in memory above which the coldest go (0: no byte bound)
+        self.budget = budget
+        #: the estimated stored size of each shard in memory, and their sum
+        self.sizes: dict[str, int] = {}
+        self.bytes = 0
         self.pinned = pinned
         self._data: OrderedDict[str, Shard] = OrderedDict()
         #: changed shards moved out of the LRU order until they are written back
@@ -99,6 +114,9 @@ class ShardCache(MutableMapping[str, Shard]):
         if self.on_load is not None:
             self.on_load(shard)
         data[key] = shard
+        size = len(value)
+        self.bytes += size - self.sizes.get(key, 0)
+        self.sizes[key] = size
         self._trim()
         return shard
 
@@ -118,13 +136,25 @@ class ShardCache(MutableMapping[str, Shard]):
         self._held.pop(key, None)
         self._data[key] = shard
         self._data.move_to_end(key)
+        if key not in self.sizes:
+            self.sizes[key] = NEW_SHARD_BYTES
+            self.bytes += NEW_SHARD_BYTES
         self._trim()
 
     def __delitem__(self, key: str) -> None:
         found = self._data.pop(key, None) or self._held.pop(key, None)
         if found is None and key in self._deleted:
             raise KeyError(key)
+        self.bytes -= self.sizes.pop(key, 0)
         self._deleted.add(key)
+
+    def sized(self, key: str, size: int) -> None:
+        """The store was given ``size`` bytes for ``key``: its estimate, if it is in memory
+        (the shell's writer tells the cache at write-back; ``_trim`` runs at ``flushed``)."""
+        old = self.sizes.get(key)
+        if old is not None:
+            self.sizes[key] = size
+            self.bytes += size - old
 
     def flushed(self) -> None:
         """The shell wrote every change taken from the engine: the store now has the deletions,
@@ -142,12 +172,16 @@ class ShardCache(MutableMapping[str, Shard]):
         data = self._data
         held = self._held
         pinned = self.pinned
-        while len(data) + len(held) > self.capacity and len(data) > MIN_CAPACITY:
+        budget = self.budget
+        while (len(data) + len(held) > self.capacity or (budget and self.bytes > budget)) and len(
+            data
+        ) > MIN_CAPACITY:
             key, shard = data.popitem(last=False)
             if key in pinned:
-                held[key] = shard
+                held[key] = shard  # still in memory: its bytes still count
             else:
                 self.evictions += 1
+                self.bytes -= self.sizes.pop(key, 0)
 
     # --- the in-memory view ------------------------------------------------------------------
 
