@@ -11,7 +11,8 @@ an attribute leaned on here. What each one is for:
 - ``direct_delivery``: the consumer's ``wait_first`` without four tasks per message.
 - ``StreamGate``: no stream record delivered during a rebalance, and every record the fetch
   loop did not hand to a stream fetched again (Faust lost input at a rebalance without it).
-- ``tune_fetcher``: aiokafka's fetch wait and the shard topic's records first.
+- ``tune_fetcher``: aiokafka's fetch wait and the shard topic's records first, in a buffer
+  where a partition deleted twice (a seek from another thread) is not an error (``Buffered``).
 - ``committed_offset``: Faust's committed offset of an input partition (the watermark).
 - ``InputPause``: input partitions read too far ahead of the watermark left out of the fetch
   (through the ``StreamGate``), until the others catch up.
@@ -38,6 +39,7 @@ the app are methods Faust calls itself, so a rename there is what the test catch
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -53,6 +55,28 @@ from mode.services import WaitResults
 log = logging.getLogger("orderwatch.worker")
 
 
+class Buffered(collections.OrderedDict[Any, Any]):
+    """aiokafka's buffer of fetched records (``Fetcher._records``), where deleting a partition
+    that is already gone is not an error.
+
+    Faust seeks from the worker's thread (``AIOKafkaConsumerThread.seek`` calls aiokafka's
+    ``seek`` directly, and aiokafka's ``seek_to`` deletes the partition's buffered records),
+    while the consumer's own thread hands records out of the same buffer
+    (``fetched_records``: read the entry, take its records, delete it). A seek between the two
+    (the committed offsets of partitions taken over from a killed worker) made the second
+    delete raise ``KeyError`` in the consumer's thread, and Faust crashed the surviving worker
+    (found by ``test_kill_9_of_one_of_two_workers_loses_nothing_and_renames_nothing``). Both
+    deletes mean "nothing buffered for this partition", so a missing entry is that already; the
+    records of the other partitions in the same hand-out are delivered as usual. Replacing the
+    buffer while the fetch loop runs costs at most a fetch made again from the partition's
+    position (an entry added to the old buffer meanwhile), never a record.
+    """
+
+    def __delitem__(self, key: Any) -> None:
+        with contextlib.suppress(KeyError):
+            super().__delitem__(key)
+
+
 def shard_first(fetcher: Any, topic: str) -> Any:
     """``fetcher.fetched_records`` serving ``topic``'s buffered records before any other's, and
     the other partitions in turn.
@@ -65,7 +89,8 @@ def shard_first(fetcher: Any, topic: str) -> Any:
     watermark alignment (``Shell.ahead``) can hold them together.
     """
     original = fetcher.fetched_records
-    buffered = fetcher._records  # an OrderedDict: topic-partition -> records, served in order
+    # an OrderedDict: topic-partition -> records, served in order; made tolerant (``Buffered``)
+    buffered = fetcher._records = Buffered(fetcher._records)
 
     async def fetched_records(*args: Any, **kwargs: Any) -> Any:
         for tp in [tp for tp in buffered if tp.topic == topic]:

@@ -8,11 +8,15 @@ path, lose the guarantee that an agent's error never commits what it did not pro
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import inspect
 
 import aiokafka
 import faust
 import mode
+import pytest
+from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -226,3 +230,44 @@ def test_the_prompt_table_manager_is_faust_s_on_start_without_its_sleep() -> Non
         TableManager=PromptTableManager,
     )
     assert isinstance(app.tables, PromptTableManager)
+
+
+def test_a_seek_from_the_worker_s_thread_deletes_from_the_buffer_the_fetcher_hands_out_of() -> None:
+    """Why ``Buffered`` tolerates a second delete: Faust's ``seek`` calls aiokafka's from the
+    worker's thread, and aiokafka's ``seek_to`` deletes the partition's buffered records that
+    the consumer's thread reads and deletes in ``fetched_records``. If either stops deleting,
+    or Faust seeks through the consumer's thread, ``Buffered`` may go."""
+    assert "del self._records[tp]" in source(Fetcher.seek_to)
+    assert "del self._records[tp]" in source(Fetcher.fetched_records)
+    assert "self._ensure_consumer().seek(" in source(faust_aiokafka.AIOKafkaConsumerThread.seek)
+
+
+def test_a_partition_deleted_twice_from_the_buffer_is_not_an_error() -> None:
+    """The race of a seek with a hand-out, played in one thread: both delete the entry."""
+    a, b, c = (TopicPartition(topic, 0) for topic in "abc")
+    records: collections.OrderedDict[TopicPartition, int] = collections.OrderedDict(
+        [(a, 1), (b, 2), (c, 3)]
+    )
+
+    class FakeFetcher:
+        _records = records
+
+        async def fetched_records(self) -> dict[TopicPartition, int]:
+            drained = {}
+            for tp in list(self._records.keys()):
+                value = self._records[tp]
+                fetcher._records.pop(tp)  # the seek, from the other thread
+                del self._records[tp]  # aiokafka's own delete after taking the records
+                drained[tp] = value
+            return drained
+
+    fetcher = FakeFetcher()
+    serve = faust_internals.shard_first(fetcher, "b")
+    assert isinstance(fetcher._records, faust_internals.Buffered)
+    drained = asyncio.run(serve())
+    assert list(drained.items()) == [(b, 2), (a, 1), (c, 3)]  # every partition's, b first
+    assert not fetcher._records
+    plain = collections.OrderedDict([(a, 1)])  # aiokafka's own buffer
+    del plain[a]
+    with pytest.raises(KeyError):
+        del plain[a]  # deleted twice: what crashed the surviving worker
