@@ -172,23 +172,7 @@ class _EpochSeconds:
     """
 
     def __get__(self, event: Any, owner: type | None = None) -> float:
-        # ``epoch_seconds``, inline: it runs once for every event read
-        at: datetime = event.occurred_at
-        tz: Any = at.tzinfo
-        ts: float
-        if tz is _UTC:
-            ts = (at - _EPOCH_UTC).total_seconds()
-        elif type(tz) is _TZINFO:
-            offset = _OFFSETS.get(tz)
-            if offset is None:
-                offset = _offset_of(tz)
-            if offset is None:
-                ts = at.timestamp()
-            else:
-                seconds = (at.toordinal() - _EPOCH_DAY) * 86400 + at.hour * 3600 + at.minute * 60
-                ts = ((seconds + at.second - offset) * 1_000_000 + at.microsecond) / 1_000_000
-        else:
-            ts = at.timestamp()
+        ts = epoch_seconds(event.occurred_at)
         event.__dict__["occurred_ts"] = ts
         return ts
 
