@@ -1062,9 +1062,11 @@ class Shell:
         timers: Callable[[int], TimerSource],
         load: Callable[[int], Loader],
         capacity: int,
+        budget: int = 0,
     ) -> int:
         """``restore`` for state in a local store: shards stay there, read through a bounded
-        cache (``capacity`` per partition); returns how many stored deadlines were read now.
+        cache (``capacity`` shards and ``budget`` stored bytes per partition, 0: no byte bound);
+        returns how many stored deadlines were read now.
 
         The store keeps every shard's deadlines ordered by due time (its timer index): each new
         partition's engine reads them a chunk at a time as its clock advances
@@ -1078,7 +1080,7 @@ class Shell:
         for partition in fresh:
             engine = self.engine(partition)
             read = load(partition)
-            engine.use_store(read, capacity)
+            engine.use_store(read, capacity, budget)
             # the partition's copy of the blacklist is engine memory, not a cached shard: read
             # it now, or a restart forgets every entry read before it (the topic's offsets are
             # committed past them)

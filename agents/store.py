@@ -652,12 +652,9 @@ def restore(
     fresh = owned - shell.assigned
     for partition in fresh:
         writer.counts.pop(partition, None)  # recovered meanwhile: read again when reported
-    indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity)
+    # ``budget``: bytes of stored form per partition (0: the count alone)
+    indexed: int = shell.restore_store(owned, writer.timers, writer.loader, capacity, budget)
     writer.engines = shell.engines
-    for partition in owned:
-        cache = shell.engines[partition].shards
-        if isinstance(cache, ShardCache):
-            cache.budget = budget  # bytes of stored form per partition (0: the count alone)
     seconds = time.monotonic() - started
     log.info("deadline index: %d stored entries read in %.2f s", indexed, seconds)
     if writer.metrics is not None:

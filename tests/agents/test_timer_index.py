@@ -271,8 +271,7 @@ def test_the_writer_tells_each_cache_the_stored_size_of_what_it_writes(db: Any) 
     writer = store.Writer(store=None, changelog="c", metrics=Metrics(registry))
     writer.db = lambda partition: db  # type: ignore[method-assign]
     engine = Engine(load_catalog())
-    cache = engine.use_store(writer.loader(0), capacity=1_000)
-    cache.budget = 10_000
+    cache = engine.use_store(writer.loader(0), capacity=1_000, budget=10_000)
     writer.engines = {0: engine}
     events = day(20)
     for event in events:

@@ -146,8 +146,10 @@ def test_an_engine_over_a_tiny_cache_gives_what_an_engine_over_a_dict_gives(budg
     plain = Engine(load_catalog())
     cached = Engine(load_catalog())
     store: dict[str, bytes] = {}
-    cache = cached.use_store(lambda key: store.get(key), capacity=16 if not budget else 1_000)
-    cache.budget = budget  # 4,000 B: a handful of shards, the byte bound alone evicts
+    # 4,000 B: a handful of shards, the byte bound alone evicts
+    cache = cached.use_store(
+        lambda key: store.get(key), capacity=16 if not budget else 1_000, budget=budget
+    )
     out_plain, out_cached = [], []
     for n, event in enumerate(events):
         out_plain += plain.step(event, event.occurred_ts)

@@ -724,10 +724,11 @@ class Engine:
         for name, due in shard.deadline_dict().items():  # the timers, then the eviction
             heapq.heappush(self._heap, (due, next(self._seq), key, name))
 
-    def use_store(self, load: Loader, capacity: int) -> ShardCache:
-        """Keep at most ``capacity`` shards in memory and read any other from ``load`` (the live
-        worker on its local store; ``orderwatch.engine.cache``). Call before the first event."""
-        cache = ShardCache(load, capacity, self.dirty)
+    def use_store(self, load: Loader, capacity: int, budget: int = 0) -> ShardCache:
+        """Keep at most ``capacity`` shards and, with ``budget``, at most that many bytes of
+        their stored form in memory, and read any other from ``load`` (the live worker on its
+        local store; ``orderwatch.engine.cache``). Call before the first event."""
+        cache = ShardCache(load, capacity, self.dirty, budget)
         self.shards = cache  # type: ignore[assignment]
         return cache
 
