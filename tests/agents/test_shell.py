@@ -666,6 +666,44 @@ def test_the_parked_count_follows_the_clock() -> None:
     assert shell.parked == 0
 
 
+Streams = dict[str, list[bytes]]
+High = dict[tuple[str, int], int]
+
+
+def uneven_backlog() -> tuple[Streams, High, list[tuple[str, str, str, int]]]:
+    """A simulated day as two inputs (orders, everything else) and replay's exceptions."""
+    from orderwatch.simulation.traffic import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(seed=5, orders=40, anomaly_rate=0.3))
+    day = list(sim.events())
+    events = day + end_ticks(sim.manifest()["until"])
+    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
+    streams: Streams = {"orders": [], "others": []}
+    for e in events:
+        streams["orders" if e["type"].startswith("order.") else "others"].append(orjson.dumps(e))
+    return streams, {(topic, 0): len(values) for topic, values in streams.items()}, expected
+
+
+def route_unevenly(router: Shell, streams: Streams, read: dict[str, int], high: High) -> None:
+    """One round of stage 1 over ``uneven_backlog``: 40 orders, 10 of the rest, watermarks."""
+    inputs = list(high)
+    router.look(inputs, lambda t, p: high[(t, p)])
+    for topic, chunk in (("orders", 40), ("others", 10)):
+        for value in streams[topic][read[topic] : read[topic] + chunk]:
+            router.route(value, topic, 0, read[topic])
+            read[topic] += 1
+    router.flush()
+    router.send_watermarks(inputs, lambda t, p: high[(t, p)])
+
+
+def detect(rec: Recorder, start: int, detector: Shell) -> int:
+    """Stage 2 over the shard messages from ``start`` until none is left; where it ended."""
+    while start < len(rec.shard):
+        batch, start = rec.shard[start:], len(rec.shard)
+        detector.process(batch)
+    return start
+
+
 @pytest.mark.parametrize("commit_every", [0, 3])
 def test_a_backlog_read_unevenly_parks_most_events_and_the_day_agrees_with_replay(
     commit_every: int,
@@ -673,32 +711,15 @@ def test_a_backlog_read_unevenly_parks_most_events_and_the_day_agrees_with_repla
     """A backlog read unevenly (many orders, then few of the other streams): many events are
     read ahead of the clock and wait, parked in their shards, until it reaches them; with
     commits between (``commit_every`` rounds) or not, the day's exceptions are replay's."""
-    from orderwatch.simulation.traffic import SimConfig, Simulator
-
-    sim = Simulator(SimConfig(seed=5, orders=40, anomaly_rate=0.3))
-    day = list(sim.events())
-    events = day + end_ticks(sim.manifest()["until"])
-    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
-    streams: dict[str, list[bytes]] = {"orders": [], "others": []}
-    for e in events:
-        streams["orders" if e["type"].startswith("order.") else "others"].append(orjson.dumps(e))
-    high = {(topic, 0): len(values) for topic, values in streams.items()}
+    streams, high, expected = uneven_backlog()
     inputs = list(high)
     rec = Recorder()
     shell = make_shell(rec)
     read = dict.fromkeys(streams, 0)
     most_parked, rounds, start = 0, 0, 0
     while any(read[t] < len(v) for t, v in streams.items()):
-        shell.look(inputs, lambda t, p: high[(t, p)])
-        for topic, chunk in (("orders", 40), ("others", 10)):
-            for value in streams[topic][read[topic] : read[topic] + chunk]:
-                shell.route(value, topic, 0, read[topic])
-                read[topic] += 1
-        shell.flush()
-        shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
-        while start < len(rec.shard):
-            batch, start = rec.shard[start:], len(rec.shard)
-            shell.process(batch)
+        route_unevenly(shell, streams, read, high)
+        start = detect(rec, start, shell)
         most_parked = max(most_parked, shell.parked)
         rounds += 1
         if commit_every and rounds % commit_every == 0:
@@ -706,9 +727,7 @@ def test_a_backlog_read_unevenly_parks_most_events_and_the_day_agrees_with_repla
         shell.sweep()
     shell.caught_up_since = -1e18  # caught up long ago: the clock moves to the largest time read
     shell.send_watermarks(inputs, lambda t, p: high[(t, p)])
-    while start < len(rec.shard):
-        batch, start = rec.shard[start:], len(rec.shard)
-        shell.process(batch)
+    detect(rec, start, shell)
     shell.sweep()
     assert most_parked > 0, "the orders read ahead waited"
     assert shell.parked == 0
@@ -721,16 +740,7 @@ def test_events_waiting_in_the_shell_survive_a_crash_after_a_commit(crash_round:
     (``persist``, then the offsets of every envelope read so far) must not cover one of them in
     memory alone: stage 2 killed after a commit and recovered from the changelog, reading the
     shard topic again from the committed position, gives exactly replay's exceptions."""
-    from orderwatch.simulation.traffic import SimConfig, Simulator
-
-    sim = Simulator(SimConfig(seed=5, orders=40, anomaly_rate=0.3))
-    day = list(sim.events())
-    events = day + end_ticks(sim.manifest()["until"])
-    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
-    streams: dict[str, list[bytes]] = {"orders": [], "others": []}
-    for e in events:
-        streams["orders" if e["type"].startswith("order.") else "others"].append(orjson.dumps(e))
-    high = {(topic, 0): len(values) for topic, values in streams.items()}
+    streams, high, expected = uneven_backlog()
     inputs = list(high)
     rec = Recorder()
     router = make_shell(rec)  # stage 1 (its stage 2 is never used)
@@ -739,16 +749,8 @@ def test_events_waiting_in_the_shell_survive_a_crash_after_a_commit(crash_round:
     rounds = start = committed = 0
     waited_at_crash = 0
     while any(read[t] < len(v) for t, v in streams.items()):
-        router.look(inputs, lambda t, p: high[(t, p)])
-        for topic, chunk in (("orders", 40), ("others", 10)):
-            for value in streams[topic][read[topic] : read[topic] + chunk]:
-                router.route(value, topic, 0, read[topic])
-                read[topic] += 1
-        router.flush()
-        router.send_watermarks(inputs, lambda t, p: high[(t, p)])
-        while start < len(rec.shard):
-            batch, start = rec.shard[start:], len(rec.shard)
-            detector.process(batch)
+        route_unevenly(router, streams, read, high)
+        start = detect(rec, start, detector)
         rounds += 1
         if rounds % 3 == 0:
             detector.persist()  # the commit: the state first, then every offset read so far
@@ -764,9 +766,7 @@ def test_events_waiting_in_the_shell_survive_a_crash_after_a_commit(crash_round:
             start = committed
     router.caught_up_since = -1e18  # caught up long ago: the clock moves to the largest time read
     router.send_watermarks(inputs, lambda t, p: high[(t, p)])
-    while start < len(rec.shard):
-        batch, start = rec.shard[start:], len(rec.shard)
-        detector.process(batch)
+    detect(rec, start, detector)
     detector.sweep()
     assert waited_at_crash > 0, "events were waiting in the shell when it was killed"
     assert detector.parked == 0
