@@ -837,56 +837,37 @@ class Shell:
         return high == 0 or (start is not None and start >= high)
 
     def ahead(self, drift: float) -> set[tuple[str, int]]:
-        """Input partitions read more than ``drift`` seconds of event time past the clock: the
-        router pauses them (Flink's watermark alignment).
+        """Input partitions read more than ``drift`` seconds of event time past the slowest one
+        that still has something to read: the router pauses them (Flink's watermark alignment).
 
-        Every event read ahead of the clock waits, parked in its shard or in the shell, until
-        the clock (the slowest input) reaches it: a backlog read at the same rate of messages on
-        every input partition parks most of what the fast ones read (a sparse stream covers hours
-        of event time while a dense one covers minutes), up to a whole backfill. Pausing the fast
-        ones bounds what waits to about ``drift`` seconds of input plus what was fetched before
-        the pause, and loses or reorders nothing: a paused partition is read on from where it
+        Every event read ahead of the clock waits, parked in its shard, until the clock (the
+        slowest input) reaches it: a backlog read at the same rate of messages on every input
+        partition parks most of what the fast ones read (a sparse stream covers hours of event
+        time while a dense one covers minutes), up to a whole backfill. Pausing the fast ones
+        bounds what waits to about ``drift`` seconds of input plus what was fetched before the
+        pause, and loses or reorders nothing: a paused partition is read on from where it
         stopped.
 
-        The clock is this router's ``watermark``, not only the slowest partition with a backlog:
-        a partition just read to its end holds the watermark at its last time until it has been
-        idle for ``CAUGHT_UP_FOR`` (a sparse payment-callbacks partition, the blacklist), and
-        while it did, every input with a backlog and every partition read to its end that new
-        records reached went on being read into memory: in the 10k quick check, with input
-        written while it is read, ~1 s of reading (10-17k events) waited each time. So the limit
-        is ``drift`` past the smaller of the two, and a partition read to its end is paused too
-        when it is ahead: it has nothing to read now, and what reaches it stays in Kafka, not in
-        memory. A watermark of -inf (an input never read, not yet idle) caps nothing: every
-        event read would be paused behind it.
-
-        The slowest partition with a backlog is never paused, so something is always read while
-        anything has a backlog. When the clock is held by a partition read to its end, reading
-        the slowest cannot move it (only that partition's idleness can, measured by fetch
-        responses: aiokafka goes on fetching it, it is not paused, since its time is the
-        clock), but pausing it too would stop every input for up to a second each time a
-        sparse partition is read to its end, at the start of every backlog (the blacklist) and
-        often during a live one. The watermark-exempt topics (the blacklist) neither pause nor
-        are paused. Uses the high watermarks of the last ``look``. ``drift`` <= 0: nothing is
-        paused.
+        Only partitions with a backlog count, on both sides. One read to its end cannot move the
+        clock by being read, so pausing others behind it would stop every input (it holds the
+        clock until all are caught up, as before); the slowest one with a backlog is never
+        paused, so something is always read. The watermark-exempt topics (the blacklist) neither
+        pause nor are paused. Uses the high watermarks of the last ``look``. ``drift`` <= 0:
+        nothing is paused.
         """
         if drift <= 0:
             return set()
-        read: list[tuple[tuple[str, int], float]] = []
-        slowest: tuple[float, tuple[str, int]] | None = None
+        behind: list[tuple[tuple[str, int], float]] = []
         for tp, high in self.highs.items():
             if tp[0] in self.watermark_exempt:
                 continue
-            hi = self.source_hi.get(tp, -INF)
-            read.append((tp, hi))
-            if not self._read_to_end(tp, high) and (slowest is None or hi < slowest[0]):
-                slowest = (hi, tp)
-        held, _ = self.watermark()
-        limit = INF if slowest is None else slowest[0]
-        if -INF < held < limit:
-            limit = held
-        limit += drift
-        keep = None if slowest is None else slowest[1]
-        return {tp for tp, hi in read if hi > limit and tp != keep}
+            if self._read_to_end(tp, high):
+                continue  # neither holds the others nor is held
+            behind.append((tp, self.source_hi.get(tp, -INF)))
+        if not behind:
+            return set()
+        limit = min(hi for _, hi in behind) + drift
+        return {tp for tp, hi in behind if hi > limit}
 
     @property
     def parked(self) -> int:

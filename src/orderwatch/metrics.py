@@ -329,7 +329,7 @@ class Metrics:
         self.inputs_paused = Gauge(
             "orderwatch_inputs_paused",
             "Event-time mode: input partitions whose fetching is paused because they were read "
-            "more than ORDERWATCH_ALIGN_DRIFT seconds of event time ahead of the watermark.",
+            "more than ORDERWATCH_ALIGN_DRIFT seconds of event time ahead of the slowest one.",
             registry=r,
         )
         self.state_changelog_offset = Gauge(
