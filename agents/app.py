@@ -332,8 +332,6 @@ class Worker:
             send_kpi=lambda key, value: outbox.put(s.topic_kpis, key, value),
             on_kpi=self.metrics.count_kpi,
             send_blacklist=lambda key, value: outbox.put(s.topic_blacklist, key, value),
-            # its router (stage 1) reports to every shard partition each tick (``Sweeper``)
-            local_router=True,
         )
 
     async def _serve_metrics(self) -> None:

@@ -183,8 +183,6 @@ class Shell:
     is atomic (``engine.atomic``), so the shards it touched are as they were before it.
     ``"fail"``: the exception propagates, the worker stops (``app.py``) and commits nothing
     past the message, so a restart reads it again; steps are then not copied first.
-    ``local_router``: this shell's stage 1 reports to every shard partition (the worker); each
-    partition's clock then waits for that report (``_watermark_clock``).
     """
 
     def __init__(
@@ -214,7 +212,6 @@ class Shell:
         send_kpi: Send | None = None,
         on_kpi: Callable[[Any], None] | None = None,
         send_blacklist: Send | None = None,
-        local_router: bool = False,
     ) -> None:
         self.new_engine = new_engine
         self.partitions = partitions
@@ -249,9 +246,6 @@ class Shell:
         #: v2: ``send_blacklist(key, value)``: a ``blacklist.added`` of an approved
         #: ``blacklist.suggest`` (section 10), keyed by the entry's value
         self.send_blacklist = send_blacklist
-        #: event time: this shell's own stage 1 reports to every shard partition each tick (the
-        #: worker), and a partition's clock waits for that report (``_watermark_clock``)
-        self.local_router = local_router
         self.counters = Counters()
         self.engines: dict[int, Engine] = {}
         #: shard partitions this worker owns (set on recovery, cleared on revocation)
@@ -956,29 +950,9 @@ class Shell:
         for the missing inputs, so the clock holds. A router caught up vouches for its inputs
         for ``CAUGHT_UP_VALID`` after its report; a silent one holds the clock at its last
         largest time read until it expires.
-
-        With ``local_router`` (the worker) the clock also holds until this process's own router
-        has reported on the partition. A report is heard when it is read, not when it was sent,
-        so a worker restarted after a crash (nothing committed since) reads its previous
-        incarnation's reports back as if fresh, "nothing behind" last among them, while its own
-        router reads the same inputs again from the last commit and routes copies of their
-        events behind that backlog. On the dead router's word the clock went to the end of the
-        day before the copies came back, past the retention of every order: each copy then
-        reached an evicted shard and was read as a new order (``not_shipped``,
-        ``tracking_stale`` escalations at the day's end; the fail-policy containment test, 3
-        runs in 5). Only the router reading an input now can say how far it has read it; ours
-        reports to every shard partition each tick, so the wait is at most a tick.
         """
         now = self.wall()
-        heard = self.reports.get(partition, {})
-        if self.local_router and not any(
-            router.partition("/")[0] == self.router_base
-            and covers is not None
-            and now - at <= ROUTER_EXPIRY
-            for router, (_, _, at, covers) in heard.items()
-        ):
-            return -INF
-        live = [r for r in heard.values() if now - r[2] <= ROUTER_EXPIRY]
+        live = [r for r in self.reports.get(partition, {}).values() if now - r[2] <= ROUTER_EXPIRY]
         covered: set[str] = set()
         for _, _, _, covers in live:
             if covers is None:

@@ -771,37 +771,3 @@ def test_events_waiting_in_the_shell_survive_a_crash_after_a_commit(crash_round:
     assert waited_at_crash > 0, "events were waiting in the shell when it was killed"
     assert detector.parked == 0
     assert sorted(set(keyset(rec.exceptions))) == expected
-
-
-def test_a_restarted_worker_holds_the_clock_until_its_own_router_has_reported() -> None:
-    """A worker that crashed before any commit left the whole day routed on the shard topic,
-    ended by its router's "nothing behind" report; its restart reads that backlog again *and*
-    re-routes every input from the start (nothing was committed). Read back, the dead router's
-    report looks as fresh as any and vouches for every input: the clock went to the end of the
-    day, past the retention of every order, before the copies came back; each copy then came
-    to an evicted shard as a new order (not_shipped, tracking_stale... at the day's end: the
-    fail-policy containment test, 3 runs in 5). The restart's clock waits for its own router,
-    the one reading those inputs now."""
-    streams, high, expected = uneven_backlog()
-    inputs = list(high)
-    rec = Recorder()
-    crashed = make_shell(rec, local_router=True)  # routed everything, then crashed: no commit
-    read = dict.fromkeys(streams, 0)
-    while any(read[t] < len(v) for t, v in streams.items()):
-        route_unevenly(crashed, streams, read, high)
-    crashed.caught_up_since = -1e18  # caught up long ago: it reported "nothing behind"
-    crashed.send_watermarks(inputs, lambda t, p: high[(t, p)])
-    restarted = make_shell(rec, local_router=True)
-    start = detect(rec, 0, restarted)  # the dead router's envelopes and reports, read back
-    assert restarted.event_clock == {}, "nobody has vouched for the inputs being re-read"
-    read = dict.fromkeys(streams, 0)  # its router reads every input again from the start
-    while any(read[t] < len(v) for t, v in streams.items()):
-        route_unevenly(restarted, streams, read, high)
-        start = detect(rec, start, restarted)
-        restarted.sweep()
-    restarted.caught_up_since = -1e18
-    restarted.send_watermarks(inputs, lambda t, p: high[(t, p)])
-    detect(rec, start, restarted)
-    restarted.sweep()
-    assert restarted.parked == 0
-    assert sorted(set(keyset(rec.exceptions))) == expected
