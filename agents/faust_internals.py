@@ -11,9 +11,6 @@ an attribute leaned on here. What each one is for:
 - ``direct_delivery``: the consumer's ``wait_first`` without four tasks per message.
 - ``StreamGate``: no stream record delivered during a rebalance, and every record the fetch
   loop did not hand to a stream fetched again (Faust lost input at a rebalance without it).
-- ``block_on_full_buffer``: a stream buffer under pressure stops the fetch loop at its full
-  queue instead of taking its partition out of the fetch (which left the loop waiting on the
-  partitions still in it while the router idled).
 - ``tune_fetcher``: aiokafka's fetch wait and the shard topic's records first, in a buffer
   where a partition deleted twice (a seek from another thread) is not an error (``Buffered``).
 - ``committed_offset``: Faust's committed offset of an input partition (the watermark).
@@ -35,9 +32,8 @@ an attribute leaned on here. What each one is for:
 
 Fallbacks: a missing attribute leaves Faust's own behaviour (``tune_fetcher``, ``committed_offset``
 log or return None; ``fetch_times`` returns None and the clock measures idleness in wall
-time; ``block_on_full_buffer`` leaves Faust's removal; ``group_member`` returns None and a
-restart waits for the old session); the hooks on the app are methods Faust calls itself, so a
-rename there is what the test catches.
+time; ``group_member`` returns None and a restart waits for the old session); the hooks on
+the app are methods Faust calls itself, so a rename there is what the test catches.
 """
 
 from __future__ import annotations
@@ -151,36 +147,6 @@ def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
     except Exception:  # a later Faust without it: the watermark waits for a first read
         return None
     return int(value) if value is not None else None
-
-
-def block_on_full_buffer(consumer: Any) -> bool:
-    """A stream buffer under pressure holds the fetch loop back instead of taking its partition
-    out of the fetch: ``Consumer.on_buffer_full`` made a no-op; False if Faust has no such hook.
-
-    Faust's conductor calls ``on_buffer_full(tp)`` when a stream's queue passes 80 % of
-    ``stream_buffer_maxsize`` (``pressure_high_ratio``), which drops the partition from the set the
-    fetch loop asks aiokafka for until the queue has drained to 40 % (``on_buffer_drop`` puts it
-    back). With one agent on every input partition (the router), its queue under pressure takes
-    partition after partition out, and the loop's next ``getmany`` asks only for what is left
-    (the shard topic's partitions, which the router has not written to yet): it waits for data
-    there, up to the fetch timeout, while the router has drained its queue and idles. Measured
-    (``bench_pipeline.py --events 100000 --only throughput``, event clock, the worker's buffer of
-    1024): the worker read for 9-11 s on 7.3 s of CPU; with this, wall time ~ CPU time.
-
-    Without the removal a full queue still bounds what is buffered: the conductor's
-    ``on_message`` awaits ``put`` on a full queue (Faust's own path, the same as before at 100 %),
-    which stops the fetch loop until the agent takes its next batch. Other partitions wait for
-    that too; they are the same pipeline (the shard topic carries what the router writes), and
-    Faust skips the removal during recovery anyway, when changelogs are read.
-    """
-    if not callable(getattr(consumer, "on_buffer_full", None)):
-        return False
-    consumer.on_buffer_full = _keep_fetching
-    return True
-
-
-def _keep_fetching(tp: Any) -> None:
-    """``Consumer.on_buffer_full`` replaced (``block_on_full_buffer``)."""
 
 
 class InputPause:
@@ -443,7 +409,6 @@ class TunedApp(faust.App):
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()
         consumer.wait_first = direct_delivery(consumer)
-        block_on_full_buffer(consumer)
         self.stream_gate = StreamGate(self, consumer)
         self.stream_gate.install()
         return consumer

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-from typing import Any
 
 import aiokafka
 import faust
@@ -19,7 +18,6 @@ import mode
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
-from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -273,30 +271,3 @@ def test_a_partition_deleted_twice_from_the_buffer_is_not_an_error() -> None:
     del plain[a]
     with pytest.raises(KeyError):
         del plain[a]  # deleted twice: what crashed the surviving worker
-
-
-def test_a_full_stream_buffer_still_reaches_the_consumer_through_on_buffer_full() -> None:
-    """What ``block_on_full_buffer`` leans on: the conductor's compiler takes
-    ``app.consumer.on_buffer_full`` when it builds a partition's message handler (after
-    ``_new_consumer`` replaced it), and on a full queue it awaits ``put``, which is what bounds
-    the buffer once the removal is gone."""
-    conductor = source(faust_conductor.ConductorCompiler.build)
-    assert "app.consumer.on_buffer_full" in conductor
-    assert "queue.full()" in conductor and "dest_chan.put(dest_event)" in conductor
-    assert "active_partitions.discard(tp)" in source(faust_consumer.Consumer.on_buffer_full)
-
-
-def test_the_worker_s_consumer_keeps_a_partition_in_the_fetch_when_its_buffer_is_full() -> None:
-    """Faust's own consumer drops the partition from the fetch; the worker's keeps fetching it
-    (``block_on_full_buffer``); an app built on Faust's ``App`` is left as it was."""
-    tp = faust.types.TP("orders", 0)
-    faust_app = faust.App("internals-test-b", broker="kafka://127.0.0.1:1", store="memory://")
-    tuned = TunedApp("internals-test-t", broker="kafka://127.0.0.1:1", store="memory://")
-    kept: dict[str, bool] = {}
-    for name, app in (("faust", faust_app), ("tuned", tuned)):
-        consumer: Any = app.consumer
-        consumer._active_partitions = {tp}
-        consumer.on_buffer_full(tp)
-        kept[name] = tp in consumer._get_active_partitions()
-    assert kept == {"faust": False, "tuned": True}
-    assert faust_internals.block_on_full_buffer(object()) is False
