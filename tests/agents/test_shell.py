@@ -16,6 +16,7 @@ import pytest
 from orderwatch.agents import envelope
 from orderwatch.agents.shell import (
     BATCH,
+    CAUGHT_UP_FOR,
     WATERMARK_HEADER,
     ShardMessage,
     Shell,
@@ -614,10 +615,12 @@ def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> Non
 
 def test_inputs_read_too_far_ahead_of_the_slowest_one_with_a_backlog_are_paused() -> None:
     """Watermark alignment: a partition more than the drift past the slowest input that still has
-    something to read is paused; one read to its end holds nobody back; the slowest is never
-    paused; the blacklist (exempt) neither pauses nor is paused; no drift, no pause."""
+    something to read is paused; one read to its end holds the others back only until it is idle
+    (``CAUGHT_UP_FOR``) and is not paused meanwhile; the blacklist (exempt) neither pauses nor is
+    paused; no drift, no pause."""
     rec = Recorder()
-    shell = make_shell(rec, watermark_exempt={"blacklist"})
+    wall = [1_000_000.0]
+    shell = make_shell(rec, watermark_exempt={"blacklist"}, wall=lambda: wall[0])
     high = {("orders", 0): 100, ("payment-callbacks", 0): 100, ("logistics", 0): 100}
     high[("blacklist", 0)] = 100
     inputs = list(high)
@@ -631,11 +634,36 @@ def test_inputs_read_too_far_ahead_of_the_slowest_one_with_a_backlog_are_paused(
     assert shell.ahead(3 * 3600.0) == set()
     assert shell.ahead(0.0) == set(), "no drift: alignment off"
     assert shell.ahead(30.0) == {("payment-callbacks", 0), ("logistics", 0)}
-    # orders read to its end: it cannot move the clock by being read, so it holds nobody back
+    # orders read to its end: it holds the clock at 10:00:30 until idle, and is not paused
     shell.route(orjson.dumps(created("O2", "10:00:30")), "orders", 0, 99)
     assert shell.ahead(60.0) == {("logistics", 0)}, "payments (10:01) is the slowest now"
     shell.route(orjson.dumps(paid("O2", "11:59:30")), "payment-callbacks", 0, 99)
-    assert shell.ahead(60.0) == set(), "logistics alone has a backlog: never paused"
+    assert shell.ahead(60.0) == {("payment-callbacks", 0), ("logistics", 0)}, (
+        "orders, read to its end a moment ago, still holds the clock at 10:00:30"
+    )
+    wall[0] += CAUGHT_UP_FOR
+    assert shell.ahead(60.0) == set(), "orders idle: logistics alone has a backlog, never paused"
+
+
+def test_empty_inputs_hold_a_backfill_in_kafka_until_they_are_idle() -> None:
+    """An empty partition (the commands topic) holds the watermark at -inf for
+    ``CAUGHT_UP_FOR``: whatever is read meanwhile would wait in memory (a fifth of the alignment
+    test's backlog), so every partition read from is paused until the empty one is idle."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
+    high = {("orders", 0): 100, ("logistics", 0): 100, ("commands", 0): 0}
+    inputs = list(high)
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: 0)
+    assert shell.ahead(60.0) == set(), "nothing read: nothing to pause"
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 0)
+    assert shell.ahead(60.0) == {("orders", 0)}, "the empty commands partition holds at -inf"
+    shell.route(orjson.dumps(logistics("shipped", "O1", "12:00")), "logistics", 0, 0)
+    assert shell.ahead(60.0) == {("orders", 0), ("logistics", 0)}
+    wall[0] += CAUGHT_UP_FOR / 2
+    assert shell.ahead(60.0) == {("orders", 0), ("logistics", 0)}, "not idle yet"
+    wall[0] += CAUGHT_UP_FOR / 2
+    assert shell.ahead(60.0) == {("logistics", 0)}, "commands idle: orders (10:00) is the clock"
 
 
 def test_the_parked_count_follows_the_clock() -> None:
