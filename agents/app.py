@@ -71,6 +71,9 @@ EXIT_CRASHED = 70
 #: hours of a sparse stream's event time; at 250 and 1024 a few hundred). See ``Inputs.align``.
 ALIGNED_POLL_RECORDS = 250
 ALIGNED_STREAM_BUFFER = 1024
+#: With watermark alignment, records an input partition may read past the clock before it is
+#: paused (``Shell._leads``): one fetch's worth, so that every input is fetched at once
+ALIGN_LEAD = ALIGNED_POLL_RECORDS
 
 
 def crash(exc: BaseException, where: str) -> None:
@@ -308,6 +311,7 @@ class Worker:
             clock=s.clock,
             silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
             watermark_exempt={s.topic_blacklist},
+            align_lead=ALIGN_LEAD if s.clock == "event" and s.align_drift > 0 else 0,
             send_shard=send_shard,
             # through the outbox like every other output: drained after each batch and tick and
             # before each commit. Faust's send_soon left a burst of dead letters from a sweep

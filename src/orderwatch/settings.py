@@ -65,8 +65,10 @@ class Settings(BaseSettings):
         60.0,
         ge=0,
         description="event-time mode: seconds of event time an input partition may be read ahead "
-        "of the slowest one with a backlog before its fetching pauses (watermark alignment, which "
-        "bounds the events parked ahead of the clock); 0 never pauses",
+        "of the clock (the slowest input with a backlog, or one just read to its end that still "
+        "holds it) before its fetching pauses, once it also holds 250 records the clock has not "
+        "reached (watermark alignment, which bounds the events parked ahead of the clock); 0 "
+        "never pauses",
     )
 
     on_processing_error: Literal["dead_letter", "fail"] = Field(

@@ -174,6 +174,10 @@ def test_the_stream_gate_still_matches_faust_s_rebalance_and_fetch_loop() -> Non
     drain = source(faust_consumer.Consumer._drain_messages)
     assert "getmany = self.getmany" in drain and "set_read_offset(tp, offset)" in drain
     assert "await self.perform_seek()" in source(faust_consumer.Consumer.getmany)
+    # the buffer-pressure set whose non-emptiness shortens a fetch's wait (PRESSURE_POLL)
+    assert "self._buffered_partitions.add(tp)" in source(faust_consumer.Consumer.on_buffer_full)
+    assert "buffered_partitions.discard(tp)" in source(faust_consumer.Consumer.on_buffer_drop)
+    assert "getmany(timeout=1.0)" in drain
     seeking = source(faust_consumer.Consumer.perform_seek)
     assert "read_offset.update(" in seeking and "self._committed_offset.update(" in seeking
     assert inspect.iscoroutinefunction(faust_consumer.Consumer.seek)

@@ -666,6 +666,29 @@ def test_empty_inputs_hold_a_backfill_in_kafka_until_they_are_idle() -> None:
     assert shell.ahead(60.0) == {("logistics", 0)}, "commands idle: orders (10:00) is the clock"
 
 
+def test_with_a_lead_an_input_reads_that_many_records_past_the_clock_before_it_pauses() -> None:
+    """``align_lead``: a partition past the drift is paused only once it holds that many records
+    the clock has not reached, so a fetch of every input is read at once (by event time alone a
+    backfill was read one partition a fetch); the records the clock passes stop counting."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0])
+    shell.align_lead = 3
+    high = {("orders", 0): 100, ("logistics", 0): 100}
+    inputs = list(high)
+    shell.look(inputs, lambda t, p: high[(t, p)], lambda t, p: 0)
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 0)
+    for i in range(2):
+        shell.route(orjson.dumps(logistics("shipped", f"O{i}", f"1{2 + i}:00")), "logistics", 0, i)
+    assert shell.ahead(60.0) == set(), "logistics two hours ahead, but two records: read on"
+    shell.route(orjson.dumps(logistics("shipped", "O3", "14:00")), "logistics", 0, 2)
+    assert shell.ahead(60.0) == {("logistics", 0)}, "three records past the clock (10:00)"
+    shell.route(orjson.dumps(created("O4", "12:30")), "orders", 0, 1)
+    assert shell.ahead(60.0) == set(), "the clock (12:30) passed the one at 12:00: two left"
+    assert len(shell.lead[("logistics", 0)]) == 2
+    assert len(shell.lead[("orders", 0)]) == 0, "the slowest input's records are never ahead"
+
+
 def test_the_parked_count_follows_the_clock() -> None:
     """``Shell.parked``: events applied ahead of their partition's clock, until it reaches them."""
     rec = Recorder()

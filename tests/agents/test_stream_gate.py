@@ -14,7 +14,7 @@ from typing import Any
 
 from faust.types import TP
 
-from orderwatch.agents.faust_internals import InputPause, StreamGate
+from orderwatch.agents.faust_internals import PRESSURE_POLL, InputPause, StreamGate
 
 CHANGELOG = "app-state-changelog"
 ORDERS = TP("orders", 0)
@@ -48,6 +48,8 @@ class Consumer:
         self._committed_offset: dict[TP, int | None] = {ORDERS: 40}
         self.assigned = {ORDERS, PAYMENTS, STATE}
         self.asked: list[set[TP] | None] = []
+        self.timeouts: list[float] = []
+        self._buffered_partitions: set[TP] = set()
         self.answer: dict[TP, list[int]] = {}
         self.during_fetch: Any = None
         self.batch: list[tuple[TP, int]] = []
@@ -60,6 +62,7 @@ class Consumer:
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109
         self.asked.append(active_partitions)
+        self.timeouts.append(timeout)
         if self.during_fetch is not None:
             await self.during_fetch()
         return dict(self.answer)
@@ -192,3 +195,16 @@ async def test_input_pause_sets_the_gate_of_a_tuned_app_and_leaves_others_alone(
     assert pause.apply(set()) == 0
     assert Tuned.stream_gate.paused == set()
     assert InputPause(object()).apply({("orders", 0)}) == 0  # type: ignore[arg-type]
+
+
+async def test_a_fetch_waits_briefly_while_a_stream_buffer_is_under_pressure() -> None:
+    """A partition Faust took out of the fetch under buffer pressure comes back when its stream
+    drains, and only the next fetch asks for it: meanwhile a fetch waits ``PRESSURE_POLL``, not
+    the loop's second (the router idled, its queue drained, while the loop waited on the rest)."""
+    _, consumer, _ = gated()
+    await consumer._getmany(active_partitions={PAYMENTS, STATE}, timeout=1.0)
+    consumer._buffered_partitions.add(ORDERS)  # Consumer.on_buffer_full
+    await consumer._getmany(active_partitions={PAYMENTS, STATE}, timeout=1.0)
+    consumer._buffered_partitions.clear()  # Consumer.on_buffer_drop
+    await consumer._getmany(active_partitions={ORDERS, PAYMENTS, STATE}, timeout=1.0)
+    assert consumer.timeouts == [1.0, PRESSURE_POLL, 1.0]
