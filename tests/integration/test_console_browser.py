@@ -357,6 +357,12 @@ async def test_an_approver_approves_a_refund_and_a_viewer_only_sees_it(
         )
         await ada.wait_for_selector("#reply.good", timeout=LIVE)
         await ada.wait_for_selector("#reply-action-status:text-is('requested')", timeout=LIVE)
+        # the worker replied to it, but this reader may not have fetched it yet (it failed once)
+        await commands.wait_for(
+            lambda records: any(b"command.approve" in (r.value or b"") for r in records),
+            LIVE / 1000,
+            "the approve command",
+        )
         sent = [orjson.loads(r.value) for r in commands.records if r.value]
     approve = [c for c in sent if c.get("type") == "command.approve"]
     assert len(approve) == 1
