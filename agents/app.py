@@ -215,7 +215,6 @@ class Worker:
     def _make_app(self) -> faust.App:
         s = self.settings
         servers = [f"kafka://{h.strip()}" for h in s.bootstrap_servers.split(",") if h.strip()]
-        aligned = s.clock == "event" and s.align_drift > 0
         app: faust.App = TunedApp(
             s.app_id,
             broker=servers,
@@ -235,8 +234,8 @@ class Worker:
             # an envelope (up to envelope.MAX_BYTES) and a batch's changelog writes fit one record
             # batch; Faust's 16 KiB default sent each envelope down the one-message path
             producer_max_batch_size=2 * envelope.MAX_BYTES,
-            broker_max_poll_records=1000 if not aligned else ALIGNED_POLL_RECORDS,
-            **({"stream_buffer_maxsize": ALIGNED_STREAM_BUFFER} if aligned else {}),
+            broker_max_poll_records=ALIGNED_POLL_RECORDS if s.aligned else 1000,
+            **({"stream_buffer_maxsize": ALIGNED_STREAM_BUFFER} if s.aligned else {}),
             broker_commit_every=100_000,
             # each commit first writes every shard changed since the last (``Persistence``): a
             # busy shard (an open order, the shared rates and KPIs) is written once per commit,
@@ -311,7 +310,7 @@ class Worker:
             clock=s.clock,
             silence=SilenceMonitor(dict(self.catalog), streams) if s.clock == "wall" else None,
             watermark_exempt={s.topic_blacklist},
-            align_lead=ALIGN_LEAD if s.clock == "event" and s.align_drift > 0 else 0,
+            align_lead=ALIGN_LEAD if s.aligned else 0,
             send_shard=send_shard,
             # through the outbox like every other output: drained after each batch and tick and
             # before each commit. Faust's send_soon left a burst of dead letters from a sweep
@@ -515,7 +514,7 @@ class Router:
         s: Settings,
     ) -> None:
         event_time = s.clock == "event"
-        align = event_time and s.align_drift > 0
+        align = s.aligned
 
         async def router(stream: Any) -> None:
             async for batch in stream.take_events(s.batch_max, within=s.batch_within):
@@ -585,7 +584,7 @@ class Sweeper:
                         inputs.position,
                         inputs.fetched,
                     )
-                    if s.align_drift > 0:
+                    if s.aligned:
                         metrics.inputs_paused.set(inputs.align(shell, s.align_drift))
                     metrics.parked_events.set(shell.parked)
                 shell.sweep()

@@ -147,3 +147,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Alertmanager resolve_timeout, seconds: open alerts re-post at half",
     )
+
+    @property
+    def aligned(self) -> bool:
+        """Watermark alignment is on: the event-time clock with a drift (``align_drift``). The
+        app's fetch sizes, the router's pauses and the shell's record lead all follow it."""
+        return self.clock == "event" and self.align_drift > 0
