@@ -595,7 +595,7 @@ class Sweeper:
             await outbox.drain()
             telemetry.refresh(shell.engines.values(), app.consumer)
             telemetry.silence(shell.silence)
-            telemetry.stages(shell.counters.queued, shell.counters.processed)
+            telemetry.stages(shell.counters.queued, shell.counters.processed, shell.counters.copies)
             if writer is not None:
                 writer.report(shell.engines)
             if releaser.due(shell.counters.processed, time.monotonic()):

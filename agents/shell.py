@@ -79,6 +79,9 @@ INF = float("inf")
 DECODED_LIMIT = 20_000
 #: A partition with this many changed shards writes them before the next offset commit.
 DIRTY_LIMIT = 5_000
+#: Field of a partition's own record (``broadcast_key``) with the last position it read from
+#: each input (``Shell._unread``)
+READ_TO = "read_to"
 
 #: (shard key, raw event, partition, arrival time, watermark stamp) as stage 2 reads it; the key
 #: ``BATCH`` carries an envelope of many (shard key, raw event) items instead
@@ -108,7 +111,8 @@ def _time_and_order(item: tuple[Any, ...]) -> tuple[float, int]:
 
 
 def broadcast_key(partition: int) -> str:
-    """Each partition of the shard topic keeps its own copy of the blacklist under this key."""
+    """The key of a shard partition's own record: its copy of the blacklist, and how far it has
+    read each input (``READ_TO``)."""
     return f"{BROADCAST}:{partition}"
 
 
@@ -166,6 +170,8 @@ class Counters:
     processed: int = 0
     published: int = 0
     requeued: int = 0
+    #: routed items skipped by stage 2 as copies of items it had read (``Shell._unread``)
+    copies: int = 0
     #: messages whose processing raised unexpectedly (dead-lettered as ``internal_error``)
     failed: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -290,8 +296,11 @@ class Shell:
         self.expected: dict[int, frozenset[str]] = {}
         #: stage 2: per shard partition, the newest generation heard of each router process
         self.generations: dict[int, dict[str, int]] = {}
-        #: stage 1: per shard partition, the (shard key, raw event) items routed and not yet sent
-        self.routed: dict[int, list[tuple[bytes, bytes]]] = {}
+        #: stage 1: per shard partition, the (shard key, raw event, source, position) items routed
+        #: and not yet sent
+        self.routed: dict[int, list[envelope.Item]] = {}
+        #: stage 1: each input's name in an envelope's source table (``envelope``)
+        self._sources: dict[tuple[str, int], str] = {}
         self.routed_bytes: dict[int, int] = {}
         #: stage 2 (event time): per shard partition, the occurred_at of each event applied ahead
         #: of the clock (the engine parks it until the clock reaches it), smallest first
@@ -300,6 +309,11 @@ class Shell:
         #: wait in the shell for it, a heap by (occurred_at, read order); see ``_step_stamped``
         self.waiting: dict[int, list[Waiting]] = {}
         self._read_order = itertools.count()
+        #: stage 2: per shard partition, the last position read from each input (``_unread``),
+        #: written with the state; and the partitions whose positions moved since it was written
+        self.read_to: dict[int, dict[str, int]] = {}
+        self.read_moved: set[int] = set()
+        self._copies_told: set[tuple[int, str]] = set()
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -363,16 +377,29 @@ class Shell:
         if self.on_event is not None:
             self.on_event(topic, event, self.wall())
         keys = Engine.route(event)
+        source = self._sources.get(tp)
+        if source is None:
+            source = self._sources[tp] = f"{topic}/{partition}"
+        # each item's position (``envelope``): the offset, then its rank among this message's
+        # items in the same shard partition
+        position = offset * envelope.PER_MESSAGE
+        ranks: dict[int, int] | None = None if len(keys) == 1 else {}
         here = 0
         for key in keys:
             if key == BROADCAST:
                 for p in range(self.partitions):
-                    self._queue(p, broadcast_key(p).encode(), raw)
+                    rank = 0 if ranks is None else ranks.get(p, 0)
+                    self._queue(p, broadcast_key(p).encode(), raw, source, position + rank)
+                    if ranks is not None:
+                        ranks[p] = rank + 1
                 here += len(self.assigned)
             else:
                 encoded = key.encode()
                 p = partition_for(encoded, self.partitions)
-                self._queue(p, encoded, raw)
+                rank = 0 if ranks is None else ranks.get(p, 0)
+                self._queue(p, encoded, raw, source, position + rank)
+                if ranks is not None:
+                    ranks[p] = rank + 1
                 here += p in self.assigned
         if here:
             self._remember(raw, event, here)
@@ -392,11 +419,11 @@ class Shell:
         held = decoded.get(raw)
         decoded[raw] = (event, uses + (held[1] if held is not None else 0))
 
-    def _queue(self, partition: int, key: bytes, raw: bytes) -> None:
+    def _queue(self, partition: int, key: bytes, raw: bytes, source: str, position: int) -> None:
         size = envelope.item_size(key, raw)
         if self.routed_bytes.get(partition, 0) + size > envelope.MAX_BYTES:
             self._send_envelope(partition)
-        self.routed.setdefault(partition, []).append((key, raw))
+        self.routed.setdefault(partition, []).append((key, raw, source, position))
         self.counters.queued += 1
         self.routed_bytes[partition] = self.routed_bytes.get(partition, 0) + size
 
@@ -435,13 +462,15 @@ class Shell:
                 # sending it to the same partition again. A duplicate is harmless (idempotent).
                 if key_bytes != report:
                     headers = None if stamp is None else [(WATERMARK_HEADER, stamp)]
+                    if key_bytes == BATCH:
+                        raw = self._requeued(raw)
                     self.send_shard(key_bytes, raw, partition, headers)
                     self.counters.requeued += 1
                 continue
             touched.add(partition)
             if key_bytes == BATCH:
                 try:
-                    items = envelope.unpack(raw)
+                    items = self._unread(partition, envelope.unpack(raw))
                 except envelope.EnvelopeError:
                     items = []  # only a foreign writer to our internal topic gets here
                 if stamp is not None:
@@ -465,6 +494,69 @@ class Shell:
                 self._hand_on(engine)
             if len(self.engines[partition].dirty) >= DIRTY_LIMIT:
                 self._persist(partition)
+
+    def _unread(self, partition: int, items: list[envelope.Item]) -> list[tuple[bytes, bytes]]:
+        """The items of an envelope not read before by ``partition``: a copy (an item at or before
+        the last position read from its source) is skipped and counted (``copies``).
+
+        A router that reads an input again from its last commit (a restart after a crash, or a
+        rebalance that moved the input) routes again what its predecessor had routed. Within the
+        retention a copy was harmless: its shard had the event already and ignored it. But a
+        copy read after its shard was forgotten came as a new order: a worker restarted after a
+        crash heard its dead incarnation's stamps, its clock went to the day's end (three weeks
+        on) and evicted the day's shards, and then its own router's copies arrived
+        (``tracking_stale`` and ``not_shipped`` for orders long delivered: the fail-policy
+        containment test, 3 runs in 5). Each item carries its input offset (``envelope``), and
+        every shard partition keeps how far it has read each input (``read_to``), written with
+        its state (``_persist``), so a copy is known whenever it comes. Items of no known source
+        (a requeued envelope, an older worker's) are read as before.
+        """
+        read = self.read_to.get(partition)
+        if read is None:
+            read = self.read_to[partition] = {}
+        kept: list[tuple[bytes, bytes]] = []
+        for key, raw, source, position in items:
+            if source:
+                last = read.get(source, -1)
+                if position <= last:
+                    self._forget(raw)
+                    self.counters.copies += 1
+                    if (partition, source) not in self._copies_told:
+                        self._copies_told.add((partition, source))
+                        log.info(
+                            "shard partition %d skips copies from %s (offset %d, read to %d): "
+                            "routed again after a crash or a rebalance; if that topic was "
+                            "created again, reset the state (docs/operations.md)",
+                            partition,
+                            source,
+                            position // envelope.PER_MESSAGE,
+                            last // envelope.PER_MESSAGE,
+                        )
+                    continue
+                read[source] = position
+                self.read_moved.add(partition)
+            kept.append((key, raw))
+        return kept
+
+    def _requeued(self, raw: bytes) -> bytes:
+        """An envelope for the partition's new owner, without sources: its offset may be
+        committed here already, so its items may come after later ones from the same inputs,
+        and the new owner must read them all (a duplicate is harmless)."""
+        try:
+            items = envelope.unpack(raw)
+        except envelope.EnvelopeError:
+            return raw
+        packed: bytes = envelope.pack_v1((key, event) for key, event, _, _ in items)
+        return packed
+
+    def _forget(self, raw: bytes) -> None:
+        """A routed copy skipped: the decoded model kept for it (``_remember``) is not needed."""
+        held = self.decoded.get(raw)
+        if held is not None:
+            if held[1] > 1:
+                self.decoded[raw] = (held[0], held[1] - 1)
+            else:
+                del self.decoded[raw]
 
     def _decode_routed(self, raw: bytes) -> InboundEvent | None:
         """A shard-topic event, validated by stage 1; None only from a foreign writer."""
@@ -1057,13 +1149,23 @@ class Shell:
         return written
 
     def _persist(self, partition: int) -> int:
+        """Write ``partition``'s changed shards, then its own record (its copy of the blacklist
+        and ``read_to``), last: the changelog partition keeps the order it is written in, so
+        positions read back at a recovery never cover an item whose shard was not written."""
         engine = self.engines[partition]
+        if partition in self.read_moved:
+            self.read_moved.discard(partition)
+            engine.dirty.add(BROADCAST)
+        dirty = engine.take_dirty()
+        own = dirty.pop(BROADCAST, None)
         written = 0
-        for key, state in engine.take_dirty().items():
-            if key == BROADCAST:
-                key = broadcast_key(partition)
+        for key, state in dirty.items():
             value = None if state is None else orjson.dumps(state)
             self.send_changelog(partition, key.encode(), value)
+            written += 1
+        if own is not None:
+            own[READ_TO] = self.read_to.get(partition, {})
+            self.send_changelog(partition, broadcast_key(partition).encode(), orjson.dumps(own))
             written += 1
         if isinstance(engine.shards, ShardCache):
             engine.shards.flushed()  # the store has every change: dirty shards may leave RAM
@@ -1087,6 +1189,7 @@ class Shell:
         fresh = set(owned)
         for partition in fresh:
             self.engines.pop(partition, None)
+            self.read_to.pop(partition, None)
         self.assigned |= owned
         loaded = 0
         for key_bytes, value in items:
@@ -1096,7 +1199,7 @@ class Shell:
             if key.startswith(BROADCAST):
                 partition = int(key.rpartition(":")[2])
                 if partition in fresh:
-                    self.engine(partition).restore(BROADCAST, orjson.loads(value))
+                    self._restore_own(partition, value)
                 continue
             # an order's action records live beside g:actions, not where their key hashes
             partition = partition_for(home_key(key).encode(), self.partitions)
@@ -1126,21 +1229,31 @@ class Shell:
         fresh = owned - self.assigned
         for partition in fresh:
             self.engines.pop(partition, None)
+            self.read_to.pop(partition, None)
         self.assigned |= owned
         indexed = 0
         for partition in fresh:
             engine = self.engine(partition)
             read = load(partition)
             engine.use_store(read, capacity, budget)
-            # the partition's copy of the blacklist is engine memory, not a cached shard: read
-            # it now, or a restart forgets every entry read before it (the topic's offsets are
-            # committed past them)
-            blacklist = read(broadcast_key(partition))
-            if blacklist is not None:
-                engine.restore(BROADCAST, orjson.loads(blacklist))
+            # the partition's own record (its copy of the blacklist, how far it read each
+            # input) is memory, not a cached shard: read it now, or a restart forgets every
+            # entry read before it (the topic's offsets are committed past them)
+            own = read(broadcast_key(partition))
+            if own is not None:
+                self._restore_own(partition, own)
             indexed += engine.index_lazily(timers(partition))
             engine.take_dirty()
         return indexed
+
+    def _restore_own(self, partition: int, value: bytes) -> None:
+        """Partition ``partition``'s own record: its copy of the blacklist to its engine, the
+        positions read from each input to ``read_to`` (none in a record an older worker wrote)."""
+        data = orjson.loads(value)
+        read = data.pop(READ_TO, None)
+        self.read_to[partition] = dict(read) if isinstance(read, dict) else {}
+        self.read_moved.discard(partition)
+        self.engine(partition).restore(BROADCAST, data)
 
     def revoke(self, partitions: set[int]) -> None:
         """Drop the engines of partitions this worker no longer owns (their state is in the
@@ -1154,6 +1267,7 @@ class Shell:
             self.generations.pop(partition, None)
             self.parked_at.pop(partition, None)
             self.waiting.pop(partition, None)  # parked by ``persist`` above: none is left
+            self.read_to.pop(partition, None)  # written by ``persist`` above
 
     @property
     def owned(self) -> set[int]:

@@ -121,10 +121,10 @@ class Telemetry:
             seen.set(now)
         self._seen.clear()
 
-    def stages(self, queued: int, applied: int) -> None:
+    def stages(self, queued: int, applied: int, copies: int = 0) -> None:
         """Bring the shard-item counters up to the shell's running totals (each timer tick)."""
         items = self.metrics.shard_items
-        for stage, total in (("routed", queued), ("applied", applied)):
+        for stage, total in (("routed", queued), ("applied", applied), ("copy", copies)):
             behind = total - self._items.get(stage, 0)
             if behind > 0:
                 items.labels(stage=stage).inc(behind)

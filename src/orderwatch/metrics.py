@@ -207,7 +207,9 @@ class Metrics:
         self.shard_items = Counter(
             "orderwatch_shard_items_total",
             "Event copies through the shard topic, one per shard key: routed by stage 1, applied "
-            "by stage 2. Summed over workers, routed minus applied is the detector's backlog.",
+            "by stage 2, or skipped by stage 2 as a copy of an item it had read (copy: a router "
+            "read its input again from an older commit). Summed over workers, routed minus "
+            "applied minus copy is the detector's backlog.",
             ["stage"],
             registry=r,
         )

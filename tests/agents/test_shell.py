@@ -70,7 +70,7 @@ def routed(rec: Recorder) -> list[tuple[bytes, int]]:
         (key, p)
         for k, value, p, _, _ in rec.shard
         if k == BATCH
-        for key, _ in envelope.unpack(value)
+        for key, *_ in envelope.unpack(value)
     ]
 
 
@@ -262,10 +262,14 @@ def test_revoked_partitions_are_forgotten_and_recovered_by_the_next_owner() -> N
     # on to the partition's new owner
     before = dict(rec.changelog)
     sent = len(rec.shard)
-    stray = (BATCH, envelope.pack([(b"o:O1", orjson.dumps(created("O1", "23:00")))]), 0, None, None)
+    item = (b"o:O1", orjson.dumps(created("O1", "23:00")))
+    stray = (BATCH, envelope.pack([(*item, "orders/0", 640)]), 0, None, None)
     shell.process([stray])
     assert shell.engines == {} and rec.changelog == before
-    assert rec.shard[sent:] == [stray] and shell.counters.requeued == 1
+    # without its source: the new owner reads every item, whatever it read from that input
+    assert rec.shard[sent:] == [(BATCH, envelope.pack_v1([item]), 0, None, None)]
+    assert envelope.unpack(rec.shard[-1][1]) == [(*item, envelope.NO_SOURCE, -1)]
+    assert shell.counters.requeued == 1
     shell.restore([(k, v) for (_, k), v in rec.changelog.items()], owned)
     assert sum(len(e.shards) for e in shell.engines.values()) > 0
 
@@ -383,11 +387,16 @@ def test_envelopes_close_before_they_outgrow_a_kafka_message() -> None:
 
 
 def test_a_torn_envelope_is_refused_whole() -> None:
-    value = envelope.pack([(b"o:O1", b"{}"), (b"o:O2", b"{}")])
-    assert envelope.unpack(value) == [(b"o:O1", b"{}"), (b"o:O2", b"{}")]
-    for cut in (len(value) - 1, len(envelope.MAGIC) + 3):
+    items = [(b"o:O1", b"{}", "orders/0", 64), (b"o:O2", b"{}", "orders/1", 65)]
+    value = envelope.pack(items)
+    assert envelope.unpack(value) == items
+    for cut in (len(value) - 1, len(envelope.MAGIC) + 3, len(envelope.MAGIC) + 8):
         with pytest.raises(envelope.EnvelopeError):
             envelope.unpack(value[:cut])
+    old = envelope.pack_v1([(b"o:O1", b"{}")])  # an older worker's envelope is still read
+    assert envelope.unpack(old) == [(b"o:O1", b"{}", envelope.NO_SOURCE, -1)]
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.unpack(old[:-1])
     with pytest.raises(envelope.EnvelopeError):
         envelope.unpack(b'{"type": "order.created"}')
 
@@ -576,6 +585,92 @@ def test_a_caught_up_router_that_goes_silent_stops_vouching_for_its_inputs() -> 
         orjson.dumps({"covers": ["orders/0", "orders/1"], "expect": ["orders/0", "orders/1"]}),
     )
     assert shell.event_clock[0] == t1230
+
+
+def route_from(shell: Shell, rec: Recorder, events: list[dict[str, Any]], offset: int) -> None:
+    """``feed`` with the input offsets given: a router reading the input from ``offset``."""
+    start = len(rec.shard)
+    end = offset + len(events)
+    shell.look([("orders", 0)], lambda topic, partition: end)
+    for i, e in enumerate(events):
+        shell.route(orjson.dumps(e), "orders", 0, offset + i)
+    shell.flush()
+    shell.caught_up_since = -1e18
+    shell.send_watermarks([("orders", 0)], lambda topic, partition: end)
+    while start < len(rec.shard):
+        batch, start = rec.shard[start:], len(rec.shard)
+        shell.process(batch)
+
+
+@pytest.mark.parametrize("store", ["table", "rocksdb"])
+def test_copies_routed_again_after_a_crash_are_known_even_when_their_shards_are_gone(
+    store: str, tmp_path: Path
+) -> None:
+    """The fail-policy crash, without a broker: a worker reads the whole day, its clock goes
+    three weeks on (the day's shards are forgotten), and it dies before committing. Its
+    successor reads the dead one's envelopes again from the shard topic, then its own router
+    routes the same input offsets again: those copies must not come as new orders."""
+    later = plus("13:00", days=21)
+    day = scenario()[:-PARTITIONS]  # without its end ticks
+    for i in range(4):  # orders shipped and delivered: a copy of their tracking, as a new order
+        oid, at = f"D{i}", plus("10:00", minutes=i)
+        day += [
+            created(oid, at),
+            paid(oid, plus(at, minutes=1)),
+            status(oid, "paid", plus(at, minutes=2)),
+            logistics("shipped", oid, plus(at, hours=2)),
+            status(oid, "shipped", plus(at, hours=2)),
+            logistics("delivered", oid, plus(at, hours=20)),
+            status(oid, "delivered", plus(at, hours=20)),
+        ]
+    day.sort(key=lambda e: e["occurred_at"])
+    events = day + end_ticks(later)
+    expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
+
+    rec = Recorder()
+    first = make_shell(rec)
+    half = len(events) // 2
+    route_from(first, rec, events[:half], 0)
+    first.sweep()
+    first.persist()  # the last commit: the shard topic's offset and the changelog
+    committed = len(rec.shard)
+    route_from(first, rec, events[half:], half)
+    first.sweep()
+    assert sorted(set(keyset(rec.exceptions))) == expected
+    published = len(rec.exceptions)
+
+    second = make_shell(rec)
+    second.assigned = set()
+    items = [(key, value) for (_, key), value in rec.changelog.items()]
+    if store == "table":
+        second.restore(items, set(range(PARTITIONS)))
+    else:
+        from rocksdict import Options, Rdict
+
+        from orderwatch.agents import store as local
+
+        dbs = {
+            p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True))
+            for p in range(PARTITIONS)
+        }
+        for p, db in dbs.items():
+            local.apply_writes(db, {k: v for (part, k), v in rec.changelog.items() if part == p})
+        writer = local.Writer(store=None, changelog="c")
+        writer.db = lambda partition: dbs[partition]  # type: ignore[method-assign]
+        second.restore_store(set(range(PARTITIONS)), writer.timers, writer.loader, 1000)
+    try:
+        # stage 2 reads on from the committed offset: the dead one's envelopes and reports
+        second.process(rec.shard[committed:])
+        # stage 1 reads on from the last committed input offset: copies of what was routed
+        route_from(second, rec, events[half:], half)
+        second.sweep()
+    finally:
+        if store == "rocksdb":
+            for db in dbs.values():
+                db.close()
+    assert second.counters.copies > 0
+    assert set(keyset(rec.exceptions[published:])) <= set(expected), "nothing under a new id"
+    assert sorted(set(keyset(rec.exceptions))) == expected
 
 
 def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> None:

@@ -100,19 +100,14 @@ async def test_dead_letter_policy_skips_a_failing_event_and_loses_nothing_across
     assert {k[0] for k in live(out)} <= {k[0] for k in expected}, "no id replay would not give"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, diagnosed not fixed (docs/benchmarks.md, stop 17): a worker restarted "
-    "with nothing committed reads its dead incarnation's last 'nothing behind' report back as "
-    "fresh, its clock jumps to the day's end, and its own router's re-routed copies reach "
-    "evicted shards as new orders; about 3 runs in 5 here. The fix tried (9a257ad) broke the "
-    "commands kill -9 test and was reverted",
-)
 async def test_fail_policy_stops_the_worker_and_a_restart_reads_the_event_again(
     broker: EmbeddedBroker, topics: Topics, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     events = with_markers(scenario(seed=22, orders=60), "boom-", 1)
-    expected = replayed(events)  # once the bug is fixed, the marker is an event like any other
+    # the restarted worker reads its dead incarnation's envelopes and reports, whose clock
+    # reached the day's end (three weeks on: the day's shards forgotten), then its own router's
+    # copies of what was not committed: known as copies (``Shell._unread``), not new orders
+    expected = replayed(events)  # the marker is an event like any other
     fault = {"ORDERWATCH_TEST_FAULT_STEP": "boom-"}
     async with (
         Collector(broker.bootstrap, topics.exceptions) as out,
