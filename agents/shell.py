@@ -97,11 +97,15 @@ Headers = list[tuple[str, bytes]]
 Send = Callable[..., Any]
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 13)
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so any Kafka client agrees on a key's partition.
 
-    Cached: murmur2 is pure Python here, and an order's key recurs for each of its ~30 events.
+    Cached: murmur2 is pure Python here (2.6 us a key), and an order's keys recur within
+    moments (an order and its payment, a router's key and stage 2's flag for it). 8,192 keys:
+    at 65,536 the cache held 12.8 MiB of keys after a 10,000-order day (tracemalloc), a tenth of
+    the worker's cold RSS, and the smaller one costs nothing measurable (worker CPU 5.5-5.6 s
+    against 5.5-5.7 s over the same 100k events, three interleaved runs each).
     """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
