@@ -475,8 +475,11 @@ class Shell:
             if key_bytes == BATCH:
                 try:
                     items = self._unread(partition, envelope.unpack(raw))
-                except envelope.EnvelopeError:
-                    items = []  # only a foreign writer to our internal topic gets here
+                except envelope.EnvelopeError as exc:
+                    # a foreign writer to our internal topic, or a later worker's format in a
+                    # rolling update: dead-lettered, never dropped unseen
+                    self._failed(raw, exc, "detect", self.shard_topic, partition, -1)
+                    items = []
                 if stamp is not None:
                     self._step_stamped(items, partition, arrival, stamp)
                 else:

@@ -386,6 +386,17 @@ def test_envelopes_close_before_they_outgrow_a_kafka_message() -> None:
     assert [k for k, _ in routed(rec)].count(b"o:O1") == 20, "nothing lost across envelopes"
 
 
+def test_an_envelope_this_worker_cannot_read_is_dead_lettered_not_dropped() -> None:
+    """A later worker's format reaching this one in a rolling update, or a foreign writer."""
+    rec = Recorder()
+    shell = make_shell(rec)
+    shell.process([(BATCH, b"OWB9" + b"\x00" * 40, 2, None, None)])
+    assert shell.counters.failed == 1 and len(rec.dlq) == 1
+    body, headers = rec.dlq[0]
+    assert body.startswith(b"OWB9")
+    assert dict(headers)["__connect.errors.exception.class.name"] == b"EnvelopeError"
+
+
 def test_a_torn_envelope_is_refused_whole() -> None:
     items = [(b"o:O1", b"{}", "orders/0", 64), (b"o:O2", b"{}", "orders/1", 65)]
     value = envelope.pack(items)
