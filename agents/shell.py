@@ -500,7 +500,7 @@ class Shell:
                 self._publish(engine.sweep(self.now(partition)))
                 self._hand_on(engine)
             if len(self.engines[partition].dirty) >= DIRTY_LIMIT:
-                self._persist(partition)
+                self._persist(partition, commit=False)
 
     def _unread(self, partition: int, items: list[envelope.Item]) -> list[tuple[bytes, bytes]]:
         """The items of an envelope not read before by ``partition``: a copy (an item at or before
@@ -1155,16 +1155,24 @@ class Shell:
                 written += self._persist(partition)
         return written
 
-    def _persist(self, partition: int) -> int:
+    def _persist(self, partition: int, commit: bool = True) -> int:
         """Write ``partition``'s changed shards, then its own record (its copy of the blacklist
         and ``read_to``), last: the changelog partition keeps the order it is written in, so
-        positions read back at a recovery never cover an item whose shard was not written."""
+        positions read back at a recovery never cover an item whose shard was not written.
+
+        Before a commit (``persist``), nothing waits in the shell. Otherwise (``commit`` False:
+        ``DIRTY_LIMIT`` reached in a batch) events read may still wait there, in memory alone:
+        positions that covered them would make a restart skip them, so the own record waits
+        for the commit."""
         engine = self.engines[partition]
-        if partition in self.read_moved:
+        if commit and partition in self.read_moved:
             self.read_moved.discard(partition)
             engine.dirty.add(BROADCAST)
         dirty = engine.take_dirty()
         own = dirty.pop(BROADCAST, None)
+        if own is not None and not commit:
+            engine.dirty.add(BROADCAST)  # written with the positions, at the commit
+            own = None
         written = 0
         for key, state in dirty.items():
             value = None if state is None else orjson.dumps(state)

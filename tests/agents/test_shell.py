@@ -17,6 +17,7 @@ from orderwatch.agents import envelope
 from orderwatch.agents.shell import (
     BATCH,
     CAUGHT_UP_FOR,
+    READ_TO,
     WATERMARK_HEADER,
     ShardMessage,
     Shell,
@@ -682,6 +683,37 @@ def test_copies_routed_again_after_a_crash_are_known_even_when_their_shards_are_
     assert second.counters.copies > 0
     assert set(keyset(rec.exceptions[published:])) <= set(expected), "nothing under a new id"
     assert sorted(set(keyset(rec.exceptions))) == expected
+
+
+def test_a_write_between_commits_does_not_vouch_for_events_waiting_in_memory() -> None:
+    """``DIRTY_LIMIT`` writes a partition's shards between commits: the positions it has read
+    wait for the commit, or a crash then would skip, as copies, events that waited in memory."""
+
+    def read(shell: Shell, rec: Recorder) -> None:
+        start = len(rec.shard)
+        inputs = [("orders", 0), ("orders", 1)]
+        shell.look(inputs, lambda topic, partition: 100)  # more to read: the clock holds
+        shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 0)
+        shell.route(orjson.dumps(created("O2", "12:00")), "orders", 1, 0)
+        shell.flush()
+        shell.process(rec.shard[start:])
+
+    waiting = partition_for(b"o:O2", PARTITIONS)
+    rec = Recorder()
+    first = make_shell(rec)
+    read(first, rec)
+    assert "o:O2" in [e[2] for e in first.waiting[waiting]], "ahead of the clock (10:00)"
+    first._persist(waiting, commit=False)  # the batch's write at DIRTY_LIMIT, then a kill -9
+    second = make_shell(rec)
+    second.assigned = set()
+    second.restore([(key, value) for (_, key), value in rec.changelog.items()], set(range(4)))
+    read(second, rec)  # the input again from its committed offset
+    assert second.counters.copies == 0
+    assert "o:O2" in [e[2] for e in second.waiting[waiting]]
+    second.persist()  # a commit: what waited is parked in its shard, the positions written
+    own = orjson.loads(rec.changelog[(waiting, broadcast_key(waiting).encode())] or b"{}")
+    assert own[READ_TO]["orders/1"] < envelope.PER_MESSAGE, "offset 0"
+    assert "o:O2" in second.engines[waiting].shards
 
 
 def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> None:
