@@ -79,7 +79,7 @@ INF = float("inf")
 DECODED_LIMIT = 20_000
 #: A partition with this many changed shards writes them before the next offset commit.
 DIRTY_LIMIT = 5_000
-#: Field of a partition's own record (``broadcast_key``) with the last position it read from
+#: Field of a partition's positions record (``positions_key``): the last position it read from
 #: each input (``Shell._unread``)
 READ_TO = "read_to"
 
@@ -115,9 +115,15 @@ def _time_and_order(item: tuple[Any, ...]) -> tuple[float, int]:
 
 
 def broadcast_key(partition: int) -> str:
-    """The key of a shard partition's own record: its copy of the blacklist, and how far it has
-    read each input (``READ_TO``)."""
+    """Each partition of the shard topic keeps its own copy of the blacklist under this key."""
     return f"{BROADCAST}:{partition}"
+
+
+def positions_key(partition: int) -> str:
+    """The key of a shard partition's record of how far it has read each input (``READ_TO``).
+    A record of its own, not a field of the blacklist's copy: it changes at every commit, and the
+    blacklist may be large. ``*:`` keys are no shards to the store (``agents/store.py``)."""
+    return f"{BROADCAST}:read:{partition}"
 
 
 def dlq_headers(
@@ -1156,31 +1162,26 @@ class Shell:
         return written
 
     def _persist(self, partition: int, commit: bool = True) -> int:
-        """Write ``partition``'s changed shards, then its own record (its copy of the blacklist
-        and ``read_to``), last: the changelog partition keeps the order it is written in, so
-        positions read back at a recovery never cover an item whose shard was not written.
+        """Write ``partition``'s changed shards, then its positions (``read_to``), last: the
+        changelog partition keeps the order it is written in, so positions read back at a
+        recovery never cover an item whose shard was not written.
 
         Before a commit (``persist``), nothing waits in the shell. Otherwise (``commit`` False:
         ``DIRTY_LIMIT`` reached in a batch) events read may still wait there, in memory alone:
-        positions that covered them would make a restart skip them, so the own record waits
-        for the commit."""
+        positions that covered them would make a restart skip them, so they wait for the
+        commit."""
         engine = self.engines[partition]
-        if commit and partition in self.read_moved:
-            self.read_moved.discard(partition)
-            engine.dirty.add(BROADCAST)
-        dirty = engine.take_dirty()
-        own = dirty.pop(BROADCAST, None)
-        if own is not None and not commit:
-            engine.dirty.add(BROADCAST)  # written with the positions, at the commit
-            own = None
         written = 0
-        for key, state in dirty.items():
+        for key, state in engine.take_dirty().items():
+            if key == BROADCAST:
+                key = broadcast_key(partition)
             value = None if state is None else orjson.dumps(state)
             self.send_changelog(partition, key.encode(), value)
             written += 1
-        if own is not None:
-            own[READ_TO] = self.read_to.get(partition, {})
-            self.send_changelog(partition, broadcast_key(partition).encode(), orjson.dumps(own))
+        if commit and partition in self.read_moved:
+            self.read_moved.discard(partition)
+            positions = orjson.dumps({READ_TO: self.read_to.get(partition, {})})
+            self.send_changelog(partition, positions_key(partition).encode(), positions)
             written += 1
         if isinstance(engine.shards, ShardCache):
             engine.shards.flushed()  # the store has every change: dirty shards may leave RAM
@@ -1213,8 +1214,12 @@ class Shell:
             key = key_bytes.decode()
             if key.startswith(BROADCAST):
                 partition = int(key.rpartition(":")[2])
-                if partition in fresh:
-                    self._restore_own(partition, value)
+                if partition not in fresh:
+                    continue
+                if key == positions_key(partition):
+                    self._restore_positions(partition, value)
+                else:
+                    self.engine(partition).restore(BROADCAST, orjson.loads(value))
                 continue
             # an order's action records live beside g:actions, not where their key hashes
             partition = partition_for(home_key(key).encode(), self.partitions)
@@ -1251,24 +1256,24 @@ class Shell:
             engine = self.engine(partition)
             read = load(partition)
             engine.use_store(read, capacity, budget)
-            # the partition's own record (its copy of the blacklist, how far it read each
-            # input) is memory, not a cached shard: read it now, or a restart forgets every
-            # entry read before it (the topic's offsets are committed past them)
-            own = read(broadcast_key(partition))
-            if own is not None:
-                self._restore_own(partition, own)
+            # the partition's copy of the blacklist is engine memory, not a cached shard: read
+            # it now, or a restart forgets every entry read before it (the topic's offsets are
+            # committed past them); so are its positions (``_unread``)
+            blacklist = read(broadcast_key(partition))
+            if blacklist is not None:
+                engine.restore(BROADCAST, orjson.loads(blacklist))
+            positions = read(positions_key(partition))
+            if positions is not None:
+                self._restore_positions(partition, positions)
             indexed += engine.index_lazily(timers(partition))
             engine.take_dirty()
         return indexed
 
-    def _restore_own(self, partition: int, value: bytes) -> None:
-        """Partition ``partition``'s own record: its copy of the blacklist to its engine, the
-        positions read from each input to ``read_to`` (none in a record an older worker wrote)."""
-        data = orjson.loads(value)
-        read = data.pop(READ_TO, None)
+    def _restore_positions(self, partition: int, value: bytes) -> None:
+        """Partition ``partition``'s positions record (``positions_key``) into ``read_to``."""
+        read = orjson.loads(value).get(READ_TO)
         self.read_to[partition] = dict(read) if isinstance(read, dict) else {}
         self.read_moved.discard(partition)
-        self.engine(partition).restore(BROADCAST, data)
 
     def revoke(self, partitions: set[int]) -> None:
         """Drop the engines of partitions this worker no longer owns (their state is in the

@@ -23,6 +23,7 @@ from orderwatch.agents.shell import (
     Shell,
     broadcast_key,
     partition_for,
+    positions_key,
 )
 from orderwatch.engine import Engine
 from orderwatch.engine.silence import SilenceMonitor
@@ -711,8 +712,8 @@ def test_a_write_between_commits_does_not_vouch_for_events_waiting_in_memory() -
     assert second.counters.copies == 0
     assert "o:O2" in [e[2] for e in second.waiting[waiting]]
     second.persist()  # a commit: what waited is parked in its shard, the positions written
-    own = orjson.loads(rec.changelog[(waiting, broadcast_key(waiting).encode())] or b"{}")
-    assert own[READ_TO]["orders/1"] < envelope.PER_MESSAGE, "offset 0"
+    positions = orjson.loads(rec.changelog[(waiting, positions_key(waiting).encode())] or b"{}")
+    assert positions[READ_TO]["orders/1"] < envelope.PER_MESSAGE, "offset 0"
     assert "o:O2" in second.engines[waiting].shards
 
 
