@@ -7,6 +7,8 @@ and carries on, and together they give exactly what one uninterrupted engine giv
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -615,6 +617,51 @@ def route_from(shell: Shell, rec: Recorder, events: list[dict[str, Any]], offset
         shell.process(batch)
 
 
+@contextlib.contextmanager
+def restarted(rec: Recorder, store: str, tmp_path: Path) -> Iterator[Shell]:
+    """A new process's shell over what the changelog holds: the table recovered, or each
+    partition's RocksDB store (``store``)."""
+    shell = make_shell(rec)
+    shell.assigned = set()
+    if store == "table":
+        shell.restore([(key, value) for (_, key), value in rec.changelog.items()], set(range(4)))
+        yield shell
+        return
+    from rocksdict import Options, Rdict
+
+    from orderwatch.agents import store as local
+
+    dbs = {p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True)) for p in range(4)}
+    try:
+        for p, db in dbs.items():
+            local.apply_writes(db, {k: v for (part, k), v in rec.changelog.items() if part == p})
+        writer = local.Writer(store=None, changelog="c")
+        writer.db = lambda partition: dbs[partition]  # type: ignore[method-assign]
+        shell.restore_store(set(range(PARTITIONS)), writer.timers, writer.loader, 1000)
+        yield shell
+    finally:
+        for db in dbs.values():
+            db.close()
+
+
+@pytest.mark.parametrize("store", ["table", "rocksdb"])
+def test_the_positions_read_survive_a_restart(store: str, tmp_path: Path) -> None:
+    """Stage 2 committed everything, stage 1 nothing (its commit lags): the router reads the
+    whole input again, and every item is known as a copy from the positions recovered."""
+    events = scenario()
+    rec = Recorder()
+    first = make_shell(rec)
+    route_from(first, rec, events, 0)
+    first.sweep()
+    first.persist()
+    published = len(rec.exceptions)
+    with restarted(rec, store, tmp_path) as second:
+        route_from(second, rec, events, 0)
+        second.sweep()
+    assert second.counters.copies == first.counters.queued
+    assert second.counters.processed == 0 and rec.exceptions[published:] == []
+
+
 @pytest.mark.parametrize("store", ["table", "rocksdb"])
 def test_copies_routed_again_after_a_crash_are_known_even_when_their_shards_are_gone(
     store: str, tmp_path: Path
@@ -652,35 +699,12 @@ def test_copies_routed_again_after_a_crash_are_known_even_when_their_shards_are_
     assert sorted(set(keyset(rec.exceptions))) == expected
     published = len(rec.exceptions)
 
-    second = make_shell(rec)
-    second.assigned = set()
-    items = [(key, value) for (_, key), value in rec.changelog.items()]
-    if store == "table":
-        second.restore(items, set(range(PARTITIONS)))
-    else:
-        from rocksdict import Options, Rdict
-
-        from orderwatch.agents import store as local
-
-        dbs = {
-            p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True))
-            for p in range(PARTITIONS)
-        }
-        for p, db in dbs.items():
-            local.apply_writes(db, {k: v for (part, k), v in rec.changelog.items() if part == p})
-        writer = local.Writer(store=None, changelog="c")
-        writer.db = lambda partition: dbs[partition]  # type: ignore[method-assign]
-        second.restore_store(set(range(PARTITIONS)), writer.timers, writer.loader, 1000)
-    try:
+    with restarted(rec, store, tmp_path) as second:
         # stage 2 reads on from the committed offset: the dead one's envelopes and reports
         second.process(rec.shard[committed:])
         # stage 1 reads on from the last committed input offset: copies of what was routed
         route_from(second, rec, events[half:], half)
         second.sweep()
-    finally:
-        if store == "rocksdb":
-            for db in dbs.values():
-                db.close()
     assert second.counters.copies > 0
     assert set(keyset(rec.exceptions[published:])) <= set(expected), "nothing under a new id"
     assert sorted(set(keyset(rec.exceptions))) == expected
