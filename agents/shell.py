@@ -532,7 +532,7 @@ class Shell:
             if source:
                 last = read.get(source, -1)
                 if position <= last:
-                    self._forget(raw)
+                    self._take_decoded(raw)
                     self.counters.copies += 1
                     if (partition, source) not in self._copies_told:
                         self._copies_told.add((partition, source))
@@ -562,24 +562,23 @@ class Shell:
         packed: bytes = envelope.pack_v1((key, event) for key, event, _, _ in items)
         return packed
 
-    def _forget(self, raw: bytes) -> None:
-        """A routed copy skipped: the decoded model kept for it (``_remember``) is not needed."""
+    def _take_decoded(self, raw: bytes) -> InboundEvent | None:
+        """The model ``_remember`` kept for one copy of ``raw`` (None: none kept), used up: the
+        entry goes with its last copy, read or skipped (``_unread``)."""
         held = self.decoded.get(raw)
-        if held is not None:
-            if held[1] > 1:
-                self.decoded[raw] = (held[0], held[1] - 1)
-            else:
-                del self.decoded[raw]
+        if held is None:
+            return None
+        event, uses = held
+        if uses > 1:
+            self.decoded[raw] = (event, uses - 1)
+        else:
+            del self.decoded[raw]
+        return event
 
     def _decode_routed(self, raw: bytes) -> InboundEvent | None:
         """A shard-topic event, validated by stage 1; None only from a foreign writer."""
-        held = self.decoded.get(raw)
-        if held is not None:
-            event, uses = held
-            if uses > 1:
-                self.decoded[raw] = (event, uses - 1)
-            else:
-                del self.decoded[raw]
+        event = self._take_decoded(raw)
+        if event is not None:
             return event
         try:
             return decode_event(raw)
