@@ -393,23 +393,19 @@ class Shell:
         # each item's position (``envelope``): the offset, then its rank among this message's
         # items in the same shard partition
         position = offset * envelope.PER_MESSAGE
-        ranks: dict[int, int] | None = None if len(keys) == 1 else {}
+        ranks: dict[int, int] = {}
         here = 0
         for key in keys:
             if key == BROADCAST:
                 for p in range(self.partitions):
-                    rank = 0 if ranks is None else ranks.get(p, 0)
+                    rank = ranks[p] = ranks.get(p, -1) + 1
                     self._queue(p, broadcast_key(p).encode(), raw, source, position + rank)
-                    if ranks is not None:
-                        ranks[p] = rank + 1
                 here += len(self.assigned)
             else:
                 encoded = key.encode()
                 p = partition_for(encoded, self.partitions)
-                rank = 0 if ranks is None else ranks.get(p, 0)
+                rank = ranks[p] = ranks.get(p, -1) + 1
                 self._queue(p, encoded, raw, source, position + rank)
-                if ranks is not None:
-                    ranks[p] = rank + 1
                 here += p in self.assigned
         if here:
             self._remember(raw, event, here)
