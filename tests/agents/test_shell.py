@@ -624,14 +624,17 @@ def restarted(rec: Recorder, store: str, tmp_path: Path) -> Iterator[Shell]:
     shell = make_shell(rec)
     shell.assigned = set()
     if store == "table":
-        shell.restore([(key, value) for (_, key), value in rec.changelog.items()], set(range(4)))
+        items = [(key, value) for (_, key), value in rec.changelog.items()]
+        shell.restore(items, set(range(PARTITIONS)))
         yield shell
         return
     from rocksdict import Options, Rdict
 
     from orderwatch.agents import store as local
 
-    dbs = {p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True)) for p in range(4)}
+    dbs = {
+        p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True)) for p in range(PARTITIONS)
+    }
     try:
         for p, db in dbs.items():
             local.apply_writes(db, {k: v for (part, k), v in rec.changelog.items() if part == p})
@@ -744,10 +747,6 @@ def test_a_write_between_commits_does_not_vouch_for_events_waiting_in_memory() -
 def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> None:
     """The blacklist is engine memory beside the cached shards: a restart on RocksDB reads each
     partition's copy back (it once forgot it: ``fraud.blacklisted`` missed after a kill -9)."""
-    from rocksdict import Options, Rdict
-
-    from orderwatch.agents import store
-
     events = scenario()
     expected = keyset([e.model_dump(mode="json") for e in run(events).exceptions])
     rec = Recorder()
@@ -756,23 +755,9 @@ def test_a_restart_on_the_local_store_keeps_the_blacklist(tmp_path: Path) -> Non
     feed(first, rec, events[:half])
     first.sweep()
     first.persist()
-    dbs = {
-        p: Rdict(str(tmp_path / f"p{p}"), options=Options(raw_mode=True)) for p in range(PARTITIONS)
-    }
-    try:
-        for p, db in dbs.items():
-            mine = {k: v for (part, k), v in rec.changelog.items() if part == p}
-            store.apply_writes(db, mine)
-        writer = store.Writer(store=None, changelog="c")
-        writer.db = lambda partition: dbs[partition]  # type: ignore[method-assign]
-        second = make_shell(rec, engine=Engine)
-        second.assigned = set()
-        second.restore_store(set(range(PARTITIONS)), writer.timers, writer.loader, 1000)
+    with restarted(rec, "rocksdb", tmp_path) as second:
         feed(second, rec, events[half:])
         second.sweep()
-    finally:
-        for db in dbs.values():
-            db.close()
     assert sorted(set(keyset(rec.exceptions))) == expected
 
 
