@@ -67,8 +67,9 @@ class Settings(BaseSettings):
         description="event-time mode: seconds of event time an input partition may be read ahead "
         "of the clock (the slowest input with a backlog, or one just read to its end that still "
         "holds it) before its fetching pauses, once it also holds 250 records the clock has not "
-        "reached (watermark alignment, which bounds the events parked ahead of the clock); 0 "
-        "never pauses",
+        "reached (watermark alignment, which bounds the events parked ahead of the clock; while "
+        "an input with nothing left to read holds the clock, the others read on until 16,000 "
+        "records wait past it); 0 never pauses",
     )
 
     on_processing_error: Literal["dead_letter", "fail"] = Field(

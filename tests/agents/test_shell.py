@@ -814,6 +814,36 @@ def test_empty_inputs_hold_a_backfill_in_kafka_until_they_are_idle() -> None:
     assert shell.ahead(60.0) == {("logistics", 0)}, "commands idle: orders (10:00) is the clock"
 
 
+def test_during_a_hold_the_inputs_read_on_until_the_read_ahead_is_spent() -> None:
+    """A clock held by an input with nothing left to read (the empty commands partition, or one
+    just read to its end) ends by itself within ``CAUGHT_UP_FOR``: with ``hold_read_ahead`` the
+    others read on meanwhile, aligned to the slowest one with a backlog, until that many records
+    wait past the clock; then they are paused at the clock, as without it."""
+    rec = Recorder()
+    wall = [1_000_000.0]
+    shell = make_shell(rec, wall=lambda: wall[0], hold_read_ahead=3)
+    high = {("orders", 0): 100, ("logistics", 0): 100, ("commands", 0): 0}
+    shell.look(list(high), lambda t, p: high[(t, p)], lambda t, p: 0)
+    shell.route(orjson.dumps(created("O1", "10:00")), "orders", 0, 0)
+    shell.route(orjson.dumps(logistics("shipped", "O1", "10:00:30")), "logistics", 0, 0)
+    assert shell.watermark()[0] == float("-inf"), "the empty commands partition holds it"
+    assert shell.ahead(60.0) == set(), "two records past the clock: both read on"
+    shell.route(orjson.dumps(logistics("shipped", "O2", "12:00")), "logistics", 0, 1)
+    assert shell.ahead(60.0) == {("orders", 0), ("logistics", 0)}, "three: paused at the clock"
+    wall[0] += CAUGHT_UP_FOR
+    assert shell.ahead(60.0) == {("logistics", 0)}, "hold over: aligned to orders (10:00) again"
+    # orders, read to its end, holds the clock at 10:10 until idle: logistics, the backlog,
+    # reads on until three of its records are past that clock
+    shell.route(orjson.dumps(created("O3", "10:10")), "orders", 0, 99)
+    assert shell.ahead(60.0) == set(), "orders ran dry: logistics reads on"
+    shell.route(orjson.dumps(logistics("shipped", "O3", "12:30")), "logistics", 0, 2)
+    assert shell.ahead(60.0) == set(), "two past the clock"
+    shell.route(orjson.dumps(logistics("shipped", "O4", "13:00")), "logistics", 0, 3)
+    assert shell.ahead(60.0) == {("logistics", 0)}, "three past the clock: paused at 10:10"
+    wall[0] += CAUGHT_UP_FOR
+    assert shell.ahead(60.0) == set(), "orders idle: logistics alone, never paused"
+
+
 def test_with_a_lead_an_input_reads_that_many_records_past_the_clock_before_it_pauses() -> None:
     """``align_lead``: a partition past the drift is paused only once it holds that many records
     the clock has not reached, so a fetch of every input is read at once (by event time alone a
