@@ -431,8 +431,10 @@ class Persistence:
         self.unmarked.add(partition)
 
     async def persist(self) -> None:
-        """Changed shards to the changelog, then everything pending to the producer."""
+        """Changed shards to the changelog, then everything pending to the producer; first,
+        everything sent before must be on the broker (``Outbox.settle``)."""
         assert self.shell is not None
+        await self.outbox.settle()
         self.shell.persist()
         if self.writer is not None:
             self.writer.flush()  # the flush's shards and timer index: one write batch each
@@ -628,6 +630,7 @@ class Rebalancing:
             owned = {
                 tp.partition for tp in app.consumer.assignment() if tp.topic == topology.shard_name
             }
+            await persistence.outbox.settle()  # before any position is written (settle)
             shell.persist()  # into the table first: the engines are rebuilt from it
             writer = persistence.writer
             if writer is not None:
@@ -646,6 +649,7 @@ class Rebalancing:
             telemetry.on_revoked((tp.topic, tp.partition) for tp in revoked)
             gone = {tp.partition for tp in revoked if tp.topic == topology.shard_name}
             if gone:
+                await persistence.outbox.settle()  # before any position is written (settle)
                 shell.revoke(gone)
                 await persistence.persist()
             worker.ready = False

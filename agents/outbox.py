@@ -6,6 +6,10 @@ stays synchronous and appends here; after each agent batch or timer tick the age
 outbox into one record batch per topic-partition of Faust's own aiokafka producer. Faust flushes
 that producer before it commits input offsets, so at-least-once holds exactly as before: nothing
 is marked read before what it produced is on the broker.
+
+A flush waits for delivery but does not look at how it went: a record batch that failed (the
+producer's retries spent, a broker away longer than its request timeout) was lost without a
+trace while its input offsets were committed. ``settle`` looks, before each state flush.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class Outbox:
         #: (topic, partition) -> the send future of the last record batch handed to it (the
         #: worker reads the changelog offset a flush reached from it)
         self.last_sent: dict[tuple[str, int], Any] = {}
+        #: delivery futures of everything handed over since the last ``settle``
+        self.unsettled: list[asyncio.Future[Any]] = []
         # the router, the detector, the timer and a commit all drain: one at a time, so two
         # writes of the same key (a changelog shard, a shard-topic envelope) keep their order
         self._lock = asyncio.Lock()
@@ -93,7 +99,36 @@ class Outbox:
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
                 continue
             # larger than a whole batch: the plain path takes any size the broker allows
-            await producer.send(topic, value, key=key, partition=partition, headers=headers)
+            self.unsettled.append(
+                await producer.send(topic, value, key=key, partition=partition, headers=headers)
+            )
         if batch.record_count():
             sent = await producer.send_batch(batch, topic, partition=partition)
             self.last_sent[(topic, partition)] = sent
+            self.unsettled.append(sent)
+
+    async def settle(self) -> None:
+        """Wait until everything handed over is on the broker; raise ``DeliveryFailed`` for the
+        first record batch that is not (the worker then ends without committing: ``crash``).
+
+        Called before the state is written (``Persistence.persist``, a revocation, a recovery):
+        stage 2 keeps, per input, the last position it read (``Shell._unread``), written with
+        the state. An envelope lost on the way while a later one of the same input arrived would
+        leave its items behind that position, and after a restart, read again, they would look
+        like copies and be skipped: settled first, no position past them is ever written.
+        """
+        unsettled, self.unsettled = self.unsettled, []
+        for i, future in enumerate(unsettled):
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.cancelled():
+                    self.unsettled[:0] = unsettled[i:]  # this task was cancelled: look again
+                    raise
+                raise DeliveryFailed("a record batch's delivery was cancelled") from None
+            except Exception as exc:
+                raise DeliveryFailed(f"a record batch was not delivered: {exc!r}") from exc
+
+
+class DeliveryFailed(Exception):
+    """A record batch the producer gave up on: what it held never reached the broker."""

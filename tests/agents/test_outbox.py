@@ -1,4 +1,5 @@
-"""A drain cut short (a stop, a rebalance) keeps what it had not handed to the producer.
+"""A drain cut short (a stop, a rebalance) keeps what it had not handed to the producer, and
+a record batch the producer gave up on is never passed over in silence.
 
 Faust commits the offsets of a batch the agent has finished even when the drain of what the
 batch produced was cancelled on the way out; the next drain (Faust's flush before that commit
@@ -8,9 +9,15 @@ does one) must still send it. The producer here records batches and blocks on on
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
-from orderwatch.agents.outbox import Outbox
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from orderwatch.agents.app import Persistence
+from orderwatch.agents.outbox import DeliveryFailed, Outbox
+from tests.agents.test_shell import Recorder, feed, make_shell, scenario
 
 
 class Batch:
@@ -61,3 +68,66 @@ async def test_a_cancelled_drain_keeps_the_unsent_messages_in_order() -> None:
     producer.blocked = None
     assert await outbox.drain() == 2
     assert producer.sent == [("a", 0, 1), ("b", 0, 1), ("c", 1, 1)]
+
+
+class Delivering(Producer):
+    """Records batches; each send returns its delivery future, resolved as ``outcome`` says."""
+
+    def __init__(self) -> None:
+        super().__init__(blocked=None)
+        self.outcome: BaseException | None = None
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send_batch(self, batch: Batch, topic: str, partition: int) -> asyncio.Future[Any]:
+        self.sent.append((topic, partition, batch.record_count()))
+        future = asyncio.get_running_loop().create_future()
+        if self.outcome is None:
+            future.set_result((topic, partition))
+        else:
+            future.set_exception(self.outcome)
+        self.futures.append(future)
+        return future
+
+
+async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> None:
+    producer = Delivering()
+    outbox = Outbox(lambda: producer)
+    outbox.put("a", b"k", b"v", 0)
+    await outbox.drain()
+    late = asyncio.get_running_loop().create_future()
+    outbox.unsettled.append(late)  # a batch still on its way
+    settle = asyncio.create_task(outbox.settle())
+    await asyncio.sleep(0.05)
+    assert not settle.done(), "returned before the batch was delivered"
+    late.set_result(None)
+    await asyncio.wait_for(settle, 10)
+    producer.outcome = KafkaTimeoutError()  # retries spent: aiokafka fails the batch's future
+    outbox.put("a", b"k", b"v", 0)
+    outbox.put("b", b"k", b"v", 1)
+    await outbox.drain()
+    with pytest.raises(DeliveryFailed, match="KafkaTimeoutError"):
+        await outbox.settle()
+
+
+async def test_a_lost_envelope_stops_the_state_flush_before_a_position_past_it_is_written() -> None:
+    """Stage 2 skips an item at or before the last position it read from the item's input
+    (``Shell._unread``). An envelope lost on the way while a later one arrived would leave its
+    items behind that position: read again after a restart, they would look like copies. So
+    the state flush settles first, and on a failure writes nothing (the worker then ends)."""
+    producer = Delivering()
+    outbox = Outbox(lambda: producer)
+    table = SimpleNamespace(data={})
+    persistence = Persistence(SimpleNamespace(table=table, changelog_name="cl"), outbox)  # type: ignore[arg-type]
+    rec = Recorder()
+    shell = make_shell(rec)
+    shell.send_changelog = persistence.send_changelog
+    persistence.shell = shell
+    feed(shell, rec, scenario()[:40])
+    lost = asyncio.get_running_loop().create_future()
+    lost.set_exception(KafkaTimeoutError())
+    outbox.unsettled.append(lost)  # an envelope sent before the ones stage 2 read
+    with pytest.raises(DeliveryFailed):
+        await persistence.persist()
+    assert table.data == {}, "state and positions written past a lost envelope"
+    await persistence.persist()  # the same flush with every delivery made
+    assert any(key.startswith(b"*:read:") for key in table.data), "no positions written"
