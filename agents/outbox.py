@@ -15,6 +15,7 @@ trace while its input offsets were committed. ``settle`` looks, before each stat
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 from orderwatch.agents.shell import partition_for
 
 Message = tuple[str, bytes | None, bytes | None, int | None, Any]
+
+log = logging.getLogger("orderwatch.worker")
 
 
 class Outbox:
@@ -34,8 +37,8 @@ class Outbox:
         #: (topic, partition) -> the send future of the last record batch handed to it (the
         #: worker reads the changelog offset a flush reached from it)
         self.last_sent: dict[tuple[str, int], Any] = {}
-        #: delivery futures of everything handed over since the last ``settle``
-        self.unsettled: list[asyncio.Future[Any]] = []
+        #: (topic, partition, delivery future) of everything handed over since the last ``settle``
+        self.unsettled: list[tuple[str, int, asyncio.Future[Any]]] = []
         # the router, the detector, the timer and a commit all drain: one at a time, so two
         # writes of the same key (a changelog shard, a shard-topic envelope) keep their order
         self._lock = asyncio.Lock()
@@ -99,13 +102,12 @@ class Outbox:
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
                 continue
             # larger than a whole batch: the plain path takes any size the broker allows
-            self.unsettled.append(
-                await producer.send(topic, value, key=key, partition=partition, headers=headers)
-            )
+            sent = await producer.send(topic, value, key=key, partition=partition, headers=headers)
+            self.unsettled.append((topic, partition, sent))
         if batch.record_count():
             sent = await producer.send_batch(batch, topic, partition=partition)
             self.last_sent[(topic, partition)] = sent
-            self.unsettled.append(sent)
+            self.unsettled.append((topic, partition, sent))
 
     async def settle(self) -> None:
         """Wait until everything handed over is on the broker; raise ``DeliveryFailed`` for the
@@ -118,16 +120,23 @@ class Outbox:
         like copies and be skipped: settled first, no position past them is ever written.
         """
         unsettled, self.unsettled = self.unsettled, []
-        for i, future in enumerate(unsettled):
+        for i, (topic, partition, future) in enumerate(unsettled):
             try:
                 await asyncio.shield(future)
             except asyncio.CancelledError:
                 if not future.cancelled():
                     self.unsettled[:0] = unsettled[i:]  # this task was cancelled: look again
                     raise
-                raise DeliveryFailed("a record batch's delivery was cancelled") from None
+                raise self._failed(topic, partition, "cancelled") from None
             except Exception as exc:
-                raise DeliveryFailed(f"a record batch was not delivered: {exc!r}") from exc
+                raise self._failed(topic, partition, type(exc).__name__) from exc
+
+    @staticmethod
+    def _failed(topic: str, partition: int, reason: str) -> DeliveryFailed:
+        # the crash log names the exception's class only (a message may quote input): the
+        # topic, partition and aiokafka's error class, which quote nothing, are logged here
+        log.error("a record batch to %s[%d] was not delivered: %s", topic, partition, reason)
+        return DeliveryFailed(f"a record batch to {topic}[{partition}] was not delivered: {reason}")
 
 
 class DeliveryFailed(Exception):

@@ -95,7 +95,7 @@ async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> Non
     outbox.put("a", b"k", b"v", 0)
     await outbox.drain()
     late = asyncio.get_running_loop().create_future()
-    outbox.unsettled.append(late)  # a batch still on its way
+    outbox.unsettled.append(("a", 0, late))  # a batch still on its way
     settle = asyncio.create_task(outbox.settle())
     await asyncio.sleep(0.05)
     assert not settle.done(), "returned before the batch was delivered"
@@ -105,7 +105,7 @@ async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> Non
     outbox.put("a", b"k", b"v", 0)
     outbox.put("b", b"k", b"v", 1)
     await outbox.drain()
-    with pytest.raises(DeliveryFailed, match="KafkaTimeoutError"):
+    with pytest.raises(DeliveryFailed, match=r"to a\[0\] was not delivered: KafkaTimeoutError"):
         await outbox.settle()
 
 
@@ -125,7 +125,7 @@ async def test_a_lost_envelope_stops_the_state_flush_before_a_position_past_it_i
     feed(shell, rec, scenario()[:40])
     lost = asyncio.get_running_loop().create_future()
     lost.set_exception(KafkaTimeoutError())
-    outbox.unsettled.append(lost)  # an envelope sent before the ones stage 2 read
+    outbox.unsettled.append(("shard", 0, lost))  # an envelope sent before those stage 2 read
     with pytest.raises(DeliveryFailed):
         await persistence.persist()
     assert table.data == {}, "state and positions written past a lost envelope"
