@@ -75,9 +75,11 @@ ALIGNED_STREAM_BUFFER = 1024
 #: paused (``Shell._past``): one fetch's worth, so that every input is fetched at once
 ALIGN_LEAD = ALIGNED_POLL_RECORDS
 #: With watermark alignment, records the inputs may read past a clock held by an input with
-#: nothing left to read (``Shell.ahead``): about the second such a hold lasts, at this machine's
-#: ~14k events/s, so a backfill does not stop for it; parked, they are ~10 MiB more at the peak
-HOLD_READ_AHEAD = 16_000
+#: nothing left to read (``Shell.ahead``): what the lead keeps past it anyway (24 inputs x 250)
+#: and the second such a hold lasts at this machine's ~14k events/s, so a backfill does not stop
+#: for it (at 16,000 it still stopped ~0.9 s of 9); the peak of parked events does not grow with
+#: the backlog (the alignment test: 16-20k at 82k events and at 165k)
+HOLD_READ_AHEAD = 24_000
 
 
 def crash(exc: BaseException, where: str) -> None:

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         "of the clock (the slowest input with a backlog, or one just read to its end that still "
         "holds it) before its fetching pauses, once it also holds 250 records the clock has not "
         "reached (watermark alignment, which bounds the events parked ahead of the clock; while "
-        "an input with nothing left to read holds the clock, the others read on until 16,000 "
+        "an input with nothing left to read holds the clock, the others read on until 24,000 "
         "records wait past it); 0 never pauses",
     )
 

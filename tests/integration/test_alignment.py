@@ -23,7 +23,7 @@ from tests.integration.test_worker_runtime import converge, replayed, scenario
 pytestmark = pytest.mark.integration
 
 #: the backlog's orders (~40 events each) and the bound the test holds the worker to. What may
-#: wait does not grow with the backlog (19-23k parked at 2,000 orders and at 4,000: the inputs
+#: wait does not grow with the backlog (16-20k parked at 2,000 orders and at 4,000: the inputs
 #: read on for up to ``HOLD_READ_AHEAD`` records while the empty command partitions hold the
 #: clock at the start); 4,000 keeps that a small share, where alignment off parks most of it
 ORDERS = 4_000
