@@ -130,6 +130,17 @@ class Outbox:
                 raise self._failed(topic, partition, "cancelled") from None
             except Exception as exc:
                 raise self._failed(topic, partition, type(exc).__name__) from exc
+        # sent while this awaited: not waited for, but a failure among them is known already.
+        # aiokafka sends a partition's next batch only once the one before is done, so an
+        # envelope stage 2 has read was sent after every earlier one to its partition was done:
+        # the caller writes its positions right after this returns, with no await between
+        for topic, partition, future in self.unsettled:
+            if future.done():
+                if future.cancelled():
+                    raise self._failed(topic, partition, "cancelled")
+                error = future.exception()
+                if error is not None:
+                    raise self._failed(topic, partition, type(error).__name__) from error
 
     @staticmethod
     def _failed(topic: str, partition: int, reason: str) -> DeliveryFailed:

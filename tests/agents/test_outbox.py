@@ -101,6 +101,18 @@ async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> Non
     assert not settle.done(), "returned before the batch was delivered"
     late.set_result(None)
     await asyncio.wait_for(settle, 10)
+    # one that failed while settle waited for an earlier one: reported by the same settle
+    earlier = asyncio.get_running_loop().create_future()
+    outbox.unsettled.append(("a", 0, earlier))
+    settle = asyncio.create_task(outbox.settle())
+    await asyncio.sleep(0.05)
+    failed = asyncio.get_running_loop().create_future()
+    failed.set_exception(KafkaTimeoutError())
+    outbox.unsettled.append(("a", 1, failed))
+    earlier.set_result(None)
+    with pytest.raises(DeliveryFailed, match=r"to a\[1\]"):
+        await asyncio.wait_for(settle, 10)
+    outbox.unsettled.clear()
     producer.outcome = KafkaTimeoutError()  # retries spent: aiokafka fails the batch's future
     outbox.put("a", b"k", b"v", 0)
     outbox.put("b", b"k", b"v", 1)
