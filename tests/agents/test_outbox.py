@@ -76,7 +76,6 @@ class Delivering(Producer):
     def __init__(self) -> None:
         super().__init__(blocked=None)
         self.outcome: BaseException | None = None
-        self.futures: list[asyncio.Future[Any]] = []
 
     async def send_batch(self, batch: Batch, topic: str, partition: int) -> asyncio.Future[Any]:
         self.sent.append((topic, partition, batch.record_count()))
@@ -85,8 +84,13 @@ class Delivering(Producer):
             future.set_result((topic, partition))
         else:
             future.set_exception(self.outcome)
-        self.futures.append(future)
         return future
+
+
+async def turns(n: int = 5) -> None:
+    """Let the other tasks run until each is waiting (no wall-clock wait)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> None:
@@ -97,7 +101,7 @@ async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> Non
     late = asyncio.get_running_loop().create_future()
     outbox.unsettled.append(("a", 0, late))  # a batch still on its way
     settle = asyncio.create_task(outbox.settle())
-    await asyncio.sleep(0.05)
+    await turns()
     assert not settle.done(), "returned before the batch was delivered"
     late.set_result(None)
     await asyncio.wait_for(settle, 10)
@@ -105,7 +109,7 @@ async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> Non
     earlier = asyncio.get_running_loop().create_future()
     outbox.unsettled.append(("a", 0, earlier))
     settle = asyncio.create_task(outbox.settle())
-    await asyncio.sleep(0.05)
+    await turns()
     failed = asyncio.get_running_loop().create_future()
     failed.set_exception(KafkaTimeoutError())
     outbox.unsettled.append(("a", 1, failed))
