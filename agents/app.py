@@ -48,7 +48,7 @@ from orderwatch.agents.faust_internals import (
     tune_fetcher,
 )
 from orderwatch.agents.membership import Membership
-from orderwatch.agents.outbox import Outbox
+from orderwatch.agents.outbox import DeliveryFailed, Outbox
 from orderwatch.agents.shell import WATERMARK_HEADER, Shell
 from orderwatch.agents.telemetry import Telemetry
 from orderwatch.engine.catalog import parse_duration
@@ -274,7 +274,6 @@ class Worker:
             self.state_check = local_store.check_state_dir(
                 Path(app.conf.tabledir), s.app_id, s.partitions, s.state_mismatch
             )
-            app.after_flush = writer.commit_offsets  # type: ignore[attr-defined]
             app.catch_up_options = local_store.consumer_options(s)  # type: ignore[attr-defined]
         persistence = Persistence(topology, outbox, writer)
         self.shell = self._shell(topology, outbox, persistence)
@@ -286,6 +285,7 @@ class Worker:
         detector = Detector(app, topology, self.shell, outbox, s)
         # a state write that fails must not let the commit it precedes go through
         app.before_flush = _crash_on_error("state flush", persistence.persist)  # type: ignore[attr-defined]
+        app.after_flush = persistence.delivered  # type: ignore[attr-defined]
         sweeper = Sweeper(app, self.shell, outbox, persistence, t, inputs, self.metrics, s)
         rebalancing = Rebalancing(self, topology, self.shell, persistence, t)
         app.task(self._serve_metrics)
@@ -433,10 +433,10 @@ class Persistence:
         self.unmarked.add(partition)
 
     async def persist(self) -> None:
-        """Changed shards to the changelog, then everything pending to the producer; first,
-        everything sent before must be on the broker (``Outbox.settle``)."""
+        """Changed shards to the changelog, then everything pending to the producer; first, no
+        record batch sent before may have failed (``Outbox.check``)."""
         assert self.shell is not None
-        await self.outbox.settle()
+        self.outbox.check()
         self.shell.persist()
         if self.writer is not None:
             self.writer.flush()  # the flush's shards and timer index: one write batch each
@@ -454,6 +454,17 @@ class Persistence:
                     sent = self.outbox.last_sent.get((self.changelog_name, partition))
                     if sent is not None:
                         self.writer.sent(partition, sent)
+
+    def delivered(self) -> None:
+        """After the producer's flush, before Faust commits input offsets: every batch is done,
+        and none may have failed (``Outbox.check``: the worker ends, committing nothing); then
+        the store records its changelog offsets."""
+        try:
+            self.outbox.check()
+        except DeliveryFailed as exc:
+            crash(exc, "state flush")
+        if self.writer is not None:
+            self.writer.commit_offsets()
 
 
 class Inputs:
@@ -632,7 +643,7 @@ class Rebalancing:
             owned = {
                 tp.partition for tp in app.consumer.assignment() if tp.topic == topology.shard_name
             }
-            await persistence.outbox.settle()  # before any position is written (settle)
+            persistence.outbox.check()  # before any position is written (Outbox.check)
             shell.persist()  # into the table first: the engines are rebuilt from it
             writer = persistence.writer
             if writer is not None:
@@ -651,7 +662,7 @@ class Rebalancing:
             telemetry.on_revoked((tp.topic, tp.partition) for tp in revoked)
             gone = {tp.partition for tp in revoked if tp.topic == topology.shard_name}
             if gone:
-                await persistence.outbox.settle()  # before any position is written (settle)
+                persistence.outbox.check()  # before any position is written (Outbox.check)
                 shell.revoke(gone)
                 await persistence.persist()
             worker.ready = False

@@ -87,49 +87,31 @@ class Delivering(Producer):
         return future
 
 
-async def turns(n: int = 5) -> None:
-    """Let the other tasks run until each is waiting (no wall-clock wait)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def test_settle_waits_for_every_delivery_and_reports_a_failed_one() -> None:
+async def test_check_reports_a_failed_delivery_and_never_waits() -> None:
     producer = Delivering()
     outbox = Outbox(lambda: producer)
     outbox.put("a", b"k", b"v", 0)
     await outbox.drain()
     late = asyncio.get_running_loop().create_future()
-    outbox.unsettled.append(("a", 0, late))  # a batch still on its way
-    settle = asyncio.create_task(outbox.settle())
-    await turns()
-    assert not settle.done(), "returned before the batch was delivered"
-    late.set_result(None)
-    await asyncio.wait_for(settle, 10)
-    # one that failed while settle waited for an earlier one: reported by the same settle
-    earlier = asyncio.get_running_loop().create_future()
-    outbox.unsettled.append(("a", 0, earlier))
-    settle = asyncio.create_task(outbox.settle())
-    await turns()
-    failed = asyncio.get_running_loop().create_future()
-    failed.set_exception(KafkaTimeoutError())
-    outbox.unsettled.append(("a", 1, failed))
-    earlier.set_result(None)
-    with pytest.raises(DeliveryFailed, match=r"to a\[1\]"):
-        await asyncio.wait_for(settle, 10)
-    outbox.unsettled.clear()
-    producer.outcome = KafkaTimeoutError()  # retries spent: aiokafka fails the batch's future
-    outbox.put("a", b"k", b"v", 0)
-    outbox.put("b", b"k", b"v", 1)
+    outbox.unsettled.append(("a", 1, late))  # a batch still on its way
+    outbox.check()
+    assert [(t, p) for t, p, _ in outbox.unsettled] == [("a", 1)], "the delivered one forgotten"
+    late.set_exception(KafkaTimeoutError())  # retries spent: aiokafka fails the batch's future
+    with pytest.raises(DeliveryFailed, match=r"to a\[1\] was not delivered: KafkaTimeoutError"):
+        outbox.check()
+    outbox.unsettled.clear()  # the worker has ended there
+    producer.outcome = KafkaTimeoutError()
+    outbox.put("b", b"k", b"v", 0)
     await outbox.drain()
-    with pytest.raises(DeliveryFailed, match=r"to a\[0\] was not delivered: KafkaTimeoutError"):
-        await outbox.settle()
+    with pytest.raises(DeliveryFailed, match=r"to b\[0\]"):
+        outbox.check()
 
 
 async def test_a_lost_envelope_stops_the_state_flush_before_a_position_past_it_is_written() -> None:
     """Stage 2 skips an item at or before the last position it read from the item's input
     (``Shell._unread``). An envelope lost on the way while a later one arrived would leave its
     items behind that position: read again after a restart, they would look like copies. So
-    the state flush settles first, and on a failure writes nothing (the worker then ends)."""
+    the state flush checks first, and on a failure writes nothing (the worker then ends)."""
     producer = Delivering()
     outbox = Outbox(lambda: producer)
     table = SimpleNamespace(data={})
@@ -145,5 +127,6 @@ async def test_a_lost_envelope_stops_the_state_flush_before_a_position_past_it_i
     with pytest.raises(DeliveryFailed):
         await persistence.persist()
     assert table.data == {}, "state and positions written past a lost envelope"
+    outbox.unsettled.clear()
     await persistence.persist()  # the same flush with every delivery made
     assert any(key.startswith(b"*:read:") for key in table.data), "no positions written"
